@@ -1,0 +1,179 @@
+//! Composition root: turns a command into a running node or a one-shot
+//! action. Builds the runtime, binds listeners, spawns the proxy, waits for
+//! signals, reloads on SIGHUP, drains on SIGTERM / SIGINT.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cli::{Cli, Command, DEFAULT_CONFIG_PATH};
+use crate::config::{self, Config, LogFormat};
+use crate::proxy::{self, ProxyState, ServeOptions, Shared};
+use crate::state::Snapshot;
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config } => exit_on_error(run(config.as_deref())),
+        Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG_PATH))),
+        Command::Join { .. } => not_yet("join", "gossip clustering"),
+        Command::Top { .. } => not_yet("top", "the terminal dashboard"),
+        Command::Health { .. } => not_yet("health", "the admin API"),
+        Command::Ctl { .. } => not_yet("ctl", "the admin API"),
+        Command::Init { .. } => not_yet("init", "packaging and init"),
+        Command::Cert { .. } => not_yet("cert", "TLS termination"),
+        Command::Demo => not_yet("demo", "the demo"),
+    }
+}
+
+fn not_yet(cmd: &str, feature: &str) -> ExitCode {
+    eprintln!("sysmanage-node {cmd}: not yet available in this version (it arrives with {feature})");
+    ExitCode::from(2)
+}
+
+fn exit_on_error(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sysmanage-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(cfg) => {
+            print!("{}", cfg.summary());
+            if !cfg.rate_limits.is_empty() {
+                println!("  note: rate_limits are validated but not enforced by this version");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    let result = match path {
+        Some(p) => config::load_file(p),
+        None => config::default_config(),
+    };
+    result.map_err(|e| anyhow::anyhow!("invalid config:\n{e}"))
+}
+
+fn init_tracing(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// `sysmanage-node run`: blocks until a shutdown signal and the drain end.
+pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = load(path)?;
+    init_tracing(&cfg);
+    let workers = cfg.node.workers;
+    let runtime = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()
+    }
+    .context("cannot start the async runtime")?;
+    let path = path.map(Path::to_path_buf);
+    runtime.block_on(async move {
+        let node = Node::start(cfg).await?;
+        wait_for_signals(&node, path).await;
+        node.stop().await;
+        Ok(())
+    })
+}
+
+/// A running node: its bound addresses and the handle to stop it. Tests
+/// start nodes in-process through this.
+pub struct Node {
+    /// Bound address of each listener, by name, in config order.
+    pub listeners: Vec<(String, SocketAddr)>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Node {
+    pub async fn start(cfg: Config) -> anyhow::Result<Node> {
+        let bound = proxy::bind_all(&cfg).await?;
+        let listeners =
+            bound.iter().map(|(n, l)| Ok((n.clone(), l.local_addr()?))).collect::<std::io::Result<Vec<_>>>()?;
+        if !cfg.rate_limits.is_empty() {
+            tracing::warn!("rate_limits are validated but not enforced by this version");
+        }
+        let opts = ServeOptions { limits: cfg.limits.clone() };
+        for (name, addr) in &listeners {
+            tracing::info!(listener = %name, %addr, "listening");
+        }
+        tracing::info!(node = %cfg.node.name, source = %cfg.source, pools = cfg.pools.len(), routes = cfg.routes.len(), "sysmanage-node started");
+        let state = ProxyState::new(Arc::new(Snapshot::new(cfg)));
+        let shared = Arc::new(Shared { state: ArcSwap::from_pointee(state) });
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(proxy::serve(bound, shared.clone(), opts, rx));
+        Ok(Node { listeners, shared, shutdown, task })
+    }
+
+    /// The address of the listener called `name`.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Applies a new config to the request path. Listener and limit changes
+    /// need a restart; they are reported, not applied.
+    pub fn reload(&self, cfg: Config) {
+        let old = self.shared.state.load();
+        let old_binds: Vec<_> = old.snapshot.config.listeners.iter().map(|l| l.bind).collect();
+        let new_binds: Vec<_> = cfg.listeners.iter().map(|l| l.bind).collect();
+        if old_binds != new_binds {
+            tracing::warn!("listener changes take effect at the next restart");
+        }
+        self.shared.state.store(Arc::new(ProxyState::new(Arc::new(Snapshot::new(cfg)))));
+        tracing::info!("config reloaded");
+    }
+
+    /// Stops accepting, drains, and returns when the node has stopped.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn wait_for_signals(node: &Node, path: Option<PathBuf>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers; stopping");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
+            _ = hup.recv() => {
+                match load(path.as_deref()) {
+                    Ok(cfg) => node.reload(cfg),
+                    Err(e) => tracing::error!("reload refused, keeping the running config: {e:#}"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Configuration: TOML text → [`raw::RawConfig`] (serde, unknown keys
+//! rejected) → [`validate`] → [`Config`].
+//!
+//! Every error names the file, line and column, the key, and what was
+//! expected, e.g. `node.toml:14:9: pools[0].servers[2].weight: must be
+//! 1..=256, got 0`. Called by `app` (run, reload) and `cli` (check-config);
+//! reads files, touches nothing else.
+
+mod locate;
+pub mod raw;
+pub mod units;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+
+pub use locate::{KeyPath, Locator};
+
+use crate::model::{Balance, RetryOn};
+
+/// The default config compiled into the binary (`run` without `-c`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
+
+/// A validated configuration. Indexes between sections (route → pool) are
+/// checked, so users of it never look a name up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages (`node.toml` or `<embedded default>`).
+    pub source: String,
+    pub node: NodeConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+    pub headers: HeaderConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub rate_limits: Vec<RateLimitConfig>,
+    pub pools: Vec<PoolConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Runtime worker threads; 1 runs a single-threaded runtime.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A client must send a whole request head within this time.
+    pub header_timeout: Duration,
+    /// An idle keep-alive client connection is closed after this time.
+    pub keepalive_timeout: Duration,
+    /// Largest request body accepted (413 above it).
+    pub max_body: u64,
+    /// Largest request head accepted (431 above it).
+    pub max_header_size: usize,
+    /// Client connections held at once, over all listeners; more wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
+    /// How long in-flight requests may run after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderConfig {
+    /// Add the seed's security headers to every response.
+    pub security: bool,
+    pub frame_options: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub name: String,
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub balance: Balance,
+    /// Idle keep-alive connections kept per server.
+    pub keepalive: usize,
+    pub keepalive_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head after the request was sent.
+    pub read_timeout: Duration,
+    /// Longest stall while writing the request to the server.
+    pub send_timeout: Duration,
+    /// Further servers tried after the first fails.
+    pub retries: u32,
+    pub retry_on: RetryOn,
+    /// Failures within `fail_timeout` that make a server unavailable; 0 turns
+    /// passive health off.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub servers: Vec<ServerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Name used in logs, metrics and the API (defaults to the address text).
+    pub name: String,
+    pub addr: SocketAddr,
+    /// The address as written (`host:port`), sent nowhere but shown to users.
+    pub addr_text: String,
+    pub weight: u32,
+    pub backup: bool,
+    /// Most requests in flight at once; 0 means no limit.
+    pub max_conns: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    pub rate_limit: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    pub methods: Option<Vec<Method>>,
+    /// Match only requests that ask for a WebSocket upgrade.
+    pub websocket: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    Proxy { pool: usize },
+    Respond { status: u16, body: Bytes, content_type: String },
+    Static { dir: PathBuf, cache_control: Option<String> },
+    Redirect { to: String, status: u16 },
+}
+
+/// One located config error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub position: Option<(usize, usize)>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((line, col)) = self.position {
+            write!(f, ":{line}:{col}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every error found in one config, in file order.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: label.clone(),
+            position: None,
+            key: String::new(),
+            message: format!("cannot read the config file: {e}"),
+        }])
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_str(&text, &label, &base)
+}
+
+/// The embedded default config.
+pub fn default_config() -> Result<Config, ConfigErrors> {
+    parse_str(DEFAULT_CONFIG, "<embedded default>", Path::new("."))
+}
+
+/// Parses and validates config text; `label` names it in errors and relative
+/// paths (static directories) resolve against `base`.
+pub fn parse_str(text: &str, label: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let locator = Locator::new(text);
+    let raw: raw::RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (position, key) = match e.span() {
+                Some(span) => (Some(locator.line_col(span.start)), locator.path_at(span.start).to_string()),
+                None => (None, String::new()),
+            };
+            return Err(ConfigErrors(vec![ConfigError {
+                file: label.to_string(),
+                position,
+                key,
+                message: e.message().trim().to_string(),
+            }]));
+        }
+    };
+    validate::validate(raw, label, base).map_err(|errors| {
+        let mut out: Vec<ConfigError> = errors
+            .into_iter()
+            .map(|(path, message)| ConfigError {
+                file: label.to_string(),
+                position: locator.position(&path),
+                key: path.to_string(),
+                message,
+            })
+            .collect();
+        out.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
+        ConfigErrors(out)
+    })
+}
+
+impl Config {
+    /// A short human summary for `check-config`.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{}: OK\n", self.source);
+        s.push_str(&format!("  node {} ({} workers)\n", self.node.name, self.node.workers));
+        for l in &self.listeners {
+            s.push_str(&format!("  listener {} on {}\n", l.name, l.bind));
+        }
+        for p in &self.pools {
+            s.push_str(&format!("  pool {} ({}, {} servers)\n", p.name, p.balance, p.servers.len()));
+            for sv in &p.servers {
+                s.push_str(&format!(
+                    "    server {} weight {}{}{}\n",
+                    sv.addr_text,
+                    sv.weight,
+                    if sv.backup { " backup" } else { "" },
+                    if sv.max_conns > 0 { format!(" max_conns {}", sv.max_conns) } else { String::new() },
+                ));
+            }
+        }
+        for r in &self.routes {
+            let path = match &r.matcher.path {
+                PathMatch::Exact(p) => format!("= {p}"),
+                PathMatch::Prefix(p) => format!("{p}*"),
+            };
+            let action = match &r.action {
+                RouteAction::Proxy { pool } => format!("pool {}", self.pools[*pool].name),
+                RouteAction::Respond { status, .. } => format!("respond {status}"),
+                RouteAction::Static { dir, .. } => format!("static {}", dir.display()),
+                RouteAction::Redirect { to, status } => format!("redirect {status} {to}"),
+            };
+            s.push_str(&format!("  route {} {} -> {}\n", r.name, path, action));
+        }
+        s
+    }
+}

@@ -1,0 +1,494 @@
+//! Checks a [`RawConfig`] and builds the typed [`Config`]: ranges, units,
+//! addresses, unique names and cross-references. Collects every error instead
+//! of stopping at the first, so `check-config` shows them all at once.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+
+use super::locate::KeyPath;
+use super::raw::*;
+use super::units::{parse_duration, parse_size};
+use super::*;
+use crate::model::{Balance, RetryOn};
+
+type Errors = Vec<(KeyPath, String)>;
+
+struct Ctx {
+    errors: Errors,
+}
+
+impl Ctx {
+    fn err(&mut self, path: KeyPath, msg: impl Into<String>) {
+        self.errors.push((path, msg.into()));
+    }
+
+    fn duration(&mut self, value: &Option<String>, path: KeyPath, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => parse_duration(v).unwrap_or_else(|e| {
+                self.err(path, e);
+                default
+            }),
+        }
+    }
+
+    fn size(&mut self, value: &Option<String>, path: KeyPath, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(v) => parse_size(v).unwrap_or_else(|e| {
+                self.err(path, e);
+                default
+            }),
+        }
+    }
+
+    /// An integer in `range`, or `default` when absent.
+    fn int(&mut self, value: Option<i64>, path: KeyPath, lo: i64, hi: i64, default: i64) -> i64 {
+        match value {
+            None => default,
+            Some(v) if (lo..=hi).contains(&v) => v,
+            Some(v) => {
+                self.err(path, format!("must be {lo}..={hi}, got {v}"));
+                default
+            }
+        }
+    }
+
+    /// A required, non-empty name that is unique among `seen`.
+    fn name(&mut self, value: &Option<String>, path: KeyPath, what: &str, seen: &mut HashSet<String>) -> String {
+        match value.as_deref().map(str::trim) {
+            None | Some("") => {
+                self.err(path, format!("every {what} needs a non-empty name"));
+                String::new()
+            }
+            Some(n) => {
+                if !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                    self.err(path.clone(), format!("must use only letters, digits, '-', '_' and '.', got \"{n}\""));
+                }
+                if !seen.insert(n.to_string()) {
+                    self.err(path, format!("{what} name \"{n}\" is used twice; names must be unique"));
+                }
+                n.to_string()
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "sysmanage-node".to_string())
+}
+
+/// Parses `host:port` (an IP literal, or a name resolved now).
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("expected host:port such as \"127.0.0.1:8080\", got \"{text}\""));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("expected host:port such as \"127.0.0.1:8080\", got \"{text}\""));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut it) => it.next().ok_or_else(|| format!("\"{host}\" resolves to no address")),
+        Err(e) => Err(format!("cannot resolve \"{host}\": {e}")),
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Config, Errors> {
+    let mut cx = Ctx { errors: Vec::new() };
+    let root = KeyPath::root();
+
+    // [node]
+    let np = root.key("node");
+    let node = NodeConfig {
+        name: match raw.node.name.as_deref().map(str::trim) {
+            Some("") => {
+                cx.err(np.key("name"), "must not be empty (leave it out to use the hostname)");
+                hostname()
+            }
+            Some(n) => n.to_string(),
+            None => hostname(),
+        },
+        data_dir: PathBuf::from(raw.node.data_dir.clone().unwrap_or_else(|| "/var/lib/sysmanage-node".into())),
+        workers: {
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            match cx.int(raw.node.workers, np.key("workers"), 0, 256, 0) {
+                0 => cores,
+                n => n as usize,
+            }
+        },
+    };
+
+    // [limits]
+    let lp = root.key("limits");
+    let l = &raw.limits;
+    let header_timeout = cx.duration(&l.header_timeout, lp.key("header_timeout"), Duration::from_secs(10));
+    if header_timeout.is_zero() {
+        cx.err(lp.key("header_timeout"), "must be above zero (slow clients would never be cut off)");
+    }
+    let max_header_size = cx.size(&l.max_header_size, lp.key("max_header_size"), 16 << 10);
+    if !(8192..=1 << 20).contains(&max_header_size) {
+        cx.err(lp.key("max_header_size"), format!("must be 8KiB..=1MiB, got {max_header_size} bytes"));
+    }
+    let limits = Limits {
+        header_timeout,
+        keepalive_timeout: cx.duration(&l.keepalive_timeout, lp.key("keepalive_timeout"), Duration::from_secs(60)),
+        max_body: cx.size(&l.max_body, lp.key("max_body"), 32 << 20),
+        max_header_size: max_header_size.clamp(8192, 1 << 20) as usize,
+        max_connections: cx.int(l.max_connections, lp.key("max_connections"), 1, 1_000_000, 10_000) as usize,
+        shutdown_timeout: cx.duration(&l.shutdown_timeout, lp.key("shutdown_timeout"), Duration::from_secs(30)),
+    };
+
+    // [log]
+    let gp = root.key("log");
+    let log = LogConfig {
+        level: match raw.log.level.as_deref() {
+            None => "info".into(),
+            Some(v @ ("error" | "warn" | "info" | "debug" | "trace")) => v.into(),
+            Some(v) => {
+                cx.err(gp.key("level"), format!("expected one of error, warn, info, debug, trace, got \"{v}\""));
+                "info".into()
+            }
+        },
+        format: match raw.log.format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => {
+                cx.err(gp.key("format"), format!("expected \"text\" or \"json\", got \"{v}\""));
+                LogFormat::Text
+            }
+        },
+        access_log: raw.log.access_log.unwrap_or(true),
+    };
+
+    // [headers]
+    let hp = root.key("headers");
+    let frame_options = raw.headers.frame_options.clone().unwrap_or_else(|| "DENY".into());
+    if http::HeaderValue::from_str(&frame_options).is_err() {
+        cx.err(hp.key("frame_options"), "must be a valid header value such as \"DENY\" or \"SAMEORIGIN\"");
+    }
+    let headers = HeaderConfig { security: raw.headers.security.unwrap_or(true), frame_options };
+
+    // [[listeners]]
+    let mut names = HashSet::new();
+    let mut binds = HashSet::new();
+    let mut listeners = Vec::new();
+    if raw.listeners.is_empty() {
+        cx.err(root.key("listeners"), "at least one [[listeners]] entry is needed");
+    }
+    for (i, rl) in raw.listeners.iter().enumerate() {
+        let p = root.key("listeners").index(i);
+        let name = cx.name(&rl.name, p.key("name"), "listener", &mut names);
+        let bind = match rl.bind.as_deref() {
+            None => {
+                cx.err(p.key("bind"), "missing: expected an address such as \"0.0.0.0:80\"");
+                None
+            }
+            Some(b) => match b.parse::<SocketAddr>() {
+                Ok(a) => {
+                    if a.port() != 0 && !binds.insert(a) {
+                        cx.err(p.key("bind"), format!("{a} is bound by another listener"));
+                    }
+                    Some(a)
+                }
+                Err(_) => {
+                    cx.err(
+                        p.key("bind"),
+                        format!("expected an IP address and port such as \"0.0.0.0:80\", got \"{b}\""),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(bind) = bind {
+            listeners.push(ListenerConfig { name, bind });
+        }
+    }
+
+    // [[rate_limits]]
+    let mut names = HashSet::new();
+    let mut rate_limits = Vec::new();
+    for (i, rr) in raw.rate_limits.iter().enumerate() {
+        let p = root.key("rate_limits").index(i);
+        let name = cx.name(&rr.name, p.key("name"), "rate limit", &mut names);
+        let per_second = match rr.rate.as_deref() {
+            None => {
+                cx.err(p.key("rate"), "missing: expected a rate such as \"10/s\" or \"300/m\"");
+                1.0
+            }
+            Some(r) => match parse_rate(r) {
+                Ok(v) => v,
+                Err(e) => {
+                    cx.err(p.key("rate"), e);
+                    1.0
+                }
+            },
+        };
+        let burst = cx.int(rr.burst, p.key("burst"), 0, 1_000_000, 0) as u32;
+        rate_limits.push(RateLimitConfig { name, per_second, burst });
+    }
+
+    // [[pools]]
+    let mut names = HashSet::new();
+    let mut pools = Vec::new();
+    for (i, rp) in raw.pools.iter().enumerate() {
+        pools.push(validate_pool(&mut cx, rp, root.key("pools").index(i), &mut names));
+    }
+
+    // [[routes]]
+    let mut names = HashSet::new();
+    let mut routes = Vec::new();
+    if raw.routes.is_empty() {
+        cx.err(root.key("routes"), "at least one [[routes]] entry is needed (every request would get 404)");
+    }
+    for (i, rr) in raw.routes.iter().enumerate() {
+        let p = root.key("routes").index(i);
+        if let Some(r) = validate_route(&mut cx, rr, p, &mut names, &pools, &rate_limits, base) {
+            routes.push(r);
+        }
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    Ok(Config { source: label.to_string(), node, limits, log, headers, listeners, rate_limits, pools, routes })
+}
+
+/// `"10/s"`, `"300/m"`, `"10r/s"` (nginx spelling) → requests per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let expected = "expected a rate such as \"10/s\" or \"300/m\"";
+    let (n, unit) = text.split_once('/').ok_or_else(|| format!("{expected}, got \"{text}\""))?;
+    let n: f64 = n.trim().trim_end_matches('r').parse().map_err(|_| format!("{expected}, got \"{text}\""))?;
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(format!("{expected}, and above zero, got \"{text}\""));
+    }
+    match unit.trim() {
+        "s" => Ok(n),
+        "m" => Ok(n / 60.0),
+        other => Err(format!("{expected}: unknown unit \"{other}\" (use s or m)")),
+    }
+}
+
+fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<String>) -> PoolConfig {
+    let name = cx.name(&rp.name, p.key("name"), "pool", names);
+    let balance = match rp.balance.as_deref() {
+        None => Balance::RoundRobin,
+        Some(b) => Balance::parse(b).unwrap_or_else(|| {
+            cx.err(p.key("balance"), format!("expected one of {}, got \"{b}\"", Balance::NAMES));
+            Balance::RoundRobin
+        }),
+    };
+    let mut retry_on = RetryOn::default();
+    match &rp.retry_on {
+        None => {
+            retry_on.error = true;
+            retry_on.timeout = true;
+        }
+        Some(list) => {
+            for (j, cond) in list.iter().enumerate() {
+                if !retry_on.add(cond) {
+                    cx.err(p.key("retry_on").index(j), format!("expected one of {}, got \"{cond}\"", RetryOn::NAMES));
+                }
+            }
+        }
+    }
+    let mut servers = Vec::new();
+    let mut server_names = HashSet::new();
+    if rp.servers.is_empty() {
+        cx.err(p.key("servers"), "a pool needs at least one server");
+    }
+    for (j, rs) in rp.servers.iter().enumerate() {
+        let sp = p.key("servers").index(j);
+        let Some(addr_text) = rs.addr.as_deref().map(str::trim) else {
+            cx.err(sp.key("addr"), "missing: expected host:port such as \"127.0.0.1:8080\"");
+            continue;
+        };
+        let addr = match parse_addr(addr_text) {
+            Ok(a) => a,
+            Err(e) => {
+                cx.err(sp.key("addr"), e);
+                continue;
+            }
+        };
+        let sname = rs.name.clone().unwrap_or_else(|| addr_text.to_string());
+        if !server_names.insert(sname.clone()) {
+            cx.err(
+                sp.key(if rs.name.is_some() { "name" } else { "addr" }),
+                format!("server \"{sname}\" appears twice in pool \"{name}\""),
+            );
+        }
+        servers.push(ServerConfig {
+            name: sname,
+            addr,
+            addr_text: addr_text.to_string(),
+            weight: cx.int(rs.weight, sp.key("weight"), 1, 256, 1) as u32,
+            backup: rs.backup.unwrap_or(false),
+            max_conns: cx.int(rs.max_conns, sp.key("max_conns"), 0, 1_000_000, 0) as u32,
+        });
+    }
+    if !servers.is_empty() && servers.iter().all(|s| s.backup) {
+        cx.err(p.key("servers"), "every server is a backup: at least one must not be");
+    }
+    let connect_timeout = cx.duration(&rp.connect_timeout, p.key("connect_timeout"), Duration::from_secs(5));
+    let read_timeout = cx.duration(&rp.read_timeout, p.key("read_timeout"), Duration::from_secs(60));
+    let send_timeout = cx.duration(&rp.send_timeout, p.key("send_timeout"), Duration::from_secs(60));
+    for (key, d) in
+        [("connect_timeout", connect_timeout), ("read_timeout", read_timeout), ("send_timeout", send_timeout)]
+    {
+        if d.is_zero() {
+            cx.err(p.key(key), "must be above zero");
+        }
+    }
+    PoolConfig {
+        name,
+        balance,
+        keepalive: cx.int(rp.keepalive, p.key("keepalive"), 0, 100_000, 32) as usize,
+        keepalive_timeout: cx.duration(&rp.keepalive_timeout, p.key("keepalive_timeout"), Duration::from_secs(60)),
+        connect_timeout,
+        read_timeout,
+        send_timeout,
+        retries: cx.int(rp.retries, p.key("retries"), 0, 16, 2) as u32,
+        retry_on,
+        max_fails: cx.int(rp.max_fails, p.key("max_fails"), 0, 1000, 1) as u32,
+        fail_timeout: cx.duration(&rp.fail_timeout, p.key("fail_timeout"), Duration::from_secs(10)),
+        servers,
+    }
+}
+
+fn validate_route(
+    cx: &mut Ctx,
+    rr: &RawRoute,
+    p: KeyPath,
+    names: &mut HashSet<String>,
+    pools: &[PoolConfig],
+    rate_limits: &[RateLimitConfig],
+    base: &Path,
+) -> Option<RouteConfig> {
+    let name = cx.name(&rr.name, p.key("name"), "route", names);
+    let path = match (&rr.path, &rr.path_prefix) {
+        (Some(_), Some(_)) => {
+            cx.err(p.key("path_prefix"), "set either path (exact) or path_prefix, not both");
+            None
+        }
+        (None, None) => {
+            cx.err(p.clone(), "missing: set path (exact match) or path_prefix");
+            None
+        }
+        (Some(x), None) | (None, Some(x)) if !x.starts_with('/') => {
+            let key = if rr.path.is_some() { "path" } else { "path_prefix" };
+            cx.err(p.key(key), format!("must start with '/', got \"{x}\""));
+            None
+        }
+        (Some(x), None) => Some(PathMatch::Exact(x.clone())),
+        (None, Some(x)) => Some(PathMatch::Prefix(x.clone())),
+    };
+    let methods = rr.methods.as_ref().map(|list| {
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, m)| match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    cx.err(p.key("methods").index(j), format!("expected an HTTP method such as \"GET\", got \"{m}\""));
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    let host = rr.host.as_ref().map(|h| h.trim().to_ascii_lowercase());
+    if host.as_deref() == Some("") {
+        cx.err(p.key("host"), "must not be empty (leave it out to match any host)");
+    }
+
+    let mut actions = Vec::new();
+    if let Some(pool) = &rr.pool {
+        match pools.iter().position(|x| &x.name == pool) {
+            Some(i) => actions.push(RouteAction::Proxy { pool: i }),
+            None => {
+                let known: Vec<&str> = pools.iter().map(|x| x.name.as_str()).collect();
+                cx.err(p.key("pool"), format!("no pool named \"{pool}\" (pools: {})", list_or_none(&known)));
+                actions.push(RouteAction::Proxy { pool: 0 });
+            }
+        }
+    }
+    if let Some(resp) = &rr.respond {
+        let status = cx.int(resp.status, p.key("respond").key("status"), 100, 599, 200) as u16;
+        let content_type = resp.content_type.clone().unwrap_or_else(|| "text/plain; charset=utf-8".into());
+        if http::HeaderValue::from_str(&content_type).is_err() {
+            cx.err(p.key("respond").key("content_type"), "must be a valid header value");
+        }
+        actions.push(RouteAction::Respond {
+            status,
+            body: Bytes::from(resp.body.clone().unwrap_or_default()),
+            content_type,
+        });
+    }
+    if let Some(dir) = &rr.static_dir {
+        let dir = base.join(dir);
+        if !dir.is_dir() {
+            cx.err(p.key("static_dir"), format!("{} is not a readable directory", dir.display()));
+        }
+        if let Some(cc) = &rr.cache_control {
+            if http::HeaderValue::from_str(cc).is_err() {
+                cx.err(p.key("cache_control"), "must be a valid header value");
+            }
+        }
+        actions.push(RouteAction::Static { dir, cache_control: rr.cache_control.clone() });
+    } else if rr.cache_control.is_some() {
+        cx.err(p.key("cache_control"), "only applies to routes with static_dir");
+    }
+    if let Some(red) = &rr.redirect {
+        let status = cx.int(red.status, p.key("redirect").key("status"), 301, 308, 302) as u16;
+        if ![301, 302, 303, 307, 308].contains(&status) {
+            cx.err(p.key("redirect").key("status"), format!("must be 301, 302, 303, 307 or 308, got {status}"));
+        }
+        let to = red.to.clone().unwrap_or_default();
+        if to.is_empty() || http::HeaderValue::from_str(&to).is_err() {
+            cx.err(
+                p.key("redirect").key("to"),
+                "missing or invalid: expected a URL or path such as \"https://example.com/\"",
+            );
+        }
+        actions.push(RouteAction::Redirect { to, status });
+    }
+    if actions.len() > 1 {
+        cx.err(p.clone(), "set exactly one action: pool, respond, static_dir or redirect (several are set)");
+    }
+    let rate_limit = rr.rate_limit.as_ref().and_then(|z| {
+        let i = rate_limits.iter().position(|x| &x.name == z);
+        if i.is_none() {
+            let known: Vec<&str> = rate_limits.iter().map(|x| x.name.as_str()).collect();
+            cx.err(p.key("rate_limit"), format!("no rate limit named \"{z}\" (rate_limits: {})", list_or_none(&known)));
+        }
+        i
+    });
+    let websocket = rr.websocket.unwrap_or(false);
+    if websocket && !matches!(actions.first(), Some(RouteAction::Proxy { .. }) | None) {
+        cx.err(p.key("websocket"), "a websocket route must proxy to a pool");
+    }
+    let action = match actions.into_iter().next() {
+        Some(a) => a,
+        None => {
+            cx.err(p.clone(), "missing action: set pool, respond, static_dir or redirect");
+            return None;
+        }
+    };
+    Some(RouteConfig { name, matcher: RouteMatch { path: path?, host, methods, websocket }, action, rate_limit })
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none defined".to_string()
+    } else {
+        names.join(", ")
+    }
+}

@@ -1,0 +1,31 @@
+//! # sysmanage-node
+//!
+//! A load balancer for SysManage in one binary: HTTP/1.1, HTTP/2 and
+//! WebSocket reverse proxy with passive health, in front of SysManage
+//! servers. See `docs/ARCHITECTURE.md` and `../shared/DESIGN.md`.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap definitions.
+//! - [`app`]: composition root: load config, bind, spawn, signals, drain.
+//! - [`proxy`]: listeners, per-request service, forwarding, static files.
+//! - [`state`]: the immutable snapshot the request path reads.
+//! - [`balance`]: selection algorithms, pure and synchronous.
+//! - [`health`]: passive health (max_fails / fail_timeout).
+//! - [`config`]: TOML → validated [`config::Config`] with located errors.
+//! - [`metrics`]: lock-free counters and metric names.
+//! - [`model`]: plain shared types.
+//! - [`clock`]: monotonic milliseconds for atomics.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod balance;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod model;
+pub mod proxy;
+pub mod state;

@@ -1,0 +1,363 @@
+//! Forwarding one request to a pool: server choice, the upstream request,
+//! retries, passive health, and the WebSocket tunnel after a 101.
+//!
+//! Retry rules (nginx's `proxy_next_upstream`, made explicit):
+//! - a failure kind listed in the pool's `retry_on` may be retried, on another
+//!   server, up to `retries` more times;
+//! - only when the request can be sent again: its method is idempotent, or no
+//!   byte of it reached the server (connect failures);
+//! - and only when its body is still here: bodies with a `Content-Length` up
+//!   to [`RETRY_BODY_MAX`] are read whole first and kept; larger or chunked
+//!   bodies stream and can be resent only if no part was read yet.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as LegacyClient;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::body::{BodyError, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
+use super::conn::{ActiveGuard, ConnActivity};
+use super::error::ProxyError;
+use super::headers::{add_forwarded, remove_hop_by_hop};
+use crate::config::PoolConfig;
+use crate::metrics::{self, COUNTERS};
+use crate::state::Pool;
+
+/// Bodies up to this size (by `Content-Length`) are kept in memory so that a
+/// failed attempt can be retried with the same body.
+pub const RETRY_BODY_MAX: u64 = 64 * 1024;
+
+pub type Client = LegacyClient<HttpConnector, UpstreamBody>;
+
+/// A pooled keep-alive HTTP/1.1 client for one pool's servers.
+pub fn build_client(cfg: &PoolConfig) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(cfg.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    LegacyClient::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(cfg.keepalive)
+        .pool_idle_timeout(cfg.keepalive_timeout)
+        .pool_timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector)
+}
+
+/// Counts a request as in flight to a server until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicU32>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicU32>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Request facts the forwarder needs besides the request itself.
+pub struct Forward<'a> {
+    pub pool: &'a Pool,
+    pub client: &'a Client,
+    pub client_ip: IpAddr,
+    pub client_hash: u64,
+    pub max_body: u64,
+    pub websocket: bool,
+    pub activity: &'a Arc<ConnActivity>,
+}
+
+/// What happened, for the access log.
+pub struct Outcome {
+    pub server: Option<usize>,
+    pub attempts: u32,
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+enum Failure {
+    /// Try another server if the rules allow; `reached`: bytes of the request
+    /// may have reached the server.
+    Retryable { err: ProxyError, reached: bool, wanted: bool },
+    /// Stop now with this error.
+    Fatal(ProxyError),
+}
+
+impl Forward<'_> {
+    pub async fn run(&self, mut req: Request<Incoming>) -> (Result<Response<ProxyBody>, ProxyError>, Outcome) {
+        let mut outcome = Outcome { server: None, attempts: 0 };
+        let client_upgrade = self.websocket.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let cfg = &self.pool.cfg;
+
+        let content_length =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if content_length.is_some_and(|n| n > self.max_body) {
+            return (Err(ProxyError::BodyTooLarge { limit: self.max_body }), outcome);
+        }
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = if body.is_end_stream() {
+            UpstreamBody::Empty
+        } else if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
+            let limited = LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), exceeded.clone());
+            match tokio::time::timeout(cfg.read_timeout, limited.collect()).await {
+                Ok(Ok(collected)) => UpstreamBody::Full(Some(collected.to_bytes())),
+                Ok(Err(BodyError::TooLarge(_))) => {
+                    return (Err(ProxyError::BodyTooLarge { limit: self.max_body }), outcome)
+                }
+                Ok(Err(e)) => return (Err(ProxyError::ClientBody { detail: e.to_string() }), outcome),
+                Err(_) => {
+                    return (Err(ProxyError::ClientBody { detail: "client stopped sending its body".into() }), outcome)
+                }
+            }
+        } else {
+            UpstreamBody::Stream(StreamSlot::new(LimitedIncoming::new(body, self.max_body, exceeded.clone())))
+        };
+
+        let mut headers = parts.headers;
+        remove_hop_by_hop(&mut headers, self.websocket);
+        if !headers.contains_key(header::HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+        }
+        let host = headers.get(header::HOST).cloned();
+        add_forwarded(&mut headers, self.client_ip, "http", host.as_ref());
+        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let method = parts.method;
+        let may_repeat = idempotent(&method);
+
+        let max_attempts = 1 + cfg.retries as usize;
+        let mut tried = [usize::MAX; 17];
+        let mut last_err: Option<ProxyError> = None;
+        for attempt in 0..max_attempts {
+            let now = crate::clock::now_ms();
+            let Some(idx) = self.pool.select(self.client_hash, &tried[..attempt], now) else {
+                break;
+            };
+            tried[attempt] = idx;
+            outcome.server = Some(idx);
+            outcome.attempts = attempt as u32 + 1;
+            if attempt > 0 {
+                metrics::inc(&COUNTERS.retries);
+            }
+            let server = &self.pool.servers[idx];
+            let attempt_body = match &body {
+                UpstreamBody::Empty => UpstreamBody::Empty,
+                UpstreamBody::Full(b) => UpstreamBody::Full(b.clone()),
+                UpstreamBody::Stream(s) => UpstreamBody::Stream(s.clone()),
+            };
+            let is_last = attempt + 1 == max_attempts;
+            let mut up = Request::new(attempt_body);
+            *up.method_mut() = method.clone();
+            *up.version_mut() = Version::HTTP_11;
+            *up.headers_mut() = if is_last { std::mem::take(&mut headers) } else { headers.clone() };
+            *up.uri_mut() = Uri::from_parts({
+                let mut p = http::uri::Parts::default();
+                p.scheme = Some(Scheme::HTTP);
+                p.authority = Some(server.authority.clone());
+                p.path_and_query = Some(path_and_query.clone());
+                p
+            })
+            .unwrap_or_default();
+
+            let in_flight = InFlight::new(&server.in_flight);
+            let result = tokio::time::timeout(cfg.read_timeout, self.client.request(up)).await;
+            let failure = match result {
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    if cfg.retry_on.status(status) {
+                        server.passive.record_failure(crate::clock::now_ms());
+                        let resendable = may_repeat && !matches!(body, UpstreamBody::Stream(_));
+                        if resendable
+                            && !is_last
+                            && self.pool.select(self.client_hash, &tried[..=attempt], now).is_some()
+                        {
+                            tracing::warn!(pool = %cfg.name, server = %server.name, status, "retrying: server answered with a status listed in retry_on");
+                            continue;
+                        }
+                    } else {
+                        server.passive.record_success();
+                    }
+                    return (Ok(self.respond(resp, in_flight, client_upgrade)), outcome);
+                }
+                Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+                    Failure::Fatal(ProxyError::BodyTooLarge { limit: self.max_body })
+                }
+                Ok(Err(e)) => classify(&e, &server.name, cfg),
+                Err(_) => Failure::Retryable {
+                    err: ProxyError::Timeout {
+                        server: server.name.clone(),
+                        timeout_ms: cfg.read_timeout.as_millis() as u64,
+                    },
+                    reached: true,
+                    wanted: cfg.retry_on.timeout,
+                },
+            };
+            drop(in_flight);
+            match failure {
+                Failure::Fatal(err) => return (Err(err), outcome),
+                Failure::Retryable { err, reached, wanted } => {
+                    metrics::inc(&COUNTERS.upstream_errors);
+                    if server.passive.record_failure(crate::clock::now_ms()) {
+                        tracing::warn!(pool = %cfg.name, server = %server.name, fail_timeout = ?cfg.fail_timeout, "server marked unavailable after max_fails failures");
+                    }
+                    let body_here = match &body {
+                        UpstreamBody::Stream(s) => !s.touched(),
+                        _ => true,
+                    };
+                    let resendable = body_here && (may_repeat || !reached);
+                    tracing::warn!(pool = %cfg.name, server = %server.name, error = %err, attempt = attempt + 1, "upstream attempt failed");
+                    last_err = Some(err);
+                    if !(wanted && resendable) {
+                        break;
+                    }
+                }
+            }
+        }
+        let err = last_err.unwrap_or_else(|| {
+            metrics::inc(&COUNTERS.no_server);
+            ProxyError::NoServer { pool: cfg.name.clone() }
+        });
+        (Err(err), outcome)
+    }
+
+    /// Turns a server's response into the client's: hop-by-hop headers go,
+    /// the body streams through, and a 101 starts the tunnel.
+    fn respond(
+        &self,
+        resp: Response<Incoming>,
+        in_flight: InFlight,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                return self.tunnel(resp, in_flight, client_upgrade);
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, ProxyBody::upstream(body).with_in_flight(in_flight))
+    }
+
+    fn tunnel(
+        &self,
+        mut resp: Response<Incoming>,
+        in_flight: InFlight,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+    ) -> Response<ProxyBody> {
+        let server_upgrade = hyper::upgrade::on(&mut resp);
+        let busy = ActiveGuard::new(self.activity);
+        let pool = self.pool.cfg.name.clone();
+        tokio::spawn(async move {
+            let _busy = busy;
+            let _in_flight = in_flight;
+            match tokio::try_join!(client_upgrade, server_upgrade) {
+                Ok((client, server)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut server = TokioIo::new(server);
+                    match tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                        Ok((up, down)) => tracing::debug!(%pool, up, down, "websocket tunnel closed"),
+                        Err(e) => tracing::debug!(%pool, error = %e, "websocket tunnel ended with an error"),
+                    }
+                }
+                Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        let keep: HeaderMap = parts.headers.clone();
+        remove_hop_by_hop(&mut parts.headers, true);
+        if let Some(v) = keep.get(header::UPGRADE) {
+            parts.headers.insert(header::UPGRADE, v.clone());
+        }
+        Response::from_parts(parts, ProxyBody::empty())
+    }
+}
+
+/// Sorts a client error into what the retry rules need.
+fn classify(e: &hyper_util::client::legacy::Error, server: &str, cfg: &PoolConfig) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut timed_out = false;
+    let mut parse = false;
+    while let Some(s) = source {
+        if let Some(be) = s.downcast_ref::<BodyError>() {
+            if matches!(be, BodyError::Client(_)) {
+                return Failure::Fatal(ProxyError::ClientBody { detail: be.to_string() });
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            parse |= h.is_parse() || h.is_parse_status();
+        }
+        source = s.source();
+    }
+    let detail = error_chain(e);
+    if e.is_connect() {
+        if timed_out {
+            return Failure::Retryable {
+                err: ProxyError::Timeout {
+                    server: server.to_string(),
+                    timeout_ms: cfg.connect_timeout.as_millis() as u64,
+                },
+                reached: false,
+                wanted: cfg.retry_on.timeout,
+            };
+        }
+        return Failure::Retryable {
+            err: ProxyError::Connect { server: server.to_string(), detail },
+            reached: false,
+            wanted: cfg.retry_on.error,
+        };
+    }
+    if parse {
+        return Failure::Retryable {
+            err: ProxyError::InvalidResponse { server: server.to_string(), detail },
+            reached: true,
+            wanted: cfg.retry_on.invalid_response || cfg.retry_on.error,
+        };
+    }
+    Failure::Retryable {
+        err: ProxyError::Upstream { server: server.to_string(), detail },
+        reached: true,
+        wanted: cfg.retry_on.error,
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// A fixed plain-text response.
+pub fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}

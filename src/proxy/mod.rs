@@ -1,0 +1,25 @@
+//! The data plane: listeners, the per-request service, forwarding to pools,
+//! static files and WebSocket tunnels.
+//!
+//! Reads the immutable [`crate::state::Snapshot`] through an `ArcSwap`;
+//! never imports `admin`, `control`, `cluster` or the session store. Nothing
+//! here holds a lock across an `.await`.
+//!
+//! Request flow: [`listener`] accepts and wraps the socket in
+//! [`conn::ClientIo`] (timeouts) → hyper parses → [`service::handle`] matches
+//! a route ([`routing`]) → the action: [`forward`] (server choice, retries,
+//! [`headers`] rewriting, [`body`] streaming), [`static_files`], a fixed
+//! response or a redirect → security headers, metrics, access log.
+
+pub mod body;
+pub mod conn;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod listener;
+pub mod routing;
+pub mod service;
+pub mod static_files;
+
+pub use listener::{bind_all, serve, ServeOptions};
+pub use service::{ProxyState, Shared};
