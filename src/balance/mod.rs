@@ -6,7 +6,7 @@
 //! does I/O; the only lock is the round-robin state, held for a few
 //! arithmetic operations.
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::model::Balance;
@@ -37,13 +37,11 @@ pub struct Selector {
     algo: Balance,
     /// Smooth weighted round robin: each server's current weight.
     current: Mutex<Vec<i64>>,
-    /// Rotates the starting point of ties in `least_conn`.
-    next: AtomicUsize,
 }
 
 impl Selector {
     pub fn new(algo: Balance, servers: usize) -> Self {
-        Selector { algo, current: Mutex::new(vec![0; servers]), next: AtomicUsize::new(0) }
+        Selector { algo, current: Mutex::new(vec![0; servers]) }
     }
 
     pub fn algorithm(&self) -> Balance {
@@ -88,26 +86,25 @@ impl Selector {
         best
     }
 
-    /// Fewest in-flight requests per unit of weight; ties rotate.
+    /// Fewest in-flight requests per unit of weight; ties are broken by
+    /// smooth weighted round robin among the tied servers (as nginx does), so
+    /// an idle pool still shares by weight.
     fn least_conn(&self, peers: &[Peer], eligible: &impl Fn(usize) -> bool) -> Option<usize> {
-        let n = peers.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best: Option<(usize, u64, u64)> = None; // (index, load, weight)
-        for k in 0..n {
-            let i = (start + k) % n;
+        let mut best: Option<(u64, u64)> = None; // (load, weight) of the lowest ratio
+        for (i, p) in peers.iter().enumerate() {
             if !eligible(i) {
                 continue;
             }
-            let (load, weight) = (u64::from(peers[i].load()), u64::from(peers[i].weight));
+            let (load, weight) = (u64::from(p.load()), u64::from(p.weight));
             // load/weight < best_load/best_weight, compared without division.
-            if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
-                best = Some((i, load, weight));
+            if best.is_none_or(|(bl, bw)| load * bw < bl * weight) {
+                best = Some((load, weight));
             }
         }
-        best.map(|(i, _, _)| i)
+        let (bl, bw) = best?;
+        self.smooth_weighted(peers, &|i| {
+            eligible(i) && u64::from(peers[i].load()) * bw == bl * u64::from(peers[i].weight)
+        })
     }
 }
 
@@ -130,26 +127,36 @@ pub fn rendezvous(peers: &[Peer], eligible: &impl Fn(usize) -> bool, client_hash
     best.map(|(i, _)| i)
 }
 
-/// Power of two choices: two distinct random eligible servers, the less
-/// loaded (relative to weight) wins.
+/// Power of two choices: two distinct eligible servers drawn at random in
+/// proportion to weight; the less loaded (relative to weight) wins, the first
+/// drawn on a tie.
 fn random_two(peers: &[Peer], eligible: &impl Fn(usize) -> bool) -> Option<usize> {
-    let count = (0..peers.len()).filter(|&i| eligible(i)).count();
-    let nth = |k: usize| (0..peers.len()).filter(|&i| eligible(i)).nth(k);
-    match count {
-        0 => None,
-        1 => nth(0),
-        _ => {
-            let a = fastrand::usize(..count);
-            let mut b = fastrand::usize(..count - 1);
-            if b >= a {
-                b += 1;
-            }
-            let (a, b) = (nth(a)?, nth(b)?);
-            let la = u64::from(peers[a].load()) * u64::from(peers[b].weight);
-            let lb = u64::from(peers[b].load()) * u64::from(peers[a].weight);
-            Some(if lb < la { b } else { a })
-        }
+    let total: u64 = (0..peers.len()).filter(|&i| eligible(i)).map(|i| u64::from(peers[i].weight)).sum();
+    if total == 0 {
+        return None;
     }
+    let draw = |skip: Option<usize>, total: u64| -> Option<usize> {
+        let mut r = fastrand::u64(..total);
+        for (i, p) in peers.iter().enumerate() {
+            if !eligible(i) || Some(i) == skip {
+                continue;
+            }
+            let w = u64::from(p.weight);
+            if r < w {
+                return Some(i);
+            }
+            r -= w;
+        }
+        None
+    };
+    let a = draw(None, total)?;
+    let rest = total - u64::from(peers[a].weight);
+    let Some(b) = (rest > 0).then(|| draw(Some(a), rest)).flatten() else {
+        return Some(a);
+    };
+    let la = u64::from(peers[a].load()) * u64::from(peers[b].weight);
+    let lb = u64::from(peers[b].load()) * u64::from(peers[a].weight);
+    Some(if lb < la { b } else { a })
 }
 
 /// FNV-1a, then mixed: stable across runs and builds (unlike `DefaultHasher`).
@@ -237,6 +244,21 @@ mod tests {
         // Only clients of the removed server move: about 1/4.
         assert!(before.iter().zip(&after).all(|(a, b)| a == b || *a == 3));
         assert!((800..1200).contains(&moved), "moved {moved}");
+    }
+
+    #[test]
+    fn idle_pools_share_by_weight() {
+        let p = peers(&[3, 3, 2]);
+        for algo in [Balance::RoundRobin, Balance::LeastConn, Balance::RandomTwo] {
+            let s = Selector::new(algo, 3);
+            let mut counts = [0u32; 3];
+            for _ in 0..8000 {
+                counts[s.pick(&p, |_| true, 0).unwrap()] += 1;
+            }
+            for (c, want) in counts.iter().zip([3000.0, 3000.0, 2000.0]) {
+                assert!((f64::from(*c) - want).abs() < 0.05 * 8000.0, "{algo}: {counts:?}");
+            }
+        }
     }
 
     #[test]
