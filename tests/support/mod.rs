@@ -1,0 +1,360 @@
+//! Test helpers: in-process fake backends, a node started from TOML text, and
+//! small HTTP clients. Everything binds to loopback with ephemeral ports.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
+
+use sysmanage_node::app::Node;
+use sysmanage_node::config::parse_str;
+
+/// What a fake backend does with ordinary requests.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// 200 with the backend's name as body.
+    Ok,
+    /// This status, with the name as body.
+    Status(u16),
+    /// Close the connection without answering.
+    Reset,
+    /// Answer 200 after this long.
+    Delay(Duration),
+}
+
+pub struct BackendState {
+    pub name: String,
+    mode: Mutex<Mode>,
+    /// Requests seen (all paths).
+    pub hits: AtomicU64,
+    /// Request bodies' bytes received on /upload.
+    pub upload_bytes: AtomicU64,
+    /// The last request's head: method, uri, version, headers.
+    pub last: Mutex<Option<(String, String, String, HeaderMap)>>,
+    pub release: Notify,
+}
+
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub state: Arc<BackendState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(BackendState {
+            name: name.to_string(),
+            mode: Mutex::new(Mode::Ok),
+            hits: AtomicU64::new(0),
+            upload_bytes: AtomicU64::new(0),
+            last: Mutex::new(None),
+            release: Notify::new(),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let st = st.clone();
+                if *st.mode.lock().unwrap() == Mode::Reset {
+                    st.hits.fetch_add(1, Ordering::SeqCst);
+                    drop(stream);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| serve(st.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Backend { addr, state, task }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_headers(&self) -> HeaderMap {
+        self.state.last.lock().unwrap().as_ref().map(|l| l.3.clone()).unwrap_or_default()
+    }
+
+    pub fn last_version(&self) -> String {
+        self.state.last.lock().unwrap().as_ref().map(|l| l.2.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct Reset;
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reset by test backend")
+    }
+}
+impl std::error::Error for Reset {}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> BoxBody {
+    Full::new(b.into()).boxed()
+}
+
+async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response<BoxBody>, Reset> {
+    st.hits.fetch_add(1, Ordering::SeqCst);
+    *st.last.lock().unwrap() =
+        Some((req.method().to_string(), req.uri().to_string(), format!("{:?}", req.version()), req.headers().clone()));
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let mode = st.mode.lock().unwrap().clone();
+    match path.as_str() {
+        "/hold" => {
+            st.release.notified().await;
+            return Ok(Response::new(full(st.name.clone())));
+        }
+        "/download" => {
+            let n: u64 = query.trim_start_matches("n=").parse().unwrap_or(0);
+            let mut r = Response::new(Generated { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed());
+            r.headers_mut().insert("content-length", n.into());
+            return Ok(r);
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Some(d) = f.data_ref() {
+                            n += d.len() as u64;
+                            st.upload_bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
+                        }
+                    }
+                    Err(_) => return Err(Reset),
+                }
+            }
+            if let Mode::Status(s) = mode {
+                let mut r = Response::new(full(format!("{n}")));
+                *r.status_mut() = StatusCode::from_u16(s).unwrap();
+                return Ok(r);
+            }
+            if mode == Mode::Reset {
+                return Err(Reset);
+            }
+            return Ok(Response::new(full(format!("{n}"))));
+        }
+        "/echo" => {
+            let mut text = String::new();
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+            }
+            let mut r = Response::new(full(text));
+            r.headers_mut().insert("connection", "x-resp-secret".parse().unwrap());
+            r.headers_mut().insert("x-resp-secret", "1".parse().unwrap());
+            r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+            r.headers_mut().insert("x-backend", st.name.parse().unwrap());
+            return Ok(r);
+        }
+        _ => {}
+    }
+    match mode {
+        Mode::Ok => Ok(Response::new(full(st.name.clone()))),
+        Mode::Status(s) => {
+            let mut r = Response::new(full(st.name.clone()));
+            *r.status_mut() = StatusCode::from_u16(s).unwrap();
+            Ok(r)
+        }
+        Mode::Reset => Err(Reset),
+        Mode::Delay(d) => {
+            tokio::time::sleep(d).await;
+            Ok(Response::new(full(st.name.clone())))
+        }
+    }
+}
+
+/// A body of `remaining` bytes of 'x', made on the fly.
+struct Generated {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl Body for Generated {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = (self.remaining as usize).min(self.chunk.len());
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A client-side streamed body of `remaining` bytes, without Content-Length.
+pub struct Upload {
+    pub remaining: u64,
+    pub chunk: Bytes,
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = (self.remaining as usize).min(self.chunk.len());
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+}
+
+/// Starts a node in-process from TOML text.
+pub async fn start_node(toml: &str) -> Node {
+    let cfg = match parse_str(toml, "test.toml", std::path::Path::new(".")) {
+        Ok(c) => c,
+        Err(e) => panic!("test config invalid:\n{e}\n---\n{toml}"),
+    };
+    Node::start(cfg).await.expect("node starts")
+}
+
+/// A config with one listener on an ephemeral port and one pool "p" whose
+/// `[[pools]]` body is `pool` (everything but the name), routed at "/".
+pub fn config(pool: &str, extra: &str) -> String {
+    format!(
+        r#"
+[log]
+level = "error"
+access_log = false
+
+[[listeners]]
+name = "http"
+bind = "127.0.0.1:0"
+
+[[pools]]
+name = "p"
+{pool}
+
+{extra}
+
+[[routes]]
+name = "default"
+path_prefix = "/"
+pool = "p"
+"#
+    )
+}
+
+/// `servers = [...]` for these backends, each with the given attributes.
+pub fn servers(list: &[(&Backend, &str)]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|(b, attrs)| {
+            let sep = if attrs.is_empty() { "" } else { ", " };
+            format!("{{ addr = \"{}\", name = \"{}\"{sep}{attrs} }}", b.addr, b.state.name)
+        })
+        .collect();
+    format!("servers = [{}]", items.join(", "))
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(c: &TestClient, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, String) {
+    let resp = c.request(req).await.expect("request reaches the node");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub async fn get(c: &TestClient, node: SocketAddr, path: &str) -> (StatusCode, HeaderMap, String) {
+    let req = Request::get(format!("http://{node}{path}")).body(Full::new(Bytes::new())).unwrap();
+    send(c, req).await
+}
+
+/// A raw HTTP/1.1 exchange from a chosen local IP (127.0.0.x): writes
+/// `request`, reads until the server closes or `deadline` passes.
+pub async fn raw_from(local_ip: IpAddr, node: SocketAddr, request: &[u8], deadline: Duration) -> String {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(local_ip, 0)).unwrap();
+    let mut stream = socket.connect(node).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_until_close(&mut stream, deadline).await
+}
+
+pub async fn raw(node: SocketAddr, request: &[u8], deadline: Duration) -> String {
+    let mut stream = TcpStream::connect(node).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_until_close(&mut stream, deadline).await
+}
+
+pub async fn read_until_close(stream: &mut TcpStream, deadline: Duration) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(deadline, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until `cond` holds, checking every 20 ms, or panics after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !cond().await {
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
