@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -27,6 +28,9 @@ pub struct ConnActivity {
     /// HTTP/2 connections exchange control frames while idle; those bytes do
     /// not start a request head.
     http2: AtomicBool,
+    /// The reader waiting while a request was busy: woken when the last
+    /// request ends, so the idle timer starts even if no byte arrives.
+    reader: AtomicWaker,
 }
 
 impl ConnActivity {
@@ -50,7 +54,9 @@ impl ActiveGuard {
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -105,7 +111,14 @@ impl<T> ClientIo<T> {
 impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.activity.active.load(Ordering::Relaxed) > 0 {
+        let mut busy = this.activity.active.load(Ordering::Acquire) > 0;
+        if busy {
+            // Register, then look again: a request that ended in between
+            // either is seen now or wakes us.
+            this.activity.reader.register(cx.waker());
+            busy = this.activity.active.load(Ordering::Acquire) > 0;
+        }
+        if busy {
             this.set_phase(Phase::Busy);
         } else if this.phase == Phase::Busy {
             this.set_phase(Phase::Idle);

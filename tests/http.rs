@@ -1,0 +1,339 @@
+//! Request handling through a real node: header rewriting, HTTP/2 to
+//! HTTP/1.1, limits and timeouts, malformed input, static files, fixed
+//! responses and redirects.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn headers_are_rewritten_both_ways() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "")).await;
+    let addr = node.addr("http").unwrap();
+    let req = Request::get(format!("http://{addr}/echo?x=1"))
+        .header("host", "sysmanage.example.com")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9v")
+        .header("x-custom", "kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, headers, _) = send(&client(), req).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = b.last_headers();
+    assert_eq!(seen["host"], "sysmanage.example.com");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "sysmanage.example.com");
+    assert_eq!(seen["x-custom"], "kept");
+    for hop in ["x-hop", "keep-alive", "proxy-authorization", "te", "upgrade"] {
+        assert!(!seen.contains_key(hop), "{hop} reached the server: {seen:?}");
+    }
+    // Response: the server's hop-by-hop headers are gone, security headers added.
+    assert!(!headers.contains_key("x-resp-secret"), "{headers:?}");
+    assert!(!headers.contains_key("keep-alive"), "{headers:?}");
+    assert_eq!(headers["x-backend"], "b");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-xss-protection"], "1; mode=block");
+    assert!(!headers.contains_key("strict-transport-security"), "HSTS on plain HTTP");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn security_headers_can_be_turned_off() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "[headers]\nsecurity = false")).await;
+    let (_, headers, _) = get(&client(), node.addr("http").unwrap(), "/").await;
+    assert!(!headers.contains_key("x-frame-options"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn http2_client_reaches_an_http11_server() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "")).await;
+    let addr = node.addr("http").unwrap();
+    let (status, _, body) = get(&h2_client(), addr, "/echo").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(b.last_version(), "HTTP/1.1");
+    assert_eq!(b.last_headers()["host"], addr.to_string(), "h2 :authority becomes Host");
+    assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+    // A streamed upload over h2 arrives whole.
+    let req = Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from(vec![7u8; 300_000]))).unwrap();
+    let (status, _, body) = send(&h2_client(), req).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "300000"));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "[limits]\nmax_header_size = \"16KiB\"")).await;
+    let addr = node.addr("http").unwrap();
+    let big = "a".repeat(20_000);
+    let req = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n");
+    let resp = raw(addr, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    assert_eq!(b.hits(), 0);
+    // A request just under the limit passes.
+    let ok = "a".repeat(8_000);
+    let req = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {ok}\r\nConnection: close\r\n\r\n");
+    let resp = raw(addr, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_get_413() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "[limits]\nmax_body = \"100KiB\"")).await;
+    let addr = node.addr("http").unwrap();
+    let c = client();
+    // Declared too large: refused before anything is read or sent.
+    let req = Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from(vec![1u8; 200_000]))).unwrap();
+    let (status, _, body) = send(&c, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body.contains("413"), "{body}");
+    assert_eq!(b.hits(), 0);
+    // Chunked, no length: cut off when the limit is crossed.
+    let req = format!("POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let chunk = vec![b'z'; 32 * 1024];
+    for _ in 0..5 {
+        let head = format!("{:x}\r\n", chunk.len());
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            break;
+        }
+        if stream.write_all(&chunk).await.is_err() || stream.write_all(b"\r\n").await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let resp = read_until_close(&mut stream, Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    // Within the limit: fine.
+    let req = Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from(vec![1u8; 90_000]))).unwrap();
+    assert_eq!(send(&c, req).await.2, "90000");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_sending_headers_byte_by_byte_is_cut_off_at_header_timeout() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "[limits]\nheader_timeout = \"1s\"")).await;
+    let addr = node.addr("http").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = b"GET / HTTP/1.1\r\nHost: slow.example\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let start = Instant::now();
+    let mut closed_after = None;
+    for byte in head.iter() {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A closed socket shows up as a failed write or a read of 0.
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), tokio::io::AsyncReadExt::read(&mut stream, &mut probe)).await
+        {
+            closed_after = Some(start.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the slow client was never cut off");
+    assert!(closed_after >= Duration::from_millis(900), "cut off too early: {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(3), "cut off too late: {closed_after:?}");
+    assert_eq!(b.hits(), 0);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn idle_keepalive_connections_close_after_keepalive_timeout() {
+    let b = Backend::start("b").await;
+    let node =
+        start_node(&config(&servers(&[(&b, "")]), "[limits]\nkeepalive_timeout = \"1s\"\nheader_timeout = \"5s\""))
+            .await;
+    let addr = node.addr("http").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let start = Instant::now();
+    let resp = read_until_close(&mut stream, Duration::from_secs(5)).await;
+    let elapsed = start.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_the_node_keeps_serving() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "")).await;
+    let addr = node.addr("http").unwrap();
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Name: x\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"\x00\x01\x02\x03\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+    ] {
+        let resp = raw(addr, bad, Duration::from_secs(5)).await;
+        assert!(resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.1 505"), "{bad:?} -> {resp:?}");
+    }
+    assert_eq!(b.hits(), 0);
+    assert_eq!(get(&client(), addr, "/").await.0, StatusCode::OK);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn static_files_fixed_responses_and_redirects() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("static");
+    std::fs::create_dir_all(root.join("css")).unwrap();
+    std::fs::write(root.join("app.js"), "console.log(1)").unwrap();
+    std::fs::write(root.join("css/site.css"), "body{}").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "top secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt")).unwrap();
+    let b = Backend::start("b").await;
+    let extra = format!(
+        r#"
+[[routes]]
+name = "health"
+path = "/health"
+respond = {{ status = 200, body = "healthy\n" }}
+
+[[routes]]
+name = "static"
+path_prefix = "/static/"
+static_dir = "{}"
+cache_control = "public, max-age=31536000, immutable"
+
+[[routes]]
+name = "old"
+path_prefix = "/old/"
+redirect = {{ to = "https://new.example$request_uri", status = 301 }}
+"#,
+        root.display()
+    );
+    let node = start_node(&config(&servers(&[(&b, "")]), &extra)).await;
+    let addr = node.addr("http").unwrap();
+    let c = client();
+    let (status, _, body) = get(&c, addr, "/health").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "healthy\n"));
+    let (status, headers, body) = get(&c, addr, "/static/app.js").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "console.log(1)"));
+    assert_eq!(headers["cache-control"], "public, max-age=31536000, immutable");
+    assert!(headers["content-type"].to_str().unwrap().contains("javascript"));
+    assert_eq!(get(&c, addr, "/static/css/site.css").await.2, "body{}");
+    assert_eq!(get(&c, addr, "/static/missing.js").await.0, StatusCode::NOT_FOUND);
+    // Traversal, raw so no client normalises the path.
+    for path in
+        ["/static/../secret.txt", "/static/%2e%2e/secret.txt", "/static/css/..%2f..%2fsecret.txt", "/static/link.txt"]
+    {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let resp = raw(addr, req.as_bytes(), Duration::from_secs(5)).await;
+        assert!(resp.starts_with("HTTP/1.1 403"), "{path} -> {resp}");
+        assert!(!resp.contains("top secret"));
+    }
+    let req = Request::post(format!("http://{addr}/static/app.js")).body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(send(&c, req).await.0, StatusCode::METHOD_NOT_ALLOWED);
+    let (status, headers, _) = get(&c, addr, "/old/page?q=1").await;
+    assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(headers["location"], "https://new.example/old/page?q=1");
+    assert_eq!(b.hits(), 0, "none of these reached the backend");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled_and_closed_without_answer_when_no_server() {
+    // The backend answers 101 and then echoes bytes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let toml = format!(
+        r#"
+[log]
+level = "error"
+[[listeners]]
+name = "http"
+bind = "127.0.0.1:0"
+[[pools]]
+name = "agents"
+servers = [{{ addr = "{ws_addr}" }}]
+[[pools]]
+name = "dead"
+retries = 0
+servers = [{{ addr = "127.0.0.1:1" }}]
+[[routes]]
+name = "agents"
+path_prefix = "/api/agent/connect"
+websocket = true
+pool = "agents"
+[[routes]]
+name = "dead"
+path_prefix = "/dead"
+websocket = true
+pool = "dead"
+"#
+    );
+    let node = start_node(&toml).await;
+    let addr = node.addr("http").unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /api/agent/connect?token=abc HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: x\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
+    s.write_all(b"ping-frame").await.unwrap();
+    let mut got = vec![0u8; 10];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut got).await.unwrap();
+    assert_eq!(&got, b"ping-frame");
+
+    // No server: the connection closes with no status line at all.
+    let resp = raw(
+        addr,
+        b"GET /dead HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(resp, "", "an Upgrade with no server must get no HTTP answer");
+    node.stop().await;
+}
