@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Benchmark sysmanage-node against nginx and HAProxy with the shared harness
+# (../shared/bench/compare.sh, relative to the repo root), then measure idle
+# keep-alive memory on fresh processes (compare.sh idle).
+#
+#   bench/run.sh                                    # defaults of compare.sh (ROUNDS=5 DUR=10 ...)
+#   ROUNDS=3 DUR=10 LOADS="50 500" bench/run.sh     # knobs are passed through to compare.sh
+#   CARGO_TARGET_DIR=/work/target-bench bench/run.sh  # build elsewhere (default: target/)
+#
+# Knobs passed through (env): ROUNDS DUR LOADS TARGETS, and any other compare.sh knob
+# (PIN, WARMUP, IDLE_CONNS, IDLE_HOLD, QUIET_PCT, QUIET_WAIT, NOISE_MAX, BENCH_WORK, ...).
+# SKIP_IDLE=1 skips the separate `compare.sh idle` run.
+# Results: $BENCH_WORK/results/<timestamp>/ and .../idle-<timestamp>/
+#   (default BENCH_WORK=${TMPDIR:-/tmp}/sysmanage-bench).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+HARNESS=$(cd "$ROOT/../shared/bench" && pwd)/compare.sh
+[[ -x $HARNESS || -f $HARNESS ]] || { echo "harness not found: $HARNESS" >&2; exit 1; }
+for tool in nginx haproxy wrk python3 taskset curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light haproxy wrk)" >&2; exit 1; }
+done
+
+# Build (honours CARGO_TARGET_DIR; a relative one is taken relative to the repo root).
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR=$ROOT/$TARGET_DIR
+echo "== building release binary in $TARGET_DIR"
+CARGO_TARGET_DIR=$TARGET_DIR cargo build --release
+BIN=$TARGET_DIR/release/sysmanage-node
+CONF=$ROOT/bench/node.toml
+"$BIN" check-config "$CONF"
+
+# Pass the knobs through explicitly (only those that are set; compare.sh has defaults).
+for k in ROUNDS DUR LOADS TARGETS; do
+  if [[ -n ${!k:-} ]]; then export "${k?}"; fi
+done
+export CUSTOM_CMD="$BIN run -c $CONF"
+echo "== CUSTOM_CMD=$CUSTOM_CMD"
+echo "== ROUNDS=${ROUNDS:-default} DUR=${DUR:-default} LOADS=${LOADS:-default} TARGETS=${TARGETS:-default}"
+
+ulimit -n 20000 || true
+LOG=$(mktemp "${TMPDIR:-/tmp}/sysmanage-bench-run.XXXXXX")
+bash "$HARNESS" 2>&1 | tee "$LOG"
+MAIN_OUT=$(sed -n 's/^results in //p' "$LOG" | tail -1)
+
+IDLE_OUT=
+if [[ ${SKIP_IDLE:-0} != 1 ]]; then
+  echo "== idle test on fresh processes"
+  bash "$HARNESS" idle 2>&1 | tee "$LOG"
+  IDLE_OUT=$(sed -n 's/^results in //p' "$LOG" | tail -1)
+fi
+rm -f "$LOG"
+
+echo
+echo "== results"
+echo "matrix + idle-after-load: ${MAIN_OUT:-?}/{summary.md,results.csv,idle.csv,env.txt,wrk-*.txt}"
+[[ -n $IDLE_OUT ]] && echo "idle (fresh processes):   $IDLE_OUT/{summary.md,idle.csv}"
+exit 0

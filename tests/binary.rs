@@ -1,0 +1,205 @@
+//! The real binary as a separate process: `check-config`, commands not yet
+//! available, streaming 1 GiB each way with bounded memory, and graceful
+//! shutdown on SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
+
+/// A node process, killed by its PID when dropped.
+struct NodeProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl NodeProcess {
+    fn start(config: &str) -> (NodeProcess, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    if line.contains("listening") {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("node printed its listening address");
+        (NodeProcess { child, addr: addr.parse().unwrap() }, dir)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig} failed");
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_prints_a_summary_or_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, config("servers = [{ addr = \"127.0.0.1:8080\", weight = 2 }]", "")).unwrap();
+    let (code, out, _) = run(&["check-config", good.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("good.toml: OK"), "{out}");
+    assert!(out.contains("listener http on 127.0.0.1:0"), "{out}");
+    assert!(out.contains("pool p (round_robin, 1 servers)"), "{out}");
+    assert!(out.contains("server 127.0.0.1:8080 weight 2"), "{out}");
+    assert!(out.contains("route default /* -> pool p"), "{out}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_body = \"lots\"\n[[listeners]]\nname = \"x\"\nbind = \"nowhere\"\n").unwrap();
+    let (code, _, err) = run(&["check-config", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bad.toml:2:12: limits.max_body: expected a size"), "{err}");
+    assert!(err.contains("bad.toml:5:8: listeners[0].bind: expected an IP address and port"), "{err}");
+    assert!(err.contains("bad.toml: 3 error(s)"), "{err}");
+
+    let (code, _, err) = run(&["check-config", "/nonexistent/node.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/node.toml: cannot read the config file"), "{err}");
+}
+
+#[test]
+fn commands_of_later_issues_say_they_are_not_available() {
+    for cmd in [&["top"][..], &["demo"], &["init"], &["join", "10.0.0.1:7946"], &["health"]] {
+        let (code, _, err) = run(cmd);
+        assert_eq!(code, 2, "{cmd:?}");
+        assert!(err.contains("not yet available in this version"), "{cmd:?}: {err}");
+    }
+    let (code, _, err) = run(&["run", "-c", "/nonexistent.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid config"), "{err}");
+}
+
+const GIB: u64 = 1 << 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_each_way_streams_with_rss_under_64_mib() {
+    let b = Backend::start("b").await;
+    let (node, _dir) =
+        NodeProcess::start(&config(&servers(&[(&b, "")]), "[limits]\nmax_body = \"2GiB\"\n[node]\nworkers = 2"));
+    let c: Client<_, Upload> = Client::builder(TokioExecutor::new()).build_http();
+
+    // Download: count the bytes as they arrive, keep none.
+    let req = Request::get(format!("http://{}/download?n={GIB}", node.addr))
+        .body(Upload { remaining: 0, chunk: Bytes::new() })
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(got, GIB);
+
+    // Upload, chunked: the server counts what arrives.
+    let req = Request::post(format!("http://{}/upload", node.addr))
+        .body(Upload { remaining: GIB, chunk: Bytes::from(vec![b'u'; 256 * 1024]) })
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(text, GIB.to_string().as_bytes());
+
+    let peak = node.peak_rss_kib();
+    assert!(peak < 64 * 1024, "node peak RSS {peak} KiB is not under 64 MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    let b = Backend::start("b").await;
+    b.set_mode(Mode::Delay(Duration::from_millis(1500)));
+    let (mut node, _dir) = NodeProcess::start(&config(&servers(&[(&b, "")]), "[limits]\nshutdown_timeout = \"10s\""));
+    let addr = node.addr;
+    let in_flight = tokio::spawn(async move { get(&client(), addr, "/slow").await });
+    wait_until(Duration::from_secs(5), "request reached the backend", || async { b.hits() == 1 }).await;
+    node.signal("-TERM");
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "b"), "in-flight request was cut");
+    let code = tokio::task::spawn_blocking(move || {
+        let status = node.child.wait().unwrap();
+        status.code()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0));
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_pools_and_keeps_the_old_config_on_error() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let (node, dir) = NodeProcess::start(&config(&servers(&[(&a, "")]), ""));
+    let c = client();
+    assert_eq!(get(&c, node.addr, "/").await.2, "a");
+    // An invalid file is refused: traffic keeps flowing to a.
+    std::fs::write(dir.path().join("node.toml"), "this is not toml").unwrap();
+    node.signal("-HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(&c, node.addr, "/").await.2, "a");
+    // A valid one moves the pool to b; the listener (port 0) is unchanged.
+    let cfg = config(&servers(&[(&b, "")]), "").replace("127.0.0.1:0", &node.addr.to_string());
+    std::fs::write(dir.path().join("node.toml"), cfg).unwrap();
+    node.signal("-HUP");
+    wait_until(Duration::from_secs(5), "reload moved traffic to b", || async {
+        get(&c, node.addr, "/").await.2 == "b"
+    })
+    .await;
+}
