@@ -107,7 +107,7 @@ async fn bodies_over_max_body_get_413() {
     assert!(body.contains("413"), "{body}");
     assert_eq!(b.hits(), 0);
     // Chunked, no length: cut off when the limit is crossed.
-    let req = format!("POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let req = "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(req.as_bytes()).await.unwrap();
     let chunk = vec![b'z'; 32 * 1024];
