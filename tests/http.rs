@@ -337,3 +337,102 @@ pool = "dead"
     assert_eq!(resp, "", "an Upgrade with no server must get no HTTP answer");
     node.stop().await;
 }
+
+/// A raw TCP "server" whose behaviour per connection is `handle`.
+async fn raw_server<F, Fut>(handle: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(handle(s));
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_that_stops_reading_hits_send_timeout() {
+    // Reads the request head, then never reads again.
+    let addr = raw_server(|s| async move {
+        let _keep = s;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let pool =
+        format!("send_timeout = \"500ms\"\nread_timeout = \"20s\"\nretries = 0\nservers = [{{ addr = \"{addr}\" }}]");
+    let node = start_node(&config(&pool, "[limits]\nmax_body = \"1GiB\"")).await;
+    let c: hyper_util::client::legacy::Client<_, Upload> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = Request::post(format!("http://{}/upload", node.addr("http").unwrap()))
+        .body(Upload { remaining: 512 << 20, chunk: Bytes::from(vec![b'u'; 256 * 1024]) })
+        .unwrap();
+    let start = Instant::now();
+    // The node answers 504, or cuts the upload; either way well before the 20 s read_timeout.
+    let result = tokio::time::timeout(Duration::from_secs(10), c.request(req)).await.expect("no answer within 10 s");
+    if let Ok(resp) = result {
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    assert!(start.elapsed() < Duration::from_secs(8), "took {:?}", start.elapsed());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_that_stalls_mid_body_is_cut_after_read_timeout() {
+    let addr = raw_server(|mut s| async move {
+        let mut buf = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
+    let pool = format!("read_timeout = \"700ms\"\nretries = 0\nservers = [{{ addr = \"{addr}\" }}]");
+    let node = start_node(&config(&pool, "")).await;
+    let start = Instant::now();
+    let resp = raw(node.addr("http").unwrap(), b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", Duration::from_secs(10)).await;
+    let elapsed = start.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("hello"), "{resp}");
+    assert!(elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(5), "cut after {elapsed:?}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_steady_upload_is_not_a_server_timeout() {
+    let b = Backend::start("b").await;
+    let pool = format!("read_timeout = \"300ms\"\nretries = 0\n{}", servers(&[(&b, "")]));
+    let node = start_node(&config(&pool, "")).await;
+    let c: hyper_util::client::legacy::Client<_, Paced> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    // 20 chunks of 100 KiB, one per 60 ms: 1.2 s of sending, 4x read_timeout.
+    let req = Request::post(format!("http://{}/upload", node.addr("http").unwrap()))
+        .body(Paced::new(20, 100 * 1024, Duration::from_millis(60)))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    assert_eq!(body, (20 * 100 * 1024).to_string().as_bytes());
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408_after_body_timeout() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "[limits]\nbody_timeout = \"500ms\"")).await;
+    let addr = node.addr("http").unwrap();
+    // Small body (kept for retries) and large body (streamed): both paths.
+    for declared in [100u64, 10 << 20] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {declared}\r\n\r\nonly-a-little");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let start = Instant::now();
+        let resp = read_until_close(&mut s, Duration::from_secs(5)).await;
+        let elapsed = start.elapsed();
+        assert!(resp.starts_with("HTTP/1.1 408"), "declared {declared}: {resp}");
+        assert!(elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    }
+    node.stop().await;
+}

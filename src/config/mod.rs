@@ -56,6 +56,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// An idle keep-alive client connection is closed after this time.
     pub keepalive_timeout: Duration,
+    /// A client sending a request body must send something at least this
+    /// often (nginx's `client_body_timeout`); 408 otherwise.
+    pub body_timeout: Duration,
     /// Largest request body accepted (413 above it).
     pub max_body: u64,
     /// Largest request head accepted (431 above it).

@@ -143,6 +143,7 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     let limits = Limits {
         header_timeout,
         keepalive_timeout: cx.duration(&l.keepalive_timeout, lp.key("keepalive_timeout"), Duration::from_secs(60)),
+        body_timeout: cx.duration(&l.body_timeout, lp.key("body_timeout"), Duration::from_secs(60)),
         max_body: cx.size(&l.max_body, lp.key("max_body"), 32 << 20),
         max_header_size: max_header_size.clamp(8192, 1 << 20) as usize,
         max_connections: cx.int(l.max_connections, lp.key("max_connections"), 1, 1_000_000, 10_000) as usize,

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -21,6 +22,7 @@ use tokio::io::AsyncRead;
 
 use super::conn::ActiveGuard;
 use super::forward::InFlight;
+use super::idle_timer::IdleTimer;
 
 /// Errors a body can yield.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,12 @@ pub enum BodyError {
     File(#[from] std::io::Error),
     #[error("request body was already taken")]
     Taken,
+    #[error("the client sent no body data for {0:?} (body_timeout)")]
+    ClientTimeout(Duration),
+    #[error("the server sent nothing for {0:?} (read_timeout)")]
+    ReadTimeout(Duration),
+    #[error("server body: {0}")]
+    Server(hyper::Error),
 }
 
 /// A client request body counted against `max_body`.
@@ -40,14 +48,16 @@ pub struct LimitedIncoming {
     inner: Incoming,
     seen: u64,
     limit: u64,
+    /// The client must keep sending: `body_timeout` between two reads.
+    idle: IdleTimer,
     /// Set when the limit was crossed, so the proxy answers 413 rather than
     /// reporting an upstream failure.
     exceeded: Arc<AtomicBool>,
 }
 
 impl LimitedIncoming {
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
-        LimitedIncoming { inner, seen: 0, limit, exceeded }
+    pub fn new(inner: Incoming, limit: u64, body_timeout: Duration, exceeded: Arc<AtomicBool>) -> Self {
+        LimitedIncoming { inner, seen: 0, limit, idle: IdleTimer::new(body_timeout), exceeded }
     }
 }
 
@@ -57,7 +67,11 @@ impl Body for LimitedIncoming {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if polled.is_ready() {
+            this.idle.progressed();
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -70,6 +84,9 @@ impl Body for LimitedIncoming {
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
             Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending if this.idle.expired(cx) => {
+                Poll::Ready(Some(Err(BodyError::ClientTimeout(this.idle.after()))))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -89,13 +106,25 @@ impl Body for LimitedIncoming {
 pub struct StreamSlot {
     body: Arc<Mutex<Option<LimitedIncoming>>>,
     touched: Arc<AtomicBool>,
+    /// Set when the whole body has been handed to the server connection.
+    finished: Arc<AtomicBool>,
     hint: SizeHint,
 }
 
 impl StreamSlot {
     pub fn new(body: LimitedIncoming) -> Self {
         let hint = body.size_hint();
-        StreamSlot { body: Arc::new(Mutex::new(Some(body))), touched: Arc::new(AtomicBool::new(false)), hint }
+        StreamSlot {
+            body: Arc::new(Mutex::new(Some(body))),
+            touched: Arc::new(AtomicBool::new(false)),
+            finished: Arc::new(AtomicBool::new(false)),
+            hint,
+        }
+    }
+
+    /// Whether the whole body has been sent on.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
     }
 
     /// Whether any part of the body has been read (and so may have reached a
@@ -126,8 +155,10 @@ impl Body for UpstreamBody {
                     return Poll::Ready(Some(Err(BodyError::Taken)));
                 };
                 let r = Pin::new(body).poll_frame(cx);
-                if matches!(r, Poll::Ready(Some(_))) {
-                    slot.touched.store(true, Ordering::Relaxed);
+                match &r {
+                    Poll::Ready(Some(_)) => slot.touched.store(true, Ordering::Relaxed),
+                    Poll::Ready(None) => slot.finished.store(true, Ordering::Relaxed),
+                    Poll::Pending => {}
                 }
                 r
             }
@@ -161,7 +192,7 @@ pub struct ProxyBody {
 enum Kind {
     Empty,
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(ServerBody),
     File(FileBody),
 }
 
@@ -180,8 +211,11 @@ impl ProxyBody {
     pub fn full(b: impl Into<Bytes>) -> Self {
         ProxyBody { kind: Kind::Full(Some(b.into())), _active: None, _in_flight: None }
     }
-    pub fn upstream(b: Incoming) -> Self {
-        ProxyBody { kind: Kind::Upstream(b), _active: None, _in_flight: None }
+    /// A server's response body; fails if the server sends nothing for
+    /// `read_timeout` (nginx's `proxy_read_timeout`, between two reads).
+    pub fn upstream(b: Incoming, read_timeout: Duration) -> Self {
+        let body = ServerBody { inner: b, idle: IdleTimer::new(read_timeout) };
+        ProxyBody { kind: Kind::Upstream(body), _active: None, _in_flight: None }
     }
     pub fn file(file: tokio::fs::File, len: u64) -> Self {
         ProxyBody {
@@ -212,12 +246,7 @@ impl Body for ProxyBody {
         match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(inc) => match Pin::new(inc).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Client(e)))),
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            Kind::Upstream(body) => body.poll_frame(cx),
             Kind::File(f) => f.poll_chunk(cx),
         }
     }
@@ -226,7 +255,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(i) => i.is_end_stream(),
+            Kind::Upstream(b) => b.inner.is_end_stream(),
             Kind::File(f) => f.remaining == 0,
         }
     }
@@ -235,7 +264,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(i) => i.size_hint(),
+            Kind::Upstream(b) => b.inner.size_hint(),
             Kind::File(f) => SizeHint::with_exact(f.remaining),
         }
     }
@@ -271,6 +300,25 @@ impl FileBody {
                 self.buf.truncate(n);
                 Poll::Ready(Some(Ok(Frame::data(self.buf.split().freeze()))))
             }
+        }
+    }
+}
+
+/// A server's streamed response body with the between-reads timer.
+pub struct ServerBody {
+    inner: Incoming,
+    idle: IdleTimer,
+}
+
+impl ServerBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                self.idle.progressed();
+                Poll::Ready(r.map(|f| f.map_err(BodyError::Server)))
+            }
+            Poll::Pending if self.idle.expired(cx) => Poll::Ready(Some(Err(BodyError::ReadTimeout(self.idle.after())))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }

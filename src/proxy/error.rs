@@ -28,13 +28,17 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("client request body failed: {detail}")]
     ClientBody { detail: String },
+    #[error("the client sent no body data for {after:?} (body_timeout)")]
+    ClientTimeout { after: std::time::Duration },
 }
 
 impl ProxyError {
     pub fn source_side(&self) -> Source {
         match self {
             ProxyError::NoServer { .. } => Source::Internal,
-            ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody { .. } => Source::Client,
+            ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody { .. } | ProxyError::ClientTimeout { .. } => {
+                Source::Client
+            }
             _ => Source::Upstream,
         }
     }
@@ -45,6 +49,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -56,6 +61,7 @@ impl ProxyError {
             ProxyError::Timeout { .. } => "504 Gateway Timeout: the server did not answer in time\n",
             ProxyError::BodyTooLarge { .. } => "413 Payload Too Large: request body exceeds the limit\n",
             ProxyError::ClientBody { .. } => "400 Bad Request: the request body could not be read\n",
+            ProxyError::ClientTimeout { .. } => "408 Request Timeout: the request body stopped arriving\n",
             _ => "502 Bad Gateway: the server failed to answer\n",
         }
     }
@@ -70,6 +76,7 @@ impl ProxyError {
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::ClientBody { .. } => "client_body",
+            ProxyError::ClientTimeout { .. } => "client_timeout",
         }
     }
 }

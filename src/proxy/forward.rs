@@ -13,6 +13,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -21,7 +22,6 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as LegacyClient;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
@@ -29,6 +29,7 @@ use super::body::{BodyError, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBod
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
 use super::headers::{add_forwarded, remove_hop_by_hop};
+use super::upstream_io::Connector;
 use crate::config::PoolConfig;
 use crate::metrics::{self, COUNTERS};
 use crate::state::Pool;
@@ -37,14 +38,11 @@ use crate::state::Pool;
 /// failed attempt can be retried with the same body.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
 
-pub type Client = LegacyClient<HttpConnector, UpstreamBody>;
+pub type Client = LegacyClient<Connector, UpstreamBody>;
 
 /// A pooled keep-alive HTTP/1.1 client for one pool's servers.
 pub fn build_client(cfg: &PoolConfig) -> Client {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
+    let connector = Connector::new(cfg.connect_timeout, cfg.send_timeout);
     LegacyClient::builder(TokioExecutor::new())
         .pool_max_idle_per_host(cfg.keepalive)
         .pool_idle_timeout(cfg.keepalive_timeout)
@@ -77,6 +75,7 @@ pub struct Forward<'a> {
     pub client_ip: IpAddr,
     pub client_hash: u64,
     pub max_body: u64,
+    pub body_timeout: Duration,
     pub websocket: bool,
     pub activity: &'a Arc<ConnActivity>,
 }
@@ -115,19 +114,23 @@ impl Forward<'_> {
         let body = if body.is_end_stream() {
             UpstreamBody::Empty
         } else if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
-            let limited = LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), exceeded.clone());
-            match tokio::time::timeout(cfg.read_timeout, limited.collect()).await {
-                Ok(Ok(collected)) => UpstreamBody::Full(Some(collected.to_bytes())),
-                Ok(Err(BodyError::TooLarge(_))) => {
+            let limited =
+                LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), self.body_timeout, exceeded.clone());
+            match limited.collect().await {
+                Ok(collected) => UpstreamBody::Full(Some(collected.to_bytes())),
+                Err(BodyError::TooLarge(_)) => {
                     return (Err(ProxyError::BodyTooLarge { limit: self.max_body }), outcome)
                 }
-                Ok(Err(e)) => return (Err(ProxyError::ClientBody { detail: e.to_string() }), outcome),
-                Err(_) => {
-                    return (Err(ProxyError::ClientBody { detail: "client stopped sending its body".into() }), outcome)
-                }
+                Err(BodyError::ClientTimeout(d)) => return (Err(ProxyError::ClientTimeout { after: d }), outcome),
+                Err(e) => return (Err(ProxyError::ClientBody { detail: e.to_string() }), outcome),
             }
         } else {
-            UpstreamBody::Stream(StreamSlot::new(LimitedIncoming::new(body, self.max_body, exceeded.clone())))
+            UpstreamBody::Stream(StreamSlot::new(LimitedIncoming::new(
+                body,
+                self.max_body,
+                self.body_timeout,
+                exceeded.clone(),
+            )))
         };
 
         let mut headers = parts.headers;
@@ -180,9 +183,13 @@ impl Forward<'_> {
             .unwrap_or_default();
 
             let in_flight = InFlight::new(&server.in_flight);
-            let result = tokio::time::timeout(cfg.read_timeout, self.client.request(up)).await;
+            let sending = self.client.request(up);
+            let result = match &body {
+                UpstreamBody::Stream(slot) => wait_after_body(sending, slot, cfg.read_timeout).await,
+                _ => tokio::time::timeout(cfg.read_timeout, sending).await.ok(),
+            };
             let failure = match result {
-                Ok(Ok(resp)) => {
+                Some(Ok(resp)) => {
                     let status = resp.status().as_u16();
                     if cfg.retry_on.status(status) {
                         server.passive.record_failure(crate::clock::now_ms());
@@ -199,11 +206,11 @@ impl Forward<'_> {
                     }
                     return (Ok(self.respond(resp, in_flight, client_upgrade)), outcome);
                 }
-                Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+                Some(Err(_)) if exceeded.load(Ordering::Relaxed) => {
                     Failure::Fatal(ProxyError::BodyTooLarge { limit: self.max_body })
                 }
-                Ok(Err(e)) => classify(&e, &server.name, cfg),
-                Err(_) => Failure::Retryable {
+                Some(Err(e)) => classify(&e, &server.name, cfg),
+                None => Failure::Retryable {
                     err: ProxyError::Timeout {
                         server: server.name.clone(),
                         timeout_ms: cfg.read_timeout.as_millis() as u64,
@@ -255,7 +262,7 @@ impl Forward<'_> {
         }
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, ProxyBody::upstream(body).with_in_flight(in_flight))
+        Response::from_parts(parts, ProxyBody::upstream(body, self.pool.cfg.read_timeout).with_in_flight(in_flight))
     }
 
     fn tunnel(
@@ -292,16 +299,45 @@ impl Forward<'_> {
     }
 }
 
+/// Waits for the response head of a request whose body streams: the
+/// `read_timeout` starts once the whole body has been sent (a long upload is
+/// not a slow server; stalls while sending are `send_timeout`'s and
+/// `body_timeout`'s). `None` means the server timed out.
+async fn wait_after_body<F, T>(sending: F, slot: &StreamSlot, read_timeout: Duration) -> Option<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    tokio::pin!(sending);
+    let mut sent_at: Option<tokio::time::Instant> = None;
+    loop {
+        let wait = match sent_at {
+            Some(t) => read_timeout.saturating_sub(t.elapsed()),
+            None => read_timeout.min(Duration::from_millis(250)),
+        };
+        match tokio::time::timeout(wait, &mut sending).await {
+            Ok(r) => return Some(r),
+            Err(_) => match sent_at {
+                Some(t) if t.elapsed() >= read_timeout => return None,
+                Some(_) => {}
+                None if slot.finished() => sent_at = Some(tokio::time::Instant::now()),
+                None => {}
+            },
+        }
+    }
+}
+
 /// Sorts a client error into what the retry rules need.
 fn classify(e: &hyper_util::client::legacy::Error, server: &str, cfg: &PoolConfig) -> Failure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let mut timed_out = false;
     let mut parse = false;
     while let Some(s) = source {
-        if let Some(be) = s.downcast_ref::<BodyError>() {
-            if matches!(be, BodyError::Client(_)) {
-                return Failure::Fatal(ProxyError::ClientBody { detail: be.to_string() });
+        match s.downcast_ref::<BodyError>() {
+            Some(BodyError::ClientTimeout(d)) => return Failure::Fatal(ProxyError::ClientTimeout { after: *d }),
+            Some(be @ BodyError::Client(_)) => {
+                return Failure::Fatal(ProxyError::ClientBody { detail: be.to_string() })
             }
+            _ => {}
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
@@ -327,6 +363,14 @@ fn classify(e: &hyper_util::client::legacy::Error, server: &str, cfg: &PoolConfi
             err: ProxyError::Connect { server: server.to_string(), detail },
             reached: false,
             wanted: cfg.retry_on.error,
+        };
+    }
+    if timed_out {
+        // send_timeout on the socket: the server stopped reading our request.
+        return Failure::Retryable {
+            err: ProxyError::Timeout { server: server.to_string(), timeout_ms: cfg.send_timeout.as_millis() as u64 },
+            reached: true,
+            wanted: cfg.retry_on.timeout,
         };
     }
     if parse {

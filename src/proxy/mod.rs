@@ -16,10 +16,12 @@ pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod idle_timer;
 pub mod listener;
 pub mod routing;
 pub mod service;
 pub mod static_files;
+pub mod upstream_io;
 
 pub use listener::{bind_all, serve, ServeOptions};
 pub use service::{ProxyState, Shared};

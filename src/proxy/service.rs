@@ -145,6 +145,7 @@ pub async fn handle(
                         client_ip: ip,
                         client_hash: ip_hash,
                         max_body: cfg.limits.max_body,
+                        body_timeout: cfg.limits.body_timeout,
                         websocket: websocket && route.matcher.websocket,
                         activity: &conn.activity,
                     };

@@ -358,3 +358,34 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A client body that sends `chunks` chunks of `size` bytes, one every
+/// `every` (a slow but steady upload).
+pub struct Paced {
+    pub chunks: u32,
+    pub size: usize,
+    pub tick: tokio::time::Interval,
+}
+
+impl Paced {
+    pub fn new(chunks: u32, size: usize, every: Duration) -> Self {
+        Paced { chunks, size, tick: tokio::time::interval(every) }
+    }
+}
+
+impl Body for Paced {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.chunks == 0 {
+            return Poll::Ready(None);
+        }
+        match self.tick.poll_tick(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => {
+                self.chunks -= 1;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'p'; self.size])))))
+            }
+        }
+    }
+}
