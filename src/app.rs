@@ -8,14 +8,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin;
 use crate::cli::{Cli, Command, DEFAULT_CONFIG_PATH};
 use crate::config::{self, Config, LogFormat};
-use crate::proxy::{self, ProxyState, ServeOptions, Shared};
-use crate::state::Snapshot;
+use crate::control::Control;
+use crate::proxy::{self, ServeOptions};
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
@@ -98,8 +98,8 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
     .context("cannot start the async runtime")?;
     let path = path.map(Path::to_path_buf);
     runtime.block_on(async move {
-        let node = Node::start(cfg).await?;
-        wait_for_signals(&node, path).await;
+        let node = Node::start_with_path(cfg, path).await?;
+        wait_for_signals(&node).await;
         node.stop().await;
         Ok(())
     })
@@ -110,16 +110,34 @@ pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
 pub struct Node {
     /// Bound address of each listener, by name, in config order.
     pub listeners: Vec<(String, SocketAddr)>,
-    shared: Arc<Shared>,
+    /// Bound address of the admin API, if enabled.
+    pub admin: Option<SocketAddr>,
+    pub control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    admin_task: Option<JoinHandle<()>>,
 }
 
 impl Node {
+    /// Starts a node from a config that did not come from a file (reload
+    /// re-reads the embedded default).
     pub async fn start(cfg: Config) -> anyhow::Result<Node> {
+        Self::start_with_path(cfg, None).await
+    }
+
+    pub async fn start_with_path(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Node> {
         let bound = proxy::bind_all(&cfg).await?;
         let listeners =
             bound.iter().map(|(n, l)| Ok((n.clone(), l.local_addr()?))).collect::<std::io::Result<Vec<_>>>()?;
+        let admin_listener = match cfg.admin.listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the admin API (admin.listen)"))?,
+            ),
+            None => None,
+        };
+        let admin = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
         if !cfg.rate_limits.is_empty() {
             tracing::warn!("rate_limits are validated but not enforced by this version");
         }
@@ -127,12 +145,15 @@ impl Node {
         for (name, addr) in &listeners {
             tracing::info!(listener = %name, %addr, "listening");
         }
+        if let Some(addr) = admin {
+            tracing::info!(%addr, writes = cfg.admin.token.is_some(), "admin API listening");
+        }
         tracing::info!(node = %cfg.node.name, source = %cfg.source, pools = cfg.pools.len(), routes = cfg.routes.len(), "sysmanage-node started");
-        let state = ProxyState::new(Arc::new(Snapshot::new(cfg)));
-        let shared = Arc::new(Shared { state: ArcSwap::from_pointee(state) });
+        let control = Control::start(cfg, path);
         let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(proxy::serve(bound, shared.clone(), opts, rx));
-        Ok(Node { listeners, shared, shutdown, task })
+        let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, control.clone(), rx.clone())));
+        let task = tokio::spawn(proxy::serve(bound, control.shared.clone(), opts, rx));
+        Ok(Node { listeners, admin, control, shutdown, task, admin_task })
     }
 
     /// The address of the listener called `name`.
@@ -140,27 +161,17 @@ impl Node {
         self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
-    /// Applies a new config to the request path. Listener and limit changes
-    /// need a restart; they are reported, not applied.
-    pub fn reload(&self, cfg: Config) {
-        let old = self.shared.state.load();
-        let old_binds: Vec<_> = old.snapshot.config.listeners.iter().map(|l| l.bind).collect();
-        let new_binds: Vec<_> = cfg.listeners.iter().map(|l| l.bind).collect();
-        if old_binds != new_binds {
-            tracing::warn!("listener changes take effect at the next restart");
-        }
-        self.shared.state.store(Arc::new(ProxyState::new(Arc::new(Snapshot::new(cfg)))));
-        tracing::info!("config reloaded");
-    }
-
     /// Stops accepting, drains, and returns when the node has stopped.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        if let Some(t) = self.admin_task {
+            let _ = t.await;
+        }
     }
 }
 
-async fn wait_for_signals(node: &Node, path: Option<PathBuf>) {
+async fn wait_for_signals(node: &Node) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -173,10 +184,9 @@ async fn wait_for_signals(node: &Node, path: Option<PathBuf>) {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
             _ = hup.recv() => {
-                match load(path.as_deref()) {
-                    Ok(cfg) => node.reload(cfg),
-                    Err(e) => tracing::error!("reload refused, keeping the running config: {e:#}"),
-                }
+                tracing::info!("SIGHUP: reloading the config");
+                // Errors are logged and kept in the events by reload itself.
+                let _ = node.control.reload().await;
             }
         }
     }

@@ -7,11 +7,14 @@
 //! # Layout
 //!
 //! - [`cli`]: clap definitions.
+//! - [`admin`]: the admin HTTP API (health, metrics, status, actions).
+//! - [`api`]: serde types of the admin API, shared with its clients.
 //! - [`app`]: composition root: load config, bind, spawn, signals, drain.
+//! - [`control`]: the single writer: reloads, admin actions, health tasks.
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
 //! - [`state`]: the immutable snapshot the request path reads.
 //! - [`balance`]: selection algorithms, pure and synchronous.
-//! - [`health`]: passive health (max_fails / fail_timeout).
+//! - [`health`]: server runtime state, active checks, passive health, events.
 //! - [`config`]: TOML → validated [`config::Config`] with located errors.
 //! - [`metrics`]: lock-free counters and metric names.
 //! - [`model`]: plain shared types.
@@ -19,11 +22,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod api;
 pub mod app;
 pub mod balance;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod health;
 pub mod metrics;
 pub mod model;

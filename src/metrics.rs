@@ -1,17 +1,29 @@
-//! Counters the data path updates: plain atomics, no lock, no allocation.
-//! Metric names are constants here, shared with whoever exposes them (the
-//! admin API in its own issue).
+//! Metric names and the lock-free primitives the data path records into:
+//! plain atomics and fixed-bucket histograms, no lock and no allocation per
+//! request. The admin API renders them in Prometheus text format
+//! (`crate::admin::prometheus`); the names here are the contract.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const ACTIVE_CONNECTIONS: &str = "sysmanage_active_connections";
+pub const REQUEST_DURATION: &str = "sysmanage_request_duration_seconds";
 pub const REQUESTS_TOTAL: &str = "sysmanage_requests_total";
+pub const CPU_USAGE: &str = "sysmanage_cpu_usage_percent";
+pub const MEMORY_USAGE: &str = "sysmanage_memory_usage_bytes";
+pub const BACKEND_UP: &str = "sysmanage_backend_up";
+pub const BACKEND_ACTIVE: &str = "sysmanage_backend_active_connections";
+pub const BACKEND_REQUESTS: &str = "sysmanage_backend_requests_total";
+pub const BACKEND_RESPONSE: &str = "sysmanage_backend_response_seconds";
+pub const HEALTH_CHECKS: &str = "sysmanage_health_checks_total";
+pub const STATE_CHANGES: &str = "sysmanage_backend_state_changes_total";
 pub const RETRIES_TOTAL: &str = "sysmanage_retries_total";
+pub const WEBSOCKET_TUNNELS: &str = "sysmanage_websocket_tunnels";
 
 /// Process-wide data-path counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Counters {
     pub active_connections: AtomicU64,
+    pub websocket_tunnels: AtomicU64,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     /// Responses by class: 1xx..5xx at index 1..5.
@@ -19,22 +31,25 @@ pub struct Counters {
     /// Upstream failures (connect, timeout, invalid, reset).
     pub upstream_errors: AtomicU64,
     pub no_server: AtomicU64,
+    pub checks_ok: AtomicU64,
+    pub checks_failed: AtomicU64,
+    pub request_duration: Histogram,
 }
 
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+
 pub static COUNTERS: Counters = Counters {
-    active_connections: AtomicU64::new(0),
-    requests: AtomicU64::new(0),
-    retries: AtomicU64::new(0),
-    responses: [
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ],
-    upstream_errors: AtomicU64::new(0),
-    no_server: AtomicU64::new(0),
+    active_connections: ZERO,
+    websocket_tunnels: ZERO,
+    requests: ZERO,
+    retries: ZERO,
+    responses: [ZERO; 6],
+    upstream_errors: ZERO,
+    no_server: ZERO,
+    checks_ok: ZERO,
+    checks_failed: ZERO,
+    request_duration: Histogram::new(),
 };
 
 pub fn count_response(status: u16) {
@@ -44,4 +59,103 @@ pub fn count_response(status: u16) {
 
 pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket,
+/// +Inf, is implicit).
+pub const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+
+/// A latency histogram with fixed buckets: recording is two atomic adds.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Non-cumulative counts per bucket; index 14 is +Inf.
+    pub buckets: [AtomicU64; 15],
+    pub sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Histogram {
+    pub const fn new() -> Self {
+        Histogram { buckets: [ZERO; 15], sum_us: ZERO }
+    }
+
+    pub fn record_us(&self, us: u64) {
+        let i = BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Current bucket counts (non-cumulative) and the sum.
+    pub fn read(&self) -> ([u64; 15], u64) {
+        let mut out = [0u64; 15];
+        for (o, b) in out.iter_mut().zip(&self.buckets) {
+            *o = b.load(Ordering::Relaxed);
+        }
+        (out, self.sum_us.load(Ordering::Relaxed))
+    }
+}
+
+/// The `q` quantile (0..1) of bucket counts, in seconds, interpolated
+/// linearly inside the bucket as Prometheus' `histogram_quantile` does.
+pub fn quantile(counts: &[u64; 15], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut seen = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        if *c > 0 && (seen + c) as f64 >= rank {
+            let lower = if i == 0 { 0 } else { BUCKETS_US[i - 1] } as f64;
+            let upper = BUCKETS_US.get(i).copied().unwrap_or(BUCKETS_US[BUCKETS_US.len() - 1]) as f64;
+            let within = (rank - seen as f64) / *c as f64;
+            return Some((lower + (upper - lower) * within.clamp(0.0, 1.0)) / 1e6);
+        }
+        seen += c;
+    }
+    Some(BUCKETS_US[BUCKETS_US.len() - 1] as f64 / 1e6)
+}
+
+/// Differences `now - before`, per bucket.
+pub fn delta(now: &[u64; 15], before: &[u64; 15]) -> [u64; 15] {
+    let mut out = [0u64; 15];
+    for i in 0..15 {
+        out[i] = now[i].saturating_sub(before[i]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_quantiles() {
+        let h = Histogram::new();
+        for _ in 0..90 {
+            h.record_us(800); // bucket (500, 1000]
+        }
+        for _ in 0..10 {
+            h.record_us(40_000); // bucket (25ms, 50ms]
+        }
+        h.record_us(99_000_000); // +Inf
+        let (counts, sum) = h.read();
+        assert_eq!(counts[1], 90);
+        assert_eq!(counts[6], 10);
+        assert_eq!(counts[14], 1);
+        assert_eq!(sum, 90 * 800 + 10 * 40_000 + 99_000_000);
+        let p50 = quantile(&counts, 0.5).unwrap();
+        assert!(p50 > 0.0005 && p50 <= 0.001, "{p50}");
+        let p95 = quantile(&counts, 0.95).unwrap();
+        assert!(p95 > 0.025 && p95 <= 0.05, "{p95}");
+        assert_eq!(quantile(&[0; 15], 0.5), None);
+    }
 }

@@ -1,19 +1,22 @@
 //! The immutable snapshot everything on the request path reads: pools with
-//! their servers, selectors and runtime counters, next to the validated
-//! config. Built once per config; a reload builds a new one and swaps it in
-//! (`ArcSwap` in `proxy`), reusing the runtime state of servers that stay.
+//! their servers, selectors and runtime state, next to the validated config.
+//! Built once per config by `control`; a reload builds a new one and swaps it
+//! in, reusing the runtime state ([`ServerState`]) of servers that stay, kept
+//! in the [`Registry`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::balance::{Peer, Selector};
 use crate::config::{Config, PoolConfig};
-use crate::health::PassiveHealth;
+use crate::health::{AdminState, EventLog, PassiveHealth, ServerState};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: Vec<Pool>,
+    pub events: Arc<EventLog>,
 }
 
 pub struct Pool {
@@ -31,40 +34,92 @@ pub struct Server {
     pub backup: bool,
     pub max_conns: u32,
     pub passive: Arc<PassiveHealth>,
-    pub in_flight: Arc<AtomicU32>,
+    pub state: Arc<ServerState>,
+}
+
+/// Runtime state of every server, by (pool, server name, address), kept
+/// across reloads.
+#[derive(Default)]
+pub struct Registry {
+    servers: HashMap<(String, String, SocketAddr), Arc<ServerState>>,
+}
+
+impl Registry {
+    /// The state for a configured server, reused if it existed before.
+    fn server(&mut self, pool: &PoolConfig, i: usize) -> Arc<ServerState> {
+        let s = &pool.servers[i];
+        let key = (pool.name.clone(), s.name.clone(), s.addr);
+        let state = self
+            .servers
+            .entry(key)
+            .or_insert_with(|| Arc::new(ServerState::new(&pool.name, &s.name, s.addr, s.weight)));
+        state.configure(s.weight, pool.slow_start.as_millis() as u64, pool.checks.len());
+        state.clone()
+    }
+
+    /// Forgets servers that are not in `config` any more.
+    fn retain(&mut self, config: &Config) {
+        self.servers.retain(|(pool, name, addr), _| {
+            config.pools.iter().any(|p| &p.name == pool && p.servers.iter().any(|s| &s.name == name && &s.addr == addr))
+        });
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ServerState>> {
+        self.servers.values()
+    }
 }
 
 impl Snapshot {
-    pub fn new(config: Config) -> Self {
-        let pools = config.pools.iter().map(Pool::new).collect();
-        Snapshot { config: Arc::new(config), pools }
+    pub fn new(config: Config, registry: &mut Registry, events: Arc<EventLog>) -> Self {
+        registry.retain(&config);
+        let pools = config.pools.iter().map(|p| Pool::new(p, registry)).collect();
+        Snapshot { config: Arc::new(config), pools, events }
+    }
+
+    /// A snapshot with fresh runtime state (tests, tools).
+    pub fn standalone(config: Config) -> Self {
+        Self::new(config, &mut Registry::default(), Arc::new(EventLog::new(200)))
+    }
+
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.cfg.name == name)
     }
 }
 
 impl Pool {
-    fn new(cfg: &PoolConfig) -> Self {
-        let peers: Vec<Peer> = cfg.servers.iter().map(|s| Peer::new(&s.name, s.weight)).collect();
-        let servers = cfg
-            .servers
-            .iter()
-            .zip(&peers)
-            .map(|(s, p)| Server {
+    fn new(cfg: &PoolConfig, registry: &mut Registry) -> Self {
+        let mut peers = Vec::with_capacity(cfg.servers.len());
+        let mut servers = Vec::with_capacity(cfg.servers.len());
+        for (i, s) in cfg.servers.iter().enumerate() {
+            let state = registry.server(cfg, i);
+            peers.push(Peer::with_counters(&s.name, state.effective_weight.clone(), state.in_flight.clone()));
+            servers.push(Server {
                 name: s.name.clone(),
                 addr: s.addr,
                 authority: s.addr.to_string().parse().unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
                 backup: s.backup,
                 max_conns: s.max_conns,
                 passive: Arc::new(PassiveHealth::new(cfg.max_fails, cfg.fail_timeout)),
-                in_flight: p.in_flight.clone(),
-            })
-            .collect();
+                state,
+            });
+        }
         Pool { selector: Selector::new(cfg.balance, cfg.servers.len()), peers, servers, cfg: cfg.clone() }
     }
 
-    /// Whether server `i` may take a new request at `now_ms`.
+    /// Whether server `i` may take a new request at `now_ms`: healthy by its
+    /// checks, not out by passive health, in normal admin state, under its
+    /// connection cap.
     pub fn available(&self, i: usize, now_ms: u64) -> bool {
         let s = &self.servers[i];
-        !s.passive.is_down(now_ms) && (s.max_conns == 0 || s.in_flight.load(Ordering::Relaxed) < s.max_conns)
+        s.state.is_up()
+            && s.state.admin_state() == AdminState::Normal
+            && !s.passive.is_down(now_ms)
+            && (s.max_conns == 0 || s.state.in_flight.load(Ordering::Relaxed) < s.max_conns)
+    }
+
+    /// Servers that could take traffic now, of all.
+    pub fn available_count(&self, now_ms: u64) -> usize {
+        (0..self.servers.len()).filter(|&i| self.available(i, now_ms)).count()
     }
 
     /// Chooses a server for a request. Backups are used only while no

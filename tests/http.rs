@@ -291,6 +291,8 @@ async fn websocket_upgrade_is_tunnelled_and_closed_without_answer_when_no_server
         r#"
 [log]
 level = "error"
+[admin]
+enabled = false
 [[listeners]]
 name = "http"
 bind = "127.0.0.1:0"

@@ -14,7 +14,9 @@ use crate::model::Balance;
 /// What an algorithm knows about one server.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub weight: u32,
+    /// The current (effective) weight: configured, overridden through the
+    /// admin API, or ramping up after recovery. Written off the request path.
+    pub weight_now: Arc<AtomicU32>,
     /// Stable hash of the server's identity (its name), for rendezvous hashing.
     pub key: u64,
     /// Requests in flight to this server, kept by the proxy.
@@ -22,12 +24,22 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// A peer with its own counters (tests and standalone use).
     pub fn new(name: &str, weight: u32) -> Self {
-        Peer { weight: weight.max(1), key: hash_str(name), in_flight: Arc::new(AtomicU32::new(0)) }
+        Self::with_counters(name, Arc::new(AtomicU32::new(weight.max(1))), Arc::new(AtomicU32::new(0)))
+    }
+
+    /// A peer reading counters owned elsewhere (the server's runtime state).
+    pub fn with_counters(name: &str, weight: Arc<AtomicU32>, in_flight: Arc<AtomicU32>) -> Self {
+        Peer { weight_now: weight, key: hash_str(name), in_flight }
     }
 
     fn load(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn weight(&self) -> u32 {
+        self.weight_now.load(Ordering::Relaxed).max(1)
     }
 }
 
@@ -73,7 +85,7 @@ impl Selector {
             if !eligible(i) {
                 continue;
             }
-            let w = i64::from(p.weight);
+            let w = i64::from(p.weight());
             current[i] += w;
             total += w;
             if best.is_none_or(|b| current[i] > current[b]) {
@@ -95,7 +107,7 @@ impl Selector {
             if !eligible(i) {
                 continue;
             }
-            let (load, weight) = (u64::from(p.load()), u64::from(p.weight));
+            let (load, weight) = (u64::from(p.load()), u64::from(p.weight()));
             // load/weight < best_load/best_weight, compared without division.
             if best.is_none_or(|(bl, bw)| load * bw < bl * weight) {
                 best = Some((load, weight));
@@ -103,7 +115,7 @@ impl Selector {
         }
         let (bl, bw) = best?;
         self.smooth_weighted(peers, &|i| {
-            eligible(i) && u64::from(peers[i].load()) * bw == bl * u64::from(peers[i].weight)
+            eligible(i) && u64::from(peers[i].load()) * bw == bl * u64::from(peers[i].weight())
         })
     }
 }
@@ -119,7 +131,7 @@ pub fn rendezvous(peers: &[Peer], eligible: &impl Fn(usize) -> bool, client_hash
         }
         let h = mix64(client_hash ^ p.key.rotate_left(17));
         let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let score = f64::from(p.weight) / -u.ln();
+        let score = f64::from(p.weight()) / -u.ln();
         if best.is_none_or(|(_, s)| score > s) {
             best = Some((i, score));
         }
@@ -131,7 +143,7 @@ pub fn rendezvous(peers: &[Peer], eligible: &impl Fn(usize) -> bool, client_hash
 /// proportion to weight; the less loaded (relative to weight) wins, the first
 /// drawn on a tie.
 fn random_two(peers: &[Peer], eligible: &impl Fn(usize) -> bool) -> Option<usize> {
-    let total: u64 = (0..peers.len()).filter(|&i| eligible(i)).map(|i| u64::from(peers[i].weight)).sum();
+    let total: u64 = (0..peers.len()).filter(|&i| eligible(i)).map(|i| u64::from(peers[i].weight())).sum();
     if total == 0 {
         return None;
     }
@@ -141,7 +153,7 @@ fn random_two(peers: &[Peer], eligible: &impl Fn(usize) -> bool) -> Option<usize
             if !eligible(i) || Some(i) == skip {
                 continue;
             }
-            let w = u64::from(p.weight);
+            let w = u64::from(p.weight());
             if r < w {
                 return Some(i);
             }
@@ -150,12 +162,12 @@ fn random_two(peers: &[Peer], eligible: &impl Fn(usize) -> bool) -> Option<usize
         None
     };
     let a = draw(None, total)?;
-    let rest = total - u64::from(peers[a].weight);
+    let rest = total - u64::from(peers[a].weight());
     let Some(b) = (rest > 0).then(|| draw(Some(a), rest)).flatten() else {
         return Some(a);
     };
-    let la = u64::from(peers[a].load()) * u64::from(peers[b].weight);
-    let lb = u64::from(peers[b].load()) * u64::from(peers[a].weight);
+    let la = u64::from(peers[a].load()) * u64::from(peers[b].weight());
+    let lb = u64::from(peers[b].load()) * u64::from(peers[a].weight());
     Some(if lb < la { b } else { a })
 }
 

@@ -33,6 +33,7 @@ pub struct Config {
     /// Where it came from, for messages (`node.toml` or `<embedded default>`).
     pub source: String,
     pub node: NodeConfig,
+    pub admin: AdminConfig,
     pub limits: Limits,
     pub log: LogConfig,
     pub headers: HeaderConfig,
@@ -48,6 +49,15 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Runtime worker threads; 1 runs a single-threaded runtime.
     pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where the admin API listens; `None` when disabled.
+    pub listen: Option<SocketAddr>,
+    pub token_file: Option<PathBuf>,
+    /// The bearer token read from `token_file`; without it, writes are off.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +132,38 @@ pub struct PoolConfig {
     /// passive health off.
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    /// After recovering, a server's weight ramps from 1 to full over this
+    /// time (zero: at once).
+    pub slow_start: Duration,
     pub servers: Vec<ServerConfig>,
+    /// Active health checks; all must pass for a server to be up.
+    pub checks: Vec<CheckConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    Http {
+        method: Method,
+        path: String,
+        /// `Host` header; the server's address when absent.
+        host: Option<String>,
+        status_lo: u16,
+        status_hi: u16,
+        /// The body must contain this (first 64 KiB are read).
+        body: Option<String>,
+    },
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that take a server down.
+    pub fall: u32,
+    /// Consecutive successes that bring it back.
+    pub rise: u32,
 }
 
 #[derive(Debug, Clone)]

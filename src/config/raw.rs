@@ -11,6 +11,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub node: RawNode,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
     pub log: RawLog,
@@ -32,6 +34,14 @@ pub struct RawNode {
     pub name: Option<String>,
     pub data_dir: Option<String>,
     pub workers: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,8 +100,35 @@ pub struct RawPool {
     pub retry_on: Option<Vec<String>>,
     pub max_fails: Option<i64>,
     pub fail_timeout: Option<String>,
+    pub slow_start: Option<String>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
+    #[serde(default)]
+    pub checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<RawStatusSpec>,
+    pub expect_body: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub fall: Option<i64>,
+    pub rise: Option<i64>,
+}
+
+/// `200` or `"200-399"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatusSpec {
+    Code(i64),
+    Range(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,6 +129,45 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
         },
     };
 
+    // [admin]
+    let ap = root.key("admin");
+    let admin = {
+        let enabled = raw.admin.enabled.unwrap_or(true);
+        let listen = match raw.admin.listen.as_deref() {
+            _ if !enabled => None,
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9100))),
+            Some(l) => match l.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    cx.err(
+                        ap.key("listen"),
+                        format!("expected an IP address and port such as \"127.0.0.1:9100\", got \"{l}\""),
+                    );
+                    None
+                }
+            },
+        };
+        let token_file = raw.admin.token_file.as_ref().map(|f| base.join(f));
+        let token = match &token_file {
+            None => None,
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                Ok(_) => {
+                    cx.err(
+                        ap.key("token_file"),
+                        format!("{} is empty: write a token into it (sysmanage-node init does)", f.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    cx.err(ap.key("token_file"), format!("cannot read {}: {e}", f.display()));
+                    None
+                }
+            },
+        };
+        AdminConfig { listen, token_file, token }
+    };
+
     // [limits]
     let lp = root.key("limits");
     let l = &raw.limits;
@@ -262,7 +301,7 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
-    Ok(Config { source: label.to_string(), node, limits, log, headers, listeners, rate_limits, pools, routes })
+    Ok(Config { source: label.to_string(), node, admin, limits, log, headers, listeners, rate_limits, pools, routes })
 }
 
 /// `"10/s"`, `"300/m"`, `"10r/s"` (nginx spelling) → requests per second.
@@ -350,7 +389,16 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
             cx.err(p.key(key), "must be above zero");
         }
     }
+    let mut checks = Vec::new();
+    if rp.checks.len() > 32 {
+        cx.err(p.key("checks"), format!("at most 32 checks per pool, got {}", rp.checks.len()));
+    }
+    for (j, rc) in rp.checks.iter().enumerate() {
+        checks.push(validate_check(cx, rc, p.key("checks").index(j)));
+    }
     PoolConfig {
+        slow_start: cx.duration(&rp.slow_start, p.key("slow_start"), Duration::ZERO),
+        checks,
         name,
         balance,
         keepalive: cx.int(rp.keepalive, p.key("keepalive"), 0, 100_000, 32) as usize,
@@ -364,6 +412,91 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
         fail_timeout: cx.duration(&rp.fail_timeout, p.key("fail_timeout"), Duration::from_secs(10)),
         servers,
     }
+}
+
+fn validate_check(cx: &mut Ctx, rc: &RawCheck, p: KeyPath) -> CheckConfig {
+    let interval = cx.duration(&rc.interval, p.key("interval"), Duration::from_secs(5));
+    if interval < Duration::from_millis(100) {
+        cx.err(p.key("interval"), format!("must be at least 100ms, got {interval:?}"));
+    }
+    let timeout = cx.duration(&rc.timeout, p.key("timeout"), Duration::from_secs(3).min(interval));
+    if timeout.is_zero() {
+        cx.err(p.key("timeout"), "must be above zero");
+    }
+    let kind = match rc.kind.as_deref() {
+        None | Some("http") => {
+            let method = match rc.method.as_deref() {
+                None => Method::GET,
+                Some(m) => Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap_or_else(|_| {
+                    cx.err(
+                        p.key("method"),
+                        format!("expected an HTTP method such as \"GET\" or \"HEAD\", got \"{m}\""),
+                    );
+                    Method::GET
+                }),
+            };
+            let path = rc.path.clone().unwrap_or_else(|| "/".into());
+            if !path.starts_with('/') || http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+                cx.err(p.key("path"), format!("must be a URL path starting with '/', got \"{path}\""));
+            }
+            if let Some(h) = &rc.host {
+                if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                    cx.err(p.key("host"), format!("must be a valid Host header value, got \"{h}\""));
+                }
+            }
+            let (status_lo, status_hi) = match &rc.expect_status {
+                None => (200, 399),
+                Some(RawStatusSpec::Code(c)) if (100..=599).contains(c) => (*c as u16, *c as u16),
+                Some(RawStatusSpec::Code(c)) => {
+                    cx.err(p.key("expect_status"), format!("must be 100..=599, got {c}"));
+                    (200, 399)
+                }
+                Some(RawStatusSpec::Range(r)) => match parse_status_range(r) {
+                    Some(x) => x,
+                    None => {
+                        cx.err(
+                            p.key("expect_status"),
+                            format!("expected a status such as 200 or a range such as \"200-399\", got \"{r}\""),
+                        );
+                        (200, 399)
+                    }
+                },
+            };
+            CheckKind::Http { method, path, host: rc.host.clone(), status_lo, status_hi, body: rc.expect_body.clone() }
+        }
+        Some("tcp") => {
+            for (key, set) in [
+                ("method", rc.method.is_some()),
+                ("path", rc.path.is_some()),
+                ("host", rc.host.is_some()),
+                ("expect_status", rc.expect_status.is_some()),
+                ("expect_body", rc.expect_body.is_some()),
+            ] {
+                if set {
+                    cx.err(p.key(key), "only applies to type = \"http\" checks");
+                }
+            }
+            CheckKind::Tcp
+        }
+        Some(other) => {
+            cx.err(p.key("type"), format!("expected \"http\" or \"tcp\", got \"{other}\""));
+            CheckKind::Tcp
+        }
+    };
+    CheckConfig {
+        kind,
+        interval,
+        timeout,
+        fall: cx.int(rc.fall, p.key("fall"), 1, 100, 3) as u32,
+        rise: cx.int(rc.rise, p.key("rise"), 1, 100, 2) as u32,
+    }
+}
+
+/// `"200-399"` or `"204"`.
+fn parse_status_range(r: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+    let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
 }
 
 fn validate_route(

@@ -31,8 +31,9 @@ use super::error::ProxyError;
 use super::headers::{add_forwarded, remove_hop_by_hop};
 use super::upstream_io::Connector;
 use crate::config::PoolConfig;
+use crate::health::EventLog;
 use crate::metrics::{self, COUNTERS};
-use crate::state::Pool;
+use crate::state::{Pool, Server};
 
 /// Bodies up to this size (by `Content-Length`) are kept in memory so that a
 /// failed attempt can be retried with the same body.
@@ -71,6 +72,7 @@ impl Drop for InFlight {
 /// Request facts the forwarder needs besides the request itself.
 pub struct Forward<'a> {
     pub pool: &'a Pool,
+    pub events: &'a EventLog,
     pub client: &'a Client,
     pub client_ip: IpAddr,
     pub client_hash: u64,
@@ -182,7 +184,8 @@ impl Forward<'_> {
             })
             .unwrap_or_default();
 
-            let in_flight = InFlight::new(&server.in_flight);
+            let in_flight = InFlight::new(&server.state.in_flight);
+            let attempt_started = std::time::Instant::now();
             let sending = self.client.request(up);
             let result = match &body {
                 UpstreamBody::Stream(slot) => wait_after_body(sending, slot, cfg.read_timeout).await,
@@ -191,8 +194,11 @@ impl Forward<'_> {
             let failure = match result {
                 Some(Ok(resp)) => {
                     let status = resp.status().as_u16();
+                    server.state.stats.record_response(status, attempt_started.elapsed().as_micros() as u64);
                     if cfg.retry_on.status(status) {
-                        server.passive.record_failure(crate::clock::now_ms());
+                        if server.passive.record_failure(crate::clock::now_ms()) {
+                            self.passive_down(server, &format!("answered {status}"));
+                        }
                         let resendable = may_repeat && !matches!(body, UpstreamBody::Stream(_));
                         if resendable
                             && !is_last
@@ -224,8 +230,9 @@ impl Forward<'_> {
                 Failure::Fatal(err) => return (Err(err), outcome),
                 Failure::Retryable { err, reached, wanted } => {
                     metrics::inc(&COUNTERS.upstream_errors);
+                    server.state.stats.record_error();
                     if server.passive.record_failure(crate::clock::now_ms()) {
-                        tracing::warn!(pool = %cfg.name, server = %server.name, fail_timeout = ?cfg.fail_timeout, "server marked unavailable after max_fails failures");
+                        self.passive_down(server, err.kind());
                     }
                     let body_here = match &body {
                         UpstreamBody::Stream(s) => !s.touched(),
@@ -245,6 +252,17 @@ impl Forward<'_> {
             ProxyError::NoServer { pool: cfg.name.clone() }
         });
         (Err(err), outcome)
+    }
+
+    fn passive_down(&self, server: &Server, reason: &str) {
+        let cfg = &self.pool.cfg;
+        tracing::warn!(pool = %cfg.name, server = %server.name, fail_timeout = ?cfg.fail_timeout, reason, "server out after max_fails failures");
+        self.events.push(
+            "passive",
+            Some(&cfg.name),
+            Some(&server.name),
+            format!("out for {:?} after {} failures (last: {reason})", cfg.fail_timeout, cfg.max_fails),
+        );
     }
 
     /// Turns a server's response into the client's: hop-by-hop headers go,
@@ -277,6 +295,8 @@ impl Forward<'_> {
         tokio::spawn(async move {
             let _busy = busy;
             let _in_flight = in_flight;
+            COUNTERS.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
+            let _tunnel = TunnelCount;
             match tokio::try_join!(client_upgrade, server_upgrade) {
                 Ok((client, server)) => {
                     let mut client = TokioIo::new(client);
@@ -323,6 +343,15 @@ where
                 None => {}
             },
         }
+    }
+}
+
+/// Counts an open WebSocket tunnel until dropped.
+struct TunnelCount;
+
+impl Drop for TunnelCount {
+    fn drop(&mut self) {
+        COUNTERS.websocket_tunnels.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

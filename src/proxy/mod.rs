@@ -18,10 +18,12 @@ pub mod forward;
 pub mod headers;
 pub mod idle_timer;
 pub mod listener;
+pub mod route_stats;
 pub mod routing;
 pub mod service;
 pub mod static_files;
 pub mod upstream_io;
 
 pub use listener::{bind_all, serve, ServeOptions};
+pub use route_stats::RouteStats;
 pub use service::{ProxyState, Shared};

@@ -15,6 +15,7 @@ use super::body::ProxyBody;
 use super::conn::{ActiveGuard, ConnActivity};
 use super::forward::{build_client, text_response, Client, Forward};
 use super::headers::{is_websocket_upgrade, SecurityHeaders};
+use super::route_stats::RouteStats;
 use super::routing::{host_without_port, match_route, RequestKey};
 use super::static_files::{self, StaticError};
 use crate::balance::hash_bytes;
@@ -29,15 +30,30 @@ pub struct ProxyState {
     pub clients: Vec<Client>,
     pub security: SecurityHeaders,
     pub access_log: bool,
+    pub route_stats: RouteStats,
 }
 
 impl ProxyState {
-    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+    /// Builds the request path's state for a snapshot. Upstream clients (and
+    /// their pooled connections) of pools whose connection settings did not
+    /// change are taken over from `previous`.
+    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&ProxyState>) -> Self {
         let cfg = &snapshot.config;
+        let reuse = |p: &crate::config::PoolConfig| -> Option<Client> {
+            let prev = previous?;
+            let i = prev.snapshot.config.pools.iter().position(|q| q.name == p.name)?;
+            let q = &prev.snapshot.config.pools[i];
+            let same = q.connect_timeout == p.connect_timeout
+                && q.send_timeout == p.send_timeout
+                && q.keepalive == p.keepalive
+                && q.keepalive_timeout == p.keepalive_timeout;
+            same.then(|| prev.clients[i].clone())
+        };
         ProxyState {
-            clients: cfg.pools.iter().map(build_client).collect(),
+            clients: cfg.pools.iter().map(|p| reuse(p).unwrap_or_else(|| build_client(p))).collect(),
             security: SecurityHeaders::new(cfg.headers.security, &cfg.headers.frame_options),
             access_log: cfg.log.access_log,
+            route_stats: RouteStats::new(cfg.routes.iter().map(|r| r.name.as_str()), previous.map(|p| &p.route_stats)),
             snapshot,
         }
     }
@@ -46,6 +62,12 @@ impl ProxyState {
 /// Shared by every connection of every listener.
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
+}
+
+impl Shared {
+    pub fn new(state: ProxyState) -> Self {
+        Shared { state: ArcSwap::from_pointee(state) }
+    }
 }
 
 /// Facts about one client connection.
@@ -87,6 +109,7 @@ pub async fn handle(
         let key = RequestKey { method: req.method(), path: req.uri().path(), host, websocket };
         match_route(&cfg.routes, &key)
     };
+    state.route_stats.count(route_idx, &method);
     let mut server_name: Option<&str> = None;
     let mut response = match route_idx {
         None => text_response(StatusCode::NOT_FOUND, "404 Not Found: no route matches\n"),
@@ -141,6 +164,7 @@ pub async fn handle(
                     };
                     let fwd = Forward {
                         pool: pool_ref,
+                        events: &state.snapshot.events,
                         client: &state.clients[*pool],
                         client_ip: ip,
                         client_hash: ip_hash,
@@ -186,6 +210,7 @@ pub async fn handle(
     state.security.apply(response.headers_mut());
     let status = response.status().as_u16();
     metrics::count_response(status);
+    COUNTERS.request_duration.record_us(started.elapsed().as_micros() as u64);
     if let Some(path) = path_for_log {
         let bytes = response
             .headers()

@@ -259,6 +259,9 @@ pub fn config(pool: &str, extra: &str) -> String {
 level = "error"
 access_log = false
 
+[admin]
+listen = "127.0.0.1:0"
+
 [[listeners]]
 name = "http"
 bind = "127.0.0.1:0"

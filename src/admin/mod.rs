@@ -1,0 +1,208 @@
+//! The admin HTTP API (axum) on its own listener: node health, Prometheus
+//! metrics, status, and write actions (drain, maintenance, enable, weight,
+//! reload) behind a bearer token.
+//!
+//! Reads the snapshot and counters; writes only through [`Control`]. Never
+//! on the request path.
+
+pub mod prometheus;
+pub mod sampler;
+mod status;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{ActionResult, ApiError};
+use crate::control::{Control, ControlError};
+use crate::health::AdminState;
+
+pub use sampler::Sampler;
+
+/// What the handlers share.
+pub struct AdminContext {
+    pub control: Arc<Control>,
+    pub sampler: Arc<Sampler>,
+    pub cpu: prometheus::CpuMeter,
+    pub started: Instant,
+    pub started_unix_ms: u64,
+}
+
+type Shared = Arc<AdminContext>;
+
+/// Serves the admin API until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+    let sampler = Arc::new(Sampler::default());
+    tokio::spawn(sampler::run(sampler.clone(), Arc::downgrade(&control)));
+    let state = Arc::new(AdminContext {
+        control,
+        sampler,
+        cpu: prometheus::CpuMeter::default(),
+        started: Instant::now(),
+        started_unix_ms: crate::health::server::unix_ms(),
+    });
+    let app = router(state);
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await.map(|_| ());
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "healthy\n" }))
+        .route("/api/health", get(status::basic_health))
+        .route("/api/health/detailed", get(status::detailed_health))
+        .route("/api/health/websocket", get(status::websocket_health))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status::status))
+        .route("/api/v1/pools/{pool}/servers/{server}/weight", put(set_weight))
+        .route("/api/v1/pools/{pool}/servers/{server}/{action}", post(server_action))
+        .route("/api/v1/reload", post(reload))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into(), vec![]) })
+        .with_state(state)
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    let snap = st.control.snapshot();
+    let proxy_state = st.control.shared.state.load_full();
+    let cpu = st.cpu.percent(st.started.elapsed().as_secs_f64());
+    let body = prometheus::render(&snap, &proxy_state.route_stats, cpu);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+pub(crate) fn error(status: StatusCode, error: String, details: Vec<String>) -> Response {
+    (status, Json(ApiError { error, details })).into_response()
+}
+
+/// Constant-time comparison (length aside), so the token cannot be guessed
+/// byte by byte from response times.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `Ok` when the request carries the configured bearer token.
+fn authorize(st: &AdminContext, headers: &HeaderMap) -> Result<(), Response> {
+    let snap = st.control.snapshot();
+    let Some(token) = snap.config.admin.token.as_deref() else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "write actions are off: no admin token is configured (set admin.token_file)".into(),
+            vec![],
+        ));
+    };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if ct_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(unauthorized("wrong admin token")),
+        None => Err(unauthorized("missing admin token: send Authorization: Bearer <token>")),
+    }
+}
+
+fn unauthorized(msg: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, msg.into(), vec![]);
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn control_error(e: ControlError) -> Response {
+    match e {
+        ControlError::UnknownPool { .. } | ControlError::UnknownServer { .. } => {
+            error(StatusCode::NOT_FOUND, e.to_string(), vec![])
+        }
+        ControlError::BadWeight(_) => error(StatusCode::BAD_REQUEST, e.to_string(), vec![]),
+        ControlError::Config(errs) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the config is invalid; the running config is kept".into(),
+            errs.0.iter().map(|x| x.to_string()).collect(),
+        ),
+    }
+}
+
+async fn server_action(
+    State(st): State<Shared>,
+    Path((pool, server, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let to = match action.as_str() {
+        "drain" => AdminState::Draining,
+        "maintenance" => AdminState::Maintenance,
+        "enable" => AdminState::Normal,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action \"{other}\": use drain, maintenance or enable"),
+                vec![],
+            )
+        }
+    };
+    match st.control.set_admin_state(&pool, &server, to).await {
+        Ok(from) => {
+            Json(ActionResult { pool, server, from: from.as_str().into(), to: to.as_str().into() }).into_response()
+        }
+        Err(e) => control_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct WeightBody {
+    weight: u32,
+}
+
+async fn set_weight(
+    State(st): State<Shared>,
+    Path((pool, server)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let weight = match serde_json::from_slice::<WeightBody>(&body) {
+        Ok(b) => b.weight,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected a JSON body such as {{\"weight\": 3}}: {e}"),
+                vec![],
+            )
+        }
+    };
+    match st.control.set_weight(&pool, &server, weight).await {
+        Ok(from) => Json(ActionResult { pool, server, from: from.to_string(), to: weight.to_string() }).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+async fn reload(State(st): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    match st.control.reload().await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_compare() {
+        assert!(super::ct_eq(b"secret", b"secret"));
+        assert!(!super::ct_eq(b"secret", b"secreT"));
+        assert!(!super::ct_eq(b"secret", b"secret2"));
+    }
+}

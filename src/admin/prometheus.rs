@@ -1,0 +1,173 @@
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4),
+//! written by hand from the counters; names come from [`crate::metrics`].
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::metrics::{self as m, Histogram, BUCKETS_US, COUNTERS};
+use crate::state::Snapshot;
+
+/// CPU time at the previous scrape, for `sysmanage_cpu_usage_percent`.
+pub struct CpuMeter {
+    last: Mutex<Option<(Instant, f64)>>,
+}
+
+impl Default for CpuMeter {
+    fn default() -> Self {
+        CpuMeter { last: Mutex::new(None) }
+    }
+}
+
+/// utime + stime of this process in seconds.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
+}
+
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+impl CpuMeter {
+    /// CPU use in percent of one core since the previous call (or since the
+    /// process started, on the first call).
+    pub fn percent(&self, uptime_secs: f64) -> f64 {
+        let Some(cpu) = process_cpu_seconds() else { return 0.0 };
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let pct = match *last {
+            Some((at, before)) => {
+                let wall = now.duration_since(at).as_secs_f64();
+                if wall > 0.0 {
+                    (cpu - before) / wall * 100.0
+                } else {
+                    0.0
+                }
+            }
+            None if uptime_secs > 0.0 => cpu / uptime_secs * 100.0,
+            None => 0.0,
+        };
+        *last = Some((now, cpu));
+        pct.max(0.0)
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let (counts, sum_us) = h.read();
+    let mut cumulative = 0u64;
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (i, c) in counts.iter().enumerate() {
+        cumulative += c;
+        let le = match BUCKETS_US.get(i) {
+            Some(b) => format!("{}", *b as f64 / 1e6),
+            None => "+Inf".to_string(),
+        };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+    }
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{braces} {cumulative}");
+}
+
+pub fn render(snap: &Snapshot, routes: &crate::proxy::RouteStats, cpu_percent: f64) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    header(&mut out, m::ACTIVE_CONNECTIONS, "gauge", "Client connections open now.");
+    let _ = writeln!(out, "{} {}", m::ACTIVE_CONNECTIONS, COUNTERS.active_connections.load(Ordering::Relaxed));
+    header(&mut out, m::WEBSOCKET_TUNNELS, "gauge", "WebSocket tunnels open now.");
+    let _ = writeln!(out, "{} {}", m::WEBSOCKET_TUNNELS, COUNTERS.websocket_tunnels.load(Ordering::Relaxed));
+    header(&mut out, m::REQUEST_DURATION, "histogram", "Time from request head to response head.");
+    histogram(&mut out, m::REQUEST_DURATION, "", &COUNTERS.request_duration);
+    header(&mut out, m::REQUESTS_TOTAL, "counter", "Requests by method and endpoint (route name).");
+    for (route, method, count) in routes.read() {
+        let _ = writeln!(out, "{}{{method=\"{method}\",endpoint=\"{}\"}} {count}", m::REQUESTS_TOTAL, esc(&route));
+    }
+    header(
+        &mut out,
+        m::CPU_USAGE,
+        "gauge",
+        "CPU use of this process in percent of one core since the previous scrape.",
+    );
+    let _ = writeln!(out, "{} {:.2}", m::CPU_USAGE, cpu_percent);
+    header(&mut out, m::MEMORY_USAGE, "gauge", "Resident memory of this process in bytes.");
+    let _ = writeln!(out, "{} {}", m::MEMORY_USAGE, resident_memory_bytes().unwrap_or(0));
+    header(&mut out, m::RETRIES_TOTAL, "counter", "Requests sent again to another server.");
+    let _ = writeln!(out, "{} {}", m::RETRIES_TOTAL, COUNTERS.retries.load(Ordering::Relaxed));
+    header(&mut out, m::HEALTH_CHECKS, "counter", "Active health checks by result.");
+    let _ = writeln!(out, "{}{{result=\"success\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_ok.load(Ordering::Relaxed));
+    let _ =
+        writeln!(out, "{}{{result=\"failure\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_failed.load(Ordering::Relaxed));
+
+    let now = crate::clock::now_ms();
+    header(&mut out, m::BACKEND_UP, "gauge", "1 if the server can take new requests, else 0.");
+    for p in &snap.pools {
+        for (i, s) in p.servers.iter().enumerate() {
+            let up = u8::from(p.available(i, now));
+            let _ =
+                writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {up}", m::BACKEND_UP, esc(&p.cfg.name), esc(&s.name));
+        }
+    }
+    header(&mut out, m::BACKEND_ACTIVE, "gauge", "Requests in flight to the server.");
+    for p in &snap.pools {
+        for s in &p.servers {
+            let n = s.state.in_flight.load(Ordering::Relaxed);
+            let _ =
+                writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {n}", m::BACKEND_ACTIVE, esc(&p.cfg.name), esc(&s.name));
+        }
+    }
+    header(
+        &mut out,
+        m::BACKEND_REQUESTS,
+        "counter",
+        "Attempts sent to the server by response class (error: no response).",
+    );
+    for p in &snap.pools {
+        for s in &p.servers {
+            for (i, c) in s.state.stats.responses.iter().enumerate() {
+                let code = if i == 0 { "error".to_string() } else { format!("{i}xx") };
+                let _ = writeln!(
+                    out,
+                    "{}{{pool=\"{}\",server=\"{}\",code=\"{code}\"}} {}",
+                    m::BACKEND_REQUESTS,
+                    esc(&p.cfg.name),
+                    esc(&s.name),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+    header(&mut out, m::BACKEND_RESPONSE, "histogram", "Time from sending a request to the server's response head.");
+    for p in &snap.pools {
+        for s in &p.servers {
+            let labels = format!("pool=\"{}\",server=\"{}\"", esc(&p.cfg.name), esc(&s.name));
+            histogram(&mut out, m::BACKEND_RESPONSE, &labels, &s.state.stats.response_time);
+        }
+    }
+    header(&mut out, m::STATE_CHANGES, "counter", "Health transitions of the server.");
+    for p in &snap.pools {
+        for s in &p.servers {
+            let n = s.state.stats.state_changes.load(Ordering::Relaxed);
+            let _ =
+                writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {n}", m::STATE_CHANGES, esc(&p.cfg.name), esc(&s.name));
+        }
+    }
+    out
+}

@@ -1,0 +1,179 @@
+//! Status and health endpoints: build the API types from the snapshot, the
+//! server states and the sampler's rates.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::Shared;
+use crate::api::*;
+use crate::config::RouteAction;
+use crate::health::AdminState;
+use crate::metrics::COUNTERS;
+
+fn timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+pub async fn basic_health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "timestamp": timestamp()}))
+}
+
+fn worst(a: &str, b: &str) -> &'static str {
+    let rank = |s: &str| match s {
+        "unhealthy" => 2,
+        "degraded" => 1,
+        _ => 0,
+    };
+    match rank(a).max(rank(b)) {
+        2 => "unhealthy",
+        1 => "degraded",
+        _ => "healthy",
+    }
+}
+
+/// The backends check: per pool available/total; degraded below 80 %,
+/// unhealthy when a pool that routes traffic has no server left.
+pub fn backends_check(st: &super::AdminContext) -> BackendsCheck {
+    let snap = st.control.snapshot();
+    let now = crate::clock::now_ms();
+    let mut overall = "healthy";
+    let mut pools = Vec::new();
+    for (i, p) in snap.pools.iter().enumerate() {
+        let routed = snap.config.routes.iter().any(|r| matches!(r.action, RouteAction::Proxy { pool } if pool == i));
+        let total = p.servers.len();
+        let available = p.available_count(now);
+        let status = if available == 0 && routed {
+            "unhealthy"
+        } else if (available as f64) < 0.8 * total as f64 {
+            "degraded"
+        } else {
+            "healthy"
+        };
+        overall = worst(overall, status);
+        pools.push(PoolHealth { name: p.cfg.name.clone(), routed, available, total, status: status.into() });
+    }
+    BackendsCheck { status: overall.into(), pools }
+}
+
+pub async fn detailed_health(State(st): State<Shared>) -> Response {
+    let backends = backends_check(&st);
+    let uptime = UptimeCheck { status: "healthy".into(), seconds: st.started.elapsed().as_secs() };
+    let status = worst(&backends.status, &uptime.status);
+    let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let report =
+        HealthReport { status: status.into(), timestamp: timestamp(), checks: HealthChecks { backends, uptime } };
+    (code, Json(report)).into_response()
+}
+
+pub async fn websocket_health(State(st): State<Shared>) -> Json<WebsocketHealth> {
+    let limit = st.control.snapshot().config.limits.max_connections as u64;
+    let active = COUNTERS.websocket_tunnels.load(Ordering::Relaxed);
+    let ratio = if limit == 0 { 0.0 } else { active as f64 / limit as f64 };
+    Json(WebsocketHealth {
+        status: if ratio > 0.9 { "degraded" } else { "healthy" }.into(),
+        active_tunnels: active,
+        limit,
+        ratio,
+    })
+}
+
+pub async fn status(State(st): State<Shared>) -> Json<Status> {
+    let snap = st.control.snapshot();
+    let rates = st.sampler.rates(&st.control);
+    let now = crate::clock::now_ms();
+    let pools = snap
+        .pools
+        .iter()
+        .map(|p| {
+            let servers = p
+                .servers
+                .iter()
+                .map(|s| {
+                    let state = &s.state;
+                    let admin = state.admin_state();
+                    let summary = match admin {
+                        AdminState::Maintenance => "maintenance",
+                        AdminState::Draining => "draining",
+                        AdminState::Normal if !state.is_up() => "down",
+                        AdminState::Normal if s.passive.is_down(now) => "out",
+                        AdminState::Normal => "up",
+                    };
+                    let (rps, p50, p95) =
+                        rates.servers.get(&(p.cfg.name.clone(), s.name.clone())).cloned().unwrap_or((0.0, None, None));
+                    let last_check = match state.stats.last_check.load(Ordering::Relaxed) {
+                        0 => None,
+                        v => Some(CheckResult {
+                            ok: v == 1,
+                            latency_ms: state.stats.last_check_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                        }),
+                    };
+                    ServerStatus {
+                        name: s.name.clone(),
+                        addr: s.addr.to_string(),
+                        backup: s.backup,
+                        state: summary.into(),
+                        health: if state.is_up() { "up" } else { "down" }.into(),
+                        admin: admin.as_str().into(),
+                        weight: state.base_weight(),
+                        effective_weight: state.effective_weight(),
+                        active_connections: state.in_flight.load(Ordering::Relaxed),
+                        requests_total: state.stats.total_responses(),
+                        requests_per_second: rps,
+                        p50_ms: p50,
+                        p95_ms: p95,
+                        last_check,
+                        consecutive_failures: state.stats.consecutive_failures.load(Ordering::Relaxed),
+                        changed_at_unix_ms: state.changed_at_unix_ms.load(Ordering::Relaxed),
+                    }
+                })
+                .collect();
+            PoolStatus {
+                name: p.cfg.name.clone(),
+                balance: p.cfg.balance.to_string(),
+                available: p.available_count(now),
+                total: p.servers.len(),
+                servers,
+            }
+        })
+        .collect();
+    let events = snap
+        .events
+        .recent(50)
+        .into_iter()
+        .map(|e| Event { at_unix_ms: e.at_unix_ms, kind: e.kind, pool: e.pool, server: e.server, message: e.message })
+        .collect();
+    Json(Status {
+        node: NodeInfo {
+            name: snap.config.node.name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_seconds: st.started.elapsed().as_secs(),
+            started_at_unix_ms: st.started_unix_ms,
+            config_source: snap.config.source.clone(),
+            admin_writes: snap.config.admin.token.is_some(),
+        },
+        listeners: snap
+            .config
+            .listeners
+            .iter()
+            .map(|l| ListenerInfo { name: l.name.clone(), bind: l.bind.to_string() })
+            .collect(),
+        totals: Totals {
+            requests: COUNTERS.requests.load(Ordering::Relaxed),
+            requests_per_second: rates.requests_per_second,
+            responses_5xx: COUNTERS.responses[5].load(Ordering::Relaxed),
+            error_rate: rates.error_rate,
+            active_connections: COUNTERS.active_connections.load(Ordering::Relaxed),
+            websocket_tunnels: COUNTERS.websocket_tunnels.load(Ordering::Relaxed),
+            retries: COUNTERS.retries.load(Ordering::Relaxed),
+            p50_ms: rates.p50_ms,
+            p95_ms: rates.p95_ms,
+            p99_ms: rates.p99_ms,
+        },
+        pools,
+        events,
+    })
+}

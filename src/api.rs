@@ -1,0 +1,162 @@
+//! Serde types of the admin API, shared by `admin` (which produces them) and
+//! the `ctl`, `health` and `top` clients (which read them). Field names are
+//! part of the API contract.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node: NodeInfo,
+    pub listeners: Vec<ListenerInfo>,
+    pub totals: Totals,
+    pub pools: Vec<PoolStatus>,
+    /// Newest first.
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub started_at_unix_ms: u64,
+    pub config_source: String,
+    /// Whether write actions are enabled (a token is configured).
+    pub admin_writes: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Totals {
+    pub requests: u64,
+    /// Over the last ten seconds.
+    pub requests_per_second: f64,
+    pub responses_5xx: u64,
+    /// Share of 5xx responses over the last ten seconds (0..1).
+    pub error_rate: f64,
+    pub active_connections: u64,
+    pub websocket_tunnels: u64,
+    pub retries: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolStatus {
+    pub name: String,
+    pub balance: String,
+    /// Servers that can take new requests now.
+    pub available: usize,
+    pub total: usize,
+    pub servers: Vec<ServerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerStatus {
+    pub name: String,
+    pub addr: String,
+    pub backup: bool,
+    /// `up`, `down` (checks), `out` (passive health), `draining`,
+    /// `maintenance`.
+    pub state: String,
+    /// Active checks' verdict: `up` or `down`.
+    pub health: String,
+    /// `normal`, `draining` or `maintenance`.
+    pub admin: String,
+    /// Configured weight, or the one set through the API.
+    pub weight: u32,
+    /// What balancing uses now (lower while slow start ramps).
+    pub effective_weight: u32,
+    pub active_connections: u32,
+    pub requests_total: u64,
+    pub requests_per_second: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub last_check: Option<CheckResult>,
+    pub consecutive_failures: u32,
+    pub changed_at_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckResult {
+    pub ok: bool,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Event {
+    pub at_unix_ms: u64,
+    pub kind: String,
+    pub pool: Option<String>,
+    pub server: Option<String>,
+    pub message: String,
+}
+
+/// `GET /api/health/detailed`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthReport {
+    /// `healthy`, `degraded` or `unhealthy`.
+    pub status: String,
+    pub timestamp: String,
+    pub checks: HealthChecks,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthChecks {
+    pub backends: BackendsCheck,
+    pub uptime: UptimeCheck,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendsCheck {
+    pub status: String,
+    pub pools: Vec<PoolHealth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolHealth {
+    pub name: String,
+    /// Whether a route sends traffic to this pool.
+    pub routed: bool,
+    pub available: usize,
+    pub total: usize,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UptimeCheck {
+    pub status: String,
+    pub seconds: u64,
+}
+
+/// `GET /api/health/websocket`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WebsocketHealth {
+    pub status: String,
+    pub active_tunnels: u64,
+    pub limit: u64,
+    pub ratio: f64,
+}
+
+/// The answer to an admin action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActionResult {
+    pub pool: String,
+    pub server: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Error bodies: `{"error": "...", "details": [...]}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}

@@ -1,0 +1,216 @@
+//! The single writer of the node's desired state. It owns the config, the
+//! registry of server runtime state and the health-check tasks; it applies
+//! typed commands (reload, admin state, weight) one at a time and publishes a
+//! new immutable snapshot for the proxy.
+//!
+//! Called by `app` (start, SIGHUP) and `admin` (API actions). Commands are
+//! serialised by an async mutex, so two reloads never interleave.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::health::active::{check_client, spawn_checks, CheckClient};
+use crate::health::{AdminState, EventLog};
+use crate::proxy::{ProxyState, Shared};
+use crate::state::{Registry, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no pool named \"{pool}\" (pools: {known})")]
+    UnknownPool { pool: String, known: String },
+    #[error("pool \"{pool}\" has no server named \"{server}\" (servers: {known})")]
+    UnknownServer { pool: String, server: String, known: String },
+    #[error("weight must be 1..=256, got {0}")]
+    BadWeight(u32),
+    #[error("the config is invalid; the running config is kept:\n{0}")]
+    Config(ConfigErrors),
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadReport {
+    pub source: String,
+    pub pools: usize,
+    pub routes: usize,
+    /// Changes that were not applied and need a restart.
+    pub warnings: Vec<String>,
+}
+
+pub struct Control {
+    pub shared: Arc<Shared>,
+    pub events: Arc<EventLog>,
+    /// The config file, if the node was started with one (`None`: the
+    /// embedded default).
+    config_path: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    checks: JoinSet<()>,
+    check_client: CheckClient,
+}
+
+impl Control {
+    /// Builds the first snapshot and starts health checks and the slow-start
+    /// ticker. Must run inside a tokio runtime.
+    pub fn start(config: Config, config_path: Option<PathBuf>) -> Arc<Control> {
+        let events = Arc::new(EventLog::new(200));
+        let mut inner = Inner { registry: Registry::default(), checks: JoinSet::new(), check_client: check_client() };
+        let snapshot = Arc::new(Snapshot::new(config, &mut inner.registry, events.clone()));
+        inner.spawn_checks(&snapshot, &events);
+        let shared = Arc::new(Shared::new(ProxyState::new(snapshot, None)));
+        let control = Arc::new(Control { shared, events, config_path, inner: Mutex::new(inner) });
+        tokio::spawn(ramp_ticker(Arc::downgrade(&control)));
+        control
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.state.load().snapshot.clone()
+    }
+
+    /// Re-reads the config file (or the embedded default) and applies it;
+    /// on error the running config stays and every error is returned.
+    pub async fn reload(&self) -> Result<ReloadReport, ControlError> {
+        let loaded = match &self.config_path {
+            Some(p) => config::load_file(p),
+            None => config::default_config(),
+        };
+        match loaded {
+            Ok(cfg) => Ok(self.apply(cfg).await),
+            Err(e) => {
+                self.events.push("reload", None, None, format!("refused: {} error(s)", e.0.len()));
+                tracing::error!("reload refused, keeping the running config:\n{e}");
+                Err(ControlError::Config(e))
+            }
+        }
+    }
+
+    /// Applies a validated config: new routes, pools and servers take effect
+    /// for new requests; open connections, streams and tunnels continue.
+    pub async fn apply(&self, cfg: Config) -> ReloadReport {
+        let mut inner = self.inner.lock().await;
+        let old = self.shared.state.load_full();
+        let old_cfg = &old.snapshot.config;
+        let mut warnings = Vec::new();
+        let binds = |c: &Config| c.listeners.iter().map(|l| (l.name.clone(), l.bind)).collect::<Vec<_>>();
+        if binds(old_cfg) != binds(&cfg) {
+            warnings.push("listener changes take effect at the next restart".to_string());
+        }
+        if old_cfg.admin.listen != cfg.admin.listen {
+            warnings.push("admin.listen changes take effect at the next restart".to_string());
+        }
+        if old_cfg.limits.max_connections != cfg.limits.max_connections
+            || old_cfg.limits.max_header_size != cfg.limits.max_header_size
+        {
+            warnings.push("limits.max_connections and limits.max_header_size change at the next restart".to_string());
+        }
+        let report = ReloadReport {
+            source: cfg.source.clone(),
+            pools: cfg.pools.len(),
+            routes: cfg.routes.len(),
+            warnings: warnings.clone(),
+        };
+        let snapshot = Arc::new(Snapshot::new(cfg, &mut inner.registry, self.events.clone()));
+        inner.checks.abort_all();
+        inner.spawn_checks(&snapshot, &self.events);
+        self.shared.state.store(Arc::new(ProxyState::new(snapshot, Some(&old))));
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        self.events.push(
+            "reload",
+            None,
+            None,
+            format!("applied {} ({} pools, {} routes)", report.source, report.pools, report.routes),
+        );
+        tracing::info!(source = %report.source, "config reloaded");
+        report
+    }
+
+    fn find(&self, pool: &str, server: &str) -> Result<Arc<crate::health::ServerState>, ControlError> {
+        let snap = self.snapshot();
+        let Some(p) = snap.pool(pool) else {
+            let known: Vec<&str> = snap.pools.iter().map(|p| p.cfg.name.as_str()).collect();
+            return Err(ControlError::UnknownPool { pool: pool.to_string(), known: known.join(", ") });
+        };
+        match p.servers.iter().find(|s| s.name == server) {
+            Some(s) => Ok(s.state.clone()),
+            None => {
+                let known: Vec<&str> = p.servers.iter().map(|s| s.name.as_str()).collect();
+                Err(ControlError::UnknownServer {
+                    pool: pool.to_string(),
+                    server: server.to_string(),
+                    known: known.join(", "),
+                })
+            }
+        }
+    }
+
+    /// Drain, maintenance or enable (back to normal).
+    pub async fn set_admin_state(
+        &self,
+        pool: &str,
+        server: &str,
+        state: AdminState,
+    ) -> Result<AdminState, ControlError> {
+        let _one_writer = self.inner.lock().await;
+        let s = self.find(pool, server)?;
+        let old = s.set_admin_state(state);
+        if old != state {
+            tracing::info!(%pool, %server, from = old.as_str(), to = state.as_str(), "admin state changed");
+            self.events.push("admin", Some(pool), Some(server), format!("{} -> {}", old.as_str(), state.as_str()));
+        }
+        Ok(old)
+    }
+
+    /// Sets a server's weight until the next reload.
+    pub async fn set_weight(&self, pool: &str, server: &str, weight: u32) -> Result<u32, ControlError> {
+        if !(1..=256).contains(&weight) {
+            return Err(ControlError::BadWeight(weight));
+        }
+        let _one_writer = self.inner.lock().await;
+        let s = self.find(pool, server)?;
+        let old = s.base_weight();
+        s.set_weight_override(weight);
+        tracing::info!(%pool, %server, from = old, to = weight, "weight changed");
+        self.events.push("admin", Some(pool), Some(server), format!("weight {old} -> {weight}"));
+        Ok(old)
+    }
+}
+
+impl Inner {
+    fn spawn_checks(&mut self, snapshot: &Snapshot, events: &Arc<EventLog>) {
+        for pool in &snapshot.pools {
+            let servers: Vec<_> = pool.servers.iter().map(|s| s.state.clone()).collect();
+            spawn_checks(&pool.cfg.checks, &servers, &self.check_client, events, &mut self.checks);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.checks.abort_all();
+    }
+}
+
+/// Recomputes slow-start weights four times a second; ends with the control.
+async fn ramp_ticker(control: Weak<Control>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let Some(control) = control.upgrade() else { return };
+        let snap = control.snapshot();
+        let now = crate::clock::now_ms();
+        for pool in &snap.pools {
+            for s in &pool.servers {
+                s.state.refresh_weight(now);
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Active health checks: one small task per (server, check), each with its
+//! own interval, a random start offset and ±10 % jitter so that checks of
+//! many servers spread out. An HTTP check is one request on a pooled
+//! keep-alive connection; a TCP check is one connect. `fall` consecutive
+//! failures take the check down, `rise` consecutive successes bring it back;
+//! a server is up while all of its checks are.
+//!
+//! Started by `control` for each config; results are written into the
+//! servers' [`ServerState`] and the [`EventLog`]. Never touches the request
+//! path.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::task::JoinSet;
+
+use super::events::EventLog;
+use super::server::{ServerState, Transition};
+use crate::config::{CheckConfig, CheckKind};
+use crate::metrics::COUNTERS;
+
+pub type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// The shared client for HTTP checks: keeps one idle connection per server.
+pub fn check_client() -> CheckClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .set_host(false)
+        .build(connector)
+}
+
+/// Largest check response body read when looking for `expect_body`.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// Starts the checks of one pool's servers into `set`.
+pub fn spawn_checks(
+    checks: &[CheckConfig],
+    servers: &[Arc<ServerState>],
+    client: &CheckClient,
+    events: &Arc<EventLog>,
+    set: &mut JoinSet<()>,
+) {
+    for server in servers {
+        for (idx, check) in checks.iter().enumerate() {
+            set.spawn(run_check(server.clone(), idx, check.clone(), client.clone(), events.clone()));
+        }
+    }
+}
+
+fn describe(check: &CheckConfig) -> String {
+    match &check.kind {
+        CheckKind::Http { method, path, .. } => format!("{method} {path}"),
+        CheckKind::Tcp => "tcp connect".to_string(),
+    }
+}
+
+fn jittered(interval: Duration) -> Duration {
+    let f = 0.9 + fastrand::f64() * 0.2;
+    interval.mul_f64(f)
+}
+
+async fn run_check(
+    server: Arc<ServerState>,
+    idx: usize,
+    check: CheckConfig,
+    client: CheckClient,
+    events: Arc<EventLog>,
+) {
+    let what = describe(&check);
+    let offset = check.interval.min(Duration::from_secs(1)).mul_f64(fastrand::f64());
+    tokio::time::sleep(offset).await;
+    let mut down = server.check_is_down(idx);
+    let (mut fails, mut oks) = (0u32, 0u32);
+    loop {
+        let started = tokio::time::Instant::now();
+        let result = probe(&server, &check, &client).await;
+        let latency_us = started.elapsed().as_micros() as u64;
+        let stats = &server.stats;
+        stats.last_check_latency_us.store(latency_us, Ordering::Relaxed);
+        match &result {
+            Ok(()) => {
+                COUNTERS.checks_ok.fetch_add(1, Ordering::Relaxed);
+                stats.checks_ok.fetch_add(1, Ordering::Relaxed);
+                stats.last_check.store(1, Ordering::Relaxed);
+                stats.consecutive_failures.store(0, Ordering::Relaxed);
+                fails = 0;
+                oks = oks.saturating_add(1);
+            }
+            Err(_) => {
+                COUNTERS.checks_failed.fetch_add(1, Ordering::Relaxed);
+                stats.checks_failed.fetch_add(1, Ordering::Relaxed);
+                stats.last_check.store(2, Ordering::Relaxed);
+                stats.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                oks = 0;
+                fails = fails.saturating_add(1);
+            }
+        }
+        let change = match &result {
+            Ok(()) if down && oks >= check.rise => {
+                down = false;
+                server.set_check(idx, true).map(|t| (t, format!("{what} passed {oks} times in a row")))
+            }
+            Err(reason) if !down && fails >= check.fall => {
+                down = true;
+                server.set_check(idx, false).map(|t| (t, format!("{what} failed {fails} times in a row: {reason}")))
+            }
+            _ => None,
+        };
+        if let Some((t, reason)) = change {
+            let state = if t == Transition::WentDown { "DOWN" } else { "UP" };
+            if t == Transition::WentDown {
+                tracing::warn!(pool = %server.pool, server = %server.name, latency_us, "server is {state}: {reason}");
+            } else {
+                tracing::info!(pool = %server.pool, server = %server.name, latency_us, "server is {state}: {reason}");
+            }
+            events.push("health", Some(&server.pool), Some(&server.name), format!("{state}: {reason}"));
+        }
+        tokio::time::sleep(jittered(check.interval)).await;
+    }
+}
+
+async fn probe(server: &ServerState, check: &CheckConfig, client: &CheckClient) -> Result<(), String> {
+    match &check.kind {
+        CheckKind::Tcp => {
+            match tokio::time::timeout(check.timeout, tokio::net::TcpStream::connect(server.addr)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("connect: {e}")),
+                Err(_) => Err(format!("connect timed out after {:?}", check.timeout)),
+            }
+        }
+        CheckKind::Http { method, path, host, status_lo, status_hi, body } => {
+            let uri: Uri =
+                format!("http://{}{}", server.addr, path).parse().map_err(|e| format!("bad check URL: {e}"))?;
+            let host_value = host.clone().unwrap_or_else(|| server.addr.to_string());
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .header(header::HOST, host_value)
+                .header(header::USER_AGENT, "sysmanage-node-health-check")
+                .body(Empty::new())
+                .map_err(|e| format!("bad check request: {e}"))?;
+            let exchange = async {
+                let resp = client.request(req).await.map_err(|e| format!("request: {}", error_chain(&e)))?;
+                let status = resp.status().as_u16();
+                let bytes = Limited::new(resp.into_body(), BODY_LIMIT).collect().await.map(|c| c.to_bytes());
+                if !(*status_lo..=*status_hi).contains(&status) {
+                    return Err(format!("status {status}, expected {status_lo}-{status_hi}"));
+                }
+                if let Some(needle) = body {
+                    let text = bytes.map_err(|e| format!("reading body: {e}"))?;
+                    if !contains(&text, needle.as_bytes()) {
+                        return Err(format!("body does not contain {needle:?}"));
+                    }
+                }
+                Ok(())
+            };
+            match tokio::time::timeout(check.timeout, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+            }
+        }
+    }
+}
+
+fn contains(hay: &Bytes, needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

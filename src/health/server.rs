@@ -1,0 +1,282 @@
+//! The runtime state of one server: health (per-check failure bits), admin
+//! state (draining, maintenance), weights (configured, overridden, slow-start
+//! ramp), in-flight requests and statistics.
+//!
+//! Shared by `Arc` between the snapshot the proxy reads, the health checks
+//! that write it, and the admin API. Everything is an atomic: the proxy reads
+//! it with plain loads; writers (health checks, admin actions) store. It
+//! survives reloads: a new snapshot reuses the state of servers that stay.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::metrics::Histogram;
+
+/// What an operator set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// Takes traffic when healthy.
+    Normal,
+    /// No new requests or sessions; what is open finishes.
+    Draining,
+    /// No traffic at all.
+    Maintenance,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Normal => "normal",
+            AdminState::Draining => "draining",
+            AdminState::Maintenance => "maintenance",
+        }
+    }
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => AdminState::Draining,
+            2 => AdminState::Maintenance,
+            _ => AdminState::Normal,
+        }
+    }
+    fn to_u8(self) -> u8 {
+        match self {
+            AdminState::Normal => 0,
+            AdminState::Draining => 1,
+            AdminState::Maintenance => 2,
+        }
+    }
+}
+
+/// Per-server counters, recorded by the proxy and the checks.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Responses by status class (index 1..=5); index 0 counts attempts that
+    /// got no response (connect error, timeout, reset).
+    pub responses: [AtomicU64; 6],
+    pub response_time: Histogram,
+    pub state_changes: AtomicU64,
+    pub checks_ok: AtomicU64,
+    pub checks_failed: AtomicU64,
+    /// 0: never checked, 1: last check passed, 2: last check failed.
+    pub last_check: AtomicU8,
+    pub last_check_latency_us: AtomicU64,
+    /// Consecutive failed checks (any check of the server).
+    pub consecutive_failures: AtomicU32,
+}
+
+impl ServerStats {
+    pub fn record_response(&self, status: u16, elapsed_us: u64) {
+        let class = usize::from(status / 100).clamp(1, 5);
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+        self.response_time.record_us(elapsed_us);
+    }
+    pub fn record_error(&self) {
+        self.responses[0].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn total_responses(&self) -> u64 {
+        self.responses.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+#[derive(Debug)]
+pub struct ServerState {
+    pub pool: String,
+    pub name: String,
+    pub addr: SocketAddr,
+    config_weight: AtomicU32,
+    /// Weight set through the admin API; 0 means none.
+    weight_override: AtomicU32,
+    /// The weight balancing uses now (shared with the balancer's `Peer`).
+    pub effective_weight: Arc<AtomicU32>,
+    pub in_flight: Arc<AtomicU32>,
+    admin: AtomicU8,
+    /// One bit per active check that currently says "down".
+    down_checks: AtomicU32,
+    /// Unix milliseconds of the last health or admin transition.
+    pub changed_at_unix_ms: AtomicU64,
+    /// `clock::now_ms()` when the server last came up (slow start).
+    recovered_at_ms: AtomicU64,
+    slow_start_ms: AtomicU64,
+    pub stats: ServerStats,
+}
+
+/// A change of health seen by [`ServerState::set_check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    WentDown,
+    CameUp,
+}
+
+/// `recovered_at_ms` before the first recovery.
+const NEVER: u64 = u64::MAX;
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl ServerState {
+    pub fn new(pool: &str, name: &str, addr: SocketAddr, weight: u32) -> Self {
+        ServerState {
+            pool: pool.to_string(),
+            name: name.to_string(),
+            addr,
+            config_weight: AtomicU32::new(weight.max(1)),
+            weight_override: AtomicU32::new(0),
+            effective_weight: Arc::new(AtomicU32::new(weight.max(1))),
+            in_flight: Arc::new(AtomicU32::new(0)),
+            admin: AtomicU8::new(0),
+            down_checks: AtomicU32::new(0),
+            changed_at_unix_ms: AtomicU64::new(unix_ms()),
+            recovered_at_ms: AtomicU64::new(NEVER),
+            slow_start_ms: AtomicU64::new(0),
+            stats: ServerStats::default(),
+        }
+    }
+
+    /// Applies the settings of a (re)loaded config. A reload resets a weight
+    /// set through the API to the configured one; admin states stay.
+    pub fn configure(&self, weight: u32, slow_start_ms: u64, checks: usize) {
+        self.config_weight.store(weight.max(1), Ordering::Relaxed);
+        self.weight_override.store(0, Ordering::Relaxed);
+        self.slow_start_ms.store(slow_start_ms, Ordering::Relaxed);
+        // Checks that no longer exist cannot keep the server down.
+        let mask = if checks >= 32 { u32::MAX } else { (1u32 << checks) - 1 };
+        self.down_checks.fetch_and(mask, Ordering::Relaxed);
+        self.refresh_weight(crate::clock::now_ms());
+    }
+
+    /// Whether check `idx` currently says down.
+    pub fn check_is_down(&self, idx: usize) -> bool {
+        self.down_checks.load(Ordering::Relaxed) & (1u32 << idx.min(31)) != 0
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.down_checks.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    pub fn set_admin_state(&self, s: AdminState) -> AdminState {
+        let old = AdminState::from_u8(self.admin.swap(s.to_u8(), Ordering::Relaxed));
+        if old != s {
+            self.changed_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
+            if old == AdminState::Maintenance {
+                // Back from maintenance: ramp up like a recovered server.
+                self.recovered_at_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
+            }
+        }
+        old
+    }
+
+    /// Records what check `idx` concluded; returns the server's transition,
+    /// if this changed whether it is up.
+    pub fn set_check(&self, idx: usize, up: bool) -> Option<Transition> {
+        let bit = 1u32 << idx.min(31);
+        let before = if up {
+            self.down_checks.fetch_and(!bit, Ordering::AcqRel)
+        } else {
+            self.down_checks.fetch_or(bit, Ordering::AcqRel)
+        };
+        let after = if up { before & !bit } else { before | bit };
+        let t = match (before == 0, after == 0) {
+            (true, false) => Transition::WentDown,
+            (false, true) => {
+                self.recovered_at_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
+                Transition::CameUp
+            }
+            _ => return None,
+        };
+        self.changed_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        self.stats.state_changes.fetch_add(1, Ordering::Relaxed);
+        Some(t)
+    }
+
+    pub fn config_weight(&self) -> u32 {
+        self.config_weight.load(Ordering::Relaxed)
+    }
+
+    /// The weight before slow start: the API's override or the config's.
+    pub fn base_weight(&self) -> u32 {
+        match self.weight_override.load(Ordering::Relaxed) {
+            0 => self.config_weight(),
+            w => w,
+        }
+    }
+
+    pub fn set_weight_override(&self, w: u32) {
+        self.weight_override.store(w, Ordering::Relaxed);
+        self.refresh_weight(crate::clock::now_ms());
+    }
+
+    /// Recomputes the effective weight (slow-start ramp); returns whether the
+    /// server is still ramping.
+    pub fn refresh_weight(&self, now_ms: u64) -> bool {
+        let base = self.base_weight();
+        let ramp = self.slow_start_ms.load(Ordering::Relaxed);
+        let since = self.recovered_at_ms.load(Ordering::Relaxed);
+        let elapsed = now_ms.saturating_sub(since);
+        let (w, ramping) = if ramp > 0 && since != NEVER && elapsed < ramp {
+            (((u64::from(base) * elapsed) / ramp).max(1) as u32, true)
+        } else {
+            (base, false)
+        };
+        self.effective_weight.store(w, Ordering::Relaxed);
+        ramping
+    }
+
+    pub fn effective_weight(&self) -> u32 {
+        self.effective_weight.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> ServerState {
+        ServerState::new("p", "s", "127.0.0.1:1".parse().unwrap(), 10)
+    }
+
+    #[test]
+    fn all_checks_must_pass_for_up() {
+        let s = server();
+        assert!(s.is_up());
+        assert_eq!(s.set_check(0, false), Some(Transition::WentDown));
+        assert_eq!(s.set_check(1, false), None);
+        assert_eq!(s.set_check(0, true), None, "check 1 still fails");
+        assert!(!s.is_up());
+        assert_eq!(s.set_check(1, true), Some(Transition::CameUp));
+        assert!(s.is_up());
+        assert_eq!(s.stats.state_changes.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn slow_start_ramps_the_weight() {
+        let s = server();
+        s.configure(10, 10_000, 1);
+        s.set_check(0, false);
+        s.set_check(0, true);
+        let t0 = s.recovered_at_ms.load(Ordering::Relaxed);
+        assert!(s.refresh_weight(t0 + 1_000));
+        assert_eq!(s.effective_weight(), 1);
+        assert!(s.refresh_weight(t0 + 5_000));
+        assert_eq!(s.effective_weight(), 5);
+        assert!(!s.refresh_weight(t0 + 10_000));
+        assert_eq!(s.effective_weight(), 10);
+    }
+
+    #[test]
+    fn weight_override_and_reload() {
+        let s = server();
+        s.set_weight_override(3);
+        assert_eq!(s.effective_weight(), 3);
+        s.configure(7, 0, 0);
+        assert_eq!(s.effective_weight(), 7, "reload resets the API's weight");
+        s.set_admin_state(AdminState::Draining);
+        s.configure(7, 0, 0);
+        assert_eq!(s.admin_state(), AdminState::Draining, "admin state survives a reload");
+    }
+}
