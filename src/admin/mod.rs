@@ -91,21 +91,21 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `Ok` when the request carries the configured bearer token.
-fn authorize(st: &AdminContext, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(st: &AdminContext, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let snap = st.control.snapshot();
     let Some(token) = snap.config.admin.token.as_deref() else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "write actions are off: no admin token is configured (set admin.token_file)".into(),
             vec![],
-        ));
+        )));
     };
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if ct_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(unauthorized("wrong admin token")),
-        None => Err(unauthorized("missing admin token: send Authorization: Bearer <token>")),
+        Some(_) => Err(Box::new(unauthorized("wrong admin token"))),
+        None => Err(Box::new(unauthorized("missing admin token: send Authorization: Bearer <token>"))),
     }
 }
 
@@ -135,7 +135,7 @@ async fn server_action(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
-        return r;
+        return *r;
     }
     let to = match action.as_str() {
         "drain" => AdminState::Draining,
@@ -169,7 +169,7 @@ async fn set_weight(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
-        return r;
+        return *r;
     }
     let weight = match serde_json::from_slice::<WeightBody>(&body) {
         Ok(b) => b.weight,
@@ -189,7 +189,7 @@ async fn set_weight(
 
 async fn reload(State(st): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&st, &headers) {
-        return r;
+        return *r;
     }
     match st.control.reload().await {
         Ok(report) => Json(report).into_response(),

@@ -30,8 +30,15 @@ pub struct Rates {
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
-    /// Per (pool, server): requests/s, p50 ms, p95 ms.
-    pub servers: HashMap<(String, String), (f64, Option<f64>, Option<f64>)>,
+    /// Per (pool, server).
+    pub servers: HashMap<(String, String), ServerRates>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerRates {
+    pub requests_per_second: f64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
 }
 
 #[derive(Default)]
@@ -84,7 +91,7 @@ impl Sampler {
                 None => (0.0, [0; 15]),
             };
             let q = |x| metrics::quantile(&h, x).map(|s| s * 1000.0);
-            servers.insert(k.clone(), (rate, q(0.5), q(0.95)));
+            servers.insert(k.clone(), ServerRates { requests_per_second: rate, p50_ms: q(0.5), p95_ms: q(0.95) });
         }
         Rates {
             requests_per_second: requests as f64 / secs,

@@ -102,8 +102,7 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                         AdminState::Normal if s.passive.is_down(now) => "out",
                         AdminState::Normal => "up",
                     };
-                    let (rps, p50, p95) =
-                        rates.servers.get(&(p.cfg.name.clone(), s.name.clone())).cloned().unwrap_or((0.0, None, None));
+                    let r = rates.servers.get(&(p.cfg.name.clone(), s.name.clone())).copied().unwrap_or_default();
                     let last_check = match state.stats.last_check.load(Ordering::Relaxed) {
                         0 => None,
                         v => Some(CheckResult {
@@ -122,9 +121,9 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                         effective_weight: state.effective_weight(),
                         active_connections: state.in_flight.load(Ordering::Relaxed),
                         requests_total: state.stats.total_responses(),
-                        requests_per_second: rps,
-                        p50_ms: p50,
-                        p95_ms: p95,
+                        requests_per_second: r.requests_per_second,
+                        p50_ms: r.p50_ms,
+                        p95_ms: r.p95_ms,
                         last_check,
                         consecutive_failures: state.stats.consecutive_failures.load(Ordering::Relaxed),
                         changed_at_unix_ms: state.changed_at_unix_ms.load(Ordering::Relaxed),
