@@ -23,11 +23,24 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG_PATH))),
         Command::Join { .. } => not_yet("join", "gossip clustering"),
         Command::Top { .. } => not_yet("top", "the terminal dashboard"),
-        Command::Health { .. } => not_yet("health", "the admin API"),
-        Command::Ctl { .. } => not_yet("ctl", "the admin API"),
+        Command::Health { url, retries, timeout } => block_on(crate::ctl::run_health(&url, retries, timeout)),
+        Command::Ctl { admin, token_file, json, action } => {
+            block_on(crate::ctl::run_ctl(&admin, token_file.as_deref(), json, action))
+        }
         Command::Init { .. } => not_yet("init", "packaging and init"),
         Command::Cert { .. } => not_yet("cert", "TLS termination"),
         Command::Demo => not_yet("demo", "the demo"),
+    }
+}
+
+/// Runs a client command on a small single-threaded runtime.
+fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("sysmanage-node: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -36,17 +36,29 @@ pub enum Command {
     },
     /// Check a node's health: exit 0 healthy, 1 degraded, 2 unhealthy or unreachable.
     Health {
-        #[arg(long)]
-        url: Option<String>,
-        #[arg(long)]
-        retries: Option<u32>,
-        #[arg(long)]
-        timeout: Option<f64>,
+        /// The detailed health endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:9100/api/health/detailed")]
+        url: String,
+        /// Further attempts when the node cannot be reached.
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+        /// Seconds to wait for each attempt.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
     /// Operate a running node through its admin API.
     Ctl {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        /// The node's admin API.
+        #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
+        admin: String,
+        /// File holding the admin token (needed for write actions).
+        #[arg(long, global = true, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: CtlAction,
     },
     /// Write a config, cluster secret, admin token and certificate.
     Init {
@@ -64,4 +76,28 @@ pub enum Command {
     Demo,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CtlAction {
+    /// Node, totals, pools and recent events.
+    Status,
+    /// Servers of every pool with state, weight, load and checks.
+    Backends,
+    /// Cluster members (arrives with clustering).
+    Members,
+    /// Session counts (arrives with sticky sessions).
+    Sessions,
+    /// Stop sending new requests to a server; open ones finish.
+    Drain { pool: String, server: String },
+    /// Take a server out of all traffic.
+    Maintenance { pool: String, server: String },
+    /// Put a drained or maintained server back.
+    Enable { pool: String, server: String },
+    /// Set a server's weight until the next reload.
+    Weight { pool: String, server: String, weight: u32 },
+    /// Re-read and apply the config file.
+    Reload,
+}
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sysmanage-node/node.toml";
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9100";
+pub const DEFAULT_TOKEN_FILE: &str = "/etc/sysmanage-node/admin.token";

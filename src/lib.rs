@@ -10,6 +10,7 @@
 //! - [`admin`]: the admin HTTP API (health, metrics, status, actions).
 //! - [`api`]: serde types of the admin API, shared with its clients.
 //! - [`app`]: composition root: load config, bind, spawn, signals, drain.
+//! - [`ctl`]: `ctl` and `health` commands: clients of the admin API.
 //! - [`control`]: the single writer: reloads, admin actions, health tasks.
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
 //! - [`state`]: the immutable snapshot the request path reads.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod health;
 pub mod metrics;
 pub mod model;

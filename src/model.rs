@@ -88,3 +88,15 @@ impl RetryOn {
         self.statuses.contains(&code)
     }
 }
+
+/// An error and its sources, joined with ": " (for logs and messages).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}

@@ -48,7 +48,15 @@ impl NodeProcess {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("node printed its listening address");
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                // Stop the process we started before failing the test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node did not print its listening address within 20 s");
+            }
+        };
         (NodeProcess { child, addr: addr.parse().unwrap() }, dir)
     }
 

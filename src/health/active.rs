@@ -151,7 +151,8 @@ async fn probe(server: &ServerState, check: &CheckConfig, client: &CheckClient) 
                 .body(Empty::new())
                 .map_err(|e| format!("bad check request: {e}"))?;
             let exchange = async {
-                let resp = client.request(req).await.map_err(|e| format!("request: {}", error_chain(&e)))?;
+                let resp =
+                    client.request(req).await.map_err(|e| format!("request: {}", crate::model::error_chain(&e)))?;
                 let status = resp.status().as_u16();
                 let bytes = Limited::new(resp.into_body(), BODY_LIMIT).collect().await.map(|c| c.to_bytes());
                 if !(*status_lo..=*status_hi).contains(&status) {
@@ -177,13 +178,48 @@ fn contains(hay: &Bytes, needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn until(cond: impl Fn() -> bool) {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
-    s
+
+    #[tokio::test(start_paused = true)]
+    async fn fall_and_rise_count_consecutive_results() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let server = Arc::new(ServerState::new("p", "s", addr, 1));
+        let events = Arc::new(EventLog::new(10));
+        let check = CheckConfig {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            fall: 2,
+            rise: 2,
+        };
+        let task = tokio::spawn(run_check(server.clone(), 0, check, check_client(), events.clone()));
+        let failed = || server.stats.checks_failed.load(Ordering::Relaxed);
+        let passed = || server.stats.checks_ok.load(Ordering::Relaxed);
+
+        until(|| failed() == 1).await;
+        assert!(server.is_up(), "one failure is below fall = 2");
+        until(|| failed() == 2).await;
+        assert!(!server.is_up(), "two consecutive failures take it down");
+        assert_eq!(events.recent(1)[0].message.split(':').next(), Some("DOWN"));
+
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        until(|| passed() == 1).await;
+        assert!(!server.is_up(), "one success is below rise = 2");
+        until(|| passed() == 2).await;
+        assert!(server.is_up(), "two consecutive successes bring it back");
+        assert!(events.recent(1)[0].message.starts_with("UP"));
+        assert_eq!(server.stats.state_changes.load(Ordering::Relaxed), 2);
+        drop(listener);
+        task.abort();
+    }
 }

@@ -165,7 +165,9 @@ impl ServerState {
             self.changed_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
             if old == AdminState::Maintenance {
                 // Back from maintenance: ramp up like a recovered server.
-                self.recovered_at_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
+                let now = crate::clock::now_ms();
+                self.recovered_at_ms.store(now, Ordering::Relaxed);
+                self.refresh_weight(now);
             }
         }
         old
@@ -184,7 +186,9 @@ impl ServerState {
         let t = match (before == 0, after == 0) {
             (true, false) => Transition::WentDown,
             (false, true) => {
-                self.recovered_at_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
+                let now = crate::clock::now_ms();
+                self.recovered_at_ms.store(now, Ordering::Relaxed);
+                self.refresh_weight(now);
                 Transition::CameUp
             }
             _ => return None,

@@ -376,7 +376,7 @@ fn classify(e: &hyper_util::client::legacy::Error, server: &str, cfg: &PoolConfi
         }
         source = s.source();
     }
-    let detail = error_chain(e);
+    let detail = crate::model::error_chain(e);
     if e.is_connect() {
         if timed_out {
             return Failure::Retryable {
@@ -414,17 +414,6 @@ fn classify(e: &hyper_util::client::legacy::Error, server: &str, cfg: &PoolConfi
         reached: true,
         wanted: cfg.retry_on.error,
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// A fixed plain-text response.

@@ -49,6 +49,10 @@ pub struct BackendState {
     /// The last request's head: method, uri, version, headers.
     pub last: Mutex<Option<(String, String, String, HeaderMap)>>,
     pub release: Notify,
+    /// Status answered on /api/health (health checks); 200 by default.
+    pub health_status: std::sync::atomic::AtomicU16,
+    /// Requests on /api/health.
+    pub health_hits: AtomicU64,
 }
 
 pub struct Backend {
@@ -74,6 +78,8 @@ impl Backend {
             upload_bytes: AtomicU64::new(0),
             last: Mutex::new(None),
             release: Notify::new(),
+            health_status: std::sync::atomic::AtomicU16::new(200),
+            health_hits: AtomicU64::new(0),
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -99,6 +105,10 @@ impl Backend {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.state.health_status.store(status, Ordering::SeqCst);
     }
 
     pub fn hits(&self) -> u64 {
@@ -130,6 +140,12 @@ fn full(b: impl Into<Bytes>) -> BoxBody {
 }
 
 async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response<BoxBody>, Reset> {
+    if req.uri().path() == "/api/health" {
+        st.health_hits.fetch_add(1, Ordering::SeqCst);
+        let mut r = Response::new(full("{\"status\":\"healthy\"}"));
+        *r.status_mut() = StatusCode::from_u16(st.health_status.load(Ordering::SeqCst)).unwrap();
+        return Ok(r);
+    }
     st.hits.fetch_add(1, Ordering::SeqCst);
     *st.last.lock().unwrap() =
         Some((req.method().to_string(), req.uri().to_string(), format!("{:?}", req.version()), req.headers().clone()));
@@ -250,9 +266,27 @@ pub async fn start_node(toml: &str) -> Node {
     Node::start(cfg).await.expect("node starts")
 }
 
+/// Starts a node from TOML written to a file (so reload can re-read it).
+pub async fn start_node_file(toml: &str) -> (Node, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, toml).unwrap();
+    let cfg = match sysmanage_node::config::load_file(&path) {
+        Ok(c) => c,
+        Err(e) => panic!("test config invalid:\n{e}\n---\n{toml}"),
+    };
+    let node = Node::start_with_path(cfg, Some(path.clone())).await.expect("node starts");
+    (node, dir, path)
+}
+
 /// A config with one listener on an ephemeral port and one pool "p" whose
 /// `[[pools]]` body is `pool` (everything but the name), routed at "/".
 pub fn config(pool: &str, extra: &str) -> String {
+    config_admin(pool, extra, "")
+}
+
+/// [`config`] with extra lines in the `[admin]` table (e.g. `token_file`).
+pub fn config_admin(pool: &str, extra: &str, admin: &str) -> String {
     format!(
         r#"
 [log]
@@ -261,6 +295,7 @@ access_log = false
 
 [admin]
 listen = "127.0.0.1:0"
+{admin}
 
 [[listeners]]
 name = "http"
