@@ -23,6 +23,7 @@ use tokio::io::AsyncRead;
 use super::conn::ActiveGuard;
 use super::forward::InFlight;
 use super::idle_timer::IdleTimer;
+use super::upstream::Lease;
 
 /// Errors a body can yield.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +188,8 @@ pub struct ProxyBody {
     kind: Kind,
     _active: Option<ActiveGuard>,
     _in_flight: Option<InFlight>,
+    /// The server connection, returned to its pool when the body is done.
+    _lease: Option<Lease>,
 }
 
 enum Kind {
@@ -206,27 +209,32 @@ const FILE_CHUNK: usize = 64 * 1024;
 
 impl ProxyBody {
     pub fn empty() -> Self {
-        ProxyBody { kind: Kind::Empty, _active: None, _in_flight: None }
+        ProxyBody { kind: Kind::Empty, _active: None, _in_flight: None, _lease: None }
     }
     pub fn full(b: impl Into<Bytes>) -> Self {
-        ProxyBody { kind: Kind::Full(Some(b.into())), _active: None, _in_flight: None }
+        ProxyBody { kind: Kind::Full(Some(b.into())), _active: None, _in_flight: None, _lease: None }
     }
     /// A server's response body; fails if the server sends nothing for
     /// `read_timeout` (nginx's `proxy_read_timeout`, between two reads).
     pub fn upstream(b: Incoming, read_timeout: Duration) -> Self {
         let body = ServerBody { inner: b, idle: IdleTimer::new(read_timeout) };
-        ProxyBody { kind: Kind::Upstream(body), _active: None, _in_flight: None }
+        ProxyBody { kind: Kind::Upstream(body), _active: None, _in_flight: None, _lease: None }
     }
     pub fn file(file: tokio::fs::File, len: u64) -> Self {
         ProxyBody {
             kind: Kind::File(FileBody { file, remaining: len, buf: BytesMut::new() }),
             _active: None,
             _in_flight: None,
+            _lease: None,
         }
     }
     /// Counts the request as in flight to its server until the body is done.
     pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
         self._in_flight = Some(in_flight);
+        self
+    }
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self._lease = Some(lease);
         self
     }
     /// Attaches the connection's activity guard: the connection counts as

@@ -17,19 +17,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client as LegacyClient;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::body::{BodyError, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
 use super::headers::{add_forwarded, remove_hop_by_hop};
-use super::upstream_io::Connector;
+use super::upstream::{ConnectError, Lease, PoolOptions, ServerPool};
 use crate::config::PoolConfig;
 use crate::health::EventLog;
 use crate::metrics::{self, COUNTERS};
@@ -39,17 +38,14 @@ use crate::state::{Pool, Server};
 /// failed attempt can be retried with the same body.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
 
-pub type Client = LegacyClient<Connector, UpstreamBody>;
-
-/// A pooled keep-alive HTTP/1.1 client for one pool's servers.
-pub fn build_client(cfg: &PoolConfig) -> Client {
-    let connector = Connector::new(cfg.connect_timeout, cfg.send_timeout);
-    LegacyClient::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(cfg.keepalive)
-        .pool_idle_timeout(cfg.keepalive_timeout)
-        .pool_timer(TokioTimer::new())
-        .set_host(false)
-        .build(connector)
+/// Connection settings of a pool's servers.
+pub fn pool_options(cfg: &PoolConfig) -> PoolOptions {
+    PoolOptions {
+        keepalive: cfg.keepalive,
+        keepalive_timeout: cfg.keepalive_timeout,
+        connect_timeout: cfg.connect_timeout,
+        send_timeout: cfg.send_timeout,
+    }
 }
 
 /// Counts a request as in flight to a server until dropped.
@@ -73,7 +69,8 @@ impl Drop for InFlight {
 pub struct Forward<'a> {
     pub pool: &'a Pool,
     pub events: &'a EventLog,
-    pub client: &'a Client,
+    /// Connections of each server of `pool`, by server index.
+    pub upstreams: &'a [Arc<ServerPool>],
     pub client_ip: IpAddr,
     pub client_hash: u64,
     pub max_body: u64,
@@ -175,24 +172,17 @@ impl Forward<'_> {
             *up.method_mut() = method.clone();
             *up.version_mut() = Version::HTTP_11;
             *up.headers_mut() = if is_last { std::mem::take(&mut headers) } else { headers.clone() };
-            *up.uri_mut() = Uri::from_parts({
-                let mut p = http::uri::Parts::default();
-                p.scheme = Some(Scheme::HTTP);
-                p.authority = Some(server.authority.clone());
-                p.path_and_query = Some(path_and_query.clone());
-                p
-            })
-            .unwrap_or_default();
+            *up.uri_mut() = Uri::from(path_and_query.clone());
 
             let in_flight = InFlight::new(&server.state.in_flight);
             let attempt_started = std::time::Instant::now();
-            let sending = self.client.request(up);
-            let result = match &body {
-                UpstreamBody::Stream(slot) => wait_after_body(sending, slot, cfg.read_timeout).await,
-                _ => tokio::time::timeout(cfg.read_timeout, sending).await.ok(),
+            let slot = match &body {
+                UpstreamBody::Stream(s) => Some(s),
+                _ => None,
             };
+            let result = self.exchange(idx, up, slot).await;
             let failure = match result {
-                Some(Ok(resp)) => {
+                Ok((resp, lease)) => {
                     let status = resp.status().as_u16();
                     server.state.stats.record_response(status, attempt_started.elapsed().as_micros() as u64);
                     if cfg.retry_on.status(status) {
@@ -210,20 +200,12 @@ impl Forward<'_> {
                     } else {
                         server.passive.record_success();
                     }
-                    return (Ok(self.respond(resp, in_flight, client_upgrade)), outcome);
+                    return (Ok(self.respond(resp, in_flight, lease, client_upgrade)), outcome);
                 }
-                Some(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+                Err(_) if exceeded.load(Ordering::Relaxed) => {
                     Failure::Fatal(ProxyError::BodyTooLarge { limit: self.max_body })
                 }
-                Some(Err(e)) => classify(&e, &server.name, cfg),
-                None => Failure::Retryable {
-                    err: ProxyError::Timeout {
-                        server: server.name.clone(),
-                        timeout_ms: cfg.read_timeout.as_millis() as u64,
-                    },
-                    reached: true,
-                    wanted: cfg.retry_on.timeout,
-                },
+                Err(f) => f,
             };
             drop(in_flight);
             match failure {
@@ -254,6 +236,65 @@ impl Forward<'_> {
         (Err(err), outcome)
     }
 
+    /// One attempt on server `idx`: a pooled connection if one is ready, else
+    /// a new one. A pooled connection found closed before the request was
+    /// written is replaced once by a new connection (not a server failure).
+    async fn exchange(
+        &self,
+        idx: usize,
+        mut req: Request<UpstreamBody>,
+        slot: Option<&StreamSlot>,
+    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        let cfg = &self.pool.cfg;
+        let name = &self.pool.servers[idx].name;
+        let upstream = &self.upstreams[idx];
+        let (mut lease, mut pooled) = match upstream.take_idle() {
+            Some(l) => (l, true),
+            None => (upstream.connect().await.map_err(|e| connect_failure(e, name, cfg))?, false),
+        };
+        loop {
+            let sending = lease.sender().try_send_request(req);
+            let result = match slot {
+                Some(slot) => wait_after_body(sending, slot, cfg.read_timeout).await,
+                None => tokio::time::timeout(cfg.read_timeout, sending).await.ok(),
+            };
+            match result {
+                Some(Ok(resp)) => return Ok((resp, lease)),
+                Some(Err(mut e)) => {
+                    lease.detach();
+                    match e.take_message() {
+                        Some(back) if pooled => {
+                            req = back;
+                            lease = upstream.connect().await.map_err(|e| connect_failure(e, name, cfg))?;
+                            pooled = false;
+                        }
+                        Some(_) => {
+                            // A new connection closed before taking the request.
+                            return Err(Failure::Retryable {
+                                err: ProxyError::Connect { server: name.clone(), detail: e.into_error().to_string() },
+                                reached: false,
+                                wanted: cfg.retry_on.error,
+                            });
+                        }
+                        None => return Err(classify(&e.into_error(), name, cfg)),
+                    }
+                }
+                None => {
+                    // Dropping the request future closes the connection.
+                    lease.detach();
+                    return Err(Failure::Retryable {
+                        err: ProxyError::Timeout {
+                            server: name.clone(),
+                            timeout_ms: cfg.read_timeout.as_millis() as u64,
+                        },
+                        reached: true,
+                        wanted: cfg.retry_on.timeout,
+                    });
+                }
+            }
+        }
+    }
+
     fn passive_down(&self, server: &Server, reason: &str) {
         let cfg = &self.pool.cfg;
         tracing::warn!(pool = %cfg.name, server = %server.name, fail_timeout = ?cfg.fail_timeout, reason, "server out after max_fails failures");
@@ -271,16 +312,24 @@ impl Forward<'_> {
         &self,
         resp: Response<Incoming>,
         in_flight: InFlight,
+        lease: Lease,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ProxyBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // An upgraded connection never goes back to the pool.
+            lease.detach();
             if let Some(client_upgrade) = client_upgrade {
                 return self.tunnel(resp, in_flight, client_upgrade);
             }
+            let (mut parts, _) = resp.into_parts();
+            parts.status = StatusCode::BAD_GATEWAY;
+            remove_hop_by_hop(&mut parts.headers, false);
+            return Response::from_parts(parts, ProxyBody::empty());
         }
         let (mut parts, body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, ProxyBody::upstream(body, self.pool.cfg.read_timeout).with_in_flight(in_flight))
+        let body = ProxyBody::upstream(body, self.pool.cfg.read_timeout).with_in_flight(in_flight).with_lease(lease);
+        Response::from_parts(parts, body)
     }
 
     fn tunnel(
@@ -355,9 +404,24 @@ impl Drop for TunnelCount {
     }
 }
 
+fn connect_failure(e: ConnectError, server: &str, cfg: &PoolConfig) -> Failure {
+    match e {
+        ConnectError::Timeout(d) => Failure::Retryable {
+            err: ProxyError::Timeout { server: server.to_string(), timeout_ms: d.as_millis() as u64 },
+            reached: false,
+            wanted: cfg.retry_on.timeout,
+        },
+        other => Failure::Retryable {
+            err: ProxyError::Connect { server: server.to_string(), detail: other.to_string() },
+            reached: false,
+            wanted: cfg.retry_on.error,
+        },
+    }
+}
+
 /// Sorts a client error into what the retry rules need.
-fn classify(e: &hyper_util::client::legacy::Error, server: &str, cfg: &PoolConfig) -> Failure {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+fn classify(e: &hyper::Error, server: &str, cfg: &PoolConfig) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut timed_out = false;
     let mut parse = false;
     while let Some(s) = source {
@@ -377,23 +441,6 @@ fn classify(e: &hyper_util::client::legacy::Error, server: &str, cfg: &PoolConfi
         source = s.source();
     }
     let detail = crate::model::error_chain(e);
-    if e.is_connect() {
-        if timed_out {
-            return Failure::Retryable {
-                err: ProxyError::Timeout {
-                    server: server.to_string(),
-                    timeout_ms: cfg.connect_timeout.as_millis() as u64,
-                },
-                reached: false,
-                wanted: cfg.retry_on.timeout,
-            };
-        }
-        return Failure::Retryable {
-            err: ProxyError::Connect { server: server.to_string(), detail },
-            reached: false,
-            wanted: cfg.retry_on.error,
-        };
-    }
     if timed_out {
         // send_timeout on the socket: the server stopped reading our request.
         return Failure::Retryable {

@@ -22,6 +22,7 @@ pub mod route_stats;
 pub mod routing;
 pub mod service;
 pub mod static_files;
+pub mod upstream;
 pub mod upstream_io;
 
 pub use listener::{bind_all, serve, ServeOptions};

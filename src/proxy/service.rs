@@ -13,11 +13,12 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::conn::{ActiveGuard, ConnActivity};
-use super::forward::{build_client, text_response, Client, Forward};
+use super::forward::{pool_options, text_response, Forward};
 use super::headers::{is_websocket_upgrade, SecurityHeaders};
 use super::route_stats::RouteStats;
 use super::routing::{host_without_port, match_route, RequestKey};
 use super::static_files::{self, StaticError};
+use super::upstream::{PoolOptions, ServerPool};
 use crate::balance::hash_bytes;
 use crate::config::{PathMatch, RouteAction};
 use crate::metrics::{self, COUNTERS};
@@ -26,31 +27,37 @@ use crate::state::Snapshot;
 /// Everything the request path reads for one config generation.
 pub struct ProxyState {
     pub snapshot: Arc<Snapshot>,
-    /// One upstream client per pool, by pool index.
-    pub clients: Vec<Client>,
+    /// Connections of every server, by pool index then server index.
+    pub upstreams: Vec<Vec<Arc<ServerPool>>>,
     pub security: SecurityHeaders,
     pub access_log: bool,
     pub route_stats: RouteStats,
 }
 
 impl ProxyState {
-    /// Builds the request path's state for a snapshot. Upstream clients (and
-    /// their pooled connections) of pools whose connection settings did not
-    /// change are taken over from `previous`.
+    /// Builds the request path's state for a snapshot. Server connection
+    /// pools (with their idle connections) are taken over from `previous`
+    /// for servers whose address and connection settings did not change.
     pub fn new(snapshot: Arc<Snapshot>, previous: Option<&ProxyState>) -> Self {
         let cfg = &snapshot.config;
-        let reuse = |p: &crate::config::PoolConfig| -> Option<Client> {
+        let reuse = |pool: &str, addr: std::net::SocketAddr, opts: PoolOptions| -> Option<Arc<ServerPool>> {
             let prev = previous?;
-            let i = prev.snapshot.config.pools.iter().position(|q| q.name == p.name)?;
-            let q = &prev.snapshot.config.pools[i];
-            let same = q.connect_timeout == p.connect_timeout
-                && q.send_timeout == p.send_timeout
-                && q.keepalive == p.keepalive
-                && q.keepalive_timeout == p.keepalive_timeout;
-            same.then(|| prev.clients[i].clone())
+            let i = prev.snapshot.config.pools.iter().position(|q| q.name == pool)?;
+            prev.upstreams[i].iter().find(|u| u.addr() == addr && u.options() == opts).cloned()
         };
+        let upstreams = cfg
+            .pools
+            .iter()
+            .map(|p| {
+                let opts = pool_options(p);
+                p.servers
+                    .iter()
+                    .map(|s| reuse(&p.name, s.addr, opts).unwrap_or_else(|| ServerPool::new(s.addr, opts)))
+                    .collect()
+            })
+            .collect();
         ProxyState {
-            clients: cfg.pools.iter().map(|p| reuse(p).unwrap_or_else(|| build_client(p))).collect(),
+            upstreams,
             security: SecurityHeaders::new(cfg.headers.security, &cfg.headers.frame_options),
             access_log: cfg.log.access_log,
             route_stats: RouteStats::new(cfg.routes.iter().map(|r| r.name.as_str()), previous.map(|p| &p.route_stats)),
@@ -165,7 +172,7 @@ pub async fn handle(
                     let fwd = Forward {
                         pool: pool_ref,
                         events: &state.snapshot.events,
-                        client: &state.clients[*pool],
+                        upstreams: &state.upstreams[*pool],
                         client_ip: ip,
                         client_hash: ip_hash,
                         max_body: cfg.limits.max_body,

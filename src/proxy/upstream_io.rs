@@ -1,61 +1,19 @@
-//! Connections to servers: hyper-util's `HttpConnector` plus the pool's
-//! `send_timeout`, enforced on the socket: a write that stays blocked (the
+//! The socket of a connection to a server, with the pool's `send_timeout`
+//! enforced on it: a write that stays blocked (the
 //! server stopped reading) for longer than `send_timeout` fails the request,
 //! as nginx's `proxy_send_timeout` ("between two successive write
 //! operations"). The timer is allocated only when a write first stalls.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::idle_timer::IdleTimer;
-
-/// Makes connections to servers.
-#[derive(Clone)]
-pub struct Connector {
-    inner: HttpConnector,
-    send_timeout: Duration,
-}
-
-impl Connector {
-    pub fn new(connect_timeout: Duration, send_timeout: Duration) -> Self {
-        let mut inner = HttpConnector::new();
-        inner.set_connect_timeout(Some(connect_timeout));
-        inner.set_nodelay(true);
-        inner.enforce_http(true);
-        Connector { inner, send_timeout }
-    }
-}
-
-type ConnectFuture = Pin<Box<dyn Future<Output = Result<ServerIo, BoxError>> + Send>>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = ServerIo;
-    type Error = BoxError;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.inner.call(uri);
-        let send_timeout = self.send_timeout;
-        Box::pin(async move {
-            let io = connecting.await?;
-            Ok(ServerIo { inner: io, stall: IdleTimer::new(send_timeout) })
-        })
-    }
-}
 
 /// A connection to a server with the write-stall timer.
 pub struct ServerIo {
@@ -64,6 +22,10 @@ pub struct ServerIo {
 }
 
 impl ServerIo {
+    pub fn new(stream: TcpStream, send_timeout: Duration) -> Self {
+        ServerIo { inner: TokioIo::new(stream), stall: IdleTimer::new(send_timeout) }
+    }
+
     /// Called when a write could not proceed: fails once the write has been
     /// blocked for `send_timeout`.
     fn on_blocked(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
@@ -122,11 +84,5 @@ impl Write for ServerIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-impl Connection for ServerIo {
-    fn connected(&self) -> Connected {
-        self.inner.connected()
     }
 }
