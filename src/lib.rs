@@ -15,6 +15,7 @@
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
 //! - [`state`]: the immutable snapshot the request path reads.
 //! - [`balance`]: selection algorithms, pure and synchronous.
+//! - [`ratelimit`]: per-key rate-limit zones (token bucket, rolling window).
 //! - [`health`]: server runtime state, active checks, passive health, events.
 //! - [`config`]: TOML → validated [`config::Config`] with located errors.
 //! - [`metrics`]: lock-free counters and metric names.
@@ -36,4 +37,5 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod ratelimit;
 pub mod state;
