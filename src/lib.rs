@@ -10,6 +10,8 @@
 //! - [`app`]: composition root: load config, bind, spawn, signals, drain.
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
 //! - [`state`]: the immutable snapshot the request path reads.
+//! - [`tls`]: rustls server/upstream configs, SNI certificate store with
+//!   hot reload, PEM loading, self-signed certificates.
 //! - [`balance`]: selection algorithms, pure and synchronous.
 //! - [`health`]: passive health (max_fails / fail_timeout).
 //! - [`config`]: TOML → validated [`config::Config`] with located errors.
@@ -29,3 +31,4 @@ pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod state;
+pub mod tls;
