@@ -14,6 +14,8 @@
 //! - [`control`]: the single writer: reloads, admin actions, health tasks.
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
 //! - [`state`]: the immutable snapshot the request path reads.
+//! - [`tls`]: rustls server/upstream configs, SNI certificate store with
+//!   hot reload, PEM loading, self-signed certificates.
 //! - [`balance`]: selection algorithms, pure and synchronous.
 //! - [`ratelimit`]: per-key rate-limit zones (token bucket, rolling window).
 //! - [`health`]: server runtime state, active checks, passive health, events.
@@ -39,3 +41,4 @@ pub mod model;
 pub mod proxy;
 pub mod ratelimit;
 pub mod state;
+pub mod tls;
