@@ -13,6 +13,7 @@
 //! - [`ctl`]: `ctl` and `health` commands: clients of the admin API.
 //! - [`control`]: the single writer: reloads, admin actions, health tasks.
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 header: read, parse, encode.
 //! - [`state`]: the immutable snapshot the request path reads.
 //! - [`tls`]: rustls server/upstream configs, SNI certificate store with
 //!   hot reload, PEM loading, self-signed certificates.
@@ -39,6 +40,7 @@ pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod state;
 pub mod tls;
