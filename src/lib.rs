@@ -20,6 +20,7 @@
 //! - [`balance`]: selection algorithms, pure and synchronous.
 //! - [`ratelimit`]: per-key rate-limit zones (token bucket, rolling window).
 //! - [`health`]: server runtime state, active checks, passive health, events.
+//! - [`sessions`]: affinity keys, session table, redb store, sweeper.
 //! - [`config`]: TOML → validated [`config::Config`] with located errors.
 //! - [`metrics`]: lock-free counters and metric names.
 //! - [`model`]: plain shared types.
@@ -42,5 +43,6 @@ pub mod model;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod sessions;
 pub mod state;
 pub mod tls;

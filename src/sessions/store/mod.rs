@@ -1,0 +1,355 @@
+//! Session persistence: one redb file, `sessions.redb` in `data_dir`,
+//! written by one thread.
+//!
+//! The in-memory [`super::Table`] is the read path; this store only makes
+//! records survive a restart. Callers (`proxy` after a table change,
+//! `cluster` after a merge, the sweeper) enqueue writes through a
+//! [`StoreHandle`] with a non-blocking send; no redb call ever runs on the
+//! request path. The writer thread group-commits: it collects writes for at
+//! most [`StoreOptions::commit_interval`] (or [`StoreOptions::max_batch`]
+//! of them) and commits them in one transaction with
+//! `Durability::Immediate`, so the fsync cost is paid per batch, not per
+//! session. `app` opens the store, loads it into the table at start
+//! ([`Store::load_all`]) and flushes it at shutdown.
+//!
+//! Layout (schema version [`SCHEMA_VERSION`]):
+//! - `meta`: `"schema_version" → u64`; a file with a newer version is refused.
+//! - `sessions`: `(pool, key) → (server, expires_at_ms, version, origin, tombstone)`.
+//! - `expiry`: `(expires_at_ms, pool, key) → ()`, the TTL index the sweep
+//!   walks instead of scanning every record.
+
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, StorageError, TableDefinition};
+
+use super::record::{Hlc, SessionRecord};
+use super::table::Table;
+use writer::Writer;
+
+/// The database file's name inside `data_dir`.
+pub const FILE_NAME: &str = "sessions.redb";
+/// The layout this build writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SCHEMA_KEY: &str = "schema_version";
+type RecordValue<'a> = (&'a str, u64, u64, &'a str, bool);
+const SESSIONS: TableDefinition<(&str, &str), RecordValue> = TableDefinition::new("sessions");
+const EXPIRY: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("expiry");
+
+/// Why the store cannot be opened or written. Messages name the file and
+/// say what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data_dir {path}: {detail}")]
+    DataDir { path: PathBuf, detail: String },
+    #[error(
+        "sessions store {path} is locked by another process: is another sysmanage-node running with the same data_dir?"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "sessions store {path} is corrupt ({detail}): move it away and restart; sessions will be re-created as agents reconnect"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "sessions store {path} has schema version {found}, but this sysmanage-node knows only up to {supported}: run the newer sysmanage-node that wrote it, or move the file away and restart (sessions will be re-created as agents reconnect)"
+    )]
+    SchemaTooNew { path: PathBuf, found: u64, supported: u64 },
+    #[error("cannot open sessions store {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("sessions store {path}: {action} failed: {detail}")]
+    Io { path: PathBuf, action: &'static str, detail: String },
+    #[error("sessions store write queue is full ({capacity} writes waiting; the disk is not keeping up): the record stays in memory only")]
+    QueueFull { capacity: usize },
+    #[error("sessions store is closed")]
+    Closed,
+}
+
+/// Tuning of the writer thread.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Longest a write waits for its batch to be committed.
+    pub commit_interval: Duration,
+    /// A batch is committed as soon as it holds this many writes.
+    pub max_batch: usize,
+    /// Writes that may wait for the writer; beyond it, writes are refused.
+    pub queue_capacity: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { commit_interval: Duration::from_millis(50), max_batch: 1024, queue_capacity: 65_536 }
+    }
+}
+
+/// Counters of the writer, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Records written (puts that won over what was stored).
+    pub records_written: u64,
+    /// Records the sweep deleted.
+    pub swept: u64,
+    /// Writes refused because the queue was full.
+    pub dropped: u64,
+    /// Batches that failed to commit (logged; their writes are lost).
+    pub commit_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    records_written: AtomicU64,
+    swept: AtomicU64,
+    dropped: AtomicU64,
+    commit_errors: AtomicU64,
+}
+
+enum Op {
+    Put(SessionRecord),
+    /// Delete what expired at or before this Unix millisecond.
+    Sweep(u64),
+    Flush(SyncSender<Result<(), StoreError>>),
+    Close,
+}
+
+/// The open store. Owns the writer thread: [`Store::close`] (or drop)
+/// commits what is queued and stops it.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    db: Arc<Database>,
+    handle: StoreHandle,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// A cheap, cloneable sender of writes to the store's writer thread.
+#[derive(Debug, Clone)]
+pub struct StoreHandle {
+    tx: SyncSender<Op>,
+    path: Arc<Path>,
+    capacity: usize,
+    counters: Arc<Counters>,
+}
+
+impl Store {
+    /// Opens (or creates) `data_dir/sessions.redb` with default options.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, StoreOptions::default())
+    }
+
+    pub fn open_with(data_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::DataDir { path: data_dir.to_owned(), detail: e.to_string() })?;
+        let path = data_dir.join(FILE_NAME);
+        // Integrity is checked on open: a file damaged outside redb then gives
+        // an error instead of a panic later. The file is small; the check is quick.
+        let db =
+            Database::builder().set_check_integrity_on_open(true).create(&path).map_err(|e| open_error(&path, e))?;
+        prepare_schema(&db, &path)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::sync_channel(opts.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let handle = StoreHandle {
+            tx,
+            path: Arc::from(path.as_path()),
+            capacity: opts.queue_capacity,
+            counters: counters.clone(),
+        };
+        let writer = Writer { db: db.clone(), path: path.clone(), rx, opts, counters };
+        let writer =
+            std::thread::Builder::new().name("sessions-store".into()).spawn(move || writer.run()).map_err(|e| {
+                StoreError::Open { path: path.clone(), detail: format!("cannot start the writer thread: {e}") }
+            })?;
+        Ok(Store { path, db, handle, writer: Some(writer) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn handle(&self) -> StoreHandle {
+        self.handle.clone()
+    }
+
+    /// Every stored record still in force at `now_ms` (tombstones included:
+    /// the table needs them to refuse older copies from peers).
+    pub fn load_all(&self, now_ms: u64) -> Result<Vec<SessionRecord>, StoreError> {
+        let io = |e: redb::Error| io_error(&self.path, "reading", e);
+        let txn = self.db.begin_read().map_err(|e| io(e.into()))?;
+        let table = txn.open_table(SESSIONS).map_err(|e| io(e.into()))?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(|e| io(e.into()))? {
+            let (k, v) = item.map_err(|e| io(e.into()))?;
+            let (pool, key) = k.value();
+            let (server, expires_at_ms, version, origin, tombstone) = v.value();
+            if expires_at_ms <= now_ms {
+                continue;
+            }
+            out.push(SessionRecord {
+                key: key.to_owned(),
+                pool: pool.to_owned(),
+                server: server.to_owned(),
+                expires_at_ms,
+                version: Hlc(version),
+                origin: origin.to_owned(),
+                tombstone,
+            });
+        }
+        Ok(out)
+    }
+
+    /// [`Store::load_all`] merged into `table`; returns how many records it took.
+    pub fn load_into(&self, table: &Table, now_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.load_all(now_ms)?.into_iter().map(|r| table.merge(r, now_ms)).filter(|merged| *merged).count())
+    }
+
+    /// Commits everything queued, stops the writer thread and closes the file.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), StoreError> {
+        let Some(writer) = self.writer.take() else { return Ok(()) };
+        let flushed = self.handle.flush();
+        // The writer may already be gone (it panicked); joining tells.
+        let _ = self.handle.tx.send(Op::Close);
+        match writer.join() {
+            Ok(()) => flushed,
+            Err(_) => Err(StoreError::Io {
+                path: self.path.clone(),
+                action: "writing",
+                detail: "the writer thread panicked".into(),
+            }),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+impl StoreHandle {
+    /// Queues a record to be written (a tombstone is a record too). Never
+    /// blocks; refuses when the queue is full.
+    pub fn put(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.send(Op::Put(record))
+    }
+
+    /// Queues the deletion of records expired at `now_ms`.
+    pub fn sweep(&self, now_ms: u64) -> Result<(), StoreError> {
+        self.send(Op::Sweep(now_ms))
+    }
+
+    /// Waits until everything queued before the call is committed. Blocks
+    /// the calling thread (from async code: `spawn_blocking`).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.send(Op::Flush(tx)).map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.counters;
+        StoreStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            records_written: c.records_written.load(Ordering::Relaxed),
+            swept: c.swept.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            commit_errors: c.commit_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        self.tx.try_send(op).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                StoreError::QueueFull { capacity: self.capacity }
+            }
+            TrySendError::Disconnected(_) => StoreError::Closed,
+        })
+    }
+}
+
+/// Creates the tables on first open; refuses a layout newer than this build's.
+fn prepare_schema(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let fail = |e: redb::Error| open_redb_error(path, e);
+    let mut txn = db.begin_write().map_err(|e| fail(e.into()))?;
+    txn.set_durability(Durability::Immediate).map_err(|e| fail(e.into()))?;
+    {
+        let mut meta = txn.open_table(META).map_err(|e| fail(e.into()))?;
+        let found = meta.get(SCHEMA_KEY).map_err(|e| fail(e.into()))?.map(|v| v.value());
+        match found {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew { path: path.to_owned(), found, supported: SCHEMA_VERSION });
+            }
+            // Versions older than the current one would be migrated here.
+            Some(_) => {}
+            None => {
+                meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(|e| fail(e.into()))?;
+            }
+        }
+        txn.open_table(SESSIONS).map_err(|e| fail(e.into()))?;
+        txn.open_table(EXPIRY).map_err(|e| fail(e.into()))?;
+    }
+    txn.commit().map_err(|e| fail(e.into()))
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    let path = path.to_owned();
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => StoreError::Locked { path },
+        DatabaseError::UpgradeRequired(v) => StoreError::Corrupt {
+            path,
+            detail: format!("written in redb file format {v}, which this build cannot read"),
+        },
+        DatabaseError::Storage(e) => storage_error(path, e),
+        other => StoreError::Open { path, detail: other.to_string() },
+    }
+}
+
+fn open_redb_error(path: &Path, e: redb::Error) -> StoreError {
+    match e {
+        redb::Error::Corrupted(detail) => StoreError::Corrupt { path: path.to_owned(), detail },
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt { path: path.to_owned(), detail: io.to_string() }
+        }
+        other => StoreError::Open { path: path.to_owned(), detail: other.to_string() },
+    }
+}
+
+fn storage_error(path: PathBuf, e: StorageError) -> StoreError {
+    match e {
+        StorageError::Corrupted(detail) => StoreError::Corrupt { path, detail },
+        // redb reports a file that is not a redb database this way.
+        StorageError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt { path, detail: io.to_string() }
+        }
+        other => StoreError::Open { path, detail: other.to_string() },
+    }
+}
+
+fn io_error(path: &Path, action: &'static str, e: redb::Error) -> StoreError {
+    match e {
+        redb::Error::Corrupted(detail) => StoreError::Corrupt { path: path.to_owned(), detail },
+        other => StoreError::Io { path: path.to_owned(), action, detail: other.to_string() },
+    }
+}
