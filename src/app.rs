@@ -63,9 +63,6 @@ fn check_config(path: &Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
             print!("{}", cfg.summary());
-            if !cfg.rate_limits.is_empty() {
-                println!("  note: rate_limits are validated but not enforced by this version");
-            }
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -141,7 +138,7 @@ impl Node {
     pub async fn start_with_path(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Node> {
         let bound = proxy::bind_all(&cfg).await?;
         let listeners =
-            bound.iter().map(|(n, l)| Ok((n.clone(), l.local_addr()?))).collect::<std::io::Result<Vec<_>>>()?;
+            bound.iter().map(|l| Ok((l.name.clone(), l.socket.local_addr()?))).collect::<std::io::Result<Vec<_>>>()?;
         let admin_listener = match cfg.admin.listen {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -151,9 +148,6 @@ impl Node {
             None => None,
         };
         let admin = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-        if !cfg.rate_limits.is_empty() {
-            tracing::warn!("rate_limits are validated but not enforced by this version");
-        }
         let opts = ServeOptions { limits: cfg.limits.clone() };
         for (name, addr) in &listeners {
             tracing::info!(listener = %name, %addr, "listening");
@@ -163,6 +157,14 @@ impl Node {
         }
         tracing::info!(node = %cfg.node.name, source = %cfg.source, pools = cfg.pools.len(), routes = cfg.routes.len(), "sysmanage-node started");
         let control = Control::start(cfg, path);
+        for l in &bound {
+            if let Some(store) = &l.runtime.cert_store {
+                // New certificate files are picked up within seconds; SIGHUP
+                // and the reload API reload them at once.
+                crate::tls::spawn_cert_watcher(store, std::time::Duration::from_secs(5));
+                control.add_cert_store(&l.name, store.clone());
+            }
+        }
         let (shutdown, rx) = watch::channel(false);
         let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, control.clone(), rx.clone())));
         let task = tokio::spawn(proxy::serve(bound, control.shared.clone(), opts, rx));

@@ -48,6 +48,8 @@ pub struct Control {
     /// embedded default).
     config_path: Option<PathBuf>,
     inner: Mutex<Inner>,
+    /// TLS certificate stores of the listeners, reloaded with the config.
+    cert_stores: std::sync::Mutex<Vec<(String, Arc<crate::tls::CertStore>)>>,
 }
 
 struct Inner {
@@ -65,7 +67,13 @@ impl Control {
         let snapshot = Arc::new(Snapshot::new(config, &mut inner.registry, events.clone()));
         inner.spawn_checks(&snapshot, &events);
         let shared = Arc::new(Shared::new(ProxyState::new(snapshot, None)));
-        let control = Arc::new(Control { shared, events, config_path, inner: Mutex::new(inner) });
+        let control = Arc::new(Control {
+            shared,
+            events,
+            config_path,
+            inner: Mutex::new(inner),
+            cert_stores: std::sync::Mutex::new(Vec::new()),
+        });
         tokio::spawn(ramp_ticker(Arc::downgrade(&control)));
         control
     }
@@ -74,15 +82,57 @@ impl Control {
         self.shared.state.load().snapshot.clone()
     }
 
+    pub fn add_cert_store(&self, listener: &str, store: Arc<crate::tls::CertStore>) {
+        self.cert_stores.lock().unwrap_or_else(|e| e.into_inner()).push((listener.to_string(), store));
+    }
+
+    /// Re-reads every listener's certificate files; a listener whose files
+    /// are broken keeps its current certificates.
+    fn reload_certificates(&self) -> Vec<String> {
+        let stores = self.cert_stores.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut problems = Vec::new();
+        for (name, store) in stores {
+            match store.reload() {
+                Ok(warnings) => {
+                    for w in warnings {
+                        tracing::warn!(listener = %name, "TLS: {w}");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(listener = %name, "TLS certificates not reloaded, keeping the current ones: {e}");
+                    problems.push(format!("listener {name}: certificates not reloaded: {e}"));
+                }
+            }
+        }
+        problems
+    }
+
     /// Re-reads the config file (or the embedded default) and applies it;
     /// on error the running config stays and every error is returned.
+    /// Certificates are re-read too.
     pub async fn reload(&self) -> Result<ReloadReport, ControlError> {
-        let loaded = match &self.config_path {
+        let path = self.config_path.clone();
+        // Reading files and resolving names blocks: keep it off the runtime.
+        let loaded = tokio::task::spawn_blocking(move || match &path {
             Some(p) => config::load_file(p),
             None => config::default_config(),
-        };
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![config::ConfigError {
+                file: "config".into(),
+                position: None,
+                key: String::new(),
+                message: format!("reading the config failed: {e}"),
+            }]))
+        });
+        let cert_problems = self.reload_certificates();
         match loaded {
-            Ok(cfg) => Ok(self.apply(cfg).await),
+            Ok(cfg) => {
+                let mut report = self.apply(cfg).await;
+                report.warnings.extend(cert_problems);
+                Ok(report)
+            }
             Err(e) => {
                 self.events.push("reload", None, None, format!("refused: {} error(s)", e.0.len()));
                 tracing::error!("reload refused, keeping the running config:\n{e}");
@@ -105,10 +155,21 @@ impl Control {
         if old_cfg.admin.listen != cfg.admin.listen {
             warnings.push("admin.listen changes take effect at the next restart".to_string());
         }
-        if old_cfg.limits.max_connections != cfg.limits.max_connections
-            || old_cfg.limits.max_header_size != cfg.limits.max_header_size
-        {
-            warnings.push("limits.max_connections and limits.max_header_size change at the next restart".to_string());
+        let (ol, nl) = (&old_cfg.limits, &cfg.limits);
+        for (key, changed) in [
+            ("limits.max_connections", ol.max_connections != nl.max_connections),
+            ("limits.max_header_size", ol.max_header_size != nl.max_header_size),
+            ("limits.header_timeout", ol.header_timeout != nl.header_timeout),
+            ("limits.keepalive_timeout", ol.keepalive_timeout != nl.keepalive_timeout),
+            ("limits.shutdown_timeout", ol.shutdown_timeout != nl.shutdown_timeout),
+            ("log.level", old_cfg.log.level != cfg.log.level),
+            ("log.format", old_cfg.log.format != cfg.log.format),
+            ("node.workers", old_cfg.node.workers != cfg.node.workers),
+            ("node.data_dir", old_cfg.node.data_dir != cfg.node.data_dir),
+        ] {
+            if changed {
+                warnings.push(format!("{key} changes take effect at the next restart"));
+            }
         }
         let report = ReloadReport {
             source: cfg.source.clone(),

@@ -28,6 +28,8 @@ pub enum CtlError {
     Decode { url: String, detail: String },
     #[error("cannot read the admin token file {path}: {detail}")]
     Token { path: String, detail: String },
+    #[error("{0}: not yet available in this version")]
+    NotYet(&'static str),
 }
 
 /// A small HTTP client for the admin API.
@@ -225,13 +227,8 @@ pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action:
                     backends_table(&s)
                 }
             }
-            CtlAction::Members | CtlAction::Sessions => {
-                return Err(CtlError::Api {
-                    url: admin.to_string(),
-                    status: 501,
-                    message: "not yet available in this version (arrives with clustering and sticky sessions)".into(),
-                })
-            }
+            CtlAction::Members => return Err(CtlError::NotYet("members (arrives with clustering)")),
+            CtlAction::Sessions => return Err(CtlError::NotYet("sessions (arrives with sticky sessions)")),
             CtlAction::Drain { ref pool, ref server }
             | CtlAction::Maintenance { ref pool, ref server }
             | CtlAction::Enable { ref pool, ref server } => {
@@ -281,6 +278,10 @@ pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action:
                 println!();
             }
             ExitCode::SUCCESS
+        }
+        Err(e @ CtlError::NotYet(_)) => {
+            eprintln!("sysmanage-node ctl: {e}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("sysmanage-node ctl: {e}");

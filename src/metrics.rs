@@ -18,6 +18,9 @@ pub const HEALTH_CHECKS: &str = "sysmanage_health_checks_total";
 pub const STATE_CHANGES: &str = "sysmanage_backend_state_changes_total";
 pub const RETRIES_TOTAL: &str = "sysmanage_retries_total";
 pub const WEBSOCKET_TUNNELS: &str = "sysmanage_websocket_tunnels";
+pub const TLS_HANDSHAKE: &str = "sysmanage_tls_handshake_seconds";
+pub const TLS_HANDSHAKE_FAILURES: &str = "sysmanage_tls_handshake_failures_total";
+pub const RATELIMITED: &str = "sysmanage_ratelimited_total";
 
 /// Process-wide data-path counters.
 #[derive(Debug)]
@@ -34,6 +37,8 @@ pub struct Counters {
     pub checks_ok: AtomicU64,
     pub checks_failed: AtomicU64,
     pub request_duration: Histogram,
+    pub tls_handshake: Histogram,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -50,6 +55,8 @@ pub static COUNTERS: Counters = Counters {
     checks_ok: ZERO,
     checks_failed: ZERO,
     request_duration: Histogram::new(),
+    tls_handshake: Histogram::new(),
+    tls_handshake_failures: ZERO,
 };
 
 pub fn count_response(status: u16) {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::balance::{Peer, Selector};
 use crate::config::{Config, PoolConfig};
-use crate::health::{AdminState, EventLog, PassiveHealth, ServerState};
+use crate::health::{AdminState, EventLog, ServerState};
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -33,7 +33,6 @@ pub struct Server {
     pub authority: http::uri::Authority,
     pub backup: bool,
     pub max_conns: u32,
-    pub passive: Arc<PassiveHealth>,
     pub state: Arc<ServerState>,
 }
 
@@ -54,6 +53,7 @@ impl Registry {
             .entry(key)
             .or_insert_with(|| Arc::new(ServerState::new(&pool.name, &s.name, s.addr, s.weight)));
         state.configure(s.weight, pool.slow_start.as_millis() as u64, pool.checks.len());
+        state.passive.set_params(pool.max_fails, pool.fail_timeout);
         state.clone()
     }
 
@@ -99,7 +99,6 @@ impl Pool {
                 authority: s.addr.to_string().parse().unwrap_or_else(|_| http::uri::Authority::from_static("invalid")),
                 backup: s.backup,
                 max_conns: s.max_conns,
-                passive: Arc::new(PassiveHealth::new(cfg.max_fails, cfg.fail_timeout)),
                 state,
             });
         }
@@ -113,7 +112,7 @@ impl Pool {
         let s = &self.servers[i];
         s.state.is_up()
             && s.state.admin_state() == AdminState::Normal
-            && !s.passive.is_down(now_ms)
+            && !s.state.passive.is_down(now_ms)
             && (s.max_conns == 0 || s.state.in_flight.load(Ordering::Relaxed) < s.max_conns)
     }
 
@@ -123,24 +122,16 @@ impl Pool {
     }
 
     /// Chooses a server for a request. Backups are used only while no
-    /// non-backup server is available. Servers in `tried` are avoided; when
-    /// every available one was tried, any but the last tried may repeat.
+    /// non-backup server is available, or when every available non-backup
+    /// server has already failed this request. Servers in `tried` are
+    /// avoided; when every available one was tried, any but the last tried
+    /// may repeat.
     pub fn select(&self, client_hash: u64, tried: &[usize], now_ms: u64) -> Option<usize> {
         let last = tried.last().copied();
-        for backup in [false, true] {
-            let tier = |i: usize| self.servers[i].backup == backup && self.available(i, now_ms);
-            if let Some(i) = self.selector.pick(&self.peers, |i| tier(i) && !tried.contains(&i), client_hash) {
-                return Some(i);
-            }
-            if let Some(i) = self.selector.pick(&self.peers, |i| tier(i) && Some(i) != last, client_hash) {
-                return Some(i);
-            }
-            if (0..self.servers.len()).any(tier) {
-                // The only available server of this tier is the one that just
-                // failed: do not fall through to backups, do not repeat it.
-                return None;
-            }
-        }
-        None
+        let tier = |backup: bool, i: usize| self.servers[i].backup == backup && self.available(i, now_ms);
+        let untried =
+            |backup: bool| self.selector.pick(&self.peers, |i| tier(backup, i) && !tried.contains(&i), client_hash);
+        let again = |backup: bool| self.selector.pick(&self.peers, |i| tier(backup, i) && Some(i) != last, client_hash);
+        untried(false).or_else(|| untried(true)).or_else(|| again(false)).or_else(|| again(true))
     }
 }

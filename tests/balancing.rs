@@ -132,7 +132,7 @@ async fn failing_server_causes_no_client_errors_for_gets() {
         let node = start_node(&config(&pool, "")).await;
         let counts = shares(node.addr("http").unwrap(), 200).await;
         assert_eq!(counts.get("good"), Some(&200), "{bad_mode:?}: {counts:?}");
-        assert!(bad.hits() > 50, "{bad_mode:?}: the bad server was hardly tried ({})", bad.hits());
+        assert!(bad.attempts() > 50, "{bad_mode:?}: the bad server was hardly tried ({})", bad.attempts());
         node.stop().await;
     }
 }
@@ -155,20 +155,22 @@ async fn post_whose_body_reached_the_server_is_not_retried() {
     assert_eq!(body, "7", "the server's own 502 answer is passed through");
     assert_eq!(a.hits() + b.hits(), 1, "POST was sent more than once");
 
-    // A reset after the body was sent: still not retried, the client gets 502.
+    // A reset after the body was read: still not retried, the client gets
+    // 502. (A connection reset before any byte was sent may move to the
+    // other server: that is allowed, so count only requests read.)
     a.set_mode(Mode::Reset);
     b.set_mode(Mode::Reset);
     let before = a.hits() + b.hits();
     let req = Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from_static(b"payload"))).unwrap();
     let (status, _, _) = send(&c, req).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert_eq!(a.hits() + b.hits() - before, 1, "POST was sent more than once after a reset");
+    assert!(a.hits() + b.hits() - before <= 1, "POST reached servers more than once after a reset");
 
     // The same GET is retried on the other server (and fails there too: 502).
-    let before = a.hits() + b.hits();
+    let before = a.attempts() + b.attempts();
     let (status, _, _) = get(&c, addr, "/x").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(a.hits() + b.hits() - before >= 2, "GET was not retried");
+    assert!(a.attempts() + b.attempts() - before >= 2, "GET was not retried");
     node.stop().await;
 }
 

@@ -31,7 +31,8 @@ async fn headers_are_rewritten_both_ways() {
     assert_eq!(status, StatusCode::OK);
     let seen = b.last_headers();
     assert_eq!(seen["host"], "sysmanage.example.com");
-    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // The client is not a trusted proxy: its own X-Forwarded-For is dropped.
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen["x-real-ip"], "127.0.0.1");
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "sysmanage.example.com");
@@ -337,6 +338,8 @@ pool = "dead"
     )
     .await;
     assert_eq!(resp, "", "an Upgrade with no server must get no HTTP answer");
+    // An open tunnel holds shutdown (up to shutdown_timeout); the agent leaves first.
+    drop(s);
     node.stop().await;
 }
 
@@ -435,6 +438,27 @@ async fn a_client_that_stops_sending_its_body_gets_408_after_body_timeout() {
         let elapsed = start.elapsed();
         assert!(resp.starts_with("HTTP/1.1 408"), "declared {declared}: {resp}");
         assert!(elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_keepalive_client_of_fixed_responses_is_not_cut_at_header_timeout() {
+    let b = Backend::start("b").await;
+    let extra = "[limits]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"5s\"\n\n[[routes]]\nname = \"health\"\npath = \"/health\"\nrespond = { status = 200, body = \"healthy\\n\" }";
+    let node = start_node(&config(&servers(&[(&b, "")]), extra)).await;
+    let mut s = tokio::net::TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
+    // Eight requests 300 ms apart: 2.4 s on one connection, well past header_timeout.
+    for i in 0..8 {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("healthy\n"), "request {i}: {text:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     node.stop().await;
 }

@@ -99,7 +99,7 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                         AdminState::Maintenance => "maintenance",
                         AdminState::Draining => "draining",
                         AdminState::Normal if !state.is_up() => "down",
-                        AdminState::Normal if s.passive.is_down(now) => "out",
+                        AdminState::Normal if s.state.passive.is_down(now) => "out",
                         AdminState::Normal => "up",
                     };
                     let r = rates.servers.get(&(p.cfg.name.clone(), s.name.clone())).copied().unwrap_or_default();

@@ -98,19 +98,112 @@ pub struct HeaderConfig {
     /// Add the seed's security headers to every response.
     pub security: bool,
     pub frame_options: String,
+    /// `Strict-Transport-Security` value for HTTPS responses (`None`: off).
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    /// Redirect plain-HTTP requests to HTTPS on this port.
+    pub redirect_to_https: Option<u16>,
+    /// Exact paths that are not redirected (e.g. `/health`).
+    pub redirect_except: Vec<String>,
+    /// Read a PROXY protocol v1/v2 header before anything else.
+    pub accept_proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Certificates; the first is the default (no or unknown SNI).
+    pub certificates: Vec<CertificateConfig>,
+    /// Generate and keep a self-signed certificate in `data_dir` for `hosts`.
+    pub self_signed: Option<Vec<String>>,
+    /// `TLSv1.2`, `TLSv1.3`; empty: both.
+    pub protocols: Vec<String>,
+    /// Cipher suite names (nginx/OpenSSL or IANA spelling); empty: defaults.
+    pub ciphers: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SNI names; empty: the certificate's own names.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.split_once('/') {
+            Some((ip, p)) => (ip.trim().parse::<std::net::IpAddr>().ok()?, Some(p.trim().parse::<u8>().ok()?)),
+            None => (s.trim().parse().ok()?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { addr: ip, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::*;
+        let ip = match (self.addr, ip) {
+            (V4(_), V6(v6)) => v6.to_ipv4_mapped().map(V4).unwrap_or(V6(v6)),
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (V4(a), V4(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (V6(a), V6(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateKind {
+    /// nginx `limit_req rate burst nodelay`.
+    Bucket { per_second: f64, burst: u32 },
+    /// At most `limit` requests in any rolling `window` (HAProxy stick table).
+    Window { limit: u32, window: Duration },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    ClientIp,
+    Header(http::HeaderName),
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
     pub name: String,
-    pub per_second: f64,
-    pub burst: u32,
+    pub kind: RateKind,
+    pub key: RateKey,
+    /// Status over the limit (429 by default; nginx answers 503).
+    pub status: u16,
+    /// Most clients remembered at once (the zone's memory bound).
+    pub max_keys: usize,
+}
+
+/// PROXY protocol header sent on new connections to a pool's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendProxyProtocol {
+    V1,
+    V2,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +225,9 @@ pub struct PoolConfig {
     /// passive health off.
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    /// Send a PROXY protocol header to the servers (connections then carry
+    /// one client each and are not pooled).
+    pub send_proxy_protocol: Option<SendProxyProtocol>,
     /// After recovering, a server's weight ramps from 1 to full over this
     /// time (zero: at once).
     pub slow_start: Duration,

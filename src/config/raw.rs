@@ -69,6 +69,7 @@ pub struct RawLog {
 pub struct RawHeaders {
     pub security: Option<bool>,
     pub frame_options: Option<String>,
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +77,32 @@ pub struct RawHeaders {
 pub struct RawListener {
     pub name: Option<String>,
     pub bind: Option<String>,
+    pub tls: Option<RawTls>,
+    pub redirect_to_https: Option<i64>,
+    pub redirect_except: Option<Vec<String>>,
+    pub accept_proxy_protocol: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub self_signed: Option<bool>,
+    pub hosts: Option<Vec<String>>,
+    pub protocols: Option<Vec<String>>,
+    pub ciphers: Option<Vec<String>>,
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +111,11 @@ pub struct RawRateLimit {
     pub name: Option<String>,
     pub rate: Option<String>,
     pub burst: Option<i64>,
+    pub requests: Option<i64>,
+    pub window: Option<String>,
+    pub key: Option<String>,
+    pub status: Option<i64>,
+    pub max_keys: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +133,7 @@ pub struct RawPool {
     pub max_fails: Option<i64>,
     pub fail_timeout: Option<String>,
     pub slow_start: Option<String>,
+    pub send_proxy_protocol: Option<String>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
     #[serde(default)]

@@ -217,7 +217,17 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     if http::HeaderValue::from_str(&frame_options).is_err() {
         cx.err(hp.key("frame_options"), "must be a valid header value such as \"DENY\" or \"SAMEORIGIN\"");
     }
-    let headers = HeaderConfig { security: raw.headers.security.unwrap_or(true), frame_options };
+    let hsts = match raw.headers.hsts.as_deref() {
+        None => Some("max-age=31536000; includeSubDomains".to_string()),
+        Some("") => None,
+        Some(v) => {
+            if http::HeaderValue::from_str(v).is_err() {
+                cx.err(hp.key("hsts"), "must be a valid header value such as \"max-age=31536000\" (or \"\" for none)");
+            }
+            Some(v.to_string())
+        }
+    };
+    let headers = HeaderConfig { security: raw.headers.security.unwrap_or(true), frame_options, hsts };
 
     // [[listeners]]
     let mut names = HashSet::new();
@@ -250,8 +260,36 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
                 }
             },
         };
+        let tls = rl.tls.as_ref().map(|t| validate_tls(&mut cx, t, p.key("tls"), base));
+        let redirect_to_https = rl
+            .redirect_to_https
+            .map(|_| cx.int(rl.redirect_to_https, p.key("redirect_to_https"), 1, 65535, 443) as u16);
+        if redirect_to_https.is_some() && tls.is_some() {
+            cx.err(p.key("redirect_to_https"), "only applies to plain-HTTP listeners (this one has tls)");
+        }
+        if rl.redirect_except.is_some() && redirect_to_https.is_none() {
+            cx.err(p.key("redirect_except"), "only applies together with redirect_to_https");
+        }
+        let mut trusted_proxies = Vec::new();
+        for (j, c) in rl.trusted_proxies.iter().flatten().enumerate() {
+            match Cidr::parse(c) {
+                Some(x) => trusted_proxies.push(x),
+                None => cx.err(
+                    p.key("trusted_proxies").index(j),
+                    format!("expected an address or CIDR such as \"10.0.0.0/8\" or \"::1\", got \"{c}\""),
+                ),
+            }
+        }
         if let Some(bind) = bind {
-            listeners.push(ListenerConfig { name, bind });
+            listeners.push(ListenerConfig {
+                name,
+                bind,
+                tls,
+                redirect_to_https,
+                redirect_except: rl.redirect_except.clone().unwrap_or_else(|| vec!["/health".to_string()]),
+                accept_proxy_protocol: rl.accept_proxy_protocol.unwrap_or(false),
+                trusted_proxies,
+            });
         }
     }
 
@@ -261,21 +299,45 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     for (i, rr) in raw.rate_limits.iter().enumerate() {
         let p = root.key("rate_limits").index(i);
         let name = cx.name(&rr.name, p.key("name"), "rate limit", &mut names);
-        let per_second = match rr.rate.as_deref() {
-            None => {
-                cx.err(p.key("rate"), "missing: expected a rate such as \"10/s\" or \"300/m\"");
-                1.0
-            }
-            Some(r) => match parse_rate(r) {
-                Ok(v) => v,
-                Err(e) => {
+        let kind = match (&rr.rate, rr.requests, &rr.window) {
+            (Some(r), None, None) => {
+                let per_second = parse_rate(r).unwrap_or_else(|e| {
                     cx.err(p.key("rate"), e);
                     1.0
+                });
+                RateKind::Bucket { per_second, burst: cx.int(rr.burst, p.key("burst"), 0, 1_000_000, 0) as u32 }
+            }
+            (None, Some(_), Some(_)) => {
+                if rr.burst.is_some() {
+                    cx.err(p.key("burst"), "only applies to rate zones (rate = ...), not to requests/window zones");
+                }
+                let window = cx.duration(&rr.window, p.key("window"), Duration::from_secs(10));
+                if window < Duration::from_millis(1) {
+                    cx.err(p.key("window"), "must be at least 1ms");
+                }
+                RateKind::Window { limit: cx.int(rr.requests, p.key("requests"), 1, 1_000_000_000, 1) as u32, window }
+            }
+            _ => {
+                cx.err(
+                    p.clone(),
+                    "set either rate (with burst), e.g. rate = \"10/s\", or requests and window, e.g. requests = 20, window = \"10s\"",
+                );
+                RateKind::Bucket { per_second: 1.0, burst: 0 }
+            }
+        };
+        let key = match rr.key.as_deref() {
+            None | Some("client_ip") => RateKey::ClientIp,
+            Some(k) => match k.strip_prefix("header:").map(|h| http::HeaderName::from_bytes(h.trim().as_bytes())) {
+                Some(Ok(h)) => RateKey::Header(h),
+                _ => {
+                    cx.err(p.key("key"), format!("expected \"client_ip\" or \"header:NAME\", got \"{k}\""));
+                    RateKey::ClientIp
                 }
             },
         };
-        let burst = cx.int(rr.burst, p.key("burst"), 0, 1_000_000, 0) as u32;
-        rate_limits.push(RateLimitConfig { name, per_second, burst });
+        let status = cx.int(rr.status, p.key("status"), 400, 599, 429) as u16;
+        let max_keys = cx.int(rr.max_keys, p.key("max_keys"), 64, 100_000_000, 1_000_000) as usize;
+        rate_limits.push(RateLimitConfig { name, kind, key, status, max_keys });
     }
 
     // [[pools]]
@@ -396,7 +458,17 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
     for (j, rc) in rp.checks.iter().enumerate() {
         checks.push(validate_check(cx, rc, p.key("checks").index(j)));
     }
+    let send_proxy_protocol = match rp.send_proxy_protocol.as_deref() {
+        None => None,
+        Some("v1") => Some(SendProxyProtocol::V1),
+        Some("v2") => Some(SendProxyProtocol::V2),
+        Some(other) => {
+            cx.err(p.key("send_proxy_protocol"), format!("expected \"v1\" or \"v2\", got \"{other}\""));
+            None
+        }
+    };
     PoolConfig {
+        send_proxy_protocol,
         slow_start: cx.duration(&rp.slow_start, p.key("slow_start"), Duration::ZERO),
         checks,
         name,
@@ -411,6 +483,53 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
         max_fails: cx.int(rp.max_fails, p.key("max_fails"), 0, 1000, 1) as u32,
         fail_timeout: cx.duration(&rp.fail_timeout, p.key("fail_timeout"), Duration::from_secs(10)),
         servers,
+    }
+}
+
+fn validate_tls(cx: &mut Ctx, t: &RawTls, p: KeyPath, base: &Path) -> TlsConfig {
+    let mut certificates = Vec::new();
+    let self_signed = t.self_signed.unwrap_or(false);
+    match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => {
+            certificates.push(CertificateConfig { cert: base.join(c), key: base.join(k), names: Vec::new() })
+        }
+        (None, None) => {}
+        (Some(_), None) => cx.err(p.key("key"), "missing: cert needs its key"),
+        (None, Some(_)) => cx.err(p.key("cert"), "missing: key needs its cert"),
+    }
+    for (j, rc) in t.certificates.iter().enumerate() {
+        let cp = p.key("certificates").index(j);
+        match (&rc.cert, &rc.key) {
+            (Some(c), Some(k)) => certificates.push(CertificateConfig {
+                cert: base.join(c),
+                key: base.join(k),
+                names: rc.names.clone().unwrap_or_default(),
+            }),
+            _ => cx.err(cp, "each certificate needs cert and key"),
+        }
+    }
+    if self_signed && !certificates.is_empty() {
+        cx.err(p.key("self_signed"), "set either self_signed = true or cert/key files, not both");
+    }
+    if !self_signed && certificates.is_empty() {
+        cx.err(p.clone(), "missing: set cert and key (PEM files), or self_signed = true");
+    }
+    if t.hosts.is_some() && !self_signed {
+        cx.err(p.key("hosts"), "only applies with self_signed = true");
+    }
+    let protocols = t.protocols.clone().unwrap_or_default();
+    if let Err(e) = crate::tls::parse_protocols(&protocols) {
+        cx.err(p.key("protocols"), e.to_string());
+    }
+    let ciphers = t.ciphers.clone().unwrap_or_default();
+    if let Err(e) = crate::tls::parse_cipher_suites(&ciphers) {
+        cx.err(p.key("ciphers"), e.to_string());
+    }
+    TlsConfig {
+        certificates,
+        self_signed: self_signed.then(|| t.hosts.clone().unwrap_or_else(|| vec!["localhost".to_string()])),
+        protocols,
+        ciphers,
     }
 }
 
@@ -555,7 +674,7 @@ fn validate_route(
         }
     }
     if let Some(resp) = &rr.respond {
-        let status = cx.int(resp.status, p.key("respond").key("status"), 100, 599, 200) as u16;
+        let status = cx.int(resp.status, p.key("respond").key("status"), 200, 599, 200) as u16;
         let content_type = resp.content_type.clone().unwrap_or_else(|| "text/plain; charset=utf-8".into());
         if http::HeaderValue::from_str(&content_type).is_err() {
             cx.err(p.key("respond").key("content_type"), "must be a valid header value");

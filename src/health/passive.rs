@@ -12,8 +12,8 @@ use std::time::Duration;
 
 #[derive(Debug)]
 pub struct PassiveHealth {
-    max_fails: u32,
-    fail_timeout_ms: u64,
+    max_fails: AtomicU32,
+    fail_timeout_ms: AtomicU64,
     /// Milliseconds (on [`crate::clock`]) until which the server is out.
     down_until_ms: AtomicU64,
     /// Failures in the current window, readable without the lock.
@@ -25,12 +25,18 @@ pub struct PassiveHealth {
 impl PassiveHealth {
     pub fn new(max_fails: u32, fail_timeout: Duration) -> Self {
         PassiveHealth {
-            max_fails,
-            fail_timeout_ms: fail_timeout.as_millis() as u64,
+            max_fails: AtomicU32::new(max_fails),
+            fail_timeout_ms: AtomicU64::new(fail_timeout.as_millis() as u64),
             down_until_ms: AtomicU64::new(0),
             fails: AtomicU32::new(0),
             window_start_ms: Mutex::new(0),
         }
+    }
+
+    /// New settings from a reloaded config; the current state is kept.
+    pub fn set_params(&self, max_fails: u32, fail_timeout: Duration) {
+        self.max_fails.store(max_fails, Ordering::Relaxed);
+        self.fail_timeout_ms.store(fail_timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Whether passive health keeps the server out at `now_ms`.
@@ -41,20 +47,22 @@ impl PassiveHealth {
     /// Records a failed attempt; returns `true` when this failure took the
     /// server out.
     pub fn record_failure(&self, now_ms: u64) -> bool {
-        if self.max_fails == 0 {
+        let max_fails = self.max_fails.load(Ordering::Relaxed);
+        let fail_timeout_ms = self.fail_timeout_ms.load(Ordering::Relaxed);
+        if max_fails == 0 {
             return false;
         }
         let mut start = self.window_start_ms.lock().unwrap_or_else(|e| e.into_inner());
         let fails = self.fails.load(Ordering::Relaxed);
-        let fails = if fails == 0 || now_ms.saturating_sub(*start) >= self.fail_timeout_ms {
+        let fails = if fails == 0 || now_ms.saturating_sub(*start) >= fail_timeout_ms {
             *start = now_ms;
             1
         } else {
             fails + 1
         };
-        if fails >= self.max_fails {
+        if fails >= max_fails {
             self.fails.store(0, Ordering::Relaxed);
-            self.down_until_ms.store(now_ms + self.fail_timeout_ms, Ordering::Relaxed);
+            self.down_until_ms.store(now_ms + fail_timeout_ms, Ordering::Relaxed);
             true
         } else {
             self.fails.store(fails, Ordering::Relaxed);

@@ -98,6 +98,8 @@ pub struct ServerState {
     /// `clock::now_ms()` when the server last came up (slow start).
     recovered_at_ms: AtomicU64,
     slow_start_ms: AtomicU64,
+    /// Failures the proxy saw (max_fails / fail_timeout).
+    pub passive: super::PassiveHealth,
     pub stats: ServerStats,
 }
 
@@ -130,6 +132,7 @@ impl ServerState {
             changed_at_unix_ms: AtomicU64::new(unix_ms()),
             recovered_at_ms: AtomicU64::new(NEVER),
             slow_start_ms: AtomicU64::new(0),
+            passive: super::PassiveHealth::new(1, std::time::Duration::from_secs(10)),
             stats: ServerStats::default(),
         }
     }

@@ -11,8 +11,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +25,13 @@ use tokio::time::{Instant, Sleep};
 pub struct ConnActivity {
     /// Requests (or tunnels) in progress on this connection.
     active: AtomicU32,
+    /// Requests started so far: a request answered before the reader looked
+    /// again still moves the connection from its header timer to idle.
+    started: AtomicU64,
+    /// What the connection holds until its last user (the connection task or
+    /// a WebSocket tunnel taken over from it) is gone: its place under
+    /// `max_connections`, and the shutdown drain's sender.
+    holds: Mutex<Option<Box<dyn Send + Sync + std::fmt::Debug>>>,
     /// HTTP/2 connections exchange control frames while idle; those bytes do
     /// not start a request head.
     http2: AtomicBool,
@@ -34,6 +41,20 @@ pub struct ConnActivity {
 }
 
 impl ConnActivity {
+    /// Activity that keeps `hold` (e.g. a semaphore permit) alive as long as
+    /// the connection or any tunnel made from it, and counts the connection
+    /// in `sysmanage_active_connections` for as long.
+    pub fn holding(hold: Box<dyn Send + Sync + std::fmt::Debug>) -> Self {
+        crate::metrics::COUNTERS.active_connections.fetch_add(1, Ordering::Relaxed);
+        ConnActivity {
+            active: AtomicU32::new(0),
+            started: AtomicU64::new(0),
+            holds: Mutex::new(Some(hold)),
+            http2: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
+        }
+    }
+
     pub fn mark_http2(&self) {
         if !self.http2.load(Ordering::Relaxed) {
             self.http2.store(true, Ordering::Relaxed);
@@ -45,8 +66,17 @@ impl ConnActivity {
 #[derive(Debug)]
 pub struct ActiveGuard(Arc<ConnActivity>);
 
+impl Drop for ConnActivity {
+    fn drop(&mut self) {
+        if self.holds.get_mut().map(|h| h.is_some()).unwrap_or(false) {
+            crate::metrics::COUNTERS.active_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl ActiveGuard {
     pub fn new(activity: &Arc<ConnActivity>) -> Self {
+        activity.started.fetch_add(1, Ordering::Relaxed);
         activity.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(activity.clone())
     }
@@ -78,6 +108,8 @@ pub struct ClientIo<T> {
     keepalive_timeout: Duration,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
+    /// `activity.started` when the reader last looked.
+    seen_started: u64,
 }
 
 impl<T> ClientIo<T> {
@@ -91,6 +123,7 @@ impl<T> ClientIo<T> {
             keepalive_timeout,
             phase: Phase::Head,
             timer: Box::pin(tokio::time::sleep(header_timeout)),
+            seen_started: 0,
         }
     }
 
@@ -118,11 +151,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             this.activity.reader.register(cx.waker());
             busy = this.activity.active.load(Ordering::Acquire) > 0;
         }
+        let started = this.activity.started.load(Ordering::Relaxed);
         if busy {
             this.set_phase(Phase::Busy);
-        } else if this.phase == Phase::Busy {
+        } else if this.phase == Phase::Busy || started != this.seen_started {
+            // A request ran since we last looked (perhaps answered at once):
+            // the connection is idle now, with a fresh keep-alive timer.
+            this.phase = Phase::Busy;
             this.set_phase(Phase::Idle);
         }
+        this.seen_started = started;
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {

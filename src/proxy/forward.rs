@@ -72,6 +72,12 @@ pub struct Forward<'a> {
     /// Connections of each server of `pool`, by server index.
     pub upstreams: &'a [Arc<ServerPool>],
     pub client_ip: IpAddr,
+    /// The connection's peer (PROXY protocol source or TCP peer).
+    pub peer_ip: IpAddr,
+    /// `peer_ip` is a trusted proxy, so its `X-Forwarded-For` is kept.
+    pub via_trusted_proxy: bool,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
     pub client_hash: u64,
     pub max_body: u64,
     pub body_timeout: Duration,
@@ -142,7 +148,7 @@ impl Forward<'_> {
             }
         }
         let host = headers.get(header::HOST).cloned();
-        add_forwarded(&mut headers, self.client_ip, "http", host.as_ref());
+        add_forwarded(&mut headers, self.client_ip, self.peer_ip, self.via_trusted_proxy, self.proto, host.as_ref());
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let method = parts.method;
         let may_repeat = idempotent(&method);
@@ -186,7 +192,7 @@ impl Forward<'_> {
                     let status = resp.status().as_u16();
                     server.state.stats.record_response(status, attempt_started.elapsed().as_micros() as u64);
                     if cfg.retry_on.status(status) {
-                        if server.passive.record_failure(crate::clock::now_ms()) {
+                        if server.state.passive.record_failure(crate::clock::now_ms()) {
                             self.passive_down(server, &format!("answered {status}"));
                         }
                         let resendable = may_repeat && !matches!(body, UpstreamBody::Stream(_));
@@ -198,7 +204,7 @@ impl Forward<'_> {
                             continue;
                         }
                     } else {
-                        server.passive.record_success();
+                        server.state.passive.record_success();
                     }
                     return (Ok(self.respond(resp, in_flight, lease, client_upgrade)), outcome);
                 }
@@ -213,7 +219,7 @@ impl Forward<'_> {
                 Failure::Retryable { err, reached, wanted } => {
                     metrics::inc(&COUNTERS.upstream_errors);
                     server.state.stats.record_error();
-                    if server.passive.record_failure(crate::clock::now_ms()) {
+                    if server.state.passive.record_failure(crate::clock::now_ms()) {
                         self.passive_down(server, err.kind());
                     }
                     let body_here = match &body {

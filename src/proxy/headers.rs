@@ -64,20 +64,30 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(header::PROXY_AUTHORIZATION);
 }
 
-/// Adds `X-Real-IP`, appends to `X-Forwarded-For`, and sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
+/// Sets `X-Real-IP` to the client, `X-Forwarded-For`, `X-Forwarded-Proto`
+/// and `X-Forwarded-Host`. When the peer is a trusted proxy its
+/// `X-Forwarded-For` chain is kept and the peer appended (nginx's
+/// `$proxy_add_x_forwarded_for`); otherwise a chain the client wrote itself
+/// is not passed on: `X-Forwarded-For` is just the client.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    peer: IpAddr,
+    trusted_peer: bool,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
     let mut ip_buf = [0u8; 48];
-    let ip = format_ip(client, &mut ip_buf);
-    let ip_value = HeaderValue::from_str(ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let client_value =
+        HeaderValue::from_str(format_ip(client, &mut ip_buf)).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prev}, {ip}")).unwrap_or_else(|_| ip_value.clone())
+        Some(prev) if trusted_peer && !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {peer}")).unwrap_or_else(|_| client_value.clone())
         }
-        _ => ip_value.clone(),
+        _ => client_value.clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_REAL_IP.clone(), ip_value);
+    headers.insert(X_REAL_IP.clone(), client_value);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
@@ -170,14 +180,22 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends() {
+    fn forwarded_for_appends_only_behind_a_trusted_proxy() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.5"));
         let host = HeaderValue::from_static("example.com");
-        add_forwarded(&mut h, "192.0.2.7".parse().unwrap(), "http", Some(&host));
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
-        assert_eq!(h["x-real-ip"], "192.0.2.7");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        let (client, proxy) = ("203.0.113.5".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        add_forwarded(&mut h, client, proxy, true, "https", Some(&host));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.5, 10.0.0.2");
+        assert_eq!(h["x-real-ip"], "203.0.113.5");
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "example.com");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let peer = "192.0.2.7".parse().unwrap();
+        add_forwarded(&mut h, peer, peer, false, "http", None);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7", "a spoofed chain is not passed on");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
     }
 }

@@ -1,21 +1,24 @@
-//! Listeners: accept loops, the connection cap, hyper's HTTP/1.1 + HTTP/2
-//! server per connection, and graceful shutdown.
+//! Listeners: accept loops, the connection cap, the PROXY protocol header and
+//! TLS handshake when configured, hyper's HTTP/1.1 + HTTP/2 server per
+//! connection, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{ClientIo, ConnActivity};
 use super::service::{handle, ConnInfo, Shared};
-use crate::config::Limits;
+use crate::config::{Cidr, Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
+use crate::tls::{CertSource, CertStore, ServerTlsOptions};
 
 /// Connection-level settings, copied out of the config at start.
 #[derive(Clone)]
@@ -23,10 +26,51 @@ pub struct ServeOptions {
     pub limits: Limits,
 }
 
+/// A bound listener and what it does with each connection. Built at start;
+/// listener changes need a restart (certificates reload in place).
+pub struct Listener {
+    pub name: String,
+    pub socket: TcpListener,
+    pub runtime: Arc<ListenerRuntime>,
+}
+
+pub struct ListenerRuntime {
+    pub name: String,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub cert_store: Option<Arc<CertStore>>,
+    pub redirect_to_https: Option<u16>,
+    pub redirect_except: Vec<String>,
+    pub accept_proxy_protocol: bool,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl ListenerRuntime {
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("cannot listen on {addr} (listener {name}): {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listener {name}: TLS: {source}")]
+    Tls {
+        name: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
 /// Runs every listener until `shutdown` turns true, then waits up to
 /// `limits.shutdown_timeout` for in-flight requests to finish.
 pub async fn serve(
-    listeners: Vec<(String, TcpListener)>,
+    listeners: Vec<Listener>,
     shared: Arc<Shared>,
     opts: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
@@ -34,33 +78,42 @@ pub async fn serve(
     // Every connection task holds a clone of `drain_tx`; when all are gone,
     // `drain_rx.recv()` returns None (mini-redis's shutdown pattern).
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
-    let conns = Arc::new(Semaphore::new(opts.limits.max_connections));
-    let builder = Arc::new(http_builder(&opts.limits));
+    let ctx = Arc::new(AcceptContext {
+        shared,
+        limits: opts.limits.clone(),
+        conns: Arc::new(Semaphore::new(opts.limits.max_connections)),
+        builder: http_builder(&opts.limits),
+        drain: drain_tx,
+        shutdown: shutdown.clone(),
+    });
     let mut tasks = Vec::new();
-    for (name, listener) in listeners {
-        let accept = accept_loop(
-            name,
-            listener,
-            shared.clone(),
-            opts.limits.clone(),
-            conns.clone(),
-            builder.clone(),
-            drain_tx.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(tokio::spawn(accept));
+    for l in listeners {
+        tasks.push(tokio::spawn(accept_loop(l, ctx.clone())));
     }
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
     for t in &tasks {
         t.abort();
     }
-    drop(drain_tx);
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(ctx);
     let open = COUNTERS.active_connections.load(Ordering::Relaxed);
     tracing::info!(open_connections = open, deadline = ?opts.limits.shutdown_timeout, "stopped accepting; draining");
     match tokio::time::timeout(opts.limits.shutdown_timeout, drain_rx.recv()).await {
         Ok(_) => tracing::info!("all connections closed"),
         Err(_) => tracing::warn!("drain deadline reached; closing the remaining connections"),
     }
+}
+
+/// What every connection of every listener shares.
+struct AcceptContext {
+    shared: Arc<Shared>,
+    limits: Limits,
+    conns: Arc<Semaphore>,
+    builder: auto::Builder<TokioExecutor>,
+    drain: mpsc::Sender<()>,
+    shutdown: watch::Receiver<bool>,
 }
 
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -70,72 +123,169 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn accept_loop(
-    name: String,
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    limits: Limits,
-    conns: Arc<Semaphore>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    drain: mpsc::Sender<()>,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
     loop {
         // Wait for room before accepting: excess clients queue in the
         // kernel's backlog instead of being accepted and starved.
-        let Ok(permit) = conns.clone().acquire_owned().await else { return };
-        let (stream, peer) = match listener.accept().await {
+        let Ok(permit) = ctx.conns.clone().acquire_owned().await else { return };
+        let (stream, peer) = match l.socket.accept().await {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
+                tracing::warn!(listener = %l.name, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if *shutdown.borrow() {
+        if *ctx.shutdown.borrow() {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(ConnActivity::default());
-        let io = ClientIo::new(stream, activity.clone(), limits.header_timeout, limits.keepalive_timeout);
-        let info = Arc::new(ConnInfo { peer, activity });
-        let shared = shared.clone();
-        let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).into_owned();
-        let drain = drain.clone();
-        let mut stop = shutdown.clone();
+        let ctx = ctx.clone();
+        let runtime = l.runtime.clone();
+        // The permit and the drain sender live as long as the connection
+        // and any WebSocket tunnel made from it.
+        let activity = Arc::new(ConnActivity::holding(Box::new((permit, ctx.drain.clone()))));
         tokio::spawn(async move {
-            COUNTERS.active_connections.fetch_add(1, Ordering::Relaxed);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    // Finish the request in flight, then close (HTTP/2: GOAWAY).
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
-            }
-            COUNTERS.active_connections.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-            drop(drain);
+            connection(stream, peer, runtime, activity, &ctx).await;
         });
     }
 }
 
-/// Binds every configured listener, failing with the address that could not
-/// be bound.
-pub async fn bind_all(cfg: &crate::config::Config) -> Result<Vec<(String, TcpListener)>, BindError> {
+/// One client connection from accept to close.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerRuntime>,
+    activity: Arc<ConnActivity>,
+    ctx: &AcceptContext,
+) {
+    let mut client = peer;
+    if listener.accept_proxy_protocol {
+        match crate::proxy_protocol::read_header(&mut stream, ctx.limits.header_timeout).await {
+            Ok(h) => {
+                if let Some(src) = h.source {
+                    client = src;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(listener = %listener.name, %peer, error = %e, "closing: bad or missing PROXY protocol header");
+                return;
+            }
+        }
+    }
+    match &listener.tls {
+        None => serve_connection(stream, client, peer, listener.clone(), false, activity, ctx).await,
+        Some(acceptor) => {
+            let started = Instant::now();
+            match tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
+                    serve_connection(tls, client, peer, listener.clone(), true, activity, ctx).await
+                }
+                Ok(Err(e)) => {
+                    COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    client: SocketAddr,
+    tcp_peer: SocketAddr,
+    listener: Arc<ListenerRuntime>,
+    tls: bool,
+    activity: Arc<ConnActivity>,
+    ctx: &AcceptContext,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
+    let info = Arc::new(ConnInfo { peer: client, tcp_peer, tls, listener, activity });
+    let shared = ctx.shared.clone();
+    let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
+    let conn = ctx.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let mut stop = ctx.shutdown.clone();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            // Finish the request in flight, then close (HTTP/2: GOAWAY).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %client, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Binds every configured listener and sets up its TLS.
+pub async fn bind_all(cfg: &Config) -> Result<Vec<Listener>, ListenerError> {
     let mut out = Vec::new();
     for l in &cfg.listeners {
-        let listener = bind(l.bind).map_err(|e| BindError { name: l.name.clone(), addr: l.bind, source: e })?;
-        out.push((l.name.clone(), listener));
+        let socket = bind(l.bind).map_err(|e| ListenerError::Bind { name: l.name.clone(), addr: l.bind, source: e })?;
+        let (tls, cert_store) = match &l.tls {
+            None => (None, None),
+            Some(t) => {
+                let (acceptor, store) = tls_setup(&l.name, t, &cfg.node.data_dir)
+                    .map_err(|e| ListenerError::Tls { name: l.name.clone(), source: e })?;
+                (Some(acceptor), Some(store))
+            }
+        };
+        let runtime = Arc::new(ListenerRuntime {
+            name: l.name.clone(),
+            tls,
+            cert_store,
+            redirect_to_https: l.redirect_to_https,
+            redirect_except: l.redirect_except.clone(),
+            accept_proxy_protocol: l.accept_proxy_protocol,
+            trusted_proxies: l.trusted_proxies.clone(),
+        });
+        out.push(Listener { name: l.name.clone(), socket, runtime });
     }
     Ok(out)
+}
+
+fn tls_setup(
+    name: &str,
+    t: &TlsConfig,
+    data_dir: &std::path::Path,
+) -> Result<(tokio_rustls::TlsAcceptor, Arc<CertStore>), crate::tls::TlsError> {
+    crate::tls::install_crypto_provider();
+    let sources: Vec<CertSource> = match &t.self_signed {
+        Some(hosts) => {
+            let (cert, key) = crate::tls::ensure_self_signed(data_dir, hosts)?;
+            vec![CertSource::new(cert, key)]
+        }
+        None => t
+            .certificates
+            .iter()
+            .map(|c| {
+                let mut s = CertSource::new(c.cert.clone(), c.key.clone());
+                s.names = c.names.clone();
+                s
+            })
+            .collect(),
+    };
+    let (store, warnings) = CertStore::load(sources)?;
+    for w in warnings {
+        tracing::warn!(listener = %name, "TLS: {w}");
+    }
+    let store = Arc::new(store);
+    let opts = ServerTlsOptions { protocols: t.protocols.clone(), ciphers: t.ciphers.clone(), ..Default::default() };
+    let (config, warnings) = crate::tls::server_config(store.clone(), &opts)?;
+    for w in warnings {
+        tracing::warn!(listener = %name, "TLS: {w}");
+    }
+    Ok((tokio_rustls::TlsAcceptor::from(config), store))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -143,13 +293,4 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (listener {name}): {source}")]
-pub struct BindError {
-    pub name: String,
-    pub addr: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
 }

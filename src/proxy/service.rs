@@ -2,7 +2,7 @@
 //! fixed response, static file, redirect), then response headers, metrics
 //! and the access log.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,14 +14,16 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::conn::{ActiveGuard, ConnActivity};
 use super::forward::{pool_options, text_response, Forward};
-use super::headers::{is_websocket_upgrade, SecurityHeaders};
+use super::headers::{is_websocket_upgrade, SecurityHeaders, X_FORWARDED_FOR};
+use super::listener::ListenerRuntime;
 use super::route_stats::RouteStats;
 use super::routing::{host_without_port, match_route, RequestKey};
 use super::static_files::{self, StaticError};
 use super::upstream::{PoolOptions, ServerPool};
 use crate::balance::hash_bytes;
-use crate::config::{PathMatch, RouteAction};
+use crate::config::{PathMatch, RateKey, RateKind, RouteAction};
 use crate::metrics::{self, COUNTERS};
+use crate::ratelimit::{Decision, KeySource, Zone, ZoneConfig, ZoneKind};
 use crate::state::Snapshot;
 
 /// Everything the request path reads for one config generation.
@@ -32,6 +34,55 @@ pub struct ProxyState {
     pub security: SecurityHeaders,
     pub access_log: bool,
     pub route_stats: RouteStats,
+    /// `Strict-Transport-Security` for HTTPS responses.
+    pub hsts: Option<HeaderValue>,
+    /// One zone per `[[rate_limits]]` entry, by index.
+    pub zones: Vec<RateZone>,
+}
+
+/// A rate-limit zone and what to answer over its limit.
+pub struct RateZone {
+    pub config: crate::config::RateLimitConfig,
+    pub zone: Arc<Zone>,
+}
+
+impl ProxyState {
+    /// `Some(response)` when zone `z` refuses this request.
+    fn rate_limited(&self, z: usize, client_ip: IpAddr, headers: &http::HeaderMap) -> Option<Response<ProxyBody>> {
+        let rz = self.zones.get(z)?;
+        let key = rz.zone.key_for_request(client_ip, headers)?;
+        match rz.zone.check(key, crate::clock::now_ms()) {
+            Decision::Allow => None,
+            d @ Decision::Reject { .. } => {
+                let status = StatusCode::from_u16(rz.config.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+                let mut r = text_response(status, "429 Too Many Requests: slow down\n");
+                if status != StatusCode::TOO_MANY_REQUESTS {
+                    *r.body_mut() =
+                        ProxyBody::full(format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or("")));
+                }
+                if let Some(secs) = d.retry_after_secs() {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                tracing::debug!(zone = %rz.config.name, client = %client_ip, "rate limited");
+                Some(r)
+            }
+        }
+    }
+}
+
+fn zone_config(c: &crate::config::RateLimitConfig) -> ZoneConfig {
+    ZoneConfig {
+        name: c.name.clone(),
+        kind: match c.kind {
+            RateKind::Bucket { per_second, burst } => ZoneKind::Bucket { per_second, burst },
+            RateKind::Window { limit, window } => ZoneKind::Window { limit, window },
+        },
+        key: match &c.key {
+            RateKey::ClientIp => KeySource::ClientIp,
+            RateKey::Header(h) => KeySource::Header(h.clone()),
+        },
+        max_keys: c.max_keys,
+    }
 }
 
 impl ProxyState {
@@ -60,6 +111,26 @@ impl ProxyState {
             upstreams,
             security: SecurityHeaders::new(cfg.headers.security, &cfg.headers.frame_options),
             access_log: cfg.log.access_log,
+            hsts: cfg.headers.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
+            zones: cfg
+                .rate_limits
+                .iter()
+                .filter_map(|c| {
+                    // A zone with the same settings keeps its clients' state across a reload.
+                    let kept = previous.and_then(|p| p.zones.iter().find(|z| &z.config == c)).map(|z| z.zone.clone());
+                    let zone = match kept {
+                        Some(z) => z,
+                        None => match Zone::new(zone_config(c)) {
+                            Ok(z) => Arc::new(z),
+                            Err(e) => {
+                                tracing::error!(zone = %c.name, error = %e, "rate limit zone not created");
+                                return None;
+                            }
+                        },
+                    };
+                    Some(RateZone { config: c.clone(), zone })
+                })
+                .collect(),
             route_stats: RouteStats::new(cfg.routes.iter().map(|r| r.name.as_str()), previous.map(|p| &p.route_stats)),
             snapshot,
         }
@@ -79,8 +150,38 @@ impl Shared {
 
 /// Facts about one client connection.
 pub struct ConnInfo {
+    /// The client as far as the connection tells: the TCP peer, or the
+    /// source of a PROXY protocol header.
     pub peer: SocketAddr,
+    /// The TCP peer itself.
+    pub tcp_peer: SocketAddr,
+    pub tls: bool,
+    pub listener: Arc<ListenerRuntime>,
     pub activity: Arc<ConnActivity>,
+}
+
+impl ConnInfo {
+    /// The real client IP: the connection's client, or, when that is a
+    /// trusted proxy, the right-most address in `X-Forwarded-For` that is not
+    /// a trusted proxy. Untrusted peers' headers are ignored.
+    pub fn client_ip(&self, headers: &http::HeaderMap) -> (IpAddr, bool) {
+        let immediate = self.peer.ip();
+        if self.listener.trusted_proxies.is_empty() || !self.listener.trusts(immediate) {
+            return (immediate, false);
+        }
+        let mut leftmost = None;
+        for v in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+            let Ok(s) = v.to_str() else { continue };
+            for part in s.rsplit(',') {
+                let Ok(ip) = part.trim().parse::<IpAddr>() else { continue };
+                if !self.listener.trusts(ip) {
+                    return (ip, true);
+                }
+                leftmost = Some(ip);
+            }
+        }
+        (leftmost.unwrap_or(immediate), true)
+    }
 }
 
 /// Returned instead of a response when the connection must close without
@@ -105,6 +206,14 @@ pub async fn handle(
     let websocket = is_websocket_upgrade(req.headers());
     let method = req.method().clone();
     let path_for_log = if state.access_log { Some(req.uri().path().to_string()) } else { None };
+    let (client_ip, via_trusted_proxy) = conn.client_ip(req.headers());
+
+    if let Some(port) = conn.listener.redirect_to_https {
+        if !conn.listener.redirect_except.iter().any(|p| p == req.uri().path()) {
+            let response = https_redirect(&req, port);
+            return Ok(finish(&state, &conn, response, started, &method, path_for_log, None, None, client_ip, guard));
+        }
+    }
 
     let route_idx = {
         let host = req
@@ -118,8 +227,11 @@ pub async fn handle(
     };
     state.route_stats.count(route_idx, &method);
     let mut server_name: Option<&str> = None;
-    let mut response = match route_idx {
+    let limited =
+        route_idx.and_then(|i| cfg.routes[i].rate_limit).and_then(|z| state.rate_limited(z, client_ip, req.headers()));
+    let response = match route_idx {
         None => text_response(StatusCode::NOT_FOUND, "404 Not Found: no route matches\n"),
+        Some(_) if limited.is_some() => limited.unwrap_or_else(|| text_response(StatusCode::TOO_MANY_REQUESTS, "")),
         Some(i) => {
             let route = &cfg.routes[i];
             match &route.action {
@@ -164,7 +276,7 @@ pub async fn handle(
                 }
                 RouteAction::Proxy { pool } => {
                     let pool_ref = &state.snapshot.pools[*pool];
-                    let ip = conn.peer.ip();
+                    let ip = client_ip;
                     let ip_hash = match ip {
                         std::net::IpAddr::V4(v4) => hash_bytes(&v4.octets()),
                         std::net::IpAddr::V6(v6) => hash_bytes(&v6.octets()),
@@ -174,6 +286,9 @@ pub async fn handle(
                         events: &state.snapshot.events,
                         upstreams: &state.upstreams[*pool],
                         client_ip: ip,
+                        peer_ip: conn.peer.ip(),
+                        via_trusted_proxy,
+                        proto: if conn.tls { "https" } else { "http" },
                         client_hash: ip_hash,
                         max_body: cfg.limits.max_body,
                         body_timeout: cfg.limits.body_timeout,
@@ -195,17 +310,11 @@ pub async fn handle(
                                 error = %e,
                                 "request failed"
                             );
-                            if is_ws
-                                && matches!(
-                                    e,
-                                    super::error::ProxyError::NoServer { .. }
-                                        | super::error::ProxyError::Connect { .. }
-                                )
-                            {
+                            if is_ws {
                                 // SysManage agents fall back to 15 minutes of
                                 // polling after two non-101 answers; a closed
                                 // connection is retried as transient.
-                                return Err(CloseConnection("no server available for a WebSocket upgrade"));
+                                return Err(CloseConnection("no server took the WebSocket upgrade"));
                             }
                             text_response(e.status(), e.client_message())
                         }
@@ -214,7 +323,30 @@ pub async fn handle(
             }
         }
     };
+    let route = route_idx.map(|i| cfg.routes[i].name.as_str());
+    Ok(finish(&state, &conn, response, started, &method, path_for_log, route, server_name, client_ip, guard))
+}
+
+/// Response headers, metrics and the access log for every response.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    state: &ProxyState,
+    conn: &ConnInfo,
+    mut response: Response<ProxyBody>,
+    started: Instant,
+    method: &http::Method,
+    path_for_log: Option<String>,
+    route: Option<&str>,
+    server: Option<&str>,
+    client_ip: IpAddr,
+    guard: ActiveGuard,
+) -> Response<ProxyBody> {
     state.security.apply(response.headers_mut());
+    if conn.tls {
+        if let Some(hsts) = &state.hsts {
+            response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+    }
     let status = response.status().as_u16();
     metrics::count_response(status);
     COUNTERS.request_duration.record_us(started.elapsed().as_micros() as u64);
@@ -224,19 +356,48 @@ pub async fn handle(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let route = route_idx.map_or("-", |i| cfg.routes[i].name.as_str());
         tracing::info!(
             target: "access",
-            client = %conn.peer.ip(),
+            client = %client_ip,
             method = %method,
             path = %path,
             status,
-            bytes = bytes.unwrap_or(0),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            route,
-            server = server_name.unwrap_or("-"),
+            bytes = bytes.or_else(|| http_body::Body::size_hint(response.body()).exact()).unwrap_or(0),
+            duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
+            route = route.unwrap_or("-"),
+            server = server.unwrap_or("-"),
         );
     }
     let (parts, body) = response.into_parts();
-    Ok(Response::from_parts(parts, body.with_guard(guard)))
+    Response::from_parts(parts, body.with_guard(guard))
+}
+
+/// 301 (GET, HEAD) or 308 (others, which must keep their method and body)
+/// to the same host, path and query on HTTPS.
+fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(host_without_port);
+    let Some(host) = host.filter(|h| !h.is_empty()) else {
+        return text_response(StatusCode::BAD_REQUEST, "400 Bad Request: no Host to redirect to\n");
+    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
+    let status = if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        StatusCode::MOVED_PERMANENTLY
+    } else {
+        StatusCode::PERMANENT_REDIRECT
+    };
+    let mut r = text_response(status, "");
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => text_response(StatusCode::BAD_REQUEST, "400 Bad Request: cannot redirect this URL\n"),
+    }
 }

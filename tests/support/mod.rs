@@ -42,8 +42,10 @@ pub enum Mode {
 pub struct BackendState {
     pub name: String,
     mode: Mutex<Mode>,
-    /// Requests seen (all paths).
+    /// Requests seen (all paths but /api/health).
     pub hits: AtomicU64,
+    /// Connections closed at accept in `Mode::Reset` (no request read).
+    pub resets: AtomicU64,
     /// Request bodies' bytes received on /upload.
     pub upload_bytes: AtomicU64,
     /// The last request's head: method, uri, version, headers.
@@ -75,6 +77,7 @@ impl Backend {
             name: name.to_string(),
             mode: Mutex::new(Mode::Ok),
             hits: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
             upload_bytes: AtomicU64::new(0),
             last: Mutex::new(None),
             release: Notify::new(),
@@ -87,7 +90,7 @@ impl Backend {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let st = st.clone();
                 if *st.mode.lock().unwrap() == Mode::Reset {
-                    st.hits.fetch_add(1, Ordering::SeqCst);
+                    st.resets.fetch_add(1, Ordering::SeqCst);
                     drop(stream);
                     continue;
                 }
@@ -113,6 +116,11 @@ impl Backend {
 
     pub fn hits(&self) -> u64 {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests read plus connections reset at accept.
+    pub fn attempts(&self) -> u64 {
+        self.hits() + self.state.resets.load(Ordering::SeqCst)
     }
 
     pub fn last_headers(&self) -> HeaderMap {
