@@ -34,6 +34,10 @@ pub struct Config {
     pub source: String,
     pub node: NodeConfig,
     pub admin: AdminConfig,
+    /// Record per-request metrics (route counters, latency histograms).
+    /// Off only to measure what they cost; `/metrics` then shows zeros for
+    /// those families.
+    pub metrics_enabled: bool,
     pub limits: Limits,
     pub log: LogConfig,
     pub headers: HeaderConfig,

@@ -13,6 +13,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
     pub log: RawLog,
@@ -42,6 +44,12 @@ pub struct RawAdmin {
     pub enabled: Option<bool>,
     pub listen: Option<String>,
     pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

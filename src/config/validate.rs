@@ -363,7 +363,19 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
-    Ok(Config { source: label.to_string(), node, admin, limits, log, headers, listeners, rate_limits, pools, routes })
+    Ok(Config {
+        source: label.to_string(),
+        node,
+        admin,
+        metrics_enabled: raw.metrics.enabled.unwrap_or(true),
+        limits,
+        log,
+        headers,
+        listeners,
+        rate_limits,
+        pools,
+        routes,
+    })
 }
 
 /// `"10/s"`, `"300/m"`, `"10r/s"` (nginx spelling) → requests per second.

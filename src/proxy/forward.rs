@@ -81,6 +81,8 @@ pub struct Forward<'a> {
     pub client_hash: u64,
     pub max_body: u64,
     pub body_timeout: Duration,
+    /// Record per-server response statistics.
+    pub metrics: bool,
     pub websocket: bool,
     pub activity: &'a Arc<ConnActivity>,
 }
@@ -190,7 +192,9 @@ impl Forward<'_> {
             let failure = match result {
                 Ok((resp, lease)) => {
                     let status = resp.status().as_u16();
-                    server.state.stats.record_response(status, attempt_started.elapsed().as_micros() as u64);
+                    if self.metrics {
+                        server.state.stats.record_response(status, attempt_started.elapsed().as_micros() as u64);
+                    }
                     if cfg.retry_on.status(status) {
                         if server.state.passive.record_failure(crate::clock::now_ms()) {
                             self.passive_down(server, &format!("answered {status}"));

@@ -33,6 +33,8 @@ pub struct ProxyState {
     pub upstreams: Vec<Vec<Arc<ServerPool>>>,
     pub security: SecurityHeaders,
     pub access_log: bool,
+    /// Per-request metrics on (config `metrics.enabled`).
+    pub metrics: bool,
     pub route_stats: RouteStats,
     /// `Strict-Transport-Security` for HTTPS responses.
     pub hsts: Option<HeaderValue>,
@@ -111,6 +113,7 @@ impl ProxyState {
             upstreams,
             security: SecurityHeaders::new(cfg.headers.security, &cfg.headers.frame_options),
             access_log: cfg.log.access_log,
+            metrics: cfg.metrics_enabled,
             hsts: cfg.headers.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
             zones: cfg
                 .rate_limits
@@ -225,7 +228,9 @@ pub async fn handle(
         let key = RequestKey { method: req.method(), path: req.uri().path(), host, websocket };
         match_route(&cfg.routes, &key)
     };
-    state.route_stats.count(route_idx, &method);
+    if state.metrics {
+        state.route_stats.count(route_idx, &method);
+    }
     let mut server_name: Option<&str> = None;
     let limited =
         route_idx.and_then(|i| cfg.routes[i].rate_limit).and_then(|z| state.rate_limited(z, client_ip, req.headers()));
@@ -292,6 +297,7 @@ pub async fn handle(
                         client_hash: ip_hash,
                         max_body: cfg.limits.max_body,
                         body_timeout: cfg.limits.body_timeout,
+                        metrics: state.metrics,
                         websocket: websocket && route.matcher.websocket,
                         activity: &conn.activity,
                     };
@@ -348,8 +354,10 @@ fn finish(
         }
     }
     let status = response.status().as_u16();
-    metrics::count_response(status);
-    COUNTERS.request_duration.record_us(started.elapsed().as_micros() as u64);
+    if state.metrics {
+        metrics::count_response(status);
+        COUNTERS.request_duration.record_us(started.elapsed().as_micros() as u64);
+    }
     if let Some(path) = path_for_log {
         let bytes = response
             .headers()
