@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin;
-use crate::cli::{Cli, Command, DEFAULT_CONFIG_PATH};
+use crate::cli::{CertAction, Cli, Command, DEFAULT_CONFIG_PATH};
 use crate::config::{self, Config, LogFormat};
 use crate::control::Control;
 use crate::proxy::{self, ServeOptions};
@@ -28,7 +28,23 @@ pub fn main(cli: Cli) -> ExitCode {
             block_on(crate::ctl::run_ctl(&admin, token_file.as_deref(), json, action))
         }
         Command::Init { .. } => not_yet("init", "packaging and init"),
-        Command::Cert { .. } => not_yet("cert", "TLS termination"),
+        Command::Cert { action: CertAction::SelfSigned { hosts, out } } => {
+            match crate::tls::write_self_signed(&hosts, &out) {
+                Ok((cert, key)) => {
+                    println!("wrote {} and {}", cert.display(), key.display());
+                    println!(
+                        "use them in a listener: tls = {{ cert = \"{}\", key = \"{}\" }}",
+                        cert.display(),
+                        key.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sysmanage-node cert: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo => not_yet("demo", "the demo"),
     }
 }

@@ -69,11 +69,24 @@ pub enum Command {
     },
     /// Certificate tools.
     Cert {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        action: CertAction,
     },
     /// Three nodes and sample backends on loopback, then `top`.
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Write a self-signed certificate (server.crt) and key (server.key, mode 0600).
+    SelfSigned {
+        /// Host names or IP addresses the certificate is for (repeatable).
+        #[arg(long = "host", value_name = "H", required = true)]
+        hosts: Vec<String>,
+        /// Directory to write into (created if missing; existing files are not overwritten).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

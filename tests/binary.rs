@@ -211,3 +211,41 @@ async fn sighup_reloads_pools_and_keeps_the_old_config_on_error() {
     })
     .await;
 }
+
+#[test]
+fn cert_self_signed_writes_a_usable_pair_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tls");
+    let (code, stdout, err) = run(&[
+        "cert",
+        "self-signed",
+        "--host",
+        "lb1.example.com",
+        "--host",
+        "127.0.0.1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("server.crt"), "{stdout}");
+    let cert = std::fs::read_to_string(out.join("server.crt")).unwrap();
+    assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    let mode = std::fs::metadata(out.join("server.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key must be private");
+    // The pair loads as a TLS listener's certificate.
+    let toml = format!(
+        "[[listeners]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n[[routes]]\nname = \"h\"\npath = \"/\"\nrespond = {{ status = 200 }}\n",
+        out.join("server.crt").display(),
+        out.join("server.key").display()
+    );
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    assert_eq!(run(&["check-config", cfg.to_str().unwrap()]).0, 0);
+    let (code, _, err) = run(&["cert", "self-signed", "--host", "x", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = run(&["cert", "self-signed", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "clap usage error without --host");
+    assert!(err.contains("--host"), "{err}");
+}
