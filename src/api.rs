@@ -111,6 +111,22 @@ pub struct HealthReport {
 pub struct HealthChecks {
     pub backends: BackendsCheck,
     pub uptime: UptimeCheck,
+    /// Present when a pool has sticky sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_store: Option<StoreCheck>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoreCheck {
+    pub status: String,
+    pub file: String,
+    /// A probe write committed to disk and a table read, end to end.
+    pub latency_ms: f64,
+    pub records: usize,
+    /// Commits that failed since start (e.g. a full disk).
+    pub commit_errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,4 +175,24 @@ pub struct ApiError {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+}
+
+/// `GET /api/v1/sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionsView {
+    /// Records in the table (live, expired not yet swept, tombstones).
+    pub total: usize,
+    /// Live sessions per server, per pool.
+    pub pools: std::collections::BTreeMap<String, std::collections::BTreeMap<String, usize>>,
+}
+
+/// One session record (`GET /api/v1/sessions?key=K`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionRecordView {
+    pub key: String,
+    pub pool: String,
+    pub server: String,
+    pub expires_at_unix_ms: u64,
+    pub version: u64,
+    pub origin: String,
 }

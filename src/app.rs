@@ -172,7 +172,7 @@ impl Node {
             tracing::info!(%addr, writes = cfg.admin.token.is_some(), "admin API listening");
         }
         tracing::info!(node = %cfg.node.name, source = %cfg.source, pools = cfg.pools.len(), routes = cfg.routes.len(), "sysmanage-node started");
-        let control = Control::start(cfg, path);
+        let control = Control::start(cfg, path)?;
         for l in &bound {
             if let Some(store) = &l.runtime.cert_store {
                 // New certificate files are picked up within seconds; SIGHUP
@@ -192,13 +192,16 @@ impl Node {
         self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
-    /// Stops accepting, drains, and returns when the node has stopped.
+    /// Stops accepting, drains, flushes the session store, and returns when
+    /// the node has stopped.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         if let Some(t) = self.admin_task {
             let _ = t.await;
         }
+        let control = self.control.clone();
+        let _ = tokio::task::spawn_blocking(move || control.close_sessions()).await;
     }
 }
 

@@ -17,6 +17,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::health::active::{check_client, spawn_checks, CheckClient};
 use crate::health::{AdminState, EventLog};
 use crate::proxy::{ProxyState, Shared};
+use crate::sessions::Sessions;
 use crate::state::{Registry, Snapshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum ControlError {
     BadWeight(u32),
     #[error("the config is invalid; the running config is kept:\n{0}")]
     Config(ConfigErrors),
+    #[error("{0}")]
+    Sessions(#[from] crate::sessions::StoreError),
 }
 
 /// What a reload did.
@@ -48,6 +51,8 @@ pub struct Control {
     /// embedded default).
     config_path: Option<PathBuf>,
     inner: Mutex<Inner>,
+    /// Sticky sessions, opened when a pool first has `affinity`.
+    sessions: std::sync::Mutex<Option<Arc<Sessions>>>,
     /// TLS certificate stores of the listeners, reloaded with the config.
     cert_stores: std::sync::Mutex<Vec<(String, Arc<crate::tls::CertStore>)>>,
 }
@@ -61,21 +66,37 @@ struct Inner {
 impl Control {
     /// Builds the first snapshot and starts health checks and the slow-start
     /// ticker. Must run inside a tokio runtime.
-    pub fn start(config: Config, config_path: Option<PathBuf>) -> Arc<Control> {
+    pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Control>, ControlError> {
         let events = Arc::new(EventLog::new(200));
+        let sessions = open_sessions_if_needed(&config, None)?;
         let mut inner = Inner { registry: Registry::default(), checks: JoinSet::new(), check_client: check_client() };
         let snapshot = Arc::new(Snapshot::new(config, &mut inner.registry, events.clone()));
         inner.spawn_checks(&snapshot, &events);
-        let shared = Arc::new(Shared::new(ProxyState::new(snapshot, None)));
+        let shared = Arc::new(Shared::new(ProxyState::new(snapshot, None, sessions.clone())));
         let control = Arc::new(Control {
             shared,
             events,
             config_path,
             inner: Mutex::new(inner),
+            sessions: std::sync::Mutex::new(sessions),
             cert_stores: std::sync::Mutex::new(Vec::new()),
         });
         tokio::spawn(ramp_ticker(Arc::downgrade(&control)));
-        control
+        Ok(control)
+    }
+
+    pub fn sessions(&self) -> Option<Arc<Sessions>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Commits and closes the session store (at shutdown). Blocks.
+    pub fn close_sessions(&self) {
+        if let Some(s) = self.sessions() {
+            match s.close() {
+                Ok(()) => tracing::info!(file = %s.path().display(), "session store flushed and closed"),
+                Err(e) => tracing::error!("closing the session store: {e}"),
+            }
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -145,6 +166,14 @@ impl Control {
     /// for new requests; open connections, streams and tunnels continue.
     pub async fn apply(&self, cfg: Config) -> ReloadReport {
         let mut inner = self.inner.lock().await;
+        let sessions = match open_sessions_if_needed(&cfg, self.sessions()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("sticky sessions unavailable: {e}");
+                None
+            }
+        };
+        *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = sessions.clone();
         let old = self.shared.state.load_full();
         let old_cfg = &old.snapshot.config;
         let mut warnings = Vec::new();
@@ -180,7 +209,7 @@ impl Control {
         let snapshot = Arc::new(Snapshot::new(cfg, &mut inner.registry, self.events.clone()));
         inner.checks.abort_all();
         inner.spawn_checks(&snapshot, &self.events);
-        self.shared.state.store(Arc::new(ProxyState::new(snapshot, Some(&old))));
+        self.shared.state.store(Arc::new(ProxyState::new(snapshot, Some(&old), sessions)));
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -243,6 +272,15 @@ impl Control {
         self.events.push("admin", Some(pool), Some(server), format!("weight {old} -> {weight}"));
         Ok(old)
     }
+}
+
+/// The sessions to use for `cfg`: the open ones, or a newly opened store if
+/// a pool has `affinity` and none is open yet.
+fn open_sessions_if_needed(cfg: &Config, open: Option<Arc<Sessions>>) -> Result<Option<Arc<Sessions>>, ControlError> {
+    if open.is_some() || !cfg.pools.iter().any(|p| p.affinity.is_some()) {
+        return Ok(open);
+    }
+    Ok(Some(Sessions::open(&cfg.node.name, &cfg.node.data_dir)?))
 }
 
 impl Inner {

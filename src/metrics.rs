@@ -21,6 +21,9 @@ pub const WEBSOCKET_TUNNELS: &str = "sysmanage_websocket_tunnels";
 pub const TLS_HANDSHAKE: &str = "sysmanage_tls_handshake_seconds";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sysmanage_tls_handshake_failures_total";
 pub const RATELIMITED: &str = "sysmanage_ratelimited_total";
+pub const SESSIONS: &str = "sysmanage_sessions";
+pub const AFFINITY: &str = "sysmanage_affinity_total";
+pub const TUNNEL_BYTES: &str = "sysmanage_tunnel_bytes_total";
 
 /// Process-wide data-path counters.
 #[derive(Debug)]
@@ -39,6 +42,15 @@ pub struct Counters {
     pub request_duration: Histogram,
     pub tls_handshake: Histogram,
     pub tls_handshake_failures: AtomicU64,
+    /// Bytes read from clients / servers through WebSocket tunnels.
+    pub tunnel_bytes_up: AtomicU64,
+    pub tunnel_bytes_down: AtomicU64,
+    /// Requests whose affinity key had a live record on an available server.
+    pub affinity_hits: AtomicU64,
+    /// Keys seen for the first time (or expired): a server was assigned.
+    pub affinity_misses: AtomicU64,
+    /// Keys whose server was unavailable: moved to another server.
+    pub affinity_reassigned: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -57,6 +69,11 @@ pub static COUNTERS: Counters = Counters {
     request_duration: Histogram::new(),
     tls_handshake: Histogram::new(),
     tls_handshake_failures: ZERO,
+    tunnel_bytes_up: ZERO,
+    tunnel_bytes_down: ZERO,
+    affinity_hits: ZERO,
+    affinity_misses: ZERO,
+    affinity_reassigned: ZERO,
 };
 
 pub fn count_response(status: u16) {

@@ -116,6 +116,16 @@ impl Pool {
             && (s.max_conns == 0 || s.state.in_flight.load(Ordering::Relaxed) < s.max_conns)
     }
 
+    /// Whether server `i` may take requests of sessions already pinned to it:
+    /// like [`Pool::available`], but a draining server keeps its sessions.
+    pub fn session_available(&self, i: usize, now_ms: u64) -> bool {
+        let s = &self.servers[i];
+        s.state.is_up()
+            && s.state.admin_state() != AdminState::Maintenance
+            && !s.state.passive.is_down(now_ms)
+            && (s.max_conns == 0 || s.state.in_flight.load(Ordering::Relaxed) < s.max_conns)
+    }
+
     /// Servers that could take traffic now, of all.
     pub fn available_count(&self, now_ms: u64) -> usize {
         (0..self.servers.len()).filter(|&i| self.available(i, now_ms)).count()

@@ -7,6 +7,7 @@
 
 pub mod prometheus;
 pub mod sampler;
+mod sessions;
 mod status;
 
 use std::sync::Arc;
@@ -68,6 +69,9 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/pools/{pool}/servers/{server}/weight", put(set_weight))
         .route("/api/v1/pools/{pool}/servers/{server}/{action}", post(server_action))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/sessions", get(sessions::list))
+        .route("/api/v1/sessions/{key}", axum::routing::delete(sessions::unpin))
+        .route("/api/v1/sessions/{key}/move", post(sessions::move_to))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into(), vec![]) })
         .with_state(state)
 }
@@ -76,7 +80,8 @@ async fn metrics(State(st): State<Shared>) -> Response {
     let snap = st.control.snapshot();
     let proxy_state = st.control.shared.state.load_full();
     let cpu = st.cpu.percent(st.started.elapsed().as_secs_f64());
-    let body = prometheus::render(&snap, &proxy_state.route_stats, cpu);
+    let sessions = st.control.sessions();
+    let body = prometheus::render(&snap, &proxy_state, sessions.as_deref(), cpu);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -91,7 +96,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `Ok` when the request carries the configured bearer token.
-fn authorize(st: &AdminContext, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn authorize(st: &AdminContext, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let snap = st.control.snapshot();
     let Some(token) = snap.config.admin.token.as_deref() else {
         return Err(Box::new(error(
@@ -115,12 +120,13 @@ fn unauthorized(msg: &str) -> Response {
     r
 }
 
-fn control_error(e: ControlError) -> Response {
+pub(crate) fn control_error(e: ControlError) -> Response {
     match e {
         ControlError::UnknownPool { .. } | ControlError::UnknownServer { .. } => {
             error(StatusCode::NOT_FOUND, e.to_string(), vec![])
         }
         ControlError::BadWeight(_) => error(StatusCode::BAD_REQUEST, e.to_string(), vec![]),
+        ControlError::Sessions(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), vec![]),
         ControlError::Config(errs) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "the config is invalid; the running config is kept".into(),

@@ -88,7 +88,13 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_count{braces} {cumulative}");
 }
 
-pub fn render(snap: &Snapshot, routes: &crate::proxy::RouteStats, cpu_percent: f64) -> String {
+pub fn render(
+    snap: &Snapshot,
+    proxy: &crate::proxy::ProxyState,
+    sessions: Option<&crate::sessions::Sessions>,
+    cpu_percent: f64,
+) -> String {
+    let routes = &proxy.route_stats;
     let mut out = String::with_capacity(8 * 1024);
     header(&mut out, m::ACTIVE_CONNECTIONS, "gauge", "Client connections open now.");
     let _ = writeln!(out, "{} {}", m::ACTIVE_CONNECTIONS, COUNTERS.active_connections.load(Ordering::Relaxed));
@@ -115,6 +121,43 @@ pub fn render(snap: &Snapshot, routes: &crate::proxy::RouteStats, cpu_percent: f
     let _ = writeln!(out, "{}{{result=\"success\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_ok.load(Ordering::Relaxed));
     let _ =
         writeln!(out, "{}{{result=\"failure\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_failed.load(Ordering::Relaxed));
+
+    header(&mut out, m::TLS_HANDSHAKE, "histogram", "Time to complete a TLS handshake with a client.");
+    histogram(&mut out, m::TLS_HANDSHAKE, "", &COUNTERS.tls_handshake);
+    header(&mut out, m::TLS_HANDSHAKE_FAILURES, "counter", "TLS handshakes that failed or timed out.");
+    let _ = writeln!(out, "{} {}", m::TLS_HANDSHAKE_FAILURES, COUNTERS.tls_handshake_failures.load(Ordering::Relaxed));
+    header(&mut out, m::RATELIMITED, "counter", "Requests refused by a rate-limit zone.");
+    for z in &proxy.zones {
+        let _ = writeln!(out, "{}{{zone=\"{}\"}} {}", m::RATELIMITED, esc(&z.config.name), z.zone.stats().rejected);
+    }
+    header(&mut out, m::TUNNEL_BYTES, "counter", "Bytes through WebSocket tunnels, by direction.");
+    let _ =
+        writeln!(out, "{}{{direction=\"up\"}} {}", m::TUNNEL_BYTES, COUNTERS.tunnel_bytes_up.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "{}{{direction=\"down\"}} {}",
+        m::TUNNEL_BYTES,
+        COUNTERS.tunnel_bytes_down.load(Ordering::Relaxed)
+    );
+    header(&mut out, m::AFFINITY, "counter", "Sticky-session lookups: hit, miss (new key) or reassigned.");
+    for (result, c) in [
+        ("hit", &COUNTERS.affinity_hits),
+        ("miss", &COUNTERS.affinity_misses),
+        ("reassigned", &COUNTERS.affinity_reassigned),
+    ] {
+        let _ = writeln!(out, "{}{{result=\"{result}\"}} {}", m::AFFINITY, c.load(Ordering::Relaxed));
+    }
+    header(&mut out, m::SESSIONS, "gauge", "Live sticky sessions per server.");
+    if let Some(sessions) = sessions {
+        for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
+            let counts = sessions.table.counts_per_server(&p.cfg.name);
+            for s in &p.servers {
+                let n = counts.get(&s.name).copied().unwrap_or(0);
+                let _ =
+                    writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {n}", m::SESSIONS, esc(&p.cfg.name), esc(&s.name));
+            }
+        }
+    }
 
     let now = crate::clock::now_ms();
     header(&mut out, m::BACKEND_UP, "gauge", "1 if the server can take new requests, else 0.");

@@ -62,10 +62,17 @@ pub fn backends_check(st: &super::AdminContext) -> BackendsCheck {
 pub async fn detailed_health(State(st): State<Shared>) -> Response {
     let backends = backends_check(&st);
     let uptime = UptimeCheck { status: "healthy".into(), seconds: st.started.elapsed().as_secs() };
-    let status = worst(&backends.status, &uptime.status);
+    let session_store = store_check(&st).await;
+    let mut status = worst(&backends.status, &uptime.status);
+    if let Some(s) = &session_store {
+        status = worst(status, &s.status);
+    }
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    let report =
-        HealthReport { status: status.into(), timestamp: timestamp(), checks: HealthChecks { backends, uptime } };
+    let report = HealthReport {
+        status: status.into(),
+        timestamp: timestamp(),
+        checks: HealthChecks { backends, uptime, session_store },
+    };
     (code, Json(report)).into_response()
 }
 
@@ -174,5 +181,46 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
         },
         pools,
         events,
+    })
+}
+
+/// Writes a probe record through the store's writer and waits for it to be
+/// committed (off the runtime), then reads the table. Degraded when the
+/// write fails or takes over a second: the node keeps serving from memory.
+async fn store_check(st: &super::AdminContext) -> Option<StoreCheck> {
+    let sessions = st.control.sessions()?;
+    let started = std::time::Instant::now();
+    let probe = crate::sessions::SessionRecord {
+        key: "probe".into(),
+        pool: "__health".into(),
+        server: "-".into(),
+        expires_at_ms: crate::sessions::unix_now_ms() + 60_000,
+        version: sessions.table.clock().now(),
+        origin: sessions.table.node().to_string(),
+        tombstone: false,
+    };
+    let s2 = sessions.clone();
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tokio::task::spawn_blocking(move || s2.store.put(probe).and_then(|_| s2.store.flush())),
+    )
+    .await;
+    let _ = sessions.table.get("__health", "probe", crate::sessions::unix_now_ms());
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let error = match written {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(e.to_string()),
+        Ok(Err(e)) => Some(format!("probe task failed: {e}")),
+        Err(_) => Some("the store did not commit within 3 s".to_string()),
+    };
+    let stats = sessions.store.stats();
+    let status = if error.is_some() || stats.commit_errors > 0 || latency_ms > 1000.0 { "degraded" } else { "healthy" };
+    Some(StoreCheck {
+        status: status.into(),
+        file: sessions.path().display().to_string(),
+        latency_ms,
+        records: sessions.table.len(),
+        commit_errors: stats.commit_errors,
+        error,
     })
 }

@@ -229,6 +229,8 @@ pub struct PoolConfig {
     /// passive health off.
     pub max_fails: u32,
     pub fail_timeout: Duration,
+    /// Sticky sessions: requests with the same key go to the same server.
+    pub affinity: Option<AffinityConfig>,
     /// Send a PROXY protocol header to the servers (connections then carry
     /// one client each and are not pooled).
     pub send_proxy_protocol: Option<SendProxyProtocol>,
@@ -238,6 +240,26 @@ pub struct PoolConfig {
     pub servers: Vec<ServerConfig>,
     /// Active health checks; all must pass for a server to be up.
     pub checks: Vec<CheckConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AffinityConfig {
+    /// `cookie:NAME`, `query:NAME` or `header:NAME`.
+    pub key: String,
+    /// `sysmanage-token:hostname` or `jwt:CLAIM`.
+    pub extract: Option<String>,
+    pub policy: AffinityPolicy,
+    /// How long a key stays pinned after its last use.
+    pub ttl: Duration,
+    /// No or undecodable key: 400 `Missing session ID` (`reject`), or
+    /// balance without affinity.
+    pub reject_missing: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AffinityPolicy {
+    LeastLoaded,
+    Hash,
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +307,11 @@ pub struct RouteConfig {
     pub matcher: RouteMatch,
     pub action: RouteAction,
     pub rate_limit: Option<usize>,
+    /// A WebSocket tunnel with no bytes either way for this long is closed.
+    pub tunnel_timeout: Duration,
+    /// No server for an Upgrade: close the connection without a response
+    /// (`true`, the default: agents treat that as transient) or answer 503.
+    pub close_when_unavailable: bool,
 }
 
 #[derive(Debug, Clone)]

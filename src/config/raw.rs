@@ -142,10 +142,21 @@ pub struct RawPool {
     pub fail_timeout: Option<String>,
     pub slow_start: Option<String>,
     pub send_proxy_protocol: Option<String>,
+    pub affinity: Option<RawAffinity>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
     #[serde(default)]
     pub checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAffinity {
+    pub key: Option<String>,
+    pub extract: Option<String>,
+    pub policy: Option<String>,
+    pub ttl: Option<String>,
+    pub on_missing: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +208,8 @@ pub struct RawRoute {
     pub static_dir: Option<String>,
     pub cache_control: Option<String>,
     pub redirect: Option<RawRedirect>,
+    pub tunnel_timeout: Option<String>,
+    pub on_unavailable: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -479,7 +479,44 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
             None
         }
     };
+    let affinity = rp.affinity.as_ref().map(|a| {
+        let ap = p.key("affinity");
+        let key = a.key.clone().unwrap_or_default();
+        if let Err(e) = crate::sessions::AffinityKey::parse(&key, a.extract.as_deref()) {
+            let which = if matches!(
+                e,
+                crate::sessions::KeySpecError::Extract { .. } | crate::sessions::KeySpecError::TokenField { .. }
+            ) {
+                "extract"
+            } else {
+                "key"
+            };
+            cx.err(ap.key(which), e.to_string());
+        }
+        let policy = match a.policy.as_deref() {
+            None | Some("least_loaded") => AffinityPolicy::LeastLoaded,
+            Some("hash") => AffinityPolicy::Hash,
+            Some(other) => {
+                cx.err(ap.key("policy"), format!("expected \"least_loaded\" or \"hash\", got \"{other}\""));
+                AffinityPolicy::LeastLoaded
+            }
+        };
+        let ttl = cx.duration(&a.ttl, ap.key("ttl"), Duration::from_secs(3600));
+        if ttl < Duration::from_secs(1) {
+            cx.err(ap.key("ttl"), "must be at least 1s");
+        }
+        let reject_missing = match a.on_missing.as_deref() {
+            None | Some("reject") => true,
+            Some("balance") => false,
+            Some(other) => {
+                cx.err(ap.key("on_missing"), format!("expected \"reject\" or \"balance\", got \"{other}\""));
+                true
+            }
+        };
+        AffinityConfig { key, extract: a.extract.clone(), policy, ttl, reject_missing }
+    });
     PoolConfig {
+        affinity,
         send_proxy_protocol,
         slow_start: cx.duration(&rp.slow_start, p.key("slow_start"), Duration::ZERO),
         checks,
@@ -747,7 +784,30 @@ fn validate_route(
             return None;
         }
     };
-    Some(RouteConfig { name, matcher: RouteMatch { path: path?, host, methods, websocket }, action, rate_limit })
+    let tunnel_timeout = cx.duration(&rr.tunnel_timeout, p.key("tunnel_timeout"), Duration::from_secs(3600));
+    if tunnel_timeout < Duration::from_secs(1) {
+        cx.err(p.key("tunnel_timeout"), "must be at least 1s (agents heartbeat every 30 s; keep it well above 60 s)");
+    }
+    let close_when_unavailable = match rr.on_unavailable.as_deref() {
+        None | Some("close") => true,
+        Some("status") => false,
+        Some(other) => {
+            cx.err(p.key("on_unavailable"), format!("expected \"close\" or \"status\", got \"{other}\""));
+            true
+        }
+    };
+    if !websocket && (rr.tunnel_timeout.is_some() || rr.on_unavailable.is_some()) {
+        let key = if rr.tunnel_timeout.is_some() { "tunnel_timeout" } else { "on_unavailable" };
+        cx.err(p.key(key), "only applies to websocket = true routes");
+    }
+    Some(RouteConfig {
+        name,
+        matcher: RouteMatch { path: path?, host, methods, websocket },
+        action,
+        rate_limit,
+        tunnel_timeout,
+        close_when_unavailable,
+    })
 }
 
 fn list_or_none(names: &[&str]) -> String {

@@ -100,6 +100,8 @@ pub struct ServerState {
     slow_start_ms: AtomicU64,
     /// Failures the proxy saw (max_fails / fail_timeout).
     pub passive: super::PassiveHealth,
+    /// Woken when the server goes into maintenance: its tunnels close.
+    pub kick: tokio::sync::Notify,
     pub stats: ServerStats,
 }
 
@@ -133,6 +135,7 @@ impl ServerState {
             recovered_at_ms: AtomicU64::new(NEVER),
             slow_start_ms: AtomicU64::new(0),
             passive: super::PassiveHealth::new(1, std::time::Duration::from_secs(10)),
+            kick: tokio::sync::Notify::new(),
             stats: ServerStats::default(),
         }
     }
@@ -166,6 +169,10 @@ impl ServerState {
         let old = AdminState::from_u8(self.admin.swap(s.to_u8(), Ordering::Relaxed));
         if old != s {
             self.changed_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
+            if s == AdminState::Maintenance {
+                // No traffic at all: open WebSocket tunnels close too.
+                self.kick.notify_waiters();
+            }
             if old == AdminState::Maintenance {
                 // Back from maintenance: ramp up like a recovered server.
                 let now = crate::clock::now_ms();

@@ -30,15 +30,18 @@ pub enum ProxyError {
     ClientBody { detail: String },
     #[error("the client sent no body data for {after:?} (body_timeout)")]
     ClientTimeout { after: std::time::Duration },
+    #[error("no usable session key: {reason}")]
+    MissingSessionId { reason: String },
 }
 
 impl ProxyError {
     pub fn source_side(&self) -> Source {
         match self {
             ProxyError::NoServer { .. } => Source::Internal,
-            ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody { .. } | ProxyError::ClientTimeout { .. } => {
-                Source::Client
-            }
+            ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientBody { .. }
+            | ProxyError::ClientTimeout { .. }
+            | ProxyError::MissingSessionId { .. } => Source::Client,
             _ => Source::Upstream,
         }
     }
@@ -50,6 +53,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::MissingSessionId { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -62,6 +66,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "413 Payload Too Large: request body exceeds the limit\n",
             ProxyError::ClientBody { .. } => "400 Bad Request: the request body could not be read\n",
             ProxyError::ClientTimeout { .. } => "408 Request Timeout: the request body stopped arriving\n",
+            ProxyError::MissingSessionId { .. } => "Missing session ID\n",
             _ => "502 Bad Gateway: the server failed to answer\n",
         }
     }
@@ -77,6 +82,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::ClientBody { .. } => "client_body",
             ProxyError::ClientTimeout { .. } => "client_timeout",
+            ProxyError::MissingSessionId { .. } => "missing_session_id",
         }
     }
 }

@@ -22,16 +22,18 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
+use super::affinity::Affinity;
 use super::body::{BodyError, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
 use super::headers::{add_forwarded, remove_hop_by_hop};
+use super::tunnel;
 use super::upstream::{ConnectError, Lease, PoolOptions, ServerPool};
 use crate::config::PoolConfig;
 use crate::health::EventLog;
 use crate::metrics::{self, COUNTERS};
+use crate::sessions::Sessions;
 use crate::state::{Pool, Server};
 
 /// Bodies up to this size (by `Content-Length`) are kept in memory so that a
@@ -84,7 +86,20 @@ pub struct Forward<'a> {
     /// Record per-server response statistics.
     pub metrics: bool,
     pub websocket: bool,
+    /// Idle limit of a WebSocket tunnel (the route's `tunnel_timeout`).
+    pub tunnel_timeout: Duration,
+    /// Sticky sessions of this pool, if it has them.
+    pub affinity: Option<Affinity<'a>>,
     pub activity: &'a Arc<ConnActivity>,
+}
+
+/// What a tunnel needs to keep its session alive.
+struct SessionTouch {
+    sessions: Arc<Sessions>,
+    pool: String,
+    key: String,
+    server: String,
+    ttl: Duration,
 }
 
 /// What happened, for the access log.
@@ -111,6 +126,16 @@ impl Forward<'_> {
         let client_upgrade = self.websocket.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let cfg = &self.pool.cfg;
+        let session_key = match &self.affinity {
+            None => None,
+            Some(a) => match a.key.extract(&parts.uri, &parts.headers) {
+                Ok(k) => Some(k),
+                Err(e) if a.cfg.reject_missing => {
+                    return (Err(ProxyError::MissingSessionId { reason: e.to_string() }), outcome)
+                }
+                Err(_) => None,
+            },
+        };
 
         let content_length =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -160,7 +185,11 @@ impl Forward<'_> {
         let mut last_err: Option<ProxyError> = None;
         for attempt in 0..max_attempts {
             let now = crate::clock::now_ms();
-            let Some(idx) = self.pool.select(self.client_hash, &tried[..attempt], now) else {
+            let pinned = match (&self.affinity, &session_key) {
+                (Some(a), Some(k)) if attempt == 0 => a.server_for(self.pool, k, now),
+                _ => None,
+            };
+            let Some(idx) = pinned.or_else(|| self.pool.select(self.client_hash, &tried[..attempt], now)) else {
                 break;
             };
             tried[attempt] = idx;
@@ -210,7 +239,22 @@ impl Forward<'_> {
                     } else {
                         server.state.passive.record_success();
                     }
-                    return (Ok(self.respond(resp, in_flight, lease, client_upgrade)), outcome);
+                    let touch = match (&self.affinity, session_key) {
+                        (Some(a), Some(key)) => {
+                            if attempt > 0 {
+                                a.moved(self.pool, &key, idx);
+                            }
+                            Some(SessionTouch {
+                                sessions: a.sessions.clone(),
+                                pool: cfg.name.clone(),
+                                key,
+                                server: server.name.clone(),
+                                ttl: a.cfg.ttl,
+                            })
+                        }
+                        _ => None,
+                    };
+                    return (Ok(self.respond(resp, in_flight, lease, client_upgrade, touch, idx)), outcome);
                 }
                 Err(_) if exceeded.load(Ordering::Relaxed) => {
                     Failure::Fatal(ProxyError::BodyTooLarge { limit: self.max_body })
@@ -324,12 +368,14 @@ impl Forward<'_> {
         in_flight: InFlight,
         lease: Lease,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        touch: Option<SessionTouch>,
+        idx: usize,
     ) -> Response<ProxyBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // An upgraded connection never goes back to the pool.
             lease.detach();
             if let Some(client_upgrade) = client_upgrade {
-                return self.tunnel(resp, in_flight, client_upgrade);
+                return self.tunnel(resp, in_flight, client_upgrade, touch, idx);
             }
             let (mut parts, _) = resp.into_parts();
             parts.status = StatusCode::BAD_GATEWAY;
@@ -347,10 +393,14 @@ impl Forward<'_> {
         mut resp: Response<Incoming>,
         in_flight: InFlight,
         client_upgrade: hyper::upgrade::OnUpgrade,
+        touch: Option<SessionTouch>,
+        idx: usize,
     ) -> Response<ProxyBody> {
         let server_upgrade = hyper::upgrade::on(&mut resp);
         let busy = ActiveGuard::new(self.activity);
         let pool = self.pool.cfg.name.clone();
+        let state = self.pool.servers[idx].state.clone();
+        let idle = self.tunnel_timeout;
         tokio::spawn(async move {
             let _busy = busy;
             let _in_flight = in_flight;
@@ -358,12 +408,19 @@ impl Forward<'_> {
             let _tunnel = TunnelCount;
             match tokio::try_join!(client_upgrade, server_upgrade) {
                 Ok((client, server)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut server = TokioIo::new(server);
-                    match tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                        Ok((up, down)) => tracing::debug!(%pool, up, down, "websocket tunnel closed"),
-                        Err(e) => tracing::debug!(%pool, error = %e, "websocket tunnel ended with an error"),
-                    }
+                    let touch_every = touch.as_ref().map_or(Duration::from_secs(3600), |t| t.ttl / 4);
+                    let refresh = || {
+                        if let Some(t) = &touch {
+                            let now = crate::sessions::unix_now_ms();
+                            if let crate::sessions::Touch::Refreshed(rec) =
+                                t.sessions.table.touch(&t.pool, &t.key, &t.server, t.ttl, now)
+                            {
+                                t.sessions.persist(rec);
+                            }
+                        }
+                    };
+                    let (end, up, down) = tunnel::run(client, server, idle, &state.kick, touch_every, refresh).await;
+                    tracing::debug!(%pool, server = %state.name, ?end, up, down, "websocket tunnel ended");
                 }
                 Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),
             }

@@ -11,6 +11,7 @@
 //! [`headers`] rewriting, [`body`] streaming), [`static_files`], a fixed
 //! response or a redirect → security headers, metrics, access log.
 
+pub mod affinity;
 pub mod body;
 pub mod conn;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod route_stats;
 pub mod routing;
 pub mod service;
 pub mod static_files;
+pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
 

@@ -11,8 +11,10 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use super::affinity::Affinity;
 use super::body::ProxyBody;
 use super::conn::{ActiveGuard, ConnActivity};
+use super::error::ProxyError;
 use super::forward::{pool_options, text_response, Forward};
 use super::headers::{is_websocket_upgrade, SecurityHeaders, X_FORWARDED_FOR};
 use super::listener::ListenerRuntime;
@@ -24,6 +26,7 @@ use crate::balance::hash_bytes;
 use crate::config::{PathMatch, RateKey, RateKind, RouteAction};
 use crate::metrics::{self, COUNTERS};
 use crate::ratelimit::{Decision, KeySource, Zone, ZoneConfig, ZoneKind};
+use crate::sessions::{AffinityKey, Sessions};
 use crate::state::Snapshot;
 
 /// Everything the request path reads for one config generation.
@@ -40,6 +43,10 @@ pub struct ProxyState {
     pub hsts: Option<HeaderValue>,
     /// One zone per `[[rate_limits]]` entry, by index.
     pub zones: Vec<RateZone>,
+    /// The node's sticky sessions (when a pool has `affinity`).
+    pub sessions: Option<Arc<Sessions>>,
+    /// Each pool's parsed affinity key, by pool index.
+    pub affinity_keys: Vec<Option<AffinityKey>>,
 }
 
 /// A rate-limit zone and what to answer over its limit.
@@ -91,7 +98,7 @@ impl ProxyState {
     /// Builds the request path's state for a snapshot. Server connection
     /// pools (with their idle connections) are taken over from `previous`
     /// for servers whose address and connection settings did not change.
-    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&ProxyState>) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&ProxyState>, sessions: Option<Arc<Sessions>>) -> Self {
         let cfg = &snapshot.config;
         let reuse = |pool: &str, addr: std::net::SocketAddr, opts: PoolOptions| -> Option<Arc<ServerPool>> {
             let prev = previous?;
@@ -109,7 +116,14 @@ impl ProxyState {
                     .collect()
             })
             .collect();
+        let affinity_keys = cfg
+            .pools
+            .iter()
+            .map(|p| p.affinity.as_ref().and_then(|a| AffinityKey::parse(&a.key, a.extract.as_deref()).ok()))
+            .collect();
         ProxyState {
+            sessions,
+            affinity_keys,
             upstreams,
             security: SecurityHeaders::new(cfg.headers.security, &cfg.headers.frame_options),
             access_log: cfg.log.access_log,
@@ -299,6 +313,11 @@ pub async fn handle(
                         body_timeout: cfg.limits.body_timeout,
                         metrics: state.metrics,
                         websocket: websocket && route.matcher.websocket,
+                        tunnel_timeout: route.tunnel_timeout,
+                        affinity: match (&pool_ref.cfg.affinity, &state.affinity_keys[*pool], &state.sessions) {
+                            (Some(cfg), Some(key), Some(sessions)) => Some(Affinity { key, cfg, sessions }),
+                            _ => None,
+                        },
                         activity: &conn.activity,
                     };
                     let is_ws = fwd.websocket;
@@ -316,7 +335,10 @@ pub async fn handle(
                                 error = %e,
                                 "request failed"
                             );
-                            if is_ws {
+                            if is_ws
+                                && route.close_when_unavailable
+                                && !matches!(e, ProxyError::MissingSessionId { .. })
+                            {
                                 // SysManage agents fall back to 15 minutes of
                                 // polling after two non-101 answers; a closed
                                 // connection is retried as transient.

@@ -28,3 +28,48 @@ pub use record::{unix_now_ms, wins, Hlc, HlcClock, SessionRecord};
 pub use store::{Store, StoreError, StoreHandle, StoreOptions, StoreStats};
 pub use sweeper::spawn_sweeper;
 pub use table::{Claim, Table, Touch};
+
+/// The sessions of a running node: the table the request path reads, the
+/// handle that queues writes, and the store itself (closed at shutdown).
+pub struct Sessions {
+    pub table: std::sync::Arc<Table>,
+    pub store: StoreHandle,
+    owner: std::sync::Mutex<Option<Store>>,
+    path: std::path::PathBuf,
+}
+
+impl Sessions {
+    /// Opens (or creates) `data_dir/sessions.redb`, loads the live records
+    /// and starts the sweeper. Must run inside a tokio runtime.
+    pub fn open(node: &str, data_dir: &std::path::Path) -> Result<std::sync::Arc<Sessions>, StoreError> {
+        let store = Store::open(data_dir)?;
+        let table = std::sync::Arc::new(Table::new(node));
+        let loaded = store.load_into(&table, unix_now_ms())?;
+        tracing::info!(file = %store.path().display(), loaded, "session store opened");
+        let handle = store.handle();
+        spawn_sweeper(table.clone(), handle.clone(), std::time::Duration::from_secs(10));
+        let path = store.path().to_path_buf();
+        Ok(std::sync::Arc::new(Sessions { table, store: handle, owner: std::sync::Mutex::new(Some(store)), path }))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Queues a record for the store; a full queue is logged, the record
+    /// stays in memory.
+    pub fn persist(&self, record: SessionRecord) {
+        if let Err(e) = self.store.put(record) {
+            tracing::warn!("session not persisted: {e}");
+        }
+    }
+
+    /// Commits everything queued and closes the file (at shutdown). Blocks.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let store = self.owner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match store {
+            Some(s) => s.close(),
+            None => Ok(()),
+        }
+    }
+}
