@@ -462,3 +462,58 @@ async fn a_keepalive_client_of_fixed_responses_is_not_cut_at_header_timeout() {
     }
     node.stop().await;
 }
+
+#[tokio::test]
+async fn send_proxy_protocol_puts_the_client_on_each_server_connection() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    for version in ["v1", "v2"] {
+        let accepted = Arc::new(AtomicU64::new(0));
+        let acc = accepted.clone();
+        // Echoes the bytes that came before the HTTP request line.
+        let addr = raw_server(move |mut s| {
+            let acc = acc.clone();
+            async move {
+                acc.fetch_add(1, Ordering::SeqCst);
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                // (The v2 signature itself starts with \r\n\r\n: wait for the
+                // end of the request head after "GET ".)
+                let head_done = |g: &[u8]| {
+                    g.windows(4).position(|w| w == b"GET ").is_some_and(|i| g[i..].windows(4).any(|w| w == b"\r\n\r\n"))
+                };
+                while !head_done(&got) {
+                    match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let start = got.windows(4).position(|w| w == b"GET ").unwrap_or(0);
+                let prefix: String = got[..start].iter().map(|b| format!("{b:02x}")).collect();
+                let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{prefix}", prefix.len());
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        })
+        .await;
+        let pool = format!("send_proxy_protocol = \"{version}\"\nservers = [{{ addr = \"{addr}\" }}]");
+        let node = start_node(&config(&pool, "")).await;
+        let node_addr = node.addr("http").unwrap();
+        let c = client();
+        let (status, _, hex) = get(&c, node_addr, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        if version == "v1" {
+            let line = String::from_utf8(bytes).unwrap();
+            assert!(line.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "), "{line:?}");
+            assert!(line.ends_with(&format!(" {}\r\n", node_addr.port())), "{line:?}");
+        } else {
+            assert_eq!(&bytes[..12], b"\r\n\r\n\0\r\nQUIT\n", "v2 signature");
+            assert_eq!(bytes[12], 0x21, "v2 PROXY command");
+        }
+        // Connections carrying a client's address are not reused for others.
+        get(&c, node_addr, "/").await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "{version}: one server connection per client connection");
+        node.stop().await;
+    }
+}

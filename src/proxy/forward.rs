@@ -47,6 +47,7 @@ pub fn pool_options(cfg: &PoolConfig) -> PoolOptions {
         keepalive_timeout: cfg.keepalive_timeout,
         connect_timeout: cfg.connect_timeout,
         send_timeout: cfg.send_timeout,
+        proxy_protocol: cfg.send_proxy_protocol,
     }
 }
 
@@ -76,6 +77,9 @@ pub struct Forward<'a> {
     pub client_ip: IpAddr,
     /// The connection's peer (PROXY protocol source or TCP peer).
     pub peer_ip: IpAddr,
+    /// Client and local address of the connection (PROXY header to servers).
+    pub client_addr: std::net::SocketAddr,
+    pub local_addr: std::net::SocketAddr,
     /// `peer_ip` is a trusted proxy, so its `X-Forwarded-For` is kept.
     pub via_trusted_proxy: bool,
     /// `http` or `https`, for `X-Forwarded-Proto`.
@@ -304,7 +308,10 @@ impl Forward<'_> {
         let upstream = &self.upstreams[idx];
         let (mut lease, mut pooled) = match upstream.take_idle() {
             Some(l) => (l, true),
-            None => (upstream.connect().await.map_err(|e| connect_failure(e, name, cfg))?, false),
+            None => (
+                upstream.connect(self.client_addr, self.local_addr).await.map_err(|e| connect_failure(e, name, cfg))?,
+                false,
+            ),
         };
         loop {
             let sending = lease.sender().try_send_request(req);
@@ -319,7 +326,10 @@ impl Forward<'_> {
                     match e.take_message() {
                         Some(back) if pooled => {
                             req = back;
-                            lease = upstream.connect().await.map_err(|e| connect_failure(e, name, cfg))?;
+                            lease = upstream
+                                .connect(self.client_addr, self.local_addr)
+                                .await
+                                .map_err(|e| connect_failure(e, name, cfg))?;
                             pooled = false;
                         }
                         Some(_) => {

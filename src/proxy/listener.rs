@@ -161,11 +161,15 @@ async fn connection(
     ctx: &AcceptContext,
 ) {
     let mut client = peer;
+    let mut local = stream.local_addr().unwrap_or(peer);
     if listener.accept_proxy_protocol {
         match crate::proxy_protocol::read_header(&mut stream, ctx.limits.header_timeout).await {
             Ok(h) => {
                 if let Some(src) = h.source {
                     client = src;
+                }
+                if let Some(dst) = h.destination {
+                    local = dst;
                 }
             }
             Err(e) => {
@@ -175,13 +179,13 @@ async fn connection(
         }
     }
     match &listener.tls {
-        None => serve_connection(stream, client, peer, listener.clone(), false, activity, ctx).await,
+        None => serve_connection(stream, client, peer, local, listener.clone(), false, activity, ctx).await,
         Some(acceptor) => {
             let started = Instant::now();
             match tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
-                    serve_connection(tls, client, peer, listener.clone(), true, activity, ctx).await
+                    serve_connection(tls, client, peer, local, listener.clone(), true, activity, ctx).await
                 }
                 Ok(Err(e)) => {
                     COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -196,10 +200,12 @@ async fn connection(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<I>(
     io: I,
     client: SocketAddr,
     tcp_peer: SocketAddr,
+    local: SocketAddr,
     listener: Arc<ListenerRuntime>,
     tls: bool,
     activity: Arc<ConnActivity>,
@@ -208,7 +214,7 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
-    let info = Arc::new(ConnInfo { peer: client, tcp_peer, tls, listener, activity });
+    let info = Arc::new(ConnInfo { peer: client, tcp_peer, local, tls, listener, activity });
     let shared = ctx.shared.clone();
     let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
     let conn = ctx.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);

@@ -172,6 +172,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The TCP peer itself.
     pub tcp_peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
     pub tls: bool,
     pub listener: Arc<ListenerRuntime>,
     pub activity: Arc<ConnActivity>,
@@ -306,6 +308,8 @@ pub async fn handle(
                         upstreams: &state.upstreams[*pool],
                         client_ip: ip,
                         peer_ip: conn.peer.ip(),
+                        client_addr: std::net::SocketAddr::new(client_ip, conn.peer.port()),
+                        local_addr: conn.local,
                         via_trusted_proxy,
                         proto: if conn.tls { "https" } else { "http" },
                         client_hash: ip_hash,

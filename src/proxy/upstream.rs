@@ -25,6 +25,9 @@ pub struct PoolOptions {
     pub keepalive_timeout: Duration,
     pub connect_timeout: Duration,
     pub send_timeout: Duration,
+    /// Send a PROXY protocol header first; such a connection carries one
+    /// client only, so it is never pooled.
+    pub proxy_protocol: Option<crate::config::SendProxyProtocol>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,9 @@ impl ServerPool {
 
     /// An idle connection that is ready, if there is one.
     pub fn take_idle(self: &Arc<Self>) -> Option<Lease> {
+        if self.opts.proxy_protocol.is_some() {
+            return None;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
             if c.sender.is_ready() && c.since.elapsed() < self.opts.keepalive_timeout {
@@ -82,14 +88,26 @@ impl ServerPool {
         None
     }
 
-    /// A new connection.
-    pub async fn connect(self: &Arc<Self>) -> Result<Lease, ConnectError> {
-        let stream =
+    /// A new connection; `client` and `local` (the client's address and the
+    /// address it connected to) go into the PROXY header when one is sent.
+    pub async fn connect(self: &Arc<Self>, client: SocketAddr, local: SocketAddr) -> Result<Lease, ConnectError> {
+        let mut stream =
             match tokio::time::timeout(self.opts.connect_timeout, tokio::net::TcpStream::connect(self.addr)).await {
                 Ok(r) => r?,
                 Err(_) => return Err(ConnectError::Timeout(self.opts.connect_timeout)),
             };
         let _ = stream.set_nodelay(true);
+        if let Some(version) = self.opts.proxy_protocol {
+            use tokio::io::AsyncWriteExt;
+            let header = match version {
+                crate::config::SendProxyProtocol::V1 => crate::proxy_protocol::encode_v1(client, local),
+                crate::config::SendProxyProtocol::V2 => crate::proxy_protocol::encode_v2(client, local),
+            };
+            match tokio::time::timeout(self.opts.send_timeout, stream.write_all(&header)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(ConnectError::Timeout(self.opts.send_timeout)),
+            }
+        }
         let io = ServerIo::new(stream, self.opts.send_timeout);
         let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(ConnectError::Handshake)?;
         let addr = self.addr;
@@ -102,7 +120,7 @@ impl ServerPool {
     }
 
     fn put_back(&self, sender: SendRequest<UpstreamBody>) {
-        if sender.is_closed() || self.opts.keepalive == 0 {
+        if sender.is_closed() || self.opts.keepalive == 0 || self.opts.proxy_protocol.is_some() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
