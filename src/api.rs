@@ -74,6 +74,10 @@ pub struct ServerStatus {
     /// What balancing uses now (lower while slow start ramps).
     pub effective_weight: u32,
     pub active_connections: u32,
+    /// Live sticky sessions pinned to the server (`None`: the pool has no
+    /// affinity).
+    #[serde(default)]
+    pub sessions: Option<usize>,
     pub requests_total: u64,
     pub requests_per_second: f64,
     pub p50_ms: Option<f64>,

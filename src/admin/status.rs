@@ -92,10 +92,15 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
     let snap = st.control.snapshot();
     let rates = st.sampler.rates(&st.control);
     let now = crate::clock::now_ms();
+    let sessions = st.control.sessions();
     let pools = snap
         .pools
         .iter()
         .map(|p| {
+            let counts = match (&sessions, &p.cfg.affinity) {
+                (Some(s), Some(_)) => Some(s.table.counts_per_server(&p.cfg.name)),
+                _ => None,
+            };
             let servers = p
                 .servers
                 .iter()
@@ -127,6 +132,7 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                         weight: state.base_weight(),
                         effective_weight: state.effective_weight(),
                         active_connections: state.in_flight.load(Ordering::Relaxed),
+                        sessions: counts.as_ref().map(|c| c.get(&s.name).copied().unwrap_or(0)),
                         requests_total: state.stats.total_responses(),
                         requests_per_second: r.requests_per_second,
                         p50_ms: r.p50_ms,
