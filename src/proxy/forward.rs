@@ -146,12 +146,13 @@ impl Forward<'_> {
         if content_length.is_some_and(|n| n > self.max_body) {
             return (Err(ProxyError::BodyTooLarge { limit: self.max_body }), outcome);
         }
-        let exceeded = Arc::new(AtomicBool::new(false));
+        // Allocated only for requests with a body.
+        let mut exceeded: Option<Arc<AtomicBool>> = None;
         let body = if body.is_end_stream() {
             UpstreamBody::Empty
         } else if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
             let limited =
-                LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), self.body_timeout, exceeded.clone());
+                LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), self.body_timeout, Default::default());
             match limited.collect().await {
                 Ok(collected) => UpstreamBody::Full(Some(collected.to_bytes())),
                 Err(BodyError::TooLarge(_)) => {
@@ -165,7 +166,7 @@ impl Forward<'_> {
                 body,
                 self.max_body,
                 self.body_timeout,
-                exceeded.clone(),
+                exceeded.insert(Default::default()).clone(),
             )))
         };
 
@@ -260,7 +261,7 @@ impl Forward<'_> {
                     };
                     return (Ok(self.respond(resp, in_flight, lease, client_upgrade, touch, idx)), outcome);
                 }
-                Err(_) if exceeded.load(Ordering::Relaxed) => {
+                Err(_) if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) => {
                     Failure::Fatal(ProxyError::BodyTooLarge { limit: self.max_body })
                 }
                 Err(f) => f,

@@ -33,6 +33,12 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
 /// `Connection`. With `keep_upgrade` (a WebSocket handshake being passed
 /// through) `Connection: upgrade` and `Upgrade` stay.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Fast path, the common case: one pass over the few names present, no
+    // hashing, when none of them is hop-by-hop.
+    let hop = |k: &HeaderName| fixed_hop_by_hop().contains(&k) || k == header::PROXY_AUTHORIZATION;
+    if !keep_upgrade && !headers.keys().any(hop) {
+        return;
+    }
     // Names listed in Connection: collected first, since removing while
     // iterating the same map is not possible. Rare, so a small Vec is fine.
     let mut named: Vec<HeaderName> = Vec::new();
