@@ -166,7 +166,8 @@ async fn connection(
         match crate::proxy_protocol::read_header(&mut stream, ctx.limits.header_timeout).await {
             Ok(h) => {
                 if let Some(src) = h.source {
-                    client = src;
+                    // An IPv4 client behind a TCP6 header is still IPv4.
+                    client = SocketAddr::new(src.ip().to_canonical(), src.port());
                 }
                 if let Some(dst) = h.destination {
                     local = dst;
