@@ -50,21 +50,16 @@ impl ListenerRuntime {
     }
 }
 
+/// The messages carry their cause, as this crate's errors do (e.g.
+/// `TlsError::Unreadable` includes its `io::Error`), so the cause is not
+/// also returned by `source()`: `run` prints start errors with anyhow's
+/// `{:#}`, which would repeat every cause in the chain.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
-    #[error("cannot listen on {addr} (listener {name}): {source}")]
-    Bind {
-        name: String,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("listener {name}: TLS: {source}")]
-    Tls {
-        name: String,
-        #[source]
-        source: crate::tls::TlsError,
-    },
+    #[error("cannot listen on {addr} (listener {name}): {error}")]
+    Bind { name: String, addr: SocketAddr, error: std::io::Error },
+    #[error("listener {name}: TLS: {error}")]
+    Tls { name: String, error: crate::tls::TlsError },
 }
 
 /// Runs every listener until `shutdown` turns true, then waits up to
@@ -238,12 +233,12 @@ async fn serve_connection<I>(
 pub async fn bind_all(cfg: &Config) -> Result<Vec<Listener>, ListenerError> {
     let mut out = Vec::new();
     for l in &cfg.listeners {
-        let socket = bind(l.bind).map_err(|e| ListenerError::Bind { name: l.name.clone(), addr: l.bind, source: e })?;
+        let socket = bind(l.bind).map_err(|e| ListenerError::Bind { name: l.name.clone(), addr: l.bind, error: e })?;
         let (tls, cert_store) = match &l.tls {
             None => (None, None),
             Some(t) => {
                 let (acceptor, store) = tls_setup(&l.name, t, &cfg.node.data_dir)
-                    .map_err(|e| ListenerError::Tls { name: l.name.clone(), source: e })?;
+                    .map_err(|e| ListenerError::Tls { name: l.name.clone(), error: e })?;
                 (Some(acceptor), Some(store))
             }
         };

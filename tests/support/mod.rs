@@ -2,6 +2,8 @@
 //! small HTTP clients. Everything binds to loopback with ephemeral ports.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -434,4 +436,66 @@ impl Body for Paced {
             }
         }
     }
+}
+
+/// [`config_admin`] with the `[[listeners]]` tables written out in full
+/// (TLS, PROXY protocol, trusted proxies, redirects), and `[[routes]]`
+/// given in `extra` matched before the default route to pool "p".
+pub fn config_listeners(listeners: &str, pool: &str, extra: &str, admin: &str) -> String {
+    format!(
+        r#"
+[log]
+level = "error"
+access_log = false
+
+[admin]
+listen = "127.0.0.1:0"
+{admin}
+
+{listeners}
+
+[[pools]]
+name = "p"
+{pool}
+
+{extra}
+
+[[routes]]
+name = "default"
+path_prefix = "/"
+pool = "p"
+"#
+    )
+}
+
+/// Reads until the peer closes (EOF or reset) and returns what came before;
+/// `None` if the connection is still open after `limit`. Unlike
+/// [`read_until_close`], this tells "closed" from "still waiting".
+pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    closed.ok().map(|_| out)
+}
+
+/// The admin API's `/metrics` text.
+pub async fn scrape(node: &Node) -> String {
+    let admin = node.admin.expect("admin enabled");
+    let (status, _, body) = get(&client(), admin, "/metrics").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The value of the sample `name_and_labels` (e.g.
+/// `sysmanage_ratelimited_total{zone="api"}`) in a `/metrics` text.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
 }
