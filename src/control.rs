@@ -107,27 +107,6 @@ impl Control {
         self.cert_stores.lock().unwrap_or_else(|e| e.into_inner()).push((listener.to_string(), store));
     }
 
-    /// Re-reads every listener's certificate files; a listener whose files
-    /// are broken keeps its current certificates.
-    fn reload_certificates(&self) -> Vec<String> {
-        let stores = self.cert_stores.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut problems = Vec::new();
-        for (name, store) in stores {
-            match store.reload() {
-                Ok(warnings) => {
-                    for w in warnings {
-                        tracing::warn!(listener = %name, "TLS: {w}");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(listener = %name, "TLS certificates not reloaded, keeping the current ones: {e}");
-                    problems.push(format!("listener {name}: certificates not reloaded: {e}"));
-                }
-            }
-        }
-        problems
-    }
-
     /// Re-reads the config file (or the embedded default) and applies it;
     /// on error the running config stays and every error is returned.
     /// Certificates are re-read too.
@@ -147,7 +126,9 @@ impl Control {
                 message: format!("reading the config failed: {e}"),
             }]))
         });
-        let cert_problems = self.reload_certificates();
+        // Certificate files are read off the runtime too.
+        let stores = self.cert_stores.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let cert_problems = tokio::task::spawn_blocking(move || reload_certificates(&stores)).await.unwrap_or_default();
         match loaded {
             Ok(cfg) => {
                 let mut report = self.apply(cfg).await;
@@ -272,6 +253,26 @@ impl Control {
         self.events.push("admin", Some(pool), Some(server), format!("weight {old} -> {weight}"));
         Ok(old)
     }
+}
+
+/// Re-reads every listener's certificate files; a listener whose files are
+/// broken keeps its current certificates. Blocks (file reads).
+fn reload_certificates(stores: &[(String, Arc<crate::tls::CertStore>)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, store) in stores {
+        match store.reload() {
+            Ok(warnings) => {
+                for w in warnings {
+                    tracing::warn!(listener = %name, "TLS: {w}");
+                }
+            }
+            Err(e) => {
+                tracing::error!(listener = %name, "TLS certificates not reloaded, keeping the current ones: {e}");
+                problems.push(format!("listener {name}: certificates not reloaded: {e}"));
+            }
+        }
+    }
+    problems
 }
 
 /// The sessions to use for `cfg`: the open ones, or a newly opened store if
