@@ -78,6 +78,24 @@ fn exit_on_error(r: anyhow::Result<()>) -> ExitCode {
 fn check_config(path: &Path) -> ExitCode {
     match config::load_file(path) {
         Ok(cfg) => {
+            // Certificates are loaded too, as `run` would.
+            let mut failed = false;
+            for (listener, result) in proxy::listener::check_tls(&cfg) {
+                match result {
+                    Ok(warnings) => {
+                        for w in warnings {
+                            eprintln!("{}: listener {listener}: TLS warning: {w}", cfg.source);
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("{}: listener {listener}: TLS: {e}", cfg.source);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return ExitCode::FAILURE;
+            }
             print!("{}", cfg.summary());
             ExitCode::SUCCESS
         }

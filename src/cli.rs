@@ -97,8 +97,12 @@ pub enum CtlAction {
     Backends,
     /// Cluster members (arrives with clustering).
     Members,
-    /// Session counts (arrives with sticky sessions).
-    Sessions,
+    /// Sticky sessions: counts per server, or one key's record.
+    Sessions {
+        /// Show the record of this key.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Stop sending new requests to a server; open ones finish.
     Drain { pool: String, server: String },
     /// Take a server out of all traffic.

@@ -158,9 +158,15 @@ impl Control {
         let old = self.shared.state.load_full();
         let old_cfg = &old.snapshot.config;
         let mut warnings = Vec::new();
-        let binds = |c: &Config| c.listeners.iter().map(|l| (l.name.clone(), l.bind)).collect::<Vec<_>>();
-        if binds(old_cfg) != binds(&cfg) {
-            warnings.push("listener changes take effect at the next restart".to_string());
+        // Listeners (bind, tls, redirects, PROXY protocol, trusted proxies)
+        // are built at start; certificate files reload in place.
+        let listeners = |c: &Config| format!("{:?}", c.listeners);
+        if listeners(old_cfg) != listeners(&cfg) {
+            warnings.push(
+                "listener changes (bind, tls settings, redirect_to_https, redirect_except, accept_proxy_protocol, \
+                 trusted_proxies) take effect at the next restart; certificate files are reloaded now"
+                    .to_string(),
+            );
         }
         if old_cfg.admin.listen != cfg.admin.listen {
             warnings.push("admin.listen changes take effect at the next restart".to_string());
@@ -299,12 +305,22 @@ impl Drop for Inner {
     }
 }
 
-/// Recomputes slow-start weights four times a second; ends with the control.
+/// Recomputes slow-start weights four times a second and sweeps rate-limit
+/// zones every ten; ends with the control.
 async fn ramp_ticker(control: Weak<Control>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
+        ticks += 1;
         let Some(control) = control.upgrade() else { return };
+        if ticks.is_multiple_of(40) {
+            // Every 10 s: rate-limit zones give back the memory of idle clients.
+            let now = crate::clock::now_ms();
+            for z in control.shared.state.load().zones.iter().flatten() {
+                z.zone.sweep(now);
+            }
+        }
         let snap = control.snapshot();
         let now = crate::clock::now_ms();
         for pool in &snap.pools {

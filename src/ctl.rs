@@ -228,7 +228,43 @@ pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action:
                 }
             }
             CtlAction::Members => return Err(CtlError::NotYet("members (arrives with clustering)")),
-            CtlAction::Sessions => return Err(CtlError::NotYet("sessions (arrives with sticky sessions)")),
+            CtlAction::Sessions { key } => {
+                let path = match &key {
+                    Some(k) => format!("/api/v1/sessions?key={}", percent_encode(k)),
+                    None => "/api/v1/sessions".to_string(),
+                };
+                let (v, raw): (serde_json::Value, _) = c.json(Method::GET, &path, None).await?;
+                if json {
+                    String::from_utf8_lossy(&raw).into_owned()
+                } else if key.is_some() {
+                    let mut s = String::new();
+                    for r in v.as_array().into_iter().flatten() {
+                        s.push_str(&format!(
+                            "{} -> {}/{} (expires {}, origin {})\n",
+                            r["key"].as_str().unwrap_or("?"),
+                            r["pool"].as_str().unwrap_or("?"),
+                            r["server"].as_str().unwrap_or("?"),
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH
+                                    + Duration::from_millis(r["expires_at_unix_ms"].as_u64().unwrap_or(0))
+                            ),
+                            r["origin"].as_str().unwrap_or("?"),
+                        ));
+                    }
+                    s
+                } else {
+                    let view: crate::api::SessionsView = serde_json::from_value(v)
+                        .map_err(|e| CtlError::Decode { url: admin.to_string(), detail: e.to_string() })?;
+                    let mut s = format!("{} session records\n", view.total);
+                    for (pool, servers) in &view.pools {
+                        s.push_str(&format!("pool {pool}\n"));
+                        for (server, n) in servers {
+                            s.push_str(&format!("  {server:<24} {n}\n"));
+                        }
+                    }
+                    s
+                }
+            }
             CtlAction::Drain { ref pool, ref server }
             | CtlAction::Maintenance { ref pool, ref server }
             | CtlAction::Enable { ref pool, ref server } => {
@@ -317,6 +353,11 @@ pub async fn run_health(url: &str, retries: u32, timeout: f64) -> ExitCode {
     }
     eprintln!("sysmanage-node health: {last_err}");
     ExitCode::from(2)
+}
+
+/// Percent-encodes a query value.
+fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// `http://host:port/path` → (`http://host:port`, `/path`).

@@ -249,3 +249,18 @@ fn cert_self_signed_writes_a_usable_pair_and_never_overwrites() {
     assert_eq!(code, 2, "clap usage error without --host");
     assert!(err.contains("--host"), "{err}");
 }
+
+#[test]
+fn check_config_loads_certificates_like_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        "[[listeners]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\ntls = { cert = \"missing.crt\", key = \"missing.key\" }\n[[routes]]\nname = \"h\"\npath = \"/\"\nrespond = { status = 200 }\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("listener https: TLS: certificate file"), "{err}");
+    assert!(err.contains("missing.crt: not found"), "{err}");
+}

@@ -127,7 +127,7 @@ pub fn render(
     header(&mut out, m::TLS_HANDSHAKE_FAILURES, "counter", "TLS handshakes that failed or timed out.");
     let _ = writeln!(out, "{} {}", m::TLS_HANDSHAKE_FAILURES, COUNTERS.tls_handshake_failures.load(Ordering::Relaxed));
     header(&mut out, m::RATELIMITED, "counter", "Requests refused by a rate-limit zone.");
-    for z in &proxy.zones {
+    for z in proxy.zones.iter().flatten() {
         let _ = writeln!(out, "{}{{zone=\"{}\"}} {}", m::RATELIMITED, esc(&z.config.name), z.zone.stats().rejected);
     }
     header(&mut out, m::TUNNEL_BYTES, "counter", "Bytes through WebSocket tunnels, by direction.");

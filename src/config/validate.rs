@@ -155,7 +155,7 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
                 Ok(_) => {
                     cx.err(
                         ap.key("token_file"),
-                        format!("{} is empty: write a token into it (sysmanage-node init does)", f.display()),
+                        format!("{} is empty: write a random token into it (e.g. 64 hex characters)", f.display()),
                     );
                     None
                 }
@@ -337,6 +337,20 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
         };
         let status = cx.int(rr.status, p.key("status"), 400, 599, 429) as u16;
         let max_keys = cx.int(rr.max_keys, p.key("max_keys"), 64, 100_000_000, 1_000_000) as usize;
+        // The limiter's own limits (e.g. a bucket that would take years to
+        // refill), checked now rather than failing at start.
+        let probe = crate::ratelimit::ZoneConfig {
+            name: name.clone(),
+            kind: match kind {
+                RateKind::Bucket { per_second, burst } => crate::ratelimit::ZoneKind::Bucket { per_second, burst },
+                RateKind::Window { limit, window } => crate::ratelimit::ZoneKind::Window { limit, window },
+            },
+            key: crate::ratelimit::KeySource::ClientIp,
+            max_keys: 64,
+        };
+        if let Err(e) = crate::ratelimit::Zone::new(probe) {
+            cx.err(p.clone(), e.to_string());
+        }
         rate_limits.push(RateLimitConfig { name, kind, key, status, max_keys });
     }
 

@@ -30,6 +30,11 @@ impl Affinity<'_> {
             if let Some(i) = pool.servers.iter().position(|s| *s.name == *owner) {
                 if pool.session_available(i, now_ms) {
                     COUNTERS.affinity_hits.fetch_add(1, Ordering::Relaxed);
+                    // Each use extends the TTL; the record is written only
+                    // once less than half of it is left.
+                    if let crate::sessions::Touch::Refreshed(rec) = table.touch(name, key, &owner, self.cfg.ttl, unix) {
+                        self.sessions.persist(rec);
+                    }
                     return Some(i);
                 }
             }

@@ -92,6 +92,8 @@ pub struct Forward<'a> {
     pub websocket: bool,
     /// Idle limit of a WebSocket tunnel (the route's `tunnel_timeout`).
     pub tunnel_timeout: Duration,
+    /// Turns true at shutdown: tunnels close.
+    pub closing: tokio::sync::watch::Receiver<bool>,
     /// Sticky sessions of this pool, if it has them.
     pub affinity: Option<Affinity<'a>>,
     pub activity: &'a Arc<ConnActivity>,
@@ -412,6 +414,7 @@ impl Forward<'_> {
         let pool = self.pool.cfg.name.clone();
         let state = self.pool.servers[idx].state.clone();
         let idle = self.tunnel_timeout;
+        let closing = self.closing.clone();
         tokio::spawn(async move {
             let _busy = busy;
             let _in_flight = in_flight;
@@ -430,7 +433,8 @@ impl Forward<'_> {
                             }
                         }
                     };
-                    let (end, up, down) = tunnel::run(client, server, idle, &state.kick, touch_every, refresh).await;
+                    let (end, up, down) =
+                        tunnel::run(client, server, idle, &state.kick, closing, touch_every, refresh).await;
                     tracing::debug!(%pool, server = %state.name, ?end, up, down, "websocket tunnel ended");
                 }
                 Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),

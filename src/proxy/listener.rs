@@ -86,6 +86,7 @@ pub async fn serve(
         tasks.push(tokio::spawn(accept_loop(l, ctx.clone())));
     }
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+    ctx.shared.closing.send_replace(true);
     for t in &tasks {
         t.abort();
     }
@@ -237,8 +238,11 @@ pub async fn bind_all(cfg: &Config) -> Result<Vec<Listener>, ListenerError> {
         let (tls, cert_store) = match &l.tls {
             None => (None, None),
             Some(t) => {
-                let (acceptor, store) = tls_setup(&l.name, t, &cfg.node.data_dir)
+                let (acceptor, store, warnings) = tls_setup(t, &cfg.node.data_dir)
                     .map_err(|e| ListenerError::Tls { name: l.name.clone(), error: e })?;
+                for w in warnings {
+                    tracing::warn!(listener = %l.name, "TLS: {w}");
+                }
                 (Some(acceptor), Some(store))
             }
         };
@@ -256,11 +260,27 @@ pub async fn bind_all(cfg: &Config) -> Result<Vec<Listener>, ListenerError> {
     Ok(out)
 }
 
+/// What `check-config` reports about the listeners' certificates without
+/// starting anything: (listener, warnings or the error). Self-signed
+/// listeners are skipped (their certificate is made at first start).
+pub fn check_tls(cfg: &Config) -> Vec<(String, Result<Vec<String>, String>)> {
+    crate::tls::install_crypto_provider();
+    cfg.listeners
+        .iter()
+        .filter_map(|l| {
+            let t = l.tls.as_ref().filter(|t| t.self_signed.is_none())?;
+            let result = tls_setup(t, &cfg.node.data_dir).map(|(_, _, warnings)| warnings).map_err(|e| e.to_string());
+            Some((l.name.clone(), result))
+        })
+        .collect()
+}
+
+/// The acceptor and certificate store of a TLS listener, and warnings
+/// (expiring certificates, substituted cipher suites) for the caller to show.
 fn tls_setup(
-    name: &str,
     t: &TlsConfig,
     data_dir: &std::path::Path,
-) -> Result<(tokio_rustls::TlsAcceptor, Arc<CertStore>), crate::tls::TlsError> {
+) -> Result<(tokio_rustls::TlsAcceptor, Arc<CertStore>, Vec<String>), crate::tls::TlsError> {
     crate::tls::install_crypto_provider();
     let sources: Vec<CertSource> = match &t.self_signed {
         Some(hosts) => {
@@ -278,16 +298,12 @@ fn tls_setup(
             .collect(),
     };
     let (store, warnings) = CertStore::load(sources)?;
-    for w in warnings {
-        tracing::warn!(listener = %name, "TLS: {w}");
-    }
+    let mut all: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
     let store = Arc::new(store);
     let opts = ServerTlsOptions { protocols: t.protocols.clone(), ciphers: t.ciphers.clone(), ..Default::default() };
     let (config, warnings) = crate::tls::server_config(store.clone(), &opts)?;
-    for w in warnings {
-        tracing::warn!(listener = %name, "TLS: {w}");
-    }
-    Ok((tokio_rustls::TlsAcceptor::from(config), store))
+    all.extend(warnings.iter().map(|w| w.to_string()));
+    Ok((tokio_rustls::TlsAcceptor::from(config), store, all))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -41,8 +41,9 @@ pub struct ProxyState {
     pub route_stats: RouteStats,
     /// `Strict-Transport-Security` for HTTPS responses.
     pub hsts: Option<HeaderValue>,
-    /// One zone per `[[rate_limits]]` entry, by index.
-    pub zones: Vec<RateZone>,
+    /// One zone per `[[rate_limits]]` entry, by index (`None` only if the
+    /// limiter refused settings that validation let through).
+    pub zones: Vec<Option<RateZone>>,
     /// The node's sticky sessions (when a pool has `affinity`).
     pub sessions: Option<Arc<Sessions>>,
     /// Each pool's parsed affinity key, by pool index.
@@ -58,7 +59,7 @@ pub struct RateZone {
 impl ProxyState {
     /// `Some(response)` when zone `z` refuses this request.
     fn rate_limited(&self, z: usize, client_ip: IpAddr, headers: &http::HeaderMap) -> Option<Response<ProxyBody>> {
-        let rz = self.zones.get(z)?;
+        let rz = self.zones.get(z)?.as_ref()?;
         let key = rz.zone.key_for_request(client_ip, headers)?;
         match rz.zone.check(key, crate::clock::now_ms()) {
             Decision::Allow => None,
@@ -132,9 +133,11 @@ impl ProxyState {
             zones: cfg
                 .rate_limits
                 .iter()
-                .filter_map(|c| {
+                .map(|c| {
                     // A zone with the same settings keeps its clients' state across a reload.
-                    let kept = previous.and_then(|p| p.zones.iter().find(|z| &z.config == c)).map(|z| z.zone.clone());
+                    let kept = previous
+                        .and_then(|p| p.zones.iter().flatten().find(|z| &z.config == c))
+                        .map(|z| z.zone.clone());
                     let zone = match kept {
                         Some(z) => z,
                         None => match Zone::new(zone_config(c)) {
@@ -157,11 +160,14 @@ impl ProxyState {
 /// Shared by every connection of every listener.
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
+    /// Turns true when the node shuts down: WebSocket tunnels close at once
+    /// (agents reconnect to another node) while HTTP requests drain.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
     pub fn new(state: ProxyState) -> Self {
-        Shared { state: ArcSwap::from_pointee(state) }
+        Shared { state: ArcSwap::from_pointee(state), closing: tokio::sync::watch::Sender::new(false) }
     }
 }
 
@@ -250,6 +256,14 @@ pub async fn handle(
     let mut server_name: Option<&str> = None;
     let limited =
         route_idx.and_then(|i| cfg.routes[i].rate_limit).and_then(|z| state.rate_limited(z, client_ip, req.headers()));
+    if limited.is_some() {
+        if let Some(route) = route_idx.map(|i| &cfg.routes[i]) {
+            if websocket && route.matcher.websocket && route.close_when_unavailable {
+                // A 429 is a non-101 answer: agents would fall back to polling.
+                return Err(CloseConnection("rate limited WebSocket upgrade"));
+            }
+        }
+    }
     let response = match route_idx {
         None => text_response(StatusCode::NOT_FOUND, "404 Not Found: no route matches\n"),
         Some(_) if limited.is_some() => limited.unwrap_or_else(|| text_response(StatusCode::TOO_MANY_REQUESTS, "")),
@@ -318,6 +332,7 @@ pub async fn handle(
                         metrics: state.metrics,
                         websocket: websocket && route.matcher.websocket,
                         tunnel_timeout: route.tunnel_timeout,
+                        closing: shared.closing.subscribe(),
                         affinity: match (&pool_ref.cfg.affinity, &state.affinity_keys[*pool], &state.sessions) {
                             (Some(cfg), Some(key), Some(sessions)) => Some(Affinity { key, cfg, sessions }),
                             _ => None,

@@ -1,7 +1,7 @@
 //! A WebSocket tunnel after the 101: bytes copied both ways until either
 //! side closes (half-close passed through), the tunnel is idle for the
 //! route's `tunnel_timeout`, the server is put in maintenance, or the node
-//! shuts down past its drain deadline. Bytes are counted as they pass; the
+//! shuts down (agents then reconnect to another node). Bytes are counted as they pass; the
 //! session's TTL is refreshed while the tunnel lives.
 
 use std::io;
@@ -23,6 +23,7 @@ pub enum End {
     Closed,
     Idle,
     Maintenance,
+    Shutdown,
     Error,
 }
 
@@ -66,6 +67,7 @@ pub async fn run(
     server: Upgraded,
     idle: Duration,
     kick: &tokio::sync::Notify,
+    mut closing: tokio::sync::watch::Receiver<bool>,
     touch_every: Duration,
     mut touch: impl FnMut(),
 ) -> (End, u64, u64) {
@@ -97,6 +99,7 @@ pub async fn run(
                 }
             }
             _ = &mut kicked => return (End::Maintenance, 0, 0),
+            _ = closing.wait_for(|c| *c) => return (End::Shutdown, 0, 0),
             _ = touch_tick.tick() => touch(),
         }
     }
