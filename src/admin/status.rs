@@ -152,12 +152,7 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
             }
         })
         .collect();
-    let events = snap
-        .events
-        .recent(50)
-        .into_iter()
-        .map(|e| Event { at_unix_ms: e.at_unix_ms, kind: e.kind, pool: e.pool, server: e.server, message: e.message })
-        .collect();
+    let events = snap.events.recent(50);
     Json(Status {
         node: NodeInfo {
             name: snap.config.node.name.clone(),

@@ -5,19 +5,10 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use super::server::unix_ms;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Event {
-    pub at_unix_ms: u64,
-    /// `health`, `passive`, `admin`, `reload`.
-    pub kind: String,
-    pub pool: Option<String>,
-    pub server: Option<String>,
-    pub message: String,
-}
+/// The API's event type is the one kept here.
+pub use crate::api::Event;
 
 #[derive(Debug)]
 pub struct EventLog {

@@ -241,12 +241,7 @@ pub async fn handle(
     }
 
     let route_idx = {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .map(host_without_port);
+        let host = request_host(&req);
         let key = RequestKey { method: req.method(), path: req.uri().path(), host, websocket };
         match_route(&cfg.routes, &key)
     };
@@ -421,15 +416,19 @@ fn finish(
     Response::from_parts(parts, body.with_guard(guard))
 }
 
-/// 301 (GET, HEAD) or 308 (others, which must keep their method and body)
-/// to the same host, path and query on HTTPS.
-fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
-    let host = req
-        .headers()
+/// The request's host without port: `Host`, or the HTTP/2 `:authority`.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .map(host_without_port);
+        .map(host_without_port)
+}
+
+/// 301 (GET, HEAD) or 308 (others, which must keep their method and body)
+/// to the same host, path and query on HTTPS.
+fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+    let host = request_host(req);
     let Some(host) = host.filter(|h| !h.is_empty()) else {
         return text_response(StatusCode::BAD_REQUEST, "400 Bad Request: no Host to redirect to\n");
     };

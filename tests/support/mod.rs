@@ -378,18 +378,21 @@ pub async fn raw(node: SocketAddr, request: &[u8], deadline: Duration) -> String
 }
 
 pub async fn read_until_close(stream: &mut TcpStream, deadline: Duration) -> String {
+    // What came before the close, or before the deadline if it stays open.
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(deadline, async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let _ = tokio::time::timeout(deadline, read_all(stream, &mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads into `out` until EOF or an error.
+async fn read_all<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 /// Waits until `cond` holds, checking every 20 ms, or panics after `limit`.
@@ -473,16 +476,7 @@ pool = "p"
 /// [`read_until_close`], this tells "closed" from "still waiting".
 pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    let closed = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
+    let closed = tokio::time::timeout(limit, read_all(stream, &mut out)).await;
     closed.ok().map(|_| out)
 }
 
