@@ -42,6 +42,10 @@ pub struct Totals {
     pub active_connections: u64,
     pub websocket_tunnels: u64,
     pub retries: u64,
+    /// Requests refused by the rate-limit zones, summed (a zone's count
+    /// starts again when a reload changes it). Absent from older nodes.
+    #[serde(default)]
+    pub rate_limited: Option<u64>,
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,

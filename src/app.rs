@@ -22,7 +22,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run { config } => exit_on_error(run(config.as_deref())),
         Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG_PATH))),
         Command::Join { .. } => not_yet("join", "gossip clustering"),
-        Command::Top { .. } => not_yet("top", "the terminal dashboard"),
+        Command::Top { admin, token_file } => crate::tui::run(&admin, token_file.as_deref()),
         Command::Health { url, retries, timeout } => block_on(crate::ctl::run_health(&url, retries, timeout)),
         Command::Ctl { admin, token_file, json, action } => {
             block_on(crate::ctl::run_ctl(&admin, token_file.as_deref(), json, action))

@@ -29,10 +29,15 @@ pub enum Command {
         /// Defaults to /etc/sysmanage-node/node.toml.
         file: Option<PathBuf>,
     },
-    /// Live terminal dashboard.
+    /// Live terminal dashboard over a node's admin API.
     Top {
-        #[arg(long, value_name = "URL")]
-        admin: Option<String>,
+        /// The node's admin API.
+        #[arg(long, value_name = "URL", default_value = DEFAULT_ADMIN_URL)]
+        admin: String,
+        /// File holding the admin token, for drain, maintenance, enable,
+        /// weight and reload (default: /etc/sysmanage-node/admin.token if readable).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Check a node's health: exit 0 healthy, 1 degraded, 2 unhealthy or unreachable.
     Health {

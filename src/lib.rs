@@ -11,6 +11,7 @@
 //! - [`api`]: serde types of the admin API, shared with its clients.
 //! - [`app`]: composition root: load config, bind, spawn, signals, drain.
 //! - [`ctl`]: `ctl` and `health` commands: clients of the admin API.
+//! - [`tui`]: `top`, the terminal dashboard over the admin API.
 //! - [`control`]: the single writer: reloads, admin actions, health tasks.
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 header: read, parse, encode.
@@ -46,3 +47,4 @@ pub mod ratelimit;
 pub mod sessions;
 pub mod state;
 pub mod tls;
+pub mod tui;

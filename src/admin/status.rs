@@ -176,6 +176,9 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
             active_connections: COUNTERS.active_connections.load(Ordering::Relaxed),
             websocket_tunnels: COUNTERS.websocket_tunnels.load(Ordering::Relaxed),
             retries: COUNTERS.retries.load(Ordering::Relaxed),
+            rate_limited: Some(
+                st.control.shared.state.load().zones.iter().flatten().map(|z| z.zone.stats().rejected).sum(),
+            ),
             p50_ms: rates.p50_ms,
             p95_ms: rates.p95_ms,
             p99_ms: rates.p99_ms,
