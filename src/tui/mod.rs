@@ -52,10 +52,6 @@ pub const PANIC_KEY_ENV: &str = "SYSMANAGE_NODE_TOP_PANIC_ON_KEY";
 
 /// Runs the dashboard until the operator quits.
 pub fn run(admin: &str, token_file: Option<&Path>) -> ExitCode {
-    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
-        eprintln!("sysmanage-node top: needs a terminal (use `sysmanage-node ctl status` in scripts)");
-        return ExitCode::from(2);
-    }
     let token = match crate::ctl::read_token(token_file) {
         Ok(t) => t.filter(|t| !t.is_empty()),
         Err(e) => {
@@ -63,6 +59,10 @@ pub fn run(admin: &str, token_file: Option<&Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        eprintln!("sysmanage-node top: needs a terminal (use `sysmanage-node ctl status` in scripts)");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
