@@ -24,7 +24,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 const TOKEN: &str = "e2e-admin-token";
 /// Printed by the shell after `top` returns, with its exit code and whether
 /// it left the terminal in raw mode.
-const AFTER: &str = "echo \"top exited with $?\"; stty -a | grep -q -- -icanon && echo 'tty: raw' || echo 'tty: cooked'";
+const AFTER: &str =
+    "echo \"top exited with $?\"; stty -a | grep -q -- -icanon && echo 'tty: raw' || echo 'tty: cooked'";
 
 /// A tmux server of our own with one window running `sh`.
 struct Tmux {
@@ -143,7 +144,8 @@ async fn server_state(admin: &str, server: &str) -> String {
     s.pools.iter().flat_map(|p| &p.servers).find(|s| s.name == server).unwrap().state.clone()
 }
 
-const CHECKS: &str = r#"checks = [{ path = "/api/health", interval = "200ms", timeout = "150ms", fall = 2, rise = 1 }]"#;
+const CHECKS: &str =
+    r#"checks = [{ path = "/api/health", interval = "200ms", timeout = "150ms", fall = 2, rise = 1 }]"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_pane_shows_the_servers_d_then_y_drains_the_selected_one_and_q_restores_the_terminal() {
@@ -162,10 +164,11 @@ async fn backends_pane_shows_the_servers_d_then_y_drains_the_selected_one_and_q_
     tmux.type_line(&top_command(&admin, Some(&token), ""));
     tmux.wait_text("● live").await;
     tmux.keys(&["2"]);
-    let screen = tmux.wait_for("both servers with address and check", Duration::from_secs(10), |s| {
-        s.contains(&alpha.addr.to_string()) && s.contains(&bravo.addr.to_string()) && s.matches(" ok ").count() >= 2
-    })
-    .await;
+    let screen = tmux
+        .wait_for("both servers with address and check", Duration::from_secs(10), |s| {
+            s.contains(&alpha.addr.to_string()) && s.contains(&bravo.addr.to_string()) && s.matches(" ok ").count() >= 2
+        })
+        .await;
     let row = |screen: &str, name: &str| screen.lines().find(|l| l.contains(name)).unwrap_or("").to_string();
     assert!(screen.contains("pool p · round_robin · 2/2 available"), "{screen}");
     assert!(row(&screen, "alpha").contains("▶ alpha"), "alpha is selected first:\n{screen}");
@@ -429,8 +432,7 @@ pool = "api"
             }
         })
     };
-    wait_until(Duration::from_secs(5), "api-3 down", || async { server_state(&admin, "api-3").await == "down" })
-        .await;
+    wait_until(Duration::from_secs(5), "api-3 down", || async { server_state(&admin, "api-3").await == "down" }).await;
 
     let tmux = Tmux::start(110, 32);
     tmux.type_line(&top_command(&admin, Some(&token), ""));
