@@ -327,6 +327,9 @@ async fn capture_docs() {
     }
     let (dir, token) = token_file();
     let server = |b: &Backend, extra: &str| format!("{{ addr = \"{}\", name = \"{}\"{extra} }}", b.addr, b.state.name);
+    // The `primary` pool reuses two addresses under other names.
+    let ui_a = format!("{{ addr = \"{}\", name = \"ui-a\" }}", backends[2].addr);
+    let ui_b = format!("{{ addr = \"{}\", name = \"ui-b\" }}", backends[0].addr);
     let toml = format!(
         r#"
 [node]
@@ -387,8 +390,8 @@ pool = "api"
         a4 = server(&backends[3], ", backup = true"),
         w1 = server(&backends[4], ""),
         w2 = server(&backends[5], ""),
-        u1 = format!("{{ addr = \"{}\", name = \"ui-a\" }}", backends[2].addr),
-        u2 = format!("{{ addr = \"{}\", name = \"ui-b\" }}", backends[0].addr),
+        u1 = ui_a,
+        u2 = ui_b,
     );
     let node = start_node(&toml).await;
     let http = node.addr("http").unwrap();
@@ -451,7 +454,7 @@ pool = "api"
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs");
-    let mut save = |name: &str, screen: String| {
+    let save = |name: &str, screen: String| {
         let header = format!(
             "`sysmanage-node top` at 110×32: the {name} pane (tmux capture-pane of the real binary against a\n\
              node with fake backends; regenerate with bench/capture_top.sh)\n\n"
