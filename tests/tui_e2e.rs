@@ -33,12 +33,15 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(width: u16, height: u16) -> Tmux {
+    /// Starts the server and waits for the shell's prompt (keys typed before
+    /// it would be echoed ahead of it and garble the screen).
+    async fn start(width: u16, height: u16) -> Tmux {
         static N: AtomicU32 = AtomicU32::new(0);
         let socket = format!("smn-top-e2e-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
         let t = Tmux { socket };
         let (w, h) = (width.to_string(), height.to_string());
         t.run(&["-f", "/dev/null", "new-session", "-d", "-s", "e2e", "-x", &w, "-y", &h, "env PS1='$ ' sh"]);
+        t.wait_for("the shell prompt", Duration::from_secs(10), |s| s.starts_with('$')).await;
         t
     }
 
@@ -100,12 +103,12 @@ impl Tmux {
     async fn wait_exit(&self) -> (String, i32, bool) {
         let screen = self
             .wait_for("the shell's report after top", Duration::from_secs(15), |s| {
-                s.lines().any(|l| l.starts_with("tty: "))
+                s.lines().any(|l| l.starts_with("tty: raw") || l.starts_with("tty: cooked"))
             })
             .await;
         let code = screen
             .lines()
-            .find_map(|l| l.strip_prefix("top exited with "))
+            .find_map(|l| l.split_once("top exited with ").map(|(_, code)| code).filter(|c| !c.starts_with('$')))
             .and_then(|c| c.trim().parse().ok())
             .unwrap_or_else(|| panic!("no exit code on the screen:\n{screen}"));
         let cooked = screen.lines().any(|l| l.trim_end() == "tty: cooked");
@@ -160,7 +163,7 @@ async fn backends_pane_shows_the_servers_d_then_y_drains_the_selected_one_and_q_
     })
     .await;
 
-    let tmux = Tmux::start(120, 40);
+    let tmux = Tmux::start(120, 40).await;
     tmux.type_line(&top_command(&admin, Some(&token), ""));
     tmux.wait_text("● live").await;
     tmux.keys(&["2"]);
@@ -220,7 +223,7 @@ async fn an_unreachable_node_is_reported_and_retried_until_it_answers() {
         l.local_addr().unwrap().port()
     };
     let admin = format!("http://127.0.0.1:{port}");
-    let tmux = Tmux::start(100, 30);
+    let tmux = Tmux::start(100, 30).await;
     tmux.type_line(&top_command(&admin, None, ""));
     let screen = tmux.wait_text("✖ unreachable").await;
     assert!(screen.contains("No data yet"), "{screen}");
@@ -275,8 +278,9 @@ pool = "p"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_restores_the_terminal_before_the_message_is_printed() {
     let admin = "http://127.0.0.1:9"; // discard port: nothing answers
-    let tmux = Tmux::start(100, 30);
-    let env = format!("{}=P ", sysmanage_node::tui::PANIC_KEY_ENV);
+    let tmux = Tmux::start(100, 30).await;
+    // No backtrace: it would scroll the message off the screen.
+    let env = format!("RUST_BACKTRACE=0 {}=P ", sysmanage_node::tui::PANIC_KEY_ENV);
     tmux.type_line(&top_command(admin, None, &env));
     tmux.wait_text("✖ unreachable").await;
     tmux.keys(&["P"]);
@@ -437,7 +441,7 @@ pool = "api"
     };
     wait_until(Duration::from_secs(5), "api-3 down", || async { server_state(&admin, "api-3").await == "down" }).await;
 
-    let tmux = Tmux::start(110, 32);
+    let tmux = Tmux::start(110, 32).await;
     tmux.type_line(&top_command(&admin, Some(&token), ""));
     tmux.wait_text("● live").await;
     // Let the sparklines fill a little (this is a capture, not a check: a
