@@ -415,3 +415,46 @@ async fn health_command_exit_codes_and_ctl() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_requests_refused_by_rate_limits() {
+    let a = Backend::start("a").await;
+    let toml = format!(
+        r#"
+[log]
+level = "error"
+access_log = false
+[admin]
+listen = "127.0.0.1:0"
+[[listeners]]
+name = "http"
+bind = "127.0.0.1:0"
+[[rate_limits]]
+name = "tight"
+rate = "1/s"
+burst = 1
+[[pools]]
+name = "p"
+{}
+[[routes]]
+name = "default"
+path_prefix = "/"
+pool = "p"
+rate_limit = "tight"
+"#,
+        servers(&[(&a, "")])
+    );
+    let node = start_node(&toml).await;
+    let admin = Admin::new(&node);
+    assert_eq!(admin.status().await.totals.rate_limited, Some(0));
+    let c = client();
+    let mut refused = 0;
+    for _ in 0..6 {
+        if get(&c, node.addr("http").unwrap(), "/").await.0 != StatusCode::OK {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "{refused} refused");
+    assert_eq!(admin.status().await.totals.rate_limited, Some(refused));
+    node.stop().await;
+}
