@@ -76,7 +76,11 @@ pub async fn run(
     let mut server = Counted { inner: TokioIo::new(server), last_ms: last.clone(), total: &COUNTERS.tunnel_bytes_down };
     let kicked = kick.notified();
     tokio::pin!(kicked);
-    let mut touch_tick = tokio::time::interval(touch_every.max(Duration::from_secs(1)));
+    // `touch_every` is a quarter of the session TTL (at least 1 s by config),
+    // so at least 250 ms; the floor only keeps `interval` off zero. A floor
+    // of 1 s let sessions with a TTL under 2 s expire while their tunnel
+    // was open: the first refresh came after the record had expired.
+    let mut touch_tick = tokio::time::interval(touch_every.max(Duration::from_millis(100)));
     touch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     touch_tick.tick().await;
     let copy = tokio::io::copy_bidirectional(&mut client, &mut server);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod tls;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::future::Future;

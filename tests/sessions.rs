@@ -1,0 +1,509 @@
+//! Sticky sessions through a real node: the same key always reaches the
+//! same server, new keys spread by load, a dead server's keys move, records
+//! survive a restart and expire with their TTL, JWT claims as keys, the
+//! admin sessions API, and the store's locked / corrupt errors from the
+//! real binary.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use support::ws::*;
+use support::*;
+use sysmanage_node::app::Node;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
+
+async fn three() -> (WsBackend, WsBackend, WsBackend) {
+    (WsBackend::start("s1").await, WsBackend::start("s2").await, WsBackend::start("s3").await)
+}
+
+/// A plain HTTP GET carrying an agent token for `hostname`: the backend's name.
+async fn http_lands_on(c: &TestClient, node: std::net::SocketAddr, path: &str, hostname: &str) -> String {
+    let (status, _, body) = get(c, node, &format!("{path}?token={}", agent_token(hostname))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn server_states(admin: std::net::SocketAddr) -> BTreeMap<String, (String, u32)> {
+    let (code, body) = admin_call(admin, Method::GET, "/api/v1/status", None, "").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let s: sysmanage_node::api::Status = serde_json::from_str(&body).unwrap();
+    s.pools
+        .iter()
+        .find(|p| p.name == "agents")
+        .unwrap()
+        .servers
+        .iter()
+        .map(|s| (s.name.clone(), (s.state.clone(), s.active_connections)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_hostname_reaches_the_same_server_1000_times_out_of_1000_ws_and_http() {
+    let (s1, s2, s3) = three().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
+    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let started = Instant::now();
+    let affinity = |m: &str, result: &str| -> u64 {
+        let series = format!("sysmanage_affinity_total{{result=\"{result}\"}} ");
+        m.lines().find_map(|l| l.strip_prefix(series.as_str())).unwrap().trim().parse().unwrap()
+    };
+    let before = get(&client(), node.admin.unwrap(), "/metrics").await.2;
+
+    let home = agent_lands_on(addr, "agent-17").await;
+    let mut others = BTreeSet::new();
+    for i in 0..1000 {
+        // New agents keep arriving and spread over the servers, so agent-17
+        // would move if its key were not pinned.
+        if i % 25 == 0 {
+            others.insert(agent_lands_on(addr, &format!("other-{i}")).await);
+        }
+        let got = agent_lands_on(addr, "agent-17").await;
+        assert_eq!(got, home, "connection {i} of agent-17 (fresh token each time) moved");
+    }
+    assert_eq!(others.len(), 3, "new agents should spread over every server: {others:?}");
+    let ws_time = started.elapsed();
+
+    // Plain HTTP requests with the agent's token follow the same session.
+    let c = client();
+    for _ in 0..50 {
+        assert_eq!(http_lands_on(&c, addr, "/api/agent/installation-packages", "agent-17").await, home);
+    }
+    // A session an HTTP request started is followed by the WebSocket.
+    let first = http_lands_on(&c, addr, "/api/agent/auth", "agent-http-first").await;
+    for _ in 0..10 {
+        assert_eq!(agent_lands_on(addr, "agent-http-first").await, first);
+    }
+    assert_eq!(session_server(node.admin.unwrap(), "agent-17").await.as_deref(), Some(home.as_str()));
+    // The counters are process-wide (other tests add to them): at least
+    // this test's lookups are counted.
+    let after = get(&client(), node.admin.unwrap(), "/metrics").await.2;
+    // Hits: 1,000 reconnects of agent-17, 50 HTTP requests, 10 WebSockets
+    // after the HTTP-made session. Misses: agent-17, 40 others, agent-http-first.
+    assert!(affinity(&after, "hit") - affinity(&before, "hit") >= 1060);
+    assert!(affinity(&after, "miss") - affinity(&before, "miss") >= 42);
+    eprintln!("1,040 agent connections in {ws_time:?}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn least_loaded_spreads_300_new_hostnames_evenly_and_the_counts_match() {
+    let (s1, s2, s3) = three().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = format!(
+        "affinity = {{ key = \"query:token\", extract = \"sysmanage-token:hostname\", policy = \"least_loaded\" }}\n{}",
+        ws_servers(&[&s1, &s2, &s3], "weight = 1")
+    );
+    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let admin = node.admin.unwrap();
+
+    // Agents connect one after another and stay connected.
+    let mut open = Vec::new();
+    let mut landed: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 0..300 {
+        let (ws, name) = agent_connect(addr, &format!("host-{i:03}.example.com")).await.unwrap();
+        *landed.entry(name).or_default() += 1;
+        open.push(ws);
+    }
+    for b in [&s1, &s2, &s3] {
+        let n = landed.get(b.name()).copied().unwrap_or(0);
+        assert!((90..=110).contains(&n), "{} got {n} of 300 new agents: {landed:?}", b.name());
+        assert_eq!(b.upgrades(), n as u64);
+    }
+    // The admin API and the metrics count what the clients saw.
+    assert_eq!(session_counts(admin).await, landed);
+    let metrics = get(&client(), admin, "/metrics").await.2;
+    for (server, n) in &landed {
+        let line = format!("sysmanage_sessions{{pool=\"agents\",server=\"{server}\"}} {n}");
+        assert!(metrics.lines().any(|l| l == line), "missing `{line}` in metrics");
+    }
+    let states = server_states(admin).await;
+    for (server, n) in &landed {
+        assert_eq!(states[server].1 as usize, *n, "open tunnels to {server}");
+    }
+    drop(open);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_server_loses_its_agents_to_another_through_a_retry() {
+    let (s1, s2, s3) = three().await;
+    let backends = [&s1, &s2, &s3];
+    let dir = tempfile::tempdir().unwrap();
+    let pool =
+        format!("{TOKEN_AFFINITY}\nretries = 2\nmax_fails = 1\nfail_timeout = \"30s\"\n{}", ws_servers(&backends, ""));
+    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let admin = node.admin.unwrap();
+
+    let (mut held, home) = agent_connect(addr, "agent-17").await.unwrap();
+    assert_eq!(session_server(admin, "agent-17").await.as_deref(), Some(home.as_str()));
+    let victim = backends.iter().find(|b| b.name() == home).unwrap();
+    victim.kill();
+    // The agent's open tunnel ends with its server.
+    let end = tokio::time::timeout(Duration::from_secs(5), held.next()).await.expect("the tunnel ends");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    drop(held);
+
+    // The reconnect is pinned to the dead server: the node's first attempt
+    // fails, the retry reaches another server, and the agent gets its 101.
+    let (mut ws, moved_to) = agent_connect(addr, "agent-17").await.expect("the reconnect gets a 101");
+    assert_ne!(moved_to, home);
+    assert_eq!(roundtrip(&mut ws, Message::text("still here")).await, Message::text("still here"));
+    drop(ws);
+    assert_eq!(session_server(admin, "agent-17").await.as_deref(), Some(moved_to.as_str()));
+    assert_eq!(server_states(admin).await[&home].0, "out", "passive health took the dead server out");
+    for _ in 0..20 {
+        assert_eq!(agent_lands_on(addr, "agent-17").await, moved_to);
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn active_checks_move_a_dead_servers_agents_without_any_retry() {
+    let (s1, s2, s3) = three().await;
+    let backends = [&s1, &s2, &s3];
+    let dir = tempfile::tempdir().unwrap();
+    let pool = format!(
+        "{TOKEN_AFFINITY}\nretries = 0\nchecks = [{{ path = \"/api/health\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }}]\n{}",
+        ws_servers(&backends, "")
+    );
+    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let admin = node.admin.unwrap();
+    let home = agent_lands_on(addr, "agent-17").await;
+    let victim = backends.iter().find(|b| b.name() == home).unwrap();
+    victim.kill();
+    wait_until(Duration::from_secs(5), "checks mark the killed server down", || async {
+        server_states(admin).await[&home].0 == "down"
+    })
+    .await;
+    let moved_to = agent_lands_on(addr, "agent-17").await;
+    assert_ne!(moved_to, home);
+    assert_eq!(session_server(admin, "agent-17").await.as_deref(), Some(moved_to.as_str()));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_keeps_every_hostname_on_its_server() {
+    let (s1, s2, s3) = three().await;
+    let data = tempfile::tempdir().unwrap();
+    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
+    let cfg = agents_config(data.path(), &pool, "", "");
+    let keys: Vec<String> = (0..30).map(|i| format!("agent-{i:02}")).collect();
+
+    let node = start_node(&cfg).await;
+    let addr = node.addr("http").unwrap();
+    let mut before = BTreeMap::new();
+    for k in &keys {
+        before.insert(k.clone(), agent_lands_on(addr, k).await);
+    }
+    node.stop().await;
+
+    let node = start_node(&cfg).await;
+    let addr = node.addr("http").unwrap();
+    // Loaded from the store before any traffic.
+    for (k, server) in &before {
+        assert_eq!(session_server(node.admin.unwrap(), k).await.as_ref(), Some(server), "{k} after restart");
+    }
+    // Reconnecting in the opposite order changes nothing.
+    for k in keys.iter().rev() {
+        assert_eq!(&agent_lands_on(addr, k).await, &before[k], "{k} moved across the restart");
+    }
+    node.stop().await;
+
+    // Without the store, that order would have given other servers: the
+    // check above could fail.
+    let fresh = tempfile::tempdir().unwrap();
+    let node = start_node(&agents_config(fresh.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let mut differ = 0;
+    for k in keys.iter().rev() {
+        differ += usize::from(agent_lands_on(addr, k).await != before[k]);
+    }
+    assert!(differ > 0, "a node without the store maps the keys the same way");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_expires_after_its_ttl_and_an_open_tunnel_keeps_it_alive() {
+    let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
+    let dir = tempfile::tempdir().unwrap();
+    let pool = format!(
+        "affinity = {{ key = \"query:token\", extract = \"sysmanage-token:hostname\", ttl = \"1s\" }}\n{}",
+        ws_servers(&[&s1, &s2], "")
+    );
+    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let admin = node.admin.unwrap();
+
+    // Used once, then idle: the record goes after about 1 s.
+    let home = agent_lands_on(addr, "agent-ttl").await;
+    let used = Instant::now();
+    assert_eq!(session_server(admin, "agent-ttl").await.as_ref(), Some(&home));
+    wait_until(Duration::from_secs(5), "the session expired", || async {
+        session_server(admin, "agent-ttl").await.is_none()
+    })
+    .await;
+    let lived = used.elapsed();
+    assert!(lived >= Duration::from_millis(800), "expired after {lived:?}, before its 1 s TTL");
+    // The next connection makes a new record.
+    agent_lands_on(addr, "agent-ttl").await;
+    assert!(session_server(admin, "agent-ttl").await.is_some());
+
+    // While a tunnel stays open the record is refreshed: it outlives its
+    // TTL several times over, then expires after the tunnel closes.
+    let (mut ws, _) = agent_connect(addr, "agent-long").await.unwrap();
+    let opened = Instant::now();
+    while opened.elapsed() < Duration::from_millis(3500) {
+        assert!(
+            session_server(admin, "agent-long").await.is_some(),
+            "the session of an open tunnel expired after {:?}",
+            opened.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(roundtrip(&mut ws, Message::text("alive")).await, Message::text("alive"));
+    drop(ws);
+    wait_until(Duration::from_secs(5), "the session expired after the tunnel closed", || async {
+        session_server(admin, "agent-long").await.is_none()
+    })
+    .await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_claims_pin_whatever_else_changes_in_the_token() {
+    let (s1, s2, s3) = three().await;
+    for (key, header, prefix) in
+        [("header:Authorization", "authorization", "Bearer "), ("header:X-Token", "x-token", "")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let pool =
+            format!("affinity = {{ key = \"{key}\", extract = \"jwt:sub\" }}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
+        let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+        let addr = node.addr("http").unwrap();
+        let connect = |claims: serde_json::Value| {
+            let value = format!("{prefix}{}", jwt(claims));
+            async move {
+                let (mut ws, name) =
+                    ws_connect_with(addr, "/api/agent/connect", &[(header, &value)], unlimited()).await.unwrap();
+                let _ = ws.close(None).await;
+                name
+            }
+        };
+        let home = connect(serde_json::json!({"sub": "agent-j", "iat": 1, "jti": "a"})).await;
+        let mut others = BTreeSet::new();
+        for i in 0..20 {
+            let again =
+                connect(serde_json::json!({"sub": "agent-j", "iat": 2 + i, "jti": format!("j{i}"), "exp": 9e9})).await;
+            assert_eq!(again, home, "{key}: JWT {i} with the same sub moved");
+            others.insert(connect(serde_json::json!({"sub": format!("other-{i}"), "iat": 1})).await);
+        }
+        assert!(others.len() >= 2, "{key}: other subjects should spread: {others:?}");
+        assert_eq!(session_server(node.admin.unwrap(), "agent-j").await.as_ref(), Some(&home), "{key}");
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_sessions_api_counts_unpins_and_moves_behind_the_token() {
+    let (s1, s2, s3) = three().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
+    let node = start_node(&agents_config(dir.path(), &pool, "", &admin_token_line(dir.path()))).await;
+    let addr = node.addr("http").unwrap();
+    let admin = node.admin.unwrap();
+
+    let mut landed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut home = BTreeMap::new();
+    for i in 0..12 {
+        let key = format!("host-{i}");
+        let server = agent_lands_on(addr, &key).await;
+        *landed.entry(server.clone()).or_default() += 1;
+        home.insert(key, server);
+    }
+    assert_eq!(session_counts(admin).await, landed);
+    let (code, body) = admin_call(admin, Method::GET, "/api/v1/sessions?key=host-0", None, "").await;
+    assert_eq!(code, StatusCode::OK);
+    let rec: Vec<sysmanage_node::api::SessionRecordView> = serde_json::from_str(&body).unwrap();
+    assert_eq!((rec[0].key.as_str(), rec[0].pool.as_str(), rec[0].origin.as_str()), ("host-0", "agents", "lb-test"));
+    assert_eq!(rec[0].server, home["host-0"]);
+    assert_eq!(admin_call(admin, Method::GET, "/api/v1/sessions?key=nobody", None, "").await.0, StatusCode::NOT_FOUND);
+
+    // Move: refused without the right token, then the next connection lands there.
+    let target = ["s1", "s2", "s3"].into_iter().find(|s| *s != home["host-0"]).unwrap();
+    let body = format!("{{\"pool\": \"agents\", \"server\": \"{target}\"}}");
+    for token in [None, Some("wrong")] {
+        let (code, _) = admin_call(admin, Method::POST, "/api/v1/sessions/host-0/move", token, &body).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "move with token {token:?}");
+    }
+    assert_eq!(session_server(admin, "host-0").await.as_ref(), Some(&home["host-0"]));
+    let (code, text) = admin_call(admin, Method::POST, "/api/v1/sessions/host-0/move", Some(ADMIN_TOKEN), &body).await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    assert_eq!(session_server(admin, "host-0").await.as_deref(), Some(target));
+    for _ in 0..5 {
+        assert_eq!(agent_lands_on(addr, "host-0").await, target);
+    }
+    let bad = admin_call(
+        admin,
+        Method::POST,
+        "/api/v1/sessions/host-0/move",
+        Some(ADMIN_TOKEN),
+        r#"{"pool": "agents", "server": "nope"}"#,
+    )
+    .await;
+    assert_eq!(bad.0, StatusCode::NOT_FOUND, "{}", bad.1);
+
+    // Unpin: refused without the token, then the record is gone and the
+    // next connection is balanced afresh — to the least loaded server, which
+    // the moved-to one is not.
+    for token in [None, Some("wrong")] {
+        let (code, _) = admin_call(admin, Method::DELETE, "/api/v1/sessions/host-0", token, "").await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "unpin with token {token:?}");
+    }
+    assert!(session_server(admin, "host-0").await.is_some());
+    let (code, text) = admin_call(admin, Method::DELETE, "/api/v1/sessions/host-0", Some(ADMIN_TOKEN), "").await;
+    assert_eq!(code, StatusCode::OK, "{text}");
+    assert_eq!(session_server(admin, "host-0").await, None);
+    assert_eq!(
+        admin_call(admin, Method::DELETE, "/api/v1/sessions/host-0", Some(ADMIN_TOKEN), "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let counts = session_counts(admin).await;
+    assert_eq!(counts.values().sum::<usize>(), 11, "{counts:?}");
+    wait_until(Duration::from_secs(5), "closed tunnels are no longer counted", || async {
+        server_states(admin).await.values().all(|(_, open)| *open == 0)
+    })
+    .await;
+    let least = ["s1", "s2", "s3"].into_iter().min_by_key(|s| counts.get(*s).copied().unwrap_or(0)).unwrap();
+    assert_ne!(least, target, "{counts:?}");
+    let next = agent_lands_on(addr, "host-0").await;
+    assert_eq!(next, least, "after the unpin the key is balanced afresh: {counts:?}");
+    assert_eq!(session_server(admin, "host-0").await.as_deref(), Some(least));
+    node.stop().await;
+}
+
+/// Runs the binary on `config`; waits up to 20 s for it to exit and returns
+/// its exit code and stderr. A process still running then is killed by its
+/// PID and the test fails.
+fn run_to_exit(config: &Path) -> (Option<i32>, String) {
+    let mut child =
+        Command::new(BIN).args(["run", "-c"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            kill(&mut child);
+            panic!("sysmanage-node run did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Starts the binary and waits until it listens; killed (by PID) when dropped.
+struct Running(Child);
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
+            let started = lines.by_ref().any(|l| l.contains("sysmanage-node started"));
+            let _ = tx.send(started);
+            lines.for_each(drop);
+        });
+        let running = Running(child);
+        let started = rx.recv_timeout(Duration::from_secs(20)).unwrap_or(false);
+        assert!(started, "the node did not start");
+        running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        kill(&mut self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
+    let s1 = WsBackend::start("s1").await;
+    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1], ""));
+
+    // Corrupt: garbage where the database should be.
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("sessions.redb");
+    std::fs::write(&file, b"garbage, not a redb database\n".repeat(300)).unwrap();
+    let cfg = data.path().join("node.toml");
+    std::fs::write(&cfg, agents_config(data.path(), &pool, "", "")).unwrap();
+    let (code, err) = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || run_to_exit(&cfg)
+    })
+    .await
+    .unwrap();
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
+    assert!(err.contains(&format!("sessions store {} is corrupt", file.display())), "{err}");
+    assert!(err.contains("move it away and restart"), "{err}");
+
+    // Locked by an in-process node.
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("sessions.redb");
+    let cfg_text = agents_config(data.path(), &pool, "", "");
+    let holder: Node = start_node(&cfg_text).await;
+    let cfg = data.path().join("node.toml");
+    std::fs::write(&cfg, &cfg_text).unwrap();
+    let locked = format!(
+        "sessions store {} is locked by another process: is another sysmanage-node running with the same data_dir?",
+        file.display()
+    );
+    let (code, err) = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || run_to_exit(&cfg)
+    })
+    .await
+    .unwrap();
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
+    assert!(err.contains(&locked), "{err}");
+    holder.stop().await;
+
+    // Released with it: a binary starts on that data_dir, and now holds it
+    // against a second binary.
+    let cfg2 = cfg.clone();
+    let first = tokio::task::spawn_blocking(move || Running::start(&cfg2)).await.unwrap();
+    let (code, err) = tokio::task::spawn_blocking(move || run_to_exit(&cfg)).await.unwrap();
+    drop(first);
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
+    assert!(err.contains(&locked), "{err}");
+}
