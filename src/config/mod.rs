@@ -231,6 +231,8 @@ pub struct PoolConfig {
     pub fail_timeout: Duration,
     /// Sticky sessions: requests with the same key go to the same server.
     pub affinity: Option<AffinityConfig>,
+    /// Speak TLS to the servers.
+    pub tls: Option<UpstreamTlsConfig>,
     /// Send a PROXY protocol header to the servers (connections then carry
     /// one client each and are not pooled).
     pub send_proxy_protocol: Option<SendProxyProtocol>,
@@ -240,6 +242,17 @@ pub struct PoolConfig {
     pub servers: Vec<ServerConfig>,
     /// Active health checks; all must pass for a server to be up.
     pub checks: Vec<CheckConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsConfig {
+    /// CA certificates that sign the servers' certificates (PEM); without
+    /// it, the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate: only when written out explicitly.
+    pub insecure_skip_verify: bool,
+    /// Name checked against the certificate; the server's address otherwise.
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]

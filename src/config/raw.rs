@@ -142,11 +142,20 @@ pub struct RawPool {
     pub fail_timeout: Option<String>,
     pub slow_start: Option<String>,
     pub send_proxy_protocol: Option<String>,
+    pub tls: Option<RawUpstreamTls>,
     pub affinity: Option<RawAffinity>,
     #[serde(default)]
     pub servers: Vec<RawServer>,
     #[serde(default)]
     pub checks: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca_file: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

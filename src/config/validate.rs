@@ -358,7 +358,7 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     let mut names = HashSet::new();
     let mut pools = Vec::new();
     for (i, rp) in raw.pools.iter().enumerate() {
-        pools.push(validate_pool(&mut cx, rp, root.key("pools").index(i), &mut names));
+        pools.push(validate_pool(&mut cx, rp, root.key("pools").index(i), &mut names, base));
     }
 
     // [[routes]]
@@ -407,7 +407,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<String>) -> PoolConfig {
+fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<String>, base: &Path) -> PoolConfig {
     let name = cx.name(&rp.name, p.key("name"), "pool", names);
     let balance = match rp.balance.as_deref() {
         None => Balance::RoundRobin,
@@ -529,7 +529,27 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
         };
         AffinityConfig { key, extract: a.extract.clone(), policy, ttl, reject_missing }
     });
+    let tls = rp.tls.as_ref().map(|t| {
+        let tp = p.key("tls");
+        let insecure = t.insecure_skip_verify.unwrap_or(false);
+        if insecure && t.ca_file.is_some() {
+            cx.err(tp.key("insecure_skip_verify"), "set either ca_file or insecure_skip_verify = true, not both");
+        }
+        if let Some(name) = &t.server_name {
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                cx.err(tp.key("server_name"), format!("expected a DNS name or IP address, got \"{name}\""));
+            }
+        }
+        let ca_file = t.ca_file.as_ref().map(|f| base.join(f));
+        if let Some(f) = &ca_file {
+            if let Err(e) = crate::tls::load_ca_roots(f) {
+                cx.err(tp.key("ca_file"), e.to_string());
+            }
+        }
+        UpstreamTlsConfig { ca_file, insecure_skip_verify: insecure, server_name: t.server_name.clone() }
+    });
     PoolConfig {
+        tls,
         affinity,
         send_proxy_protocol,
         slow_start: cx.duration(&rp.slow_start, p.key("slow_start"), Duration::ZERO),

@@ -80,6 +80,37 @@ impl ProxyState {
     }
 }
 
+/// TLS settings for connections to `addr` of pool `p`. Settings that cannot
+/// be built (the CA file went missing after validation) make every
+/// connection fail with the reason, never fall back to plain text.
+fn upstream_tls(
+    p: &crate::config::PoolConfig,
+    addr: std::net::SocketAddr,
+) -> Option<Result<super::upstream::UpstreamTls, String>> {
+    let t = p.tls.as_ref()?;
+    crate::tls::install_crypto_provider();
+    let opts = crate::tls::UpstreamTlsOptions {
+        ca_file: t.ca_file.clone(),
+        insecure_skip_verify: t.insecure_skip_verify,
+        alpn: vec![b"http/1.1".to_vec()],
+    };
+    let config = match crate::tls::upstream_config(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(pool = %p.name, "upstream TLS unusable, connections will fail: {e}");
+            return Some(Err(format!("upstream TLS unusable: {e}")));
+        }
+    };
+    let server_name = match &t.server_name {
+        Some(n) => match rustls_pki_types::ServerName::try_from(n.clone()) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(format!("bad server_name {n:?}: {e}"))),
+        },
+        None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    Some(Ok(super::upstream::UpstreamTls { config, server_name, source: t.clone() }))
+}
+
 fn zone_config(c: &crate::config::RateLimitConfig) -> ZoneConfig {
     ZoneConfig {
         name: c.name.clone(),
@@ -101,10 +132,13 @@ impl ProxyState {
     /// for servers whose address and connection settings did not change.
     pub fn new(snapshot: Arc<Snapshot>, previous: Option<&ProxyState>, sessions: Option<Arc<Sessions>>) -> Self {
         let cfg = &snapshot.config;
-        let reuse = |pool: &str, addr: std::net::SocketAddr, opts: PoolOptions| -> Option<Arc<ServerPool>> {
+        let reuse = |p: &crate::config::PoolConfig, addr: std::net::SocketAddr, opts: PoolOptions| {
             let prev = previous?;
-            let i = prev.snapshot.config.pools.iter().position(|q| q.name == pool)?;
-            prev.upstreams[i].iter().find(|u| u.addr() == addr && u.options() == opts).cloned()
+            let i = prev.snapshot.config.pools.iter().position(|q| q.name == p.name)?;
+            prev.upstreams[i]
+                .iter()
+                .find(|u| u.addr() == addr && u.options() == opts && u.tls_source() == p.tls.as_ref())
+                .cloned()
         };
         let upstreams = cfg
             .pools
@@ -113,7 +147,9 @@ impl ProxyState {
                 let opts = pool_options(p);
                 p.servers
                     .iter()
-                    .map(|s| reuse(&p.name, s.addr, opts).unwrap_or_else(|| ServerPool::new(s.addr, opts)))
+                    .map(|s| {
+                        reuse(p, s.addr, opts).unwrap_or_else(|| ServerPool::new(s.addr, opts, upstream_tls(p, s.addr)))
+                    })
                     .collect()
             })
             .collect();

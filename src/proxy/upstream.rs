@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1::{self, SendRequest};
 
 use super::body::UpstreamBody;
-use super::upstream_io::ServerIo;
+use super::upstream_io::{ServerIo, ServerStream};
 
 /// How connections to one server are made and kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("HTTP handshake: {0}")]
     Handshake(hyper::Error),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
 }
 
 struct Idle {
@@ -45,10 +47,21 @@ struct Idle {
     since: Instant,
 }
 
+/// TLS to a server: the client config and the name to verify.
+pub struct UpstreamTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+    /// The settings it was built from (to tell whether a reload changed them).
+    pub source: crate::config::UpstreamTlsConfig,
+}
+
 /// The connections to one server.
 pub struct ServerPool {
     addr: SocketAddr,
     opts: PoolOptions,
+    /// TLS to the server; `Err` when its settings could not be built: then
+    /// every connection fails with that reason (never plain text instead).
+    tls: Option<Result<UpstreamTls, String>>,
     idle: Mutex<Vec<Idle>>,
 }
 
@@ -60,8 +73,13 @@ pub struct Lease {
 }
 
 impl ServerPool {
-    pub fn new(addr: SocketAddr, opts: PoolOptions) -> Arc<Self> {
-        Arc::new(ServerPool { addr, opts, idle: Mutex::new(Vec::new()) })
+    pub fn new(addr: SocketAddr, opts: PoolOptions, tls: Option<Result<UpstreamTls, String>>) -> Arc<Self> {
+        Arc::new(ServerPool { addr, opts, tls, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// The TLS settings this pool connects with.
+    pub fn tls_source(&self) -> Option<&crate::config::UpstreamTlsConfig> {
+        self.tls.as_ref().and_then(|t| t.as_ref().ok()).map(|t| &t.source)
     }
 
     pub fn options(&self) -> PoolOptions {
@@ -108,6 +126,21 @@ impl ServerPool {
                 Err(_) => return Err(ConnectError::Timeout(self.opts.send_timeout)),
             }
         }
+        let stream = match &self.tls {
+            None => ServerStream::Plain(stream),
+            Some(Err(reason)) => {
+                return Err(ConnectError::Tls(std::io::Error::other(reason.clone())));
+            }
+            Some(Ok(tls)) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                let handshake = connector.connect(tls.server_name.clone(), stream);
+                match tokio::time::timeout(self.opts.connect_timeout, handshake).await {
+                    Ok(Ok(s)) => ServerStream::Tls(Box::new(s)),
+                    Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                    Err(_) => return Err(ConnectError::Timeout(self.opts.connect_timeout)),
+                }
+            }
+        };
         let io = ServerIo::new(stream, self.opts.send_timeout);
         let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(ConnectError::Handshake)?;
         let addr = self.addr;

@@ -15,14 +15,66 @@ use tokio::net::TcpStream;
 
 use super::idle_timer::IdleTimer;
 
+/// The transport to a server: plain TCP, or TLS over it.
+pub enum ServerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            ServerStream::Plain($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            ServerStream::Tls($s) => {
+                let $s = Pin::new($s.as_mut());
+                $e
+            }
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for ServerStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for ServerStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ServerStream::Plain(s) => s.is_write_vectored(),
+            ServerStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => s.poll_shutdown(cx))
+    }
+}
+
 /// A connection to a server with the write-stall timer.
 pub struct ServerIo {
-    inner: TokioIo<TcpStream>,
+    inner: TokioIo<ServerStream>,
     stall: IdleTimer,
 }
 
 impl ServerIo {
-    pub fn new(stream: TcpStream, send_timeout: Duration) -> Self {
+    pub fn new(stream: ServerStream, send_timeout: Duration) -> Self {
         ServerIo { inner: TokioIo::new(stream), stall: IdleTimer::new(send_timeout) }
     }
 
