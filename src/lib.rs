@@ -22,6 +22,8 @@
 //! - [`ratelimit`]: per-key rate-limit zones (token bucket, rolling window).
 //! - [`health`]: server runtime state, active checks, passive health, events.
 //! - [`sessions`]: affinity keys, session table, redb store, sweeper.
+//! - [`cluster`]: gossip (chitchat) over an encrypted UDP transport, the
+//!   cluster secret, gossip keys, members and typed change events.
 //! - [`config`]: TOML → validated [`config::Config`] with located errors.
 //! - [`metrics`]: lock-free counters and metric names.
 //! - [`model`]: plain shared types.
@@ -35,6 +37,7 @@ pub mod app;
 pub mod balance;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;

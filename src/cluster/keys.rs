@@ -1,0 +1,493 @@
+//! Gossip key names and value encodings: the one place that knows what a
+//! chitchat key means (quickwit-cluster style: constants plus a typed layer
+//! over the raw strings).
+//!
+//! | key                      | value                                        |
+//! |--------------------------|----------------------------------------------|
+//! | `server:{pool}:{server}` | health view: `{up|down|draining|maintenance} {since_ms}` |
+//! | `load:{pool}:{server}`   | `{sessions} {connections}`                   |
+//! | `session:{pool}:{key}`   | `{L|T} {expires_ms} {hlc} {origin} {server}` (T: tombstone, no server) |
+//! | `node:version`           | the node's version string                    |
+//! | `node:admin_addr`        | admin API `host:port`                        |
+//! | `node:leaving`           | unix ms at which the node began a graceful leave |
+//!
+//! Name components (pool, server, session key, origin) are percent-encoded
+//! for `%`, `:`, whitespace and control characters, so any name round-trips
+//! and a key splits unambiguously; ordinary names stay readable. Every
+//! function here is pure; malformed input is an error, never a panic.
+//!
+//! Session keys are written with chitchat's `set_with_ttl`: chitchat keeps
+//! them visible for its `marked_for_deletion_grace_period` and then collects
+//! them, which bounds the window of recent records in gossip.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use thiserror::Error;
+
+pub const SERVER_PREFIX: &str = "server:";
+pub const LOAD_PREFIX: &str = "load:";
+pub const SESSION_PREFIX: &str = "session:";
+pub const NODE_VERSION: &str = "node:version";
+pub const NODE_ADMIN_ADDR: &str = "node:admin_addr";
+pub const NODE_LEAVING: &str = "node:leaving";
+
+/// Characters escaped inside name components.
+const COMPONENT: &AsciiSet = &CONTROLS.add(b'%').add(b':').add(b' ');
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KeyError {
+    #[error("unknown gossip key `{0}`")]
+    UnknownKey(String),
+    #[error("gossip key `{key}`: {what}")]
+    BadKey { key: String, what: &'static str },
+    #[error("gossip value for `{key}` is malformed: {what} (value `{value}`)")]
+    BadValue { key: String, value: String, what: &'static str },
+    #[error("{what} is empty; gossip names must not be empty")]
+    EmptyName { what: &'static str },
+}
+
+/// A typed gossip key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GossipKey {
+    /// This node's view of one server's health.
+    Server {
+        pool: String,
+        server: String,
+    },
+    /// This node's session and connection counts for one server.
+    Load {
+        pool: String,
+        server: String,
+    },
+    /// A recent session record.
+    Session {
+        pool: String,
+        key: String,
+    },
+    NodeVersion,
+    NodeAdminAddr,
+    NodeLeaving,
+}
+
+fn enc(s: &str) -> impl fmt::Display + '_ {
+    utf8_percent_encode(s, COMPONENT)
+}
+
+fn dec(key: &str, s: &str, what: &'static str) -> Result<String, KeyError> {
+    if s.is_empty() {
+        return Err(KeyError::BadKey { key: key.to_string(), what });
+    }
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| KeyError::BadKey { key: key.to_string(), what: "percent-encoding is not UTF-8" })
+}
+
+fn non_empty(s: &str, what: &'static str) -> Result<(), KeyError> {
+    if s.is_empty() {
+        Err(KeyError::EmptyName { what })
+    } else {
+        Ok(())
+    }
+}
+
+impl GossipKey {
+    pub fn server(pool: &str, server: &str) -> Self {
+        GossipKey::Server { pool: pool.to_string(), server: server.to_string() }
+    }
+
+    pub fn load(pool: &str, server: &str) -> Self {
+        GossipKey::Load { pool: pool.to_string(), server: server.to_string() }
+    }
+
+    pub fn session(pool: &str, key: &str) -> Self {
+        GossipKey::Session { pool: pool.to_string(), key: key.to_string() }
+    }
+
+    /// The chitchat key string. Fails only on an empty name component.
+    pub fn encode(&self) -> Result<String, KeyError> {
+        Ok(match self {
+            GossipKey::Server { pool, server } => {
+                non_empty(pool, "pool name")?;
+                non_empty(server, "server name")?;
+                format!("{SERVER_PREFIX}{}:{}", enc(pool), enc(server))
+            }
+            GossipKey::Load { pool, server } => {
+                non_empty(pool, "pool name")?;
+                non_empty(server, "server name")?;
+                format!("{LOAD_PREFIX}{}:{}", enc(pool), enc(server))
+            }
+            GossipKey::Session { pool, key } => {
+                non_empty(pool, "pool name")?;
+                non_empty(key, "session key")?;
+                format!("{SESSION_PREFIX}{}:{}", enc(pool), enc(key))
+            }
+            GossipKey::NodeVersion => NODE_VERSION.to_string(),
+            GossipKey::NodeAdminAddr => NODE_ADMIN_ADDR.to_string(),
+            GossipKey::NodeLeaving => NODE_LEAVING.to_string(),
+        })
+    }
+
+    /// Parses a chitchat key string.
+    pub fn parse(key: &str) -> Result<Self, KeyError> {
+        let two = |rest: &str| -> Result<(String, String), KeyError> {
+            let (a, b) = rest.split_once(':').ok_or(KeyError::BadKey { key: key.to_string(), what: "missing `:`" })?;
+            if b.contains(':') {
+                return Err(KeyError::BadKey { key: key.to_string(), what: "too many `:`" });
+            }
+            Ok((dec(key, a, "empty pool name")?, dec(key, b, "empty name")?))
+        };
+        if let Some(rest) = key.strip_prefix(SERVER_PREFIX) {
+            let (pool, server) = two(rest)?;
+            return Ok(GossipKey::Server { pool, server });
+        }
+        if let Some(rest) = key.strip_prefix(LOAD_PREFIX) {
+            let (pool, server) = two(rest)?;
+            return Ok(GossipKey::Load { pool, server });
+        }
+        if let Some(rest) = key.strip_prefix(SESSION_PREFIX) {
+            let (pool, key) = two(rest)?;
+            return Ok(GossipKey::Session { pool, key });
+        }
+        match key {
+            NODE_VERSION => Ok(GossipKey::NodeVersion),
+            NODE_ADMIN_ADDR => Ok(GossipKey::NodeAdminAddr),
+            NODE_LEAVING => Ok(GossipKey::NodeLeaving),
+            _ => Err(KeyError::UnknownKey(key.to_string())),
+        }
+    }
+}
+
+/// A server's state as one node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerHealth {
+    Up,
+    Down,
+    Draining,
+    Maintenance,
+}
+
+impl ServerHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerHealth::Up => "up",
+            ServerHealth::Down => "down",
+            ServerHealth::Draining => "draining",
+            ServerHealth::Maintenance => "maintenance",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "up" => ServerHealth::Up,
+            "down" => ServerHealth::Down,
+            "draining" => ServerHealth::Draining,
+            "maintenance" => ServerHealth::Maintenance,
+            _ => return None,
+        })
+    }
+}
+
+/// Value of `server:{pool}:{server}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthView {
+    pub state: ServerHealth,
+    /// Unix ms since which the server has been in `state` (by this node).
+    pub since_ms: u64,
+}
+
+/// Value of `load:{pool}:{server}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadSummary {
+    pub sessions: u64,
+    pub connections: u64,
+}
+
+/// Value of `session:{pool}:{key}`: a session record without its pool and
+/// key (they are in the gossip key). `version` is the raw hybrid logical
+/// clock (`sessions::record::Hlc.0`); the cluster module does not depend on
+/// `sessions`, `control` converts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEntry {
+    /// The owning server; empty for a tombstone.
+    pub server: String,
+    pub expires_at_ms: u64,
+    pub version: u64,
+    pub origin: String,
+    pub tombstone: bool,
+}
+
+/// A decoded gossip value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipValue {
+    Health(HealthView),
+    Load(LoadSummary),
+    Session(SessionEntry),
+    Version(String),
+    AdminAddr(SocketAddr),
+    Leaving { since_ms: u64 },
+}
+
+impl HealthView {
+    pub fn encode(&self) -> String {
+        format!("{} {}", self.state.as_str(), self.since_ms)
+    }
+
+    pub fn decode(key: &str, value: &str) -> Result<Self, KeyError> {
+        let bad = |what| KeyError::BadValue { key: key.to_string(), value: value.to_string(), what };
+        let (state, since) = value.split_once(' ').ok_or_else(|| bad("expected `<state> <since_ms>`"))?;
+        let state = ServerHealth::parse(state).ok_or_else(|| bad("state is not up|down|draining|maintenance"))?;
+        let since_ms = since.parse().map_err(|_| bad("since_ms is not an integer"))?;
+        Ok(HealthView { state, since_ms })
+    }
+}
+
+impl LoadSummary {
+    pub fn encode(&self) -> String {
+        format!("{} {}", self.sessions, self.connections)
+    }
+
+    pub fn decode(key: &str, value: &str) -> Result<Self, KeyError> {
+        let bad = |what| KeyError::BadValue { key: key.to_string(), value: value.to_string(), what };
+        let (s, c) = value.split_once(' ').ok_or_else(|| bad("expected `<sessions> <connections>`"))?;
+        Ok(LoadSummary {
+            sessions: s.parse().map_err(|_| bad("sessions is not an integer"))?,
+            connections: c.parse().map_err(|_| bad("connections is not an integer"))?,
+        })
+    }
+}
+
+impl SessionEntry {
+    pub fn encode(&self) -> Result<String, KeyError> {
+        non_empty(&self.origin, "origin node name")?;
+        if self.tombstone {
+            Ok(format!("T {} {} {}", self.expires_at_ms, self.version, enc(&self.origin)))
+        } else {
+            non_empty(&self.server, "server name")?;
+            Ok(format!("L {} {} {} {}", self.expires_at_ms, self.version, enc(&self.origin), enc(&self.server)))
+        }
+    }
+
+    pub fn decode(key: &str, value: &str) -> Result<Self, KeyError> {
+        let bad = |what| KeyError::BadValue { key: key.to_string(), value: value.to_string(), what };
+        let mut parts = value.split(' ');
+        let flag = parts.next().unwrap_or_default();
+        let tombstone = match flag {
+            "L" => false,
+            "T" => true,
+            _ => return Err(bad("flag is not L or T")),
+        };
+        let expires_at_ms = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("expiry is not an integer"))?;
+        let version = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("version is not an integer"))?;
+        let origin = parts.next().ok_or_else(|| bad("missing origin"))?;
+        let origin = dec(key, origin, "empty origin").map_err(|_| bad("origin is empty or not UTF-8"))?;
+        let server = if tombstone {
+            String::new()
+        } else {
+            let s = parts.next().ok_or_else(|| bad("missing server"))?;
+            dec(key, s, "empty server").map_err(|_| bad("server is empty or not UTF-8"))?
+        };
+        if parts.next().is_some() {
+            return Err(bad("trailing fields"));
+        }
+        Ok(SessionEntry { server, expires_at_ms, version, origin, tombstone })
+    }
+}
+
+impl GossipValue {
+    /// The chitchat value string.
+    pub fn encode(&self) -> Result<String, KeyError> {
+        Ok(match self {
+            GossipValue::Health(h) => h.encode(),
+            GossipValue::Load(l) => l.encode(),
+            GossipValue::Session(s) => s.encode()?,
+            GossipValue::Version(v) => v.clone(),
+            GossipValue::AdminAddr(a) => a.to_string(),
+            GossipValue::Leaving { since_ms } => since_ms.to_string(),
+        })
+    }
+}
+
+/// Decodes one chitchat key/value pair. Unknown keys give
+/// [`KeyError::UnknownKey`] so that a newer peer's keys can be skipped.
+pub fn decode_entry(key: &str, value: &str) -> Result<(GossipKey, GossipValue), KeyError> {
+    let k = GossipKey::parse(key)?;
+    let v = match &k {
+        GossipKey::Server { .. } => GossipValue::Health(HealthView::decode(key, value)?),
+        GossipKey::Load { .. } => GossipValue::Load(LoadSummary::decode(key, value)?),
+        GossipKey::Session { .. } => GossipValue::Session(SessionEntry::decode(key, value)?),
+        GossipKey::NodeVersion => GossipValue::Version(value.to_string()),
+        GossipKey::NodeAdminAddr => GossipValue::AdminAddr(value.parse().map_err(|_| KeyError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            what: "not a socket address",
+        })?),
+        GossipKey::NodeLeaving => GossipValue::Leaving {
+            since_ms: value.parse().map_err(|_| KeyError::BadValue {
+                key: key.to_string(),
+                value: value.to_string(),
+                what: "not an integer",
+            })?,
+        },
+    };
+    Ok((k, v))
+}
+
+/// Typed reads over a chitchat [`chitchat::NodeState`] (quickwit's
+/// `NodeStateExt` pattern). Malformed values read as absent.
+pub trait NodeStateExt {
+    fn health_view(&self, pool: &str, server: &str) -> Option<HealthView>;
+    fn load_summary(&self, pool: &str, server: &str) -> Option<LoadSummary>;
+    fn session_entry(&self, pool: &str, key: &str) -> Option<SessionEntry>;
+    fn node_version(&self) -> Option<&str>;
+    fn admin_addr(&self) -> Option<SocketAddr>;
+    /// Set when the node announced a graceful leave.
+    fn leaving_since_ms(&self) -> Option<u64>;
+}
+
+impl NodeStateExt for chitchat::NodeState {
+    fn health_view(&self, pool: &str, server: &str) -> Option<HealthView> {
+        let key = GossipKey::server(pool, server).encode().ok()?;
+        HealthView::decode(&key, self.get(&key)?).ok()
+    }
+
+    fn load_summary(&self, pool: &str, server: &str) -> Option<LoadSummary> {
+        let key = GossipKey::load(pool, server).encode().ok()?;
+        LoadSummary::decode(&key, self.get(&key)?).ok()
+    }
+
+    fn session_entry(&self, pool: &str, key: &str) -> Option<SessionEntry> {
+        let key = GossipKey::session(pool, key).encode().ok()?;
+        SessionEntry::decode(&key, self.get(&key)?).ok()
+    }
+
+    fn node_version(&self) -> Option<&str> {
+        self.get(NODE_VERSION)
+    }
+
+    fn admin_addr(&self) -> Option<SocketAddr> {
+        self.get(NODE_ADMIN_ADDR)?.parse().ok()
+    }
+
+    fn leaving_since_ms(&self) -> Option<u64> {
+        self.get(NODE_LEAVING)?.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(k: GossipKey, v: GossipValue) {
+        let ks = k.encode().unwrap();
+        let vs = v.encode().unwrap();
+        assert_eq!(decode_entry(&ks, &vs).unwrap(), (k, v), "{ks} = {vs}");
+    }
+
+    #[test]
+    fn keys_look_as_documented() {
+        assert_eq!(GossipKey::server("api", "s1").encode().unwrap(), "server:api:s1");
+        assert_eq!(GossipKey::load("api", "s1").encode().unwrap(), "load:api:s1");
+        assert_eq!(GossipKey::session("agents", "host-1.example").encode().unwrap(), "session:agents:host-1.example");
+        assert_eq!(GossipKey::NodeVersion.encode().unwrap(), "node:version");
+        assert_eq!(GossipKey::NodeAdminAddr.encode().unwrap(), "node:admin_addr");
+        // A server named by its address keeps its colon, escaped.
+        assert_eq!(GossipKey::server("api", "10.0.1.10:8080").encode().unwrap(), "server:api:10.0.1.10%3A8080");
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        roundtrip(
+            GossipKey::server("api", "10.0.1.10:8080"),
+            GossipValue::Health(HealthView { state: ServerHealth::Draining, since_ms: 1_712_345_678_901 }),
+        );
+        for state in [ServerHealth::Up, ServerHealth::Down, ServerHealth::Maintenance] {
+            roundtrip(GossipKey::server("p", "s"), GossipValue::Health(HealthView { state, since_ms: 0 }));
+        }
+        roundtrip(GossipKey::load("api", "s 1"), GossipValue::Load(LoadSummary { sessions: 12, connections: 30 }));
+        roundtrip(
+            GossipKey::session("agents", "weird:key %20 with spaces\n"),
+            GossipValue::Session(SessionEntry {
+                server: "srv:1 b".into(),
+                expires_at_ms: 1_700_000_000_000,
+                version: u64::MAX,
+                origin: "lb 1".into(),
+                tombstone: false,
+            }),
+        );
+        roundtrip(
+            GossipKey::session("agents", "h"),
+            GossipValue::Session(SessionEntry {
+                server: String::new(),
+                expires_at_ms: 5,
+                version: 7,
+                origin: "lb1".into(),
+                tombstone: true,
+            }),
+        );
+        roundtrip(GossipKey::NodeVersion, GossipValue::Version("0.1.0 (abc)".into()));
+        roundtrip(GossipKey::NodeAdminAddr, GossipValue::AdminAddr("127.0.0.1:9100".parse().unwrap()));
+        roundtrip(GossipKey::NodeLeaving, GossipValue::Leaving { since_ms: 42 });
+    }
+
+    #[test]
+    fn session_value_is_compact() {
+        let v = SessionEntry {
+            server: "s1".into(),
+            expires_at_ms: 1_700_000_000_000,
+            version: 111_411_200_000_000_000,
+            origin: "lb1".into(),
+            tombstone: false,
+        };
+        assert_eq!(v.encode().unwrap(), "L 1700000000000 111411200000000000 lb1 s1");
+    }
+
+    #[test]
+    fn malformed_keys_are_errors() {
+        for k in ["", "server:", "server:api", "server::s1", "server:api:", "server:a:b:c", "load:x", "session:%ff:k"] {
+            assert!(GossipKey::parse(k).is_err(), "{k:?}");
+        }
+        assert!(matches!(GossipKey::parse("future:thing"), Err(KeyError::UnknownKey(_))));
+        assert!(matches!(GossipKey::server("", "s").encode(), Err(KeyError::EmptyName { .. })));
+        assert!(matches!(GossipKey::session("p", "").encode(), Err(KeyError::EmptyName { .. })));
+    }
+
+    #[test]
+    fn malformed_values_are_errors() {
+        let cases = [
+            ("server:a:b", ""),
+            ("server:a:b", "up"),
+            ("server:a:b", "sideways 5"),
+            ("server:a:b", "up -5"),
+            ("server:a:b", "up 5 6"),
+            ("load:a:b", "1"),
+            ("load:a:b", "x 2"),
+            ("session:a:b", ""),
+            ("session:a:b", "X 1 2 o s"),
+            ("session:a:b", "L 1 2 o"),
+            ("session:a:b", "L 1 2 o s extra"),
+            ("session:a:b", "L one 2 o s"),
+            ("session:a:b", "T 1 2"),
+            ("session:a:b", "L 1 2 %ff s"),
+            ("node:admin_addr", "nowhere"),
+            ("node:leaving", "soon"),
+        ];
+        for (k, v) in cases {
+            assert!(decode_entry(k, v).is_err(), "{k} = {v:?}");
+        }
+        let e = decode_entry("server:a:b", "sideways 5").unwrap_err().to_string();
+        assert!(e.contains("server:a:b") && e.contains("sideways"), "{e}");
+    }
+
+    #[test]
+    fn entries_need_names() {
+        let e =
+            SessionEntry { server: String::new(), expires_at_ms: 1, version: 1, origin: "o".into(), tombstone: false };
+        assert!(e.encode().is_err());
+        let e =
+            SessionEntry { server: "s".into(), expires_at_ms: 1, version: 1, origin: String::new(), tombstone: false };
+        assert!(e.encode().is_err());
+    }
+}
