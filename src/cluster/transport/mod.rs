@@ -220,7 +220,12 @@ impl SecureSocket {
             TransportCounters::add(&self.counters.datagrams_received, 1);
             TransportCounters::add(&self.counters.bytes_received, n as u64);
             let fed = match self.opener.open(&mut self.recv_buf[..n], from, unix_now_ms()) {
-                Ok(Some(message)) => self.relay.feed(from, &message, n),
+                Ok(Some(message)) => {
+                    if matches!(message, std::borrow::Cow::Owned(_)) {
+                        TransportCounters::add(&self.counters.messages_joined, 1);
+                    }
+                    self.relay.feed(from, &message, n)
+                }
                 Ok(None) => continue,
                 Err(reason) => {
                     self.log_drop(reason, from, n);
@@ -261,6 +266,9 @@ impl Socket for SecureSocket {
                 return Err(e.into());
             }
         };
+        if datagrams.len() > 1 {
+            TransportCounters::add(&self.counters.messages_split, 1);
+        }
         let mut num_bytes_sent = 0;
         for datagram in datagrams {
             num_bytes_sent += datagram.len();

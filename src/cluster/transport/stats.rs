@@ -41,6 +41,10 @@ counters! {
     bytes_received,
     /// Chitchat messages handed to chitchat after every check passed.
     messages_delivered,
+    /// Messages sent as two fragments (larger than one datagram carries).
+    messages_split,
+    /// Messages joined from two fragments.
+    messages_joined,
     too_short,
     too_long,
     bad_version,
