@@ -388,7 +388,9 @@ async fn a_joining_node_receives_a_large_state() {
     .await;
     eprintln!("{n} session keys crossed in {took:?}");
     let got = other.transport_stats();
-    assert!(got.bytes_received > 200_000, "{got:?}");
+    // 40 random hex digits carry 20 bytes of entropy: no compression gets
+    // the keys across in fewer bytes than that.
+    assert!(got.bytes_received > (n as u64) * 20, "{got:?}");
     assert_eq!(got.dropped(), 0, "{got:?}");
     other.shutdown().await.unwrap();
     for n in nodes {

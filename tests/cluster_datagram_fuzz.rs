@@ -135,3 +135,42 @@ fn hundred_thousand_random_and_mutated_datagrams() {
     }
     assert!(delivered > 0);
 }
+
+/// Writes the committed seeds of the cargo-fuzz target (same key and clock
+/// as `fuzz/fuzz_targets/cluster_datagram.rs`). Run by hand:
+/// `cargo test --test cluster_datagram_fuzz write_fuzz_seeds -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let k = key("fuzz-secret-0123456789abcdef-ABCDEF");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/cluster_datagram");
+    std::fs::create_dir_all(&dir).unwrap();
+    let frame = |id: u64, index: u8, count: u8, payload: &[u8], at: u64| {
+        let mut v = Vec::new();
+        Frame { sent_at_ms: at, message_id: id, index, count, payload }.write(&mut v);
+        v
+    };
+    let seal = |plain: &[u8]| {
+        let mut d = Vec::new();
+        wire::seal(&k, &[0x42; NONCE_LEN], plain, &mut d);
+        d
+    };
+    let with_mode = |mode: u8, body: &[u8]| [&[mode][..], body].concat();
+    let record = |flag: u8, body: &[u8]| [&[body.len() as u8, flag][..], body].concat();
+
+    let valid = seal(&frame(1, 0, 1, b"hello gossip", NOW));
+    std::fs::write(dir.join("raw_valid"), with_mode(0, &valid)).unwrap();
+    std::fs::write(dir.join("raw_short"), with_mode(0, &valid[..30])).unwrap();
+    std::fs::write(dir.join("frame_whole"), with_mode(1, &frame(2, 0, 1, b"payload", NOW))).unwrap();
+    std::fs::write(dir.join("frame_fragment"), with_mode(1, &frame(3, 1, 2, b"second half", NOW))).unwrap();
+    std::fs::write(dir.join("frame_stale"), with_mode(1, &frame(4, 0, 1, b"old", NOW - 60_000))).unwrap();
+    let seq = [
+        record(1, &frame(5, 0, 2, b"first ", NOW)),
+        record(1, &frame(5, 1, 2, b"second", NOW)),
+        record(0, &valid),
+        record(0, &valid),
+        record(1 | (100 << 1), &frame(6, 0, 1, b"later", NOW + 50_000)),
+    ]
+    .concat();
+    std::fs::write(dir.join("sequence"), with_mode(2, &seq)).unwrap();
+}

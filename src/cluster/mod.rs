@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use chitchat::{spawn_chitchat, Chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, NodeState, ProtocolVersion};
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub use chitchat::FailureDetectorConfig;
 pub use keys::{GossipKey, GossipValue, HealthView, KeyError, LoadSummary, NodeStateExt, ServerHealth, SessionEntry};
@@ -117,6 +117,8 @@ fn unix_now_ms() -> u64 {
 /// State shared with the background watcher.
 struct Inner {
     self_id: ChitchatId,
+    seeds: Vec<String>,
+    started: Instant,
     chitchat: Arc<tokio::sync::Mutex<Chitchat>>,
     stats: StatsHandle,
     catchup_rx: watch::Receiver<u64>,
@@ -129,6 +131,8 @@ struct Watched {
     subscribers: Vec<mpsc::UnboundedSender<ClusterChange>>,
     /// Heartbeat and when it last advanced, per node.
     heard: HashMap<ChitchatId, (u64, Instant)>,
+    /// When the "nobody answers" warning was last logged.
+    isolated_warned: Option<Instant>,
 }
 
 impl Inner {
@@ -188,7 +192,15 @@ impl Cluster {
             .map_err(|e| ClusterError::Start(format!("{e:#}")))?;
         let chitchat = handle.chitchat();
         let live_rx = chitchat.lock().await.live_nodes_watcher();
-        let inner = Arc::new(Inner { self_id, chitchat, stats, catchup_rx, watched: Mutex::new(Watched::default()) });
+        let inner = Arc::new(Inner {
+            self_id,
+            seeds: config.seeds.clone(),
+            started: Instant::now(),
+            chitchat,
+            stats,
+            catchup_rx,
+            watched: Mutex::new(Watched::default()),
+        });
         tokio::spawn(watch_members(Arc::downgrade(&inner), live_rx, config.gossip_interval));
         info!(node = %config.node_name, generation, gossip = %bound, advertise = %advertise, seeds = ?config.seeds, "gossip started");
         Ok(Cluster { inner, handle, leave_grace: config.leave_grace })
@@ -391,11 +403,41 @@ async fn watch_members(
                     let c = inner.chitchat.lock().await;
                     c.node_states().iter().map(|(id, ns)| (id.clone(), u64::from(ns.heartbeat()))).collect()
                 };
-                note_heartbeats(&mut inner.watched().heard, beats, Instant::now());
+                let alone = beats.len() <= 1;
+                let mut watched = inner.watched();
+                note_heartbeats(&mut watched.heard, beats, Instant::now());
+                warn_if_isolated(&inner, &mut watched, alone);
             }
         }
     }
     debug!("cluster member watcher stopped");
+}
+
+/// After this long with seeds but no authenticated message from anyone, the
+/// node says so: a peer with another secret drops our datagrams silently, so
+/// silence is all a node with the wrong secret ever sees.
+const ISOLATED_AFTER: Duration = Duration::from_secs(15);
+const ISOLATED_WARN_EVERY: Duration = Duration::from_secs(60);
+
+fn warn_if_isolated(inner: &Inner, watched: &mut Watched, alone: bool) {
+    if inner.seeds.is_empty() || !alone || inner.started.elapsed() < ISOLATED_AFTER {
+        return;
+    }
+    let stats = inner.stats.snapshot();
+    if stats.messages_delivered > 0 || stats.datagrams_sent == 0 {
+        return;
+    }
+    if watched.isolated_warned.is_some_and(|at| at.elapsed() < ISOLATED_WARN_EVERY) {
+        return;
+    }
+    watched.isolated_warned = Some(Instant::now());
+    warn!(
+        seeds = ?inner.seeds,
+        datagrams_sent = stats.datagrams_sent,
+        auth_failures = stats.auth_failures(),
+        "no peer has answered gossip for {}s: check that the seeds are reachable over UDP and that every node has the same cluster secret (peers drop datagrams sealed with another secret without answering)",
+        inner.started.elapsed().as_secs()
+    );
 }
 
 /// The stream returned by [`Cluster::subscribe`].
