@@ -13,6 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+/// A fault rule that [`FaultInjector::apply`] could not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fault rule `{rule}`: {what}")]
+pub struct FaultSpecError {
+    pub rule: String,
+    pub what: &'static str,
+}
+
 /// What to do with one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultVerdict {
@@ -104,6 +112,61 @@ impl FaultInjector {
         });
     }
 
+    /// Applies rules written as text, for end-to-end tests that drive a real
+    /// binary (through an environment variable or an admin call). Rules are
+    /// separated by `;`:
+    ///
+    /// - `drop=0.25`: drop a quarter of the datagrams;
+    /// - `delay=100ms` or `delay=100ms+50ms`: fixed delay plus uniform jitter;
+    /// - `partition=127.0.0.1:7946,127.0.0.2:7946|127.0.0.3:7946`: cut links
+    ///   between the two comma-separated sets;
+    /// - `heal`: remove partitions; `clear`: remove every rule.
+    ///
+    /// Nothing is applied when any rule is invalid.
+    pub fn apply(&self, spec: &str) -> Result<(), FaultSpecError> {
+        let mut actions: Vec<Box<dyn FnOnce(&FaultInjector)>> = Vec::new();
+        for rule in spec.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+            let bad = |what: &'static str| FaultSpecError { rule: rule.to_string(), what };
+            let (name, value) = rule.split_once('=').map_or((rule, ""), |(n, v)| (n.trim(), v.trim()));
+            match name {
+                "drop" => {
+                    let rate: f64 = value.parse().map_err(|_| bad("expected a probability such as 0.25"))?;
+                    if !(0.0..=1.0).contains(&rate) {
+                        return Err(bad("the probability must be between 0 and 1"));
+                    }
+                    actions.push(Box::new(move |f| f.set_drop_rate(rate)));
+                }
+                "delay" => {
+                    let (base, jitter) = value.split_once('+').unwrap_or((value, "0s"));
+                    let base =
+                        humantime::parse_duration(base.trim()).map_err(|_| bad("expected a duration such as 100ms"))?;
+                    let jitter =
+                        humantime::parse_duration(jitter.trim()).map_err(|_| bad("expected a jitter such as 50ms"))?;
+                    actions.push(Box::new(move |f| f.set_delay(base, jitter)));
+                }
+                "partition" => {
+                    let (a, b) = value.split_once('|').ok_or_else(|| bad("expected ADDR,ADDR|ADDR,ADDR"))?;
+                    let parse = |side: &str| -> Result<Vec<SocketAddr>, FaultSpecError> {
+                        side.split(',')
+                            .map(|s| {
+                                s.trim().parse().map_err(|_| bad("expected socket addresses such as 127.0.0.1:7946"))
+                            })
+                            .collect()
+                    };
+                    let (a, b) = (parse(a)?, parse(b)?);
+                    actions.push(Box::new(move |f| f.partition(a, b)));
+                }
+                "heal" => actions.push(Box::new(|f| f.heal())),
+                "clear" => actions.push(Box::new(|f| f.clear())),
+                _ => return Err(bad("unknown rule; expected drop, delay, partition, heal or clear")),
+            }
+        }
+        for action in actions {
+            action(self);
+        }
+        Ok(())
+    }
+
     /// The verdict for one datagram from `from` to `to`.
     pub fn verdict(&self, from: SocketAddr, to: SocketAddr) -> FaultVerdict {
         if !self.inner.active.load(Ordering::Acquire) {
@@ -166,6 +229,25 @@ mod tests {
         f.set_drop_rate(1.0);
         assert_eq!(f.verdict(a(1), a(2)), FaultVerdict::Drop);
         f.clear();
+        assert_eq!(f.verdict(a(1), a(2)), FaultVerdict::Deliver);
+    }
+
+    #[test]
+    fn rules_from_text() {
+        let f = FaultInjector::new().with_seed(3);
+        f.apply("partition=127.0.0.1:7946,127.0.0.2:7946|127.0.0.3:7946; delay=10ms+0ms").unwrap();
+        assert_eq!(f.verdict(a(1), a(3)), FaultVerdict::Drop);
+        assert_eq!(f.verdict(a(1), a(2)), FaultVerdict::Delay(Duration::from_millis(10)));
+        f.apply("heal").unwrap();
+        assert_eq!(f.verdict(a(1), a(3)), FaultVerdict::Delay(Duration::from_millis(10)));
+        f.apply("clear;drop=1").unwrap();
+        assert_eq!(f.verdict(a(1), a(2)), FaultVerdict::Drop);
+        for bad in ["drop=2", "drop=x", "delay=soon", "partition=127.0.0.1:1", "partition=a|b", "explode"] {
+            assert!(f.apply(bad).is_err(), "{bad}");
+        }
+        // An invalid rule applies nothing, not even the valid ones before it.
+        f.apply("clear").unwrap();
+        assert!(f.apply("drop=1;bogus").is_err());
         assert_eq!(f.verdict(a(1), a(2)), FaultVerdict::Deliver);
     }
 

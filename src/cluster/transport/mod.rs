@@ -31,7 +31,7 @@ use chitchat::ChitchatEnvelope;
 use tracing::{debug, warn};
 
 pub use datagram::{Opener, SealError, Sealer};
-pub use fault::{FaultInjector, FaultVerdict};
+pub use fault::{FaultInjector, FaultSpecError, FaultVerdict};
 pub use replay::ReplayConfig;
 pub use stats::{StatsHandle, TransportStats};
 pub use wire::{ClusterKey, DropReason};
