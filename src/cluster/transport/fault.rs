@@ -124,17 +124,24 @@ impl FaultInjector {
     ///
     /// Nothing is applied when any rule is invalid.
     pub fn apply(&self, spec: &str) -> Result<(), FaultSpecError> {
-        let mut actions: Vec<Box<dyn FnOnce(&FaultInjector)>> = Vec::new();
+        enum Rule {
+            Drop(f64),
+            Delay(Duration, Duration),
+            Partition(Vec<SocketAddr>, Vec<SocketAddr>),
+            Heal,
+            Clear,
+        }
+        let mut rules = Vec::new();
         for rule in spec.split(';').map(str::trim).filter(|r| !r.is_empty()) {
             let bad = |what: &'static str| FaultSpecError { rule: rule.to_string(), what };
             let (name, value) = rule.split_once('=').map_or((rule, ""), |(n, v)| (n.trim(), v.trim()));
-            match name {
+            rules.push(match name {
                 "drop" => {
                     let rate: f64 = value.parse().map_err(|_| bad("expected a probability such as 0.25"))?;
                     if !(0.0..=1.0).contains(&rate) {
                         return Err(bad("the probability must be between 0 and 1"));
                     }
-                    actions.push(Box::new(move |f| f.set_drop_rate(rate)));
+                    Rule::Drop(rate)
                 }
                 "delay" => {
                     let (base, jitter) = value.split_once('+').unwrap_or((value, "0s"));
@@ -142,7 +149,7 @@ impl FaultInjector {
                         humantime::parse_duration(base.trim()).map_err(|_| bad("expected a duration such as 100ms"))?;
                     let jitter =
                         humantime::parse_duration(jitter.trim()).map_err(|_| bad("expected a jitter such as 50ms"))?;
-                    actions.push(Box::new(move |f| f.set_delay(base, jitter)));
+                    Rule::Delay(base, jitter)
                 }
                 "partition" => {
                     let (a, b) = value.split_once('|').ok_or_else(|| bad("expected ADDR,ADDR|ADDR,ADDR"))?;
@@ -153,16 +160,21 @@ impl FaultInjector {
                             })
                             .collect()
                     };
-                    let (a, b) = (parse(a)?, parse(b)?);
-                    actions.push(Box::new(move |f| f.partition(a, b)));
+                    Rule::Partition(parse(a)?, parse(b)?)
                 }
-                "heal" => actions.push(Box::new(|f| f.heal())),
-                "clear" => actions.push(Box::new(|f| f.clear())),
+                "heal" => Rule::Heal,
+                "clear" => Rule::Clear,
                 _ => return Err(bad("unknown rule; expected drop, delay, partition, heal or clear")),
-            }
+            });
         }
-        for action in actions {
-            action(self);
+        for rule in rules {
+            match rule {
+                Rule::Drop(rate) => self.set_drop_rate(rate),
+                Rule::Delay(base, jitter) => self.set_delay(base, jitter),
+                Rule::Partition(a, b) => self.partition(a, b),
+                Rule::Heal => self.heal(),
+                Rule::Clear => self.clear(),
+            }
         }
         Ok(())
     }
