@@ -46,6 +46,8 @@ pub enum KeyError {
     BadValue { key: String, value: String, what: &'static str },
     #[error("{what} is empty; gossip names must not be empty")]
     EmptyName { what: &'static str },
+    #[error("gossip key `{key}` cannot hold a {value} value")]
+    Mismatch { key: String, value: &'static str },
 }
 
 /// A typed gossip key.
@@ -297,6 +299,35 @@ impl SessionEntry {
 }
 
 impl GossipValue {
+    fn kind(&self) -> &'static str {
+        match self {
+            GossipValue::Health(_) => "health",
+            GossipValue::Load(_) => "load",
+            GossipValue::Session(_) => "session",
+            GossipValue::Version(_) => "version",
+            GossipValue::AdminAddr(_) => "admin address",
+            GossipValue::Leaving { .. } => "leaving",
+        }
+    }
+
+    /// Checks that this value is the kind `key` holds.
+    pub fn check_fits(&self, key: &GossipKey) -> Result<(), KeyError> {
+        let fits = matches!(
+            (key, self),
+            (GossipKey::Server { .. }, GossipValue::Health(_))
+                | (GossipKey::Load { .. }, GossipValue::Load(_))
+                | (GossipKey::Session { .. }, GossipValue::Session(_))
+                | (GossipKey::NodeVersion, GossipValue::Version(_))
+                | (GossipKey::NodeAdminAddr, GossipValue::AdminAddr(_))
+                | (GossipKey::NodeLeaving, GossipValue::Leaving { .. })
+        );
+        if fits {
+            Ok(())
+        } else {
+            Err(KeyError::Mismatch { key: key.encode().unwrap_or_else(|_| format!("{key:?}")), value: self.kind() })
+        }
+    }
+
     /// The chitchat value string.
     pub fn encode(&self) -> Result<String, KeyError> {
         Ok(match self {
@@ -479,6 +510,15 @@ mod tests {
         }
         let e = decode_entry("server:a:b", "sideways 5").unwrap_err().to_string();
         assert!(e.contains("server:a:b") && e.contains("sideways"), "{e}");
+    }
+
+    #[test]
+    fn values_must_fit_their_key() {
+        let load = GossipValue::Load(LoadSummary::default());
+        assert!(load.check_fits(&GossipKey::load("p", "s")).is_ok());
+        let e = load.check_fits(&GossipKey::server("p", "s")).unwrap_err();
+        assert_eq!(e, KeyError::Mismatch { key: "server:p:s".into(), value: "load" });
+        assert!(GossipValue::Leaving { since_ms: 1 }.check_fits(&GossipKey::NodeVersion).is_err());
     }
 
     #[test]

@@ -227,13 +227,15 @@ impl Cluster {
     }
 
     /// Publishes this node's values. Session keys get chitchat's TTL; others
-    /// stay until changed or deleted. Encoding happens before the lock.
+    /// stay until changed or deleted. Encoding (and the check that each value
+    /// fits its key) happens before the lock; on error nothing is published.
     pub async fn set_many(
         &self,
         entries: impl IntoIterator<Item = (GossipKey, GossipValue)>,
     ) -> Result<(), ClusterError> {
         let mut encoded = Vec::new();
         for (k, v) in entries {
+            v.check_fits(&k)?;
             let ttl = matches!(k, GossipKey::Session { .. });
             encoded.push((k.encode()?, v.encode()?, ttl));
         }
