@@ -27,7 +27,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Ctl { admin, token_file, json, action } => {
             block_on(crate::ctl::run_ctl(&admin, token_file.as_deref(), json, action))
         }
-        Command::Init { .. } => not_yet("init", "packaging and init"),
+        Command::Init { dir, force } => init(dir.as_deref(), force),
         Command::Cert { action: CertAction::SelfSigned { hosts, out } } => {
             match crate::tls::write_self_signed(&hosts, &out) {
                 Ok((cert, key)) => {
@@ -45,7 +45,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Demo => not_yet("demo", "the demo"),
+        Command::Demo { no_tui, duration } => {
+            exit_on_error(crate::demo::run(crate::demo::DemoOptions { no_tui, duration }))
+        }
     }
 }
 
@@ -63,6 +65,28 @@ fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 fn not_yet(cmd: &str, feature: &str) -> ExitCode {
     eprintln!("sysmanage-node {cmd}: not yet available in this version (it arrives with {feature})");
     ExitCode::from(2)
+}
+
+/// `sysmanage-node init`: exit 0 when everything was written, 1 otherwise.
+fn init(dir: Option<&Path>, force: bool) -> ExitCode {
+    let layout = match dir {
+        Some(d) => {
+            // Absolute paths in the config, so it works from any directory.
+            let d = std::path::absolute(d).unwrap_or_else(|_| d.to_path_buf());
+            crate::init::Layout::in_dir(&d)
+        }
+        None => crate::init::Layout::system(),
+    };
+    match crate::init::init(&layout, force) {
+        Ok(report) => {
+            print!("{}", crate::init::next_steps(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sysmanage-node init: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn exit_on_error(r: anyhow::Result<()>) -> ExitCode {

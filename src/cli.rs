@@ -66,9 +66,16 @@ pub enum Command {
         action: CtlAction,
     },
     /// Write a config, cluster secret, admin token and certificate.
+    ///
+    /// Writes node.toml (every key documented inline), admin.token and
+    /// cluster.key (mode 0600, random) and tls/server.crt and tls/server.key
+    /// (self-signed), then prints what to do next.
     Init {
-        #[arg(long)]
+        /// Directory to write into (default /etc/sysmanage-node); data_dir
+        /// becomes DIR/data, so this works without root.
+        #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Replace files that already exist.
         #[arg(long)]
         force: bool,
     },
@@ -78,7 +85,20 @@ pub enum Command {
         action: CertAction,
     },
     /// Three nodes and sample backends on loopback, then `top`.
-    Demo,
+    ///
+    /// Starts three sample backends that answer like SysManage, three nodes
+    /// in front of them and light traffic including agents that hold
+    /// WebSockets, all on 127.0.0.1 with files in a temporary directory that
+    /// is removed at exit. Ctrl-C stops everything.
+    Demo {
+        /// Print a summary every few seconds instead of the dashboard (for
+        /// scripts and CI).
+        #[arg(long)]
+        no_tui: bool,
+        /// Stop by itself after this many seconds (default: run until Ctrl-C).
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,8 @@
 //! - [`app`]: composition root: load config, bind, spawn, signals, drain.
 //! - [`ctl`]: `ctl` and `health` commands: clients of the admin API.
 //! - [`tui`]: `top`, the terminal dashboard over the admin API.
+//! - [`init`]: `init`: a commented config, secrets and a certificate.
+//! - [`demo`]: `demo`: sample backends, three nodes and traffic on loopback.
 //! - [`control`]: the single writer: reloads, admin actions, health tasks.
 //! - [`proxy`]: listeners, per-request service, forwarding, static files.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 header: read, parse, encode.
@@ -41,7 +43,9 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod demo;
 pub mod health;
+pub mod init;
 pub mod metrics;
 pub mod model;
 pub mod proxy;

@@ -6,6 +6,7 @@
 //! 1..=256, got 0`. Called by `app` (run, reload) and `cli` (check-config);
 //! reads files, touches nothing else.
 
+mod keys;
 mod locate;
 pub mod raw;
 pub mod units;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 
+pub use keys::KEYS;
 pub use locate::{KeyPath, Locator};
 
 use crate::model::{Balance, RetryOn};
