@@ -15,12 +15,16 @@ pub struct Cli {
 pub enum Command {
     /// Start a node (the embedded default config without -c).
     Run {
+        /// Config file (e.g. /etc/sysmanage-node/node.toml); without it, the
+        /// default config embedded in the binary.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Start a node and join the cluster through PEER (host:port).
     Join {
+        /// A member of the cluster, host:port of its cluster listener.
         peer: String,
+        /// Config file, as for run.
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -30,6 +34,13 @@ pub enum Command {
         file: Option<PathBuf>,
     },
     /// Live terminal dashboard over a node's admin API.
+    ///
+    /// Polled once a second: panes Overview, Backends, Cluster, Sessions and
+    /// Events (keys 1 to 5). Keys: arrows or j/k select, d drain, m
+    /// maintenance, e enable, w set weight, r reload (each asks for
+    /// confirmation and needs the admin token), / filter (on Sessions: look a
+    /// key up), ? help, q quit. Needs a terminal of at least 80x24; an
+    /// unreachable node is reported and retried.
     Top {
         /// The node's admin API.
         #[arg(long, value_name = "URL", default_value = DEFAULT_ADMIN_URL)]
