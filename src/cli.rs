@@ -14,6 +14,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a node (the embedded default config without -c).
+    ///
+    /// Runs until SIGTERM or SIGINT (then drains), reloads on SIGHUP. Without
+    /// -c it uses the configuration embedded in the binary: one listener on
+    /// 127.0.0.1:8000, a pool "api" with one server at 127.0.0.1:8080, a
+    /// /health route answered by the node, a WebSocket route for
+    /// /api/agent/connect, everything else proxied to the pool, and the admin
+    /// API on 127.0.0.1:9100. If the configuration is invalid, every error is
+    /// printed with file, line, column and key, and the node does not start.
     Run {
         /// Config file (e.g. /etc/sysmanage-node/node.toml); without it, the
         /// default config embedded in the binary.
@@ -29,6 +37,11 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// Validate a config file, print a summary, exit 0 (valid) or 1.
+    ///
+    /// Prints a summary of listeners, pools, servers and routes to standard
+    /// output; on error, every error to standard error followed by a count.
+    /// Relative static_dir, token_file and certificate paths are resolved
+    /// against the folder of FILE and must exist.
     CheckConfig {
         /// Defaults to /etc/sysmanage-node/node.toml.
         file: Option<PathBuf>,
@@ -55,7 +68,7 @@ pub enum Command {
         /// The detailed health endpoint.
         #[arg(long, default_value = "http://127.0.0.1:9100/api/health/detailed")]
         url: String,
-        /// Further attempts when the node cannot be reached.
+        /// Further attempts, one second apart, when the node cannot be reached.
         #[arg(long, default_value_t = 2)]
         retries: u32,
         /// Seconds to wait for each attempt.
@@ -67,7 +80,8 @@ pub enum Command {
         /// The node's admin API.
         #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
         admin: String,
-        /// File holding the admin token (needed for write actions).
+        /// File holding the admin token, needed for write actions (default
+        /// /etc/sysmanage-node/admin.token when it exists).
         #[arg(long, global = true, value_name = "FILE")]
         token_file: Option<PathBuf>,
         /// Print the API's JSON instead of a table.
@@ -115,6 +129,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum CertAction {
     /// Write a self-signed certificate (server.crt) and key (server.key, mode 0600).
+    ///
+    /// ECDSA P-256, valid for 365 days (from an hour ago, for clock skew),
+    /// for every H given: host names and IP addresses become subjectAltNames,
+    /// the first is also the common name. If either file exists, nothing is
+    /// written. On success it prints the tls line to put in a listener.
     SelfSigned {
         /// Host names or IP addresses the certificate is for (repeatable).
         #[arg(long = "host", value_name = "H", required = true)]
@@ -139,15 +158,19 @@ pub enum CtlAction {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Stop sending new requests to a server; open ones finish.
+    /// Send no new requests to a server, except those of sticky sessions
+    /// pinned to it; open requests and tunnels finish.
     Drain { pool: String, server: String },
-    /// Take a server out of all traffic.
+    /// Send no requests at all to a server and close its WebSocket tunnels
+    /// (agents reconnect elsewhere); its weight ramps up over slow_start when
+    /// it is enabled again.
     Maintenance { pool: String, server: String },
     /// Put a drained or maintained server back.
     Enable { pool: String, server: String },
-    /// Set a server's weight until the next reload.
+    /// Set a server's weight (1..256) until the next reload.
     Weight { pool: String, server: String, weight: u32 },
-    /// Re-read and apply the config file.
+    /// Re-read and apply the config file; print warnings for changes that
+    /// need a restart.
     Reload,
 }
 

@@ -112,10 +112,18 @@ fn commands(cmd: &clap::Command) -> String {
 /// (the parent's options are described with the parent).
 fn action_line(action: &clap::Command) -> String {
     let mut line = format!("\\fB{}\\fR", escape(action.get_bin_name().unwrap_or(action.get_name())));
-    for arg in action.get_positionals() {
+    let value = |arg: &clap::Arg| {
         let name = arg.get_value_names().and_then(|v| v.first()).map(|v| v.to_string());
-        let name = name.unwrap_or_else(|| arg.get_id().as_str().to_uppercase());
-        line.push_str(&format!(" \\fI{}\\fR", escape(&name)));
+        escape(&name.unwrap_or_else(|| arg.get_id().as_str().to_uppercase()))
+    };
+    for arg in action.get_arguments().filter(|a| !a.is_positional() && !a.is_global_set() && !a.is_hide_set()) {
+        let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) else { continue };
+        let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+        let value = if takes_value { format!(" \\fI{}\\fR", value(arg)) } else { String::new() };
+        line.push_str(&format!(" [\\fB\\-\\-{}\\fR{value}]", escape(long)));
+    }
+    for arg in action.get_positionals() {
+        line.push_str(&format!(" \\fI{}\\fR", value(arg)));
     }
     line.push('\n');
     line
@@ -176,15 +184,12 @@ fn man_page_documents_every_command_and_option() {
     let cmd = command();
     for sub in visible(&cmd) {
         assert!(page.contains(&format!(".SS \"sysmanage-node {}\"", sub.get_name())), "{}", sub.get_name());
-        for arg in
-            sub.get_arguments().filter(|a| !a.is_hide_set() && !["help", "version"].contains(&a.get_id().as_str()))
-        {
-            if let Some(long) = arg.get_long() {
-                assert!(
-                    page.contains(&format!("\\-\\-{}", long.replace('-', "\\-"))),
-                    "--{long} of {}",
-                    sub.get_name()
-                );
+        let actions: Vec<&clap::Command> = visible(sub).collect();
+        for c in std::iter::once(sub).chain(actions) {
+            let documented = |a: &&clap::Arg| !a.is_hide_set() && !["help", "version"].contains(&a.get_id().as_str());
+            for long in c.get_arguments().filter(documented).filter_map(|a| a.get_long()) {
+                let escaped = format!("\\-\\-{}", long.replace('-', "\\-"));
+                assert!(page.contains(&escaped), "--{long} of {}", c.get_name());
             }
         }
     }
