@@ -283,8 +283,10 @@ mod tests {
     fn rendered_config_quotes_paths() {
         let layout = Layout::in_dir(Path::new("/tmp/a \"b\""));
         let text = render_config(&layout, "lb1");
-        assert!(text.contains(r#"token_file = "/tmp/a \"b\"/admin.token""#), "{text}");
-        assert!(text.contains(r#"data_dir = "/tmp/a \"b\"/data""#));
+        let value: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(value["admin"]["token_file"].as_str(), Some("/tmp/a \"b\"/admin.token"));
+        assert_eq!(value["node"]["data_dir"].as_str(), Some("/tmp/a \"b\"/data"));
+        assert_eq!(value["listeners"][1]["tls"]["key"].as_str(), Some("/tmp/a \"b\"/tls/server.key"));
         assert!(!text.contains('@'), "a placeholder is left");
         assert!(!text.contains("\n[cluster]"), "clustering keys are not accepted yet");
     }
