@@ -1,8 +1,10 @@
 //! `sysmanage-node demo`: a self-contained showcase on loopback. Three
 //! sample backends that answer like SysManage ([`backend`]), three nodes in
 //! this process in front of them (each with its admin API), light traffic
-//! with agents that hold WebSockets ([`traffic`]), then the dashboard of
-//! node 1, or with `--no-tui` a summary every few seconds. Ctrl-C (or
+//! with agents that hold WebSockets ([`traffic`]), then the dashboard
+//! (`top`, [`crate::tui`]) of node 1, or with `--no-tui` (or without a
+//! terminal) a summary every few seconds; quitting the dashboard ends the
+//! demo. Ctrl-C (or
 //! SIGTERM, or `--duration`) stops everything; the files (configs, admin
 //! token, session stores) live in a temporary directory removed at exit.
 //!
@@ -96,15 +98,14 @@ async fn run_in(dir: &Path, opts: DemoOptions) -> anyhow::Result<()> {
 
     let traffic = Traffic::start(http.clone(), AGENTS, stop.clone());
     let admin_url = format!("http://{}", admin[0]);
-    let token = std::fs::read_to_string(&token_file).unwrap_or_default().trim().to_string();
     let deadline = opts.duration.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
 
     let show = async {
         if !opts.no_tui {
-            match run_top(&admin_url, &token).await {
+            match run_top(&admin_url, &token_file).await {
                 Ok(true) => return,
                 Ok(false) => println!(
-                    "(the terminal dashboard `top` is not in this version: printing a summary every {}s instead)\n",
+                    "(no terminal for the dashboard: printing a summary every {}s instead)\n",
                     SUMMARY_EVERY.as_secs()
                 ),
                 Err(e) => println!("(the dashboard stopped: {e:#}; printing summaries instead)\n"),
@@ -129,14 +130,28 @@ async fn run_in(dir: &Path, opts: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The dashboard on node 1's admin API. Returns `Ok(false)` when there is
-/// no dashboard to show: `top` is not in this version.
-///
-/// When the TUI lands, call it here (it returns when the user quits):
-/// `crate::tui::run(admin_url, Some(token)).await.map(|_| true)`.
-async fn run_top(admin_url: &str, token: &str) -> anyhow::Result<bool> {
-    let _ = (admin_url, token);
-    Ok(false)
+/// The dashboard (`top`) on node 1's admin API, until the user quits it:
+/// `Ok(true)`. `Ok(false)` when there is no terminal to show it on.
+async fn run_top(admin_url: &str, token_file: &Path) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Ok(false);
+    }
+    // The dashboard runs its own runtime and owns the terminal: give it a
+    // thread of its own and wait for it without blocking this runtime.
+    let (done, quit) = tokio::sync::oneshot::channel();
+    let (url, token) = (admin_url.to_string(), token_file.to_path_buf());
+    std::thread::Builder::new()
+        .name("top".into())
+        .spawn(move || {
+            let _ = done.send(crate::tui::run(&url, Some(&token)));
+        })
+        .context("cannot start the dashboard thread")?;
+    match quit.await {
+        Ok(code) if code == std::process::ExitCode::SUCCESS => Ok(true),
+        Ok(_) => anyhow::bail!("see the message above"),
+        Err(_) => anyhow::bail!("the dashboard thread ended without an answer"),
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -256,7 +271,7 @@ fn print_banner(dir: &Path, http: &[SocketAddr], admin: &[SocketAddr], backends:
     println!(
         "The nodes are not clustered: clustering (`sysmanage-node join`) is not in this version. \
          They run standalone;\nagents keep their backend on every node because the agents pool \
-         uses policy = \"hash\".\nCtrl-C stops everything.\n"
+         uses policy = \"hash\".\nCtrl-C (or q in the dashboard) stops everything.\n"
     );
 }
 
