@@ -17,6 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::COUNTERS;
 
+/// Copy buffer per direction of a tunnel.
+pub const TUNNEL_BUFFER: usize = 4 * 1024;
+
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -83,7 +86,10 @@ pub async fn run(
     let mut touch_tick = tokio::time::interval(touch_every.max(Duration::from_millis(100)));
     touch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     touch_tick.tick().await;
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    // 4 KiB per direction instead of tokio's 8 KiB default: agents' tunnels
+    // are mostly idle and small messages; large ones still stream, in more
+    // reads (BENCHMARKS.md, idle tunnels).
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, TUNNEL_BUFFER, TUNNEL_BUFFER);
     tokio::pin!(copy);
     let idle_ms = idle.as_millis() as u64;
     loop {
