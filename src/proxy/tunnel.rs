@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::metrics::COUNTERS;
 
 /// Copy buffer per direction of a tunnel.
-pub const TUNNEL_BUFFER: usize = 4 * 1024;
+pub const TUNNEL_BUFFER: usize = 2 * 1024;
 
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub async fn run(
     let mut touch_tick = tokio::time::interval(touch_every.max(Duration::from_millis(100)));
     touch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     touch_tick.tick().await;
-    // 4 KiB per direction instead of tokio's 8 KiB default: agents' tunnels
+    // 2 KiB per direction instead of tokio's 8 KiB default: agents' tunnels
     // are mostly idle and small messages; large ones still stream, in more
     // reads (BENCHMARKS.md, idle tunnels).
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, TUNNEL_BUFFER, TUNNEL_BUFFER);
