@@ -18,6 +18,7 @@
 # per-round paired ratios on/off, excluding rounds where either run had foreign CPU >
 # NOISE_MAX % (the exclusions are listed).
 # Knobs (env): ROUNDS=8 DUR=10 CONNS=50 WARMUP=3 PROXY_CPU=0 LOAD_CPU=1 QUIET_PCT=10
+#   B1=9001 B2=9002 (backend ports) PORT_ON=8085 PORT_OFF=8086
 #   QUIET_WAIT=90 NOISE_MAX=25 RETRY_NOISY=2 (a round whose pair had foreign CPU > NOISE_MAX is
 #   run again, labelled r.1, r.2, up to RETRY_NOISY times) BIN=<path to sysmanage-node>
 # steal_pct: CPU time the hypervisor reports as stolen during the run (all CPUs, % of one core).

@@ -32,7 +32,8 @@
 # After the runs: the node's sysmanage_tls_handshake_seconds from /metrics, and the protocol
 # and cipher each proxy negotiates with `openssl s_client`.
 # Knobs (env): ROUNDS=3 DUR=10 CONNS=50 MODES="ka hs-full hs-resume" TARGETS="nginx haproxy node"
-#   HOST=localhost WARMUP=3 PROXY_CPU=0 LOAD_CPU=1 QUIET_PCT=10 QUIET_WAIT=90 NOISE_MAX=25 BIN=...
+#   HOST=localhost WARMUP=3 PROXY_CPU=0 LOAD_CPU=1 QUIET_PCT=10 QUIET_WAIT=90 NOISE_MAX=25
+#   B1=9001 B2=9002 (backend ports) BIN=...
 # Output: $BENCH_WORK/tls-<timestamp>/{results.csv,summary.md,metrics-after.txt,negotiated.txt,...}
 set -euo pipefail
 
