@@ -16,7 +16,6 @@
 //! package is installed), the secrets and the data directory are given to
 //! that user, because the service runs as it and must read them.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The template of the written `node.toml`; `@NAME@`-style placeholders are
@@ -212,18 +211,7 @@ fn write_new(path: &Path, contents: &[u8], mode: u32, replace: bool) -> Result<(
     if replace {
         remove_if_present(path)?;
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let write = || -> std::io::Result<()> {
-        let mut file = options.open(path)?;
-        file.write_all(contents)?;
-        file.sync_all()
-    };
-    write().map_err(|source| match source.kind() {
+    crate::model::create_private_file(path, contents, mode).map_err(|source| match source.kind() {
         std::io::ErrorKind::AlreadyExists => InitError::Exists { path: path.to_path_buf() },
         _ => InitError::Write { path: path.to_path_buf(), source },
     })

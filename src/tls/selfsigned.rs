@@ -4,7 +4,6 @@
 //!
 //! Private keys are written mode 0600 and never logged.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -121,18 +120,7 @@ fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError>
 /// Creates `path` (failing if it exists) with `mode` from the start, so a
 /// key is never readable by others, not even briefly.
 fn create_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-    #[cfg(not(unix))]
-    let _ = mode;
-    let write = || -> std::io::Result<()> {
-        let mut file = options.open(path)?;
-        file.write_all(contents)?;
-        file.sync_all()
-    };
-    write().map_err(|source| match source.kind() {
+    crate::model::create_private_file(path, contents, mode).map_err(|source| match source.kind() {
         std::io::ErrorKind::AlreadyExists => TlsError::AlreadyExists { path: path.to_owned() },
         _ => TlsError::Write { path: path.to_owned(), source },
     })
