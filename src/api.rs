@@ -12,6 +12,55 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     /// Newest first.
     pub events: Vec<Event>,
+    /// `None`: a standalone node (or a node older than clustering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// The node's cluster, in `/api/v1/status` and `/api/v1/members`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterStatus {
+    /// This node's gossip address (UDP; the cluster API is on the same TCP port).
+    pub gossip_addr: String,
+    /// Members by state (`live`, `joining`, `leaving`, `left`, `dead`).
+    pub live: usize,
+    pub dead: usize,
+    /// A catch-up of the session table is due or running.
+    pub syncing: bool,
+    pub last_sync: Option<SyncStatus>,
+    /// Datagrams dropped on receipt (any reason) and of them, the ones that
+    /// failed authentication (another secret, or forged).
+    pub datagrams_dropped: u64,
+    pub auth_failures: u64,
+    pub members: Vec<MemberInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncStatus {
+    pub peer: Option<String>,
+    pub records: usize,
+    pub applied: usize,
+    pub took_ms: u64,
+    pub at_unix_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MemberInfo {
+    pub name: String,
+    /// Gossip address.
+    pub addr: String,
+    /// Grows on every restart of the member.
+    pub generation: u64,
+    pub state: String,
+    pub is_self: bool,
+    /// Milliseconds since its heartbeat last advanced (`None`: this node).
+    pub last_heard_ms: Option<u64>,
+    pub version: Option<String>,
+    pub admin_addr: Option<String>,
+    /// Sticky sessions and connections the member reports for its servers.
+    pub sessions: Option<u64>,
+    pub connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,6 +138,15 @@ pub struct ServerStatus {
     pub last_check: Option<CheckResult>,
     pub consecutive_failures: u32,
     pub changed_at_unix_ms: u64,
+    /// Nodes that see the server up, of the live nodes that report on it
+    /// (this node included). Absent on a standalone node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_up: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_reporting: Option<usize>,
+    /// `primary` pools: the server every node sends to.
+    #[serde(default)]
+    pub active: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -122,6 +180,22 @@ pub struct HealthChecks {
     /// Present when a pool has sticky sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_store: Option<StoreCheck>,
+    /// Present in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterCheck>,
+}
+
+/// The cluster check of `/api/health/detailed`: `syncing` while the session
+/// table is being fetched from a peer (the node routes, but sessions created
+/// elsewhere may not be known yet), `degraded` when it could not catch up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterCheck {
+    /// `healthy`, `syncing` or `degraded`.
+    pub status: String,
+    pub syncing: bool,
+    pub live_members: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

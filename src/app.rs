@@ -19,9 +19,9 @@ use crate::proxy::{self, ServeOptions};
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { config } => exit_on_error(run(config.as_deref())),
+        Command::Run { config } => exit_on_error(run(config.as_deref(), None)),
         Command::CheckConfig { file } => check_config(file.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG_PATH))),
-        Command::Join { .. } => not_yet("join", "gossip clustering"),
+        Command::Join { peer, config } => exit_on_error(run(config.as_deref(), Some(&peer))),
         Command::Top { admin, token_file } => crate::tui::run(&admin, token_file.as_deref()),
         Command::Health { url, retries, timeout } => block_on(crate::ctl::run_health(&url, retries, timeout)),
         Command::Ctl { admin, token_file, json, action } => {
@@ -60,11 +60,6 @@ fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn not_yet(cmd: &str, feature: &str) -> ExitCode {
-    eprintln!("sysmanage-node {cmd}: not yet available in this version (it arrives with {feature})");
-    ExitCode::from(2)
 }
 
 /// `sysmanage-node init`: exit 0 when everything was written, 1 otherwise.
@@ -154,10 +149,21 @@ fn init_tracing(cfg: &Config) {
     };
 }
 
-/// `sysmanage-node run`: blocks until a shutdown signal and the drain end.
-pub fn run(path: Option<&Path>) -> anyhow::Result<()> {
+/// `sysmanage-node run` (and `join PEER`): blocks until a shutdown signal
+/// and the drain end.
+pub fn run(path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
     let cfg = load(path)?;
     init_tracing(&cfg);
+    if let Some(peer) = join {
+        if cfg.cluster.is_none() {
+            anyhow::bail!(
+                "join needs a [cluster] table in {} (listen, advertise, secret_file: see man 5 sysmanage-node.toml; \
+                 `sysmanage-node init` writes one)",
+                cfg.source
+            );
+        }
+        remember_seed(&cfg.node.data_dir, peer)?;
+    }
     let workers = cfg.node.workers;
     let runtime = if workers <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -195,6 +201,7 @@ impl Node {
     }
 
     pub async fn start_with_path(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Node> {
+        let seeds = if cfg.cluster.is_some() { saved_seeds(&cfg.node.data_dir) } else { Vec::new() };
         let bound = proxy::bind_all(&cfg).await?;
         let listeners =
             bound.iter().map(|l| Ok((l.name.clone(), l.socket.local_addr()?))).collect::<std::io::Result<Vec<_>>>()?;
@@ -216,6 +223,7 @@ impl Node {
         }
         tracing::info!(node = %cfg.node.name, source = %cfg.source, pools = cfg.pools.len(), routes = cfg.routes.len(), "sysmanage-node started");
         let control = Control::start(cfg, path)?;
+        control.start_cluster(seeds, admin).await?;
         for l in &bound {
             if let Some(store) = &l.runtime.cert_store {
                 // New certificate files are picked up within seconds; SIGHUP
@@ -243,9 +251,54 @@ impl Node {
         if let Some(t) = self.admin_task {
             let _ = t.await;
         }
+        if let Some(c) = self.control.cluster() {
+            c.leave().await;
+        }
         let control = self.control.clone();
         let _ = tokio::task::spawn_blocking(move || control.close_sessions()).await;
     }
+}
+
+/// Where `join` remembers its peers, one `host:port` per line.
+pub fn seeds_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster-seeds")
+}
+
+/// Seeds remembered by earlier `join`s (none when the file is absent).
+fn saved_seeds(data_dir: &Path) -> Vec<String> {
+    let file = seeds_file(data_dir);
+    match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), "cannot read the remembered cluster seeds: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Adds `peer` to the seeds file, so that a restart rejoins through it.
+fn remember_seed(data_dir: &Path, peer: &str) -> anyhow::Result<()> {
+    let valid = peer.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+    if !valid {
+        anyhow::bail!(
+            "join: expected PEER as host:port of a member's cluster listener (e.g. 10.0.1.11:7946), got \"{peer}\""
+        );
+    }
+    let mut seeds = saved_seeds(data_dir);
+    if seeds.iter().any(|s| s == peer) {
+        return Ok(());
+    }
+    seeds.push(peer.to_string());
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let file = seeds_file(data_dir);
+    let text =
+        format!("# peers remembered by `sysmanage-node join`; a restart rejoins through them\n{}\n", seeds.join("\n"));
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    tracing::info!(file = %file.display(), %peer, "seed remembered");
+    Ok(())
 }
 
 async fn wait_for_signals(node: &Node) {

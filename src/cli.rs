@@ -150,7 +150,7 @@ pub enum CtlAction {
     Status,
     /// Servers of every pool with state, weight, load and checks.
     Backends,
-    /// Cluster members (arrives with clustering).
+    /// Cluster members: state, address, generation, last heard, load, version.
     Members,
     /// Sticky sessions: counts per server, or one key's record.
     Sessions {

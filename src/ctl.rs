@@ -204,6 +204,43 @@ pub fn status_text(s: &Status) -> String {
     out
 }
 
+/// `ctl members`: one line per member.
+pub fn members_table(c: &crate::api::ClusterStatus) -> String {
+    let mut out = format!(
+        "{} live, {} dead{}; datagrams dropped {} (auth failures {})\n",
+        c.live,
+        c.dead,
+        if c.syncing { ", syncing sessions" } else { "" },
+        c.datagrams_dropped,
+        c.auth_failures
+    );
+    out.push_str(&format!(
+        "{:<16} {:<8} {:<21} {:>14} {:>10} {:>9} {:>11} {}\n",
+        "NAME", "STATE", "ADDRESS", "GENERATION", "HEARD", "SESSIONS", "CONNECTIONS", "VERSION"
+    ));
+    for m in &c.members {
+        let name = if m.is_self { format!("{} *", m.name) } else { m.name.clone() };
+        let heard = match (m.is_self, m.last_heard_ms) {
+            (true, _) => "self".to_string(),
+            (false, Some(ms)) => format!("{:.1}s ago", ms as f64 / 1000.0),
+            (false, None) => "-".to_string(),
+        };
+        let num = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
+        out.push_str(&format!(
+            "{:<16} {:<8} {:<21} {:>14} {:>10} {:>9} {:>11} {}\n",
+            name,
+            m.state,
+            m.addr,
+            m.generation,
+            heard,
+            num(m.sessions),
+            num(m.connections),
+            m.version.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
 /// Runs a `ctl` action; returns the exit code.
 pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action: CtlAction) -> ExitCode {
     let result = async {
@@ -227,7 +264,14 @@ pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action:
                     backends_table(&s)
                 }
             }
-            CtlAction::Members => return Err(CtlError::NotYet("members (arrives with clustering)")),
+            CtlAction::Members => {
+                let (m, raw): (crate::api::ClusterStatus, _) = c.json(Method::GET, "/api/v1/members", None).await?;
+                if json {
+                    String::from_utf8_lossy(&raw).into_owned()
+                } else {
+                    members_table(&m)
+                }
+            }
             CtlAction::Sessions { key } => {
                 let path = match &key {
                     Some(k) => format!("/api/v1/sessions?key={}", percent_encode(k)),

@@ -101,12 +101,25 @@ pub fn render_config(layout: &Layout, node_name: &str) -> String {
     let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     CONFIG_TEMPLATE
         .replace("@CONFIG@", &layout.config.display().to_string())
-        .replace("@CLUSTER_KEY@", &layout.cluster_key.display().to_string())
+        .replace("@CLUSTER_KEY@", &quote(&layout.cluster_key))
+        .replace("@ADVERTISE@", &toml::Value::String(format!("{}:7946", outbound_ip())).to_string())
         .replace("@NAME@", &toml::Value::String(node_name.to_string()).to_string())
         .replace("@DATA_DIR@", &quote(&layout.data_dir))
         .replace("@TOKEN_FILE@", &quote(&layout.admin_token))
         .replace("@CERT@", &quote(&layout.tls_cert))
         .replace("@KEY@", &quote(&layout.tls_key))
+}
+
+/// The address this host reaches other hosts from (the source address of
+/// its default route), for `[cluster] advertise`; loopback without a route.
+/// Connecting a UDP socket sends nothing.
+fn outbound_ip() -> std::net::IpAddr {
+    let probe = || -> std::io::Result<std::net::IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect("192.0.2.1:7946")?;
+        Ok(s.local_addr()?.ip())
+    };
+    probe().ok().filter(|ip| !ip.is_unspecified()).unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))
 }
 
 /// Writes the files of `layout`. Refuses, before writing anything, when one
@@ -169,8 +182,9 @@ pub fn next_steps(report: &InitReport) -> String {
     ));
     s.push_str(&format!("  5. Replace {} with a certificate from your CA when you have one.\n", l.tls_cert.display()));
     s.push_str(&format!(
-        "\nThe cluster secret in {} is for `sysmanage-node join` once clustering lands \
-         (not in this version): copy the same file to every node of a cluster.\n",
+        "\nTo cluster several nodes: copy {} (the cluster secret) to every node, check \
+         [cluster] advertise in {config}, then on every other node run\n  \
+         sysmanage-node join <this node's advertise address> -c <its node.toml>\n",
         l.cluster_key.display()
     ));
     s
@@ -276,7 +290,9 @@ mod tests {
         assert_eq!(value["node"]["data_dir"].as_str(), Some("/tmp/a \"b\"/data"));
         assert_eq!(value["listeners"][1]["tls"]["key"].as_str(), Some("/tmp/a \"b\"/tls/server.key"));
         assert!(!text.contains('@'), "a placeholder is left");
-        assert!(!text.contains("\n[cluster]"), "clustering keys are not accepted yet");
+        assert_eq!(value["cluster"]["secret_file"].as_str(), Some("/tmp/a \"b\"/cluster.key"));
+        let advertise = value["cluster"]["advertise"].as_str().unwrap();
+        assert!(advertise.parse::<std::net::SocketAddr>().is_ok(), "{advertise}");
     }
 
     #[test]

@@ -24,6 +24,12 @@ pub const RATELIMITED: &str = "sysmanage_ratelimited_total";
 pub const SESSIONS: &str = "sysmanage_sessions";
 pub const AFFINITY: &str = "sysmanage_affinity_total";
 pub const TUNNEL_BYTES: &str = "sysmanage_tunnel_bytes_total";
+pub const CLUSTER_NODES: &str = "sysmanage_cluster_nodes";
+pub const CLUSTER_SYNCING: &str = "sysmanage_cluster_syncing";
+pub const CLUSTER_DATAGRAMS: &str = "sysmanage_cluster_datagrams_total";
+pub const CLUSTER_DROPPED: &str = "sysmanage_cluster_datagrams_dropped_total";
+pub const CLUSTER_BYTES: &str = "sysmanage_cluster_gossip_bytes_total";
+pub const CLUSTER_SESSIONS: &str = "sysmanage_cluster_sessions_total";
 
 /// Process-wide data-path counters.
 #[derive(Debug)]
@@ -51,6 +57,10 @@ pub struct Counters {
     pub affinity_misses: AtomicU64,
     /// Keys whose server was unavailable: moved to another server.
     pub affinity_reassigned: AtomicU64,
+    /// Session records written here that the gossip queue had no room for.
+    pub sessions_not_gossiped: AtomicU64,
+    /// Session records from peers (gossip or catch-up) that won over the one held.
+    pub sessions_merged: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -74,6 +84,8 @@ pub static COUNTERS: Counters = Counters {
     affinity_hits: ZERO,
     affinity_misses: ZERO,
     affinity_reassigned: ZERO,
+    sessions_not_gossiped: ZERO,
+    sessions_merged: ZERO,
 };
 
 pub fn count_response(status: u16) {

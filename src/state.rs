@@ -137,11 +137,100 @@ impl Pool {
     /// avoided; when every available one was tried, any but the last tried
     /// may repeat.
     pub fn select(&self, client_hash: u64, tried: &[usize], now_ms: u64) -> Option<usize> {
+        if self.cfg.balance == crate::model::Balance::Primary {
+            // The agreed active server while this node can use it.
+            let active = self.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
+            if let Some(a) = active.filter(|&a| !tried.contains(&a) && self.available(a, now_ms)) {
+                return Some(a);
+            }
+        }
         let last = tried.last().copied();
         let tier = |backup: bool, i: usize| self.servers[i].backup == backup && self.available(i, now_ms);
         let untried =
             |backup: bool| self.selector.pick(&self.peers, |i| tier(backup, i) && !tried.contains(&i), client_hash);
         let again = |backup: bool| self.selector.pick(&self.peers, |i| tier(backup, i) && Some(i) != last, client_hash);
         untried(false).or_else(|| untried(true)).or_else(|| again(false)).or_else(|| again(true))
+    }
+}
+
+/// One server of a `primary` pool as the nodes see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrimaryVotes {
+    pub backup: bool,
+    /// Nodes that see the server up (this node included).
+    pub up: usize,
+    /// Nodes that reported on the server (this node included).
+    pub voters: usize,
+}
+
+impl PrimaryVotes {
+    /// Up by the majority of the nodes that reported on it.
+    pub fn majority_up(&self) -> bool {
+        self.up * 2 > self.voters
+    }
+}
+
+/// The active server of a `primary` pool: with `failback`, the first server
+/// the majority sees up (non-backups first, in configured order); without,
+/// the current one while the majority sees it up, else the one `preferred`
+/// by the peers (a restarted node adopts their choice), else the first.
+/// Pure: every node with the same views picks the same server.
+pub fn choose_primary(
+    servers: &[PrimaryVotes],
+    current: Option<usize>,
+    preferred: Option<usize>,
+    failback: bool,
+) -> Option<usize> {
+    let ok = |i: usize| servers.get(i).is_some_and(PrimaryVotes::majority_up);
+    let first = || {
+        let tier = |backup: bool| (0..servers.len()).find(|&i| servers[i].backup == backup && ok(i));
+        tier(false).or_else(|| tier(true))
+    };
+    if failback {
+        return first();
+    }
+    current.filter(|&c| ok(c)).or_else(|| preferred.filter(|&p| ok(p))).or_else(first)
+}
+
+#[cfg(test)]
+mod primary_tests {
+    use super::*;
+
+    fn v(up: usize, voters: usize) -> PrimaryVotes {
+        PrimaryVotes { backup: false, up, voters }
+    }
+
+    #[test]
+    fn majority_of_reporting_nodes_decides() {
+        assert!(v(2, 3).majority_up());
+        assert!(!v(1, 2).majority_up(), "a tie is not a majority");
+        assert!(v(1, 1).majority_up(), "a standalone node is its own majority");
+        assert!(!v(0, 0).majority_up());
+    }
+
+    #[test]
+    fn no_failback_keeps_the_current_server() {
+        let all_up = [v(3, 3), v(3, 3)];
+        assert_eq!(choose_primary(&all_up, None, None, false), Some(0));
+        assert_eq!(choose_primary(&all_up, Some(1), None, false), Some(1), "stays on the second after failover");
+        assert_eq!(choose_primary(&all_up, Some(1), None, true), Some(0), "failback returns to the first");
+        let first_down = [v(1, 3), v(3, 3)];
+        assert_eq!(
+            choose_primary(&first_down, Some(0), None, false),
+            Some(1),
+            "fails over when the majority sees it down"
+        );
+    }
+
+    #[test]
+    fn a_new_node_adopts_the_peers_choice_and_backups_come_last() {
+        let all_up = [v(3, 3), v(3, 3)];
+        assert_eq!(choose_primary(&all_up, None, Some(1), false), Some(1));
+        assert_eq!(choose_primary(&[v(0, 3), v(3, 3)], None, Some(0), false), Some(1), "not a server that is down");
+        let with_backup = [PrimaryVotes { backup: true, up: 3, voters: 3 }, v(0, 3), v(2, 3)];
+        assert_eq!(choose_primary(&with_backup, None, None, false), Some(2));
+        let only_backup = [PrimaryVotes { backup: true, up: 3, voters: 3 }, v(0, 3)];
+        assert_eq!(choose_primary(&only_backup, None, None, false), Some(0));
+        assert_eq!(choose_primary(&[v(0, 3)], Some(0), None, false), None);
     }
 }

@@ -124,10 +124,11 @@ fn check_config_prints_a_summary_or_every_error() {
 }
 
 #[test]
-fn commands_of_later_issues_say_they_are_not_available() {
+fn join_needs_a_cluster_table_and_a_peer_address() {
+    // The embedded default config is standalone: refused before any traffic.
     let (code, _, err) = run(&["join", "10.0.0.1:7946"]);
-    assert_eq!(code, 2, "join");
-    assert!(err.contains("not yet available in this version"), "join: {err}");
+    assert_eq!(code, 1, "join");
+    assert!(err.contains("join needs a [cluster] table in <embedded default>"), "join: {err}");
     let (code, _, err) = run(&["run", "-c", "/nonexistent.toml"]);
     assert_eq!(code, 1);
     assert!(err.contains("invalid config"), "{err}");

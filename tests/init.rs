@@ -52,7 +52,8 @@ fn init_writes_a_config_that_passes_check_config() {
     assert!(config.contains(&format!("cert = {}", quoted(&dir.join("tls/server.crt")))));
     assert!(config.contains(&format!("key = {}", quoted(&dir.join("tls/server.key")))));
     assert!(config.contains(&format!("data_dir = {}", quoted(&dir.join("data")))));
-    assert!(!config.lines().any(|l| l.trim_start().starts_with("[cluster]")), "no [cluster] table yet");
+    assert!(config.lines().any(|l| l.trim_start().starts_with("[cluster]")), "a [cluster] table, ready for join");
+    assert!(config.contains(&format!("secret_file = {}", quoted(&dir.join("cluster.key")))), "{config}");
 
     let check = run(&["check-config", dir.join("node.toml").to_str().unwrap()]);
     assert!(check.status.success(), "check-config failed:\n{}\n{}", text(&check.stdout), text(&check.stderr));

@@ -66,6 +66,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/health/websocket", get(status::websocket_health))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status::status))
+        .route("/api/v1/members", get(status::members))
         .route("/api/v1/pools/{pool}/servers/{server}/weight", put(set_weight))
         .route("/api/v1/pools/{pool}/servers/{server}/{action}", post(server_action))
         .route("/api/v1/reload", post(reload))
@@ -81,7 +82,10 @@ async fn metrics(State(st): State<Shared>) -> Response {
     let proxy_state = st.control.shared.state.load_full();
     let cpu = st.cpu.percent(st.started.elapsed().as_secs_f64());
     let sessions = st.control.sessions();
-    let body = prometheus::render(&snap, &proxy_state, sessions.as_deref(), cpu);
+    let mut body = prometheus::render(&snap, &proxy_state, sessions.as_deref(), cpu);
+    let cluster = status::cluster_status(&st.control).await;
+    let stats = st.control.cluster().map(|rt| rt.cluster.transport_stats()).unwrap_or_default();
+    prometheus::render_cluster(&mut body, cluster.as_ref().map(|c| (c, stats)));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
@@ -91,7 +95,7 @@ pub(crate) fn error(status: StatusCode, error: String, details: Vec<String>) -> 
 
 /// Constant-time comparison (length aside), so the token cannot be guessed
 /// byte by byte from response times.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -214,3 +214,61 @@ pub fn render(
     }
     out
 }
+
+/// The cluster families. A standalone node (`None`) is a cluster of one:
+/// one live member, no gossip.
+pub fn render_cluster(out: &mut String, cluster: Option<(&crate::api::ClusterStatus, crate::cluster::TransportStats)>) {
+    let (c, t) = match cluster {
+        Some((c, t)) => (Some(c), t),
+        None => (None, crate::cluster::TransportStats::default()),
+    };
+    header(out, m::CLUSTER_NODES, "gauge", "Cluster members by state, this node included.");
+    for state in ["live", "joining", "leaving", "left", "dead"] {
+        let n = match c {
+            Some(c) => c.members.iter().filter(|m| m.state == state).count(),
+            None => usize::from(state == "live"),
+        };
+        let _ = writeln!(out, "{}{{state=\"{state}\"}} {n}", m::CLUSTER_NODES);
+    }
+    header(out, m::CLUSTER_SYNCING, "gauge", "1 while the session table is being fetched from a peer.");
+    let _ = writeln!(out, "{} {}", m::CLUSTER_SYNCING, u8::from(c.is_some_and(|c| c.syncing)));
+    header(out, m::CLUSTER_DATAGRAMS, "counter", "Gossip datagrams sent and received.");
+    let _ = writeln!(out, "{}{{direction=\"sent\"}} {}", m::CLUSTER_DATAGRAMS, t.datagrams_sent);
+    let _ = writeln!(out, "{}{{direction=\"received\"}} {}", m::CLUSTER_DATAGRAMS, t.datagrams_received);
+    header(out, m::CLUSTER_BYTES, "counter", "Gossip bytes (sealed) sent and received.");
+    let _ = writeln!(out, "{}{{direction=\"sent\"}} {}", m::CLUSTER_BYTES, t.bytes_sent);
+    let _ = writeln!(out, "{}{{direction=\"received\"}} {}", m::CLUSTER_BYTES, t.bytes_received);
+    header(out, m::CLUSTER_DROPPED, "counter", "Gossip datagrams dropped on receipt, by reason.");
+    for (reason, n) in [
+        ("too_short", t.too_short),
+        ("too_long", t.too_long),
+        ("bad_version", t.bad_version),
+        ("unknown_key", t.unknown_key),
+        ("auth_failed", t.auth_failed),
+        ("malformed", t.malformed),
+        ("stale", t.stale),
+        ("future", t.future),
+        ("replayed", t.replayed),
+        ("invalid_payload", t.invalid_payload),
+    ] {
+        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {n}", m::CLUSTER_DROPPED);
+    }
+    header(
+        out,
+        m::CLUSTER_SESSIONS,
+        "counter",
+        "Session records from peers that were applied, and records not gossiped (queue full).",
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"merged\"}} {}",
+        m::CLUSTER_SESSIONS,
+        COUNTERS.sessions_merged.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "{}{{result=\"not_gossiped\"}} {}",
+        m::CLUSTER_SESSIONS,
+        COUNTERS.sessions_not_gossiped.load(Ordering::Relaxed)
+    );
+}

@@ -63,17 +63,94 @@ pub async fn detailed_health(State(st): State<Shared>) -> Response {
     let backends = backends_check(&st);
     let uptime = UptimeCheck { status: "healthy".into(), seconds: st.started.elapsed().as_secs() };
     let session_store = store_check(&st).await;
+    let cluster = cluster_check(&st).await;
     let mut status = worst(&backends.status, &uptime.status);
     if let Some(s) = &session_store {
         status = worst(status, &s.status);
+    }
+    if let Some(c) = &cluster {
+        status = worst(status, &c.status);
     }
     let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let report = HealthReport {
         status: status.into(),
         timestamp: timestamp(),
-        checks: HealthChecks { backends, uptime, session_store },
+        checks: HealthChecks { backends, uptime, session_store, cluster },
     };
     (code, Json(report)).into_response()
+}
+
+/// `syncing` while the session table is fetched from a peer; `degraded`
+/// when the last catch-up failed (the node routes with what it has).
+async fn cluster_check(st: &super::AdminContext) -> Option<ClusterCheck> {
+    let rt = st.control.cluster()?;
+    let syncing = rt.view.syncing.load(Ordering::Relaxed);
+    let last = rt.view.last_sync();
+    let status = match (syncing, &last.error) {
+        (true, _) => "syncing",
+        (false, Some(_)) => "degraded",
+        (false, None) => "healthy",
+    };
+    Some(ClusterCheck {
+        status: status.into(),
+        syncing,
+        live_members: rt.view.live_peers().len() + 1,
+        error: if syncing { None } else { last.error },
+    })
+}
+
+/// The cluster part of the status: members with their state and load.
+pub async fn cluster_status(control: &crate::control::Control) -> Option<ClusterStatus> {
+    let rt = control.cluster()?;
+    let members = rt.members().await;
+    let stats = rt.cluster.transport_stats();
+    let last = rt.view.last_sync();
+    let count = |state: crate::cluster::MemberState| members.iter().filter(|(m, _)| m.state == state).count();
+    Some(ClusterStatus {
+        gossip_addr: rt.cluster.gossip_addr().to_string(),
+        live: count(crate::cluster::MemberState::Live),
+        dead: count(crate::cluster::MemberState::Dead),
+        syncing: rt.view.syncing.load(Ordering::Relaxed),
+        last_sync: (last.at_unix_ms > 0 || last.error.is_some()).then(|| SyncStatus {
+            peer: last.peer.clone(),
+            records: last.records,
+            applied: last.applied,
+            took_ms: last.took_ms,
+            at_unix_ms: last.at_unix_ms,
+            error: last.error.clone(),
+        }),
+        datagrams_dropped: stats.dropped(),
+        auth_failures: stats.auth_failures(),
+        members: members
+            .into_iter()
+            .map(|(m, load)| MemberInfo {
+                name: m.id.name.to_string(),
+                addr: m.id.gossip_addr.to_string(),
+                generation: m.id.generation,
+                state: m.state.as_str().into(),
+                is_self: m.is_self,
+                last_heard_ms: m.last_heard.map(|d| d.as_millis() as u64),
+                version: m.version,
+                admin_addr: m.admin_addr.map(|a| a.to_string()),
+                sessions: load.map(|l| l.0),
+                connections: load.map(|l| l.1),
+            })
+            .collect(),
+    })
+}
+
+pub async fn members(State(st): State<Shared>) -> Response {
+    match cluster_status(&st.control).await {
+        Some(c) => Json(c).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(ApiError {
+                error: "this node is standalone: its config has no [cluster] table".into(),
+                details: Vec::new(),
+            }),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn websocket_health(State(st): State<Shared>) -> Json<WebsocketHealth> {
@@ -93,6 +170,7 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
     let rates = st.sampler.rates(&st.control);
     let now = crate::clock::now_ms();
     let sessions = st.control.sessions();
+    let view = st.control.cluster().map(|c| c.view.clone());
     let pools = snap
         .pools
         .iter()
@@ -140,6 +218,12 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                         last_check,
                         consecutive_failures: state.stats.consecutive_failures.load(Ordering::Relaxed),
                         changed_at_unix_ms: state.changed_at_unix_ms.load(Ordering::Relaxed),
+                        nodes_up: view.as_ref().map(|v| {
+                            let local = state.is_up() && admin != AdminState::Maintenance;
+                            v.peer_votes(&p.cfg.name, &s.name).0 + usize::from(local)
+                        }),
+                        nodes_reporting: view.as_ref().map(|v| v.peer_votes(&p.cfg.name, &s.name).1 + 1),
+                        active: state.active_primary.load(Ordering::Relaxed),
                     }
                 })
                 .collect();
@@ -153,7 +237,9 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
         })
         .collect();
     let events = snap.events.recent(50);
+    let cluster = cluster_status(&st.control).await;
     Json(Status {
+        cluster,
         node: NodeInfo {
             name: snap.config.node.name.clone(),
             version: env!("CARGO_PKG_VERSION").into(),

@@ -7,6 +7,7 @@
 //! | `server:{pool}:{server}` | health view: `{up|down|draining|maintenance} {since_ms}` |
 //! | `load:{pool}:{server}`   | `{sessions} {connections}`                   |
 //! | `session:{pool}:{key}`   | `{L|T} {expires_ms} {hlc} {origin} {server}` (T: tombstone, no server) |
+//! | `primary:{pool}`         | the active server of a `primary` pool as this node chose it |
 //! | `node:version`           | the node's version string                    |
 //! | `node:admin_addr`        | admin API `host:port`                        |
 //! | `node:leaving`           | unix ms at which the node began a graceful leave |
@@ -29,6 +30,7 @@ use thiserror::Error;
 pub const SERVER_PREFIX: &str = "server:";
 pub const LOAD_PREFIX: &str = "load:";
 pub const SESSION_PREFIX: &str = "session:";
+pub const PRIMARY_PREFIX: &str = "primary:";
 pub const NODE_VERSION: &str = "node:version";
 pub const NODE_ADMIN_ADDR: &str = "node:admin_addr";
 pub const NODE_LEAVING: &str = "node:leaving";
@@ -67,6 +69,10 @@ pub enum GossipKey {
     Session {
         pool: String,
         key: String,
+    },
+    /// The active server this node uses for a `primary` pool.
+    Primary {
+        pool: String,
     },
     NodeVersion,
     NodeAdminAddr,
@@ -108,6 +114,10 @@ impl GossipKey {
         GossipKey::Session { pool: pool.to_string(), key: key.to_string() }
     }
 
+    pub fn primary(pool: &str) -> Self {
+        GossipKey::Primary { pool: pool.to_string() }
+    }
+
     /// The chitchat key string. Fails only on an empty name component.
     pub fn encode(&self) -> Result<String, KeyError> {
         Ok(match self {
@@ -125,6 +135,10 @@ impl GossipKey {
                 non_empty(pool, "pool name")?;
                 non_empty(key, "session key")?;
                 format!("{SESSION_PREFIX}{}:{}", enc(pool), enc(key))
+            }
+            GossipKey::Primary { pool } => {
+                non_empty(pool, "pool name")?;
+                format!("{PRIMARY_PREFIX}{}", enc(pool))
             }
             GossipKey::NodeVersion => NODE_VERSION.to_string(),
             GossipKey::NodeAdminAddr => NODE_ADMIN_ADDR.to_string(),
@@ -152,6 +166,12 @@ impl GossipKey {
         if let Some(rest) = key.strip_prefix(SESSION_PREFIX) {
             let (pool, key) = two(rest)?;
             return Ok(GossipKey::Session { pool, key });
+        }
+        if let Some(rest) = key.strip_prefix(PRIMARY_PREFIX) {
+            if rest.contains(':') {
+                return Err(KeyError::BadKey { key: key.to_string(), what: "too many `:`" });
+            }
+            return Ok(GossipKey::Primary { pool: dec(key, rest, "empty pool name")? });
         }
         match key {
             NODE_VERSION => Ok(GossipKey::NodeVersion),
@@ -227,9 +247,13 @@ pub enum GossipValue {
     Health(HealthView),
     Load(LoadSummary),
     Session(SessionEntry),
+    /// The server name of `primary:{pool}`.
+    Primary(String),
     Version(String),
     AdminAddr(SocketAddr),
-    Leaving { since_ms: u64 },
+    Leaving {
+        since_ms: u64,
+    },
 }
 
 impl HealthView {
@@ -304,6 +328,7 @@ impl GossipValue {
             GossipValue::Health(_) => "health",
             GossipValue::Load(_) => "load",
             GossipValue::Session(_) => "session",
+            GossipValue::Primary(_) => "primary",
             GossipValue::Version(_) => "version",
             GossipValue::AdminAddr(_) => "admin address",
             GossipValue::Leaving { .. } => "leaving",
@@ -317,6 +342,7 @@ impl GossipValue {
             (GossipKey::Server { .. }, GossipValue::Health(_))
                 | (GossipKey::Load { .. }, GossipValue::Load(_))
                 | (GossipKey::Session { .. }, GossipValue::Session(_))
+                | (GossipKey::Primary { .. }, GossipValue::Primary(_))
                 | (GossipKey::NodeVersion, GossipValue::Version(_))
                 | (GossipKey::NodeAdminAddr, GossipValue::AdminAddr(_))
                 | (GossipKey::NodeLeaving, GossipValue::Leaving { .. })
@@ -334,6 +360,10 @@ impl GossipValue {
             GossipValue::Health(h) => h.encode(),
             GossipValue::Load(l) => l.encode(),
             GossipValue::Session(s) => s.encode()?,
+            GossipValue::Primary(server) => {
+                non_empty(server, "server name")?;
+                server.clone()
+            }
             GossipValue::Version(v) => v.clone(),
             GossipValue::AdminAddr(a) => a.to_string(),
             GossipValue::Leaving { since_ms } => since_ms.to_string(),
@@ -349,6 +379,10 @@ pub fn decode_entry(key: &str, value: &str) -> Result<(GossipKey, GossipValue), 
         GossipKey::Server { .. } => GossipValue::Health(HealthView::decode(key, value)?),
         GossipKey::Load { .. } => GossipValue::Load(LoadSummary::decode(key, value)?),
         GossipKey::Session { .. } => GossipValue::Session(SessionEntry::decode(key, value)?),
+        GossipKey::Primary { .. } if value.is_empty() => {
+            return Err(KeyError::BadValue { key: key.to_string(), value: String::new(), what: "empty server name" })
+        }
+        GossipKey::Primary { .. } => GossipValue::Primary(value.to_string()),
         GossipKey::NodeVersion => GossipValue::Version(value.to_string()),
         GossipKey::NodeAdminAddr => GossipValue::AdminAddr(value.parse().map_err(|_| KeyError::BadValue {
             key: key.to_string(),
@@ -461,6 +495,9 @@ mod tests {
         roundtrip(GossipKey::NodeVersion, GossipValue::Version("0.1.0 (abc)".into()));
         roundtrip(GossipKey::NodeAdminAddr, GossipValue::AdminAddr("127.0.0.1:9100".parse().unwrap()));
         roundtrip(GossipKey::NodeLeaving, GossipValue::Leaving { since_ms: 42 });
+        roundtrip(GossipKey::primary("db:main"), GossipValue::Primary("s 1:x".into()));
+        assert!(decode_entry("primary:db", "").is_err(), "an empty server name is refused");
+        assert!(decode_entry("primary:a:b", "s").is_err(), "a pool name with a raw `:` is refused");
     }
 
     #[test]

@@ -144,7 +144,8 @@ impl Inner {
 /// A running cluster node.
 pub struct Cluster {
     inner: Arc<Inner>,
-    handle: ChitchatHandle,
+    /// Taken by the first [`Cluster::shutdown`].
+    handle: tokio::sync::Mutex<Option<ChitchatHandle>>,
     leave_grace: Duration,
 }
 
@@ -203,7 +204,7 @@ impl Cluster {
         });
         tokio::spawn(watch_members(Arc::downgrade(&inner), live_rx, config.gossip_interval));
         info!(node = %config.node_name, generation, gossip = %bound, advertise = %advertise, seeds = ?config.seeds, "gossip started");
-        Ok(Cluster { inner, handle, leave_grace: config.leave_grace })
+        Ok(Cluster { inner, handle: tokio::sync::Mutex::new(Some(handle)), leave_grace: config.leave_grace })
     }
 
     pub fn self_id(&self) -> MemberId {
@@ -338,16 +339,18 @@ impl Cluster {
     /// Graceful leave: announces `node:leaving`, gossips it for
     /// `leave_grace`, then stops gossip. Peers see the node as leaving at
     /// once and drop it when its heartbeats stop.
-    pub async fn leave(self) -> Result<(), ClusterError> {
+    pub async fn leave(&self) -> Result<(), ClusterError> {
         self.set(GossipKey::NodeLeaving, GossipValue::Leaving { since_ms: unix_now_ms() }).await?;
         tokio::time::sleep(self.leave_grace).await;
         self.shutdown().await
     }
 
     /// Stops gossip without announcing anything (peers detect the silence).
-    pub async fn shutdown(self) -> Result<(), ClusterError> {
+    /// A second call does nothing.
+    pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        let Some(handle) = self.handle.lock().await.take() else { return Ok(()) };
         info!(node = %self.inner.self_id.node_id, "gossip stopping");
-        self.handle.shutdown().await.map_err(|e| ClusterError::Shutdown(format!("{e:#}")))
+        handle.shutdown().await.map_err(|e| ClusterError::Shutdown(format!("{e:#}")))
     }
 }
 

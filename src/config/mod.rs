@@ -43,6 +43,8 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogConfig,
     pub headers: HeaderConfig,
+    /// `None`: a standalone node.
+    pub cluster: Option<ClusterSettings>,
     pub listeners: Vec<ListenerConfig>,
     pub rate_limits: Vec<RateLimitConfig>,
     pub pools: Vec<PoolConfig>,
@@ -55,6 +57,21 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Runtime worker threads; 1 runs a single-threaded runtime.
     pub workers: usize,
+}
+
+/// The `[cluster]` table: gossip with peers.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Gossip (UDP) and the cluster API (TCP, same port).
+    pub listen: SocketAddr,
+    /// The address peers reach this node at; `None`: `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// `host:port` of nodes to join through.
+    pub seeds: Vec<String>,
+    pub secret_file: PathBuf,
+    /// Read and checked from `secret_file` when the config is loaded.
+    pub secret: crate::cluster::ClusterSecret,
+    pub gossip_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -216,6 +233,9 @@ pub enum SendProxyProtocol {
 pub struct PoolConfig {
     pub name: String,
     pub balance: Balance,
+    /// `primary` only: go back to an earlier server in the list when it
+    /// recovers (default: stay on the current one until it fails).
+    pub failback: bool,
     /// Idle keep-alive connections kept per server.
     pub keepalive: usize,
     pub keepalive_timeout: Duration,

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub log: RawLog,
     #[serde(default)]
     pub headers: RawHeaders,
+    pub cluster: Option<RawCluster>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -80,6 +81,16 @@ pub struct RawHeaders {
     pub hsts: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub listen: Option<String>,
+    pub advertise: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub secret_file: Option<String>,
+    pub gossip_interval: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
@@ -131,6 +142,7 @@ pub struct RawRateLimit {
 pub struct RawPool {
     pub name: Option<String>,
     pub balance: Option<String>,
+    pub failback: Option<bool>,
     pub keepalive: Option<i64>,
     pub keepalive_timeout: Option<String>,
     pub connect_timeout: Option<String>,

@@ -377,6 +377,8 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
+    let cluster = raw.cluster.as_ref().map(|c| validate_cluster(&mut cx, c, root.key("cluster"), base));
+
     Ok(Config {
         source: label.to_string(),
         node,
@@ -385,11 +387,83 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
         limits,
         log,
         headers,
+        cluster,
         listeners,
         rate_limits,
         pools,
         routes,
     })
+}
+
+fn validate_cluster(cx: &mut Ctx, rc: &RawCluster, p: KeyPath, base: &Path) -> ClusterSettings {
+    let addr = |cx: &mut Ctx, v: &str, key: &str| match parse_addr(v) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            cx.err(p.key(key), e);
+            None
+        }
+    };
+    let listen = match rc.listen.as_deref() {
+        None => SocketAddr::from(([0, 0, 0, 0], 7946)),
+        Some(v) => addr(cx, v, "listen").unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
+    };
+    let advertise = rc.advertise.as_deref().and_then(|v| addr(cx, v, "advertise"));
+    match advertise {
+        Some(a) if a.ip().is_unspecified() || a.port() == 0 => {
+            cx.err(p.key("advertise"), format!("must be an address peers can reach (not {a})"))
+        }
+        None if listen.ip().is_unspecified() => cx.err(
+            p.key("advertise"),
+            format!(
+                "listen = \"{listen}\" is a wildcard address: set advertise to the IP:port peers reach this node at"
+            ),
+        ),
+        _ => {}
+    }
+    let mut seeds = Vec::new();
+    for (i, seed) in rc.seeds.iter().flatten().enumerate() {
+        let seed = seed.trim();
+        match seed.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                seeds.push(seed.to_string())
+            }
+            _ => cx.err(
+                p.key("seeds").index(i),
+                format!("expected host:port of a peer's cluster listener such as \"10.0.1.11:7946\", got \"{seed}\""),
+            ),
+        }
+    }
+    let secret_file = match rc.secret_file.as_deref() {
+        Some(f) => base.join(f),
+        None => {
+            cx.err(
+                p.key("secret_file"),
+                "is required: every node of a cluster reads the same secret (`sysmanage-node init` writes one)",
+            );
+            PathBuf::new()
+        }
+    };
+    let secret = if secret_file.as_os_str().is_empty() {
+        None
+    } else {
+        match crate::cluster::load_secret(&secret_file) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                cx.err(p.key("secret_file"), e.to_string());
+                None
+            }
+        }
+    };
+    let gossip_interval = cx.duration(&rc.gossip_interval, p.key("gossip_interval"), Duration::from_millis(500));
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&gossip_interval) {
+        cx.err(p.key("gossip_interval"), format!("must be 10ms..=60s, got {gossip_interval:?}"));
+    }
+    // Without a valid secret the config is refused, so a placeholder is fine.
+    let secret = secret.unwrap_or_else(|| {
+        crate::cluster::ClusterSecret::from_bytes(b"placeholder-0123456789abcdefghijklmnop")
+            .expect("the placeholder is a valid secret")
+    });
+    ClusterSettings { listen, advertise, seeds, secret_file, secret, gossip_interval }
 }
 
 /// `"10/s"`, `"300/m"`, `"10r/s"` (nginx spelling) → requests per second.
@@ -555,6 +629,13 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
         slow_start: cx.duration(&rp.slow_start, p.key("slow_start"), Duration::ZERO),
         checks,
         name,
+        failback: match rp.failback {
+            Some(_) if balance != Balance::Primary => {
+                cx.err(p.key("failback"), "applies only to balance = \"primary\"");
+                false
+            }
+            f => f.unwrap_or(false),
+        },
         balance,
         keepalive: cx.int(rp.keepalive, p.key("keepalive"), 0, 100_000, 32) as usize,
         keepalive_timeout: cx.duration(&rp.keepalive_timeout, p.key("keepalive_timeout"), Duration::from_secs(60)),

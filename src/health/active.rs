@@ -82,6 +82,7 @@ async fn run_check(
     tokio::time::sleep(offset).await;
     let mut down = server.check_is_down(idx);
     let (mut fails, mut oks) = (0u32, 0u32);
+    let mut suspect = false;
     loop {
         let started = tokio::time::Instant::now();
         let result = probe(&server, &check, &client).await;
@@ -126,9 +127,25 @@ async fn run_check(
             }
             events.push("health", Some(&server.pool), Some(&server.name), format!("{state}: {reason}"));
         }
-        tokio::time::sleep(jittered(check.interval)).await;
+        // After a peer's "down", probe quickly until this check agrees (or
+        // the server answers), so failover beats `interval × fall`.
+        if result.is_ok() || down {
+            suspect = false;
+        }
+        let wait = if suspect { check.interval.min(SUSPECT_INTERVAL) } else { jittered(check.interval) };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = server.probe_now.notified(), if !down => {
+                tracing::debug!(pool = %server.pool, server = %server.name, "a peer sees the server down: probing now");
+                suspect = true;
+            }
+        }
     }
 }
+
+/// Probe period while a peer reports a server down and this node's check
+/// has not decided yet.
+const SUSPECT_INTERVAL: Duration = Duration::from_millis(200);
 
 async fn probe(server: &ServerState, check: &CheckConfig, client: &CheckClient) -> Result<(), String> {
     match &check.kind {
@@ -220,6 +237,35 @@ mod tests {
         assert!(events.recent(1)[0].message.starts_with("UP"));
         assert_eq!(server.stats.state_changes.load(Ordering::Relaxed), 2);
         drop(listener);
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_report_makes_checks_probe_quickly() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let server = Arc::new(ServerState::new("p", "s", addr, 1));
+        let events = Arc::new(EventLog::new(10));
+        let check = CheckConfig {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+        };
+        let task = tokio::spawn(run_check(server.clone(), 0, check, check_client(), events));
+        let failed = || server.stats.checks_failed.load(Ordering::Relaxed);
+        until(|| failed() == 1).await;
+        let reported = tokio::time::Instant::now();
+        server.probe_now.notify_waiters();
+        until(|| !server.is_up()).await;
+        let took = reported.elapsed();
+        assert_eq!(failed(), 3, "fall = 3 failures, the last two right after the report");
+        assert!(took < Duration::from_secs(1), "down {took:?} after a peer's report; the interval is 60 s");
+        // Once down, the normal interval applies again.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(failed(), 3);
         task.abort();
     }
 }

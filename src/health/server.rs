@@ -102,6 +102,15 @@ pub struct ServerState {
     pub passive: super::PassiveHealth,
     /// Woken when the server goes into maintenance: its tunnels close.
     pub kick: tokio::sync::Notify,
+    /// Woken when a peer reports the server down: its checks probe at once
+    /// and then quickly until they agree or it answers.
+    pub probe_now: tokio::sync::Notify,
+    /// `primary` pools: this is the active server the node (or the cluster)
+    /// agreed on. Set by `control`.
+    pub active_primary: std::sync::atomic::AtomicBool,
+    /// Connections to the server that the cluster's other nodes have open
+    /// (summed from their load reports); `least_loaded` adds them.
+    pub remote_connections: AtomicU32,
     pub stats: ServerStats,
 }
 
@@ -136,6 +145,9 @@ impl ServerState {
             slow_start_ms: AtomicU64::new(0),
             passive: super::PassiveHealth::new(1, std::time::Duration::from_secs(10)),
             kick: tokio::sync::Notify::new(),
+            probe_now: tokio::sync::Notify::new(),
+            active_primary: std::sync::atomic::AtomicBool::new(false),
+            remote_connections: AtomicU32::new(0),
             stats: ServerStats::default(),
         }
     }

@@ -50,7 +50,9 @@ impl Affinity<'_> {
                 server_key: pool.peers[i].key,
                 weight: s.state.effective_weight(),
                 sessions: counts.get(&s.name).copied().unwrap_or(0),
-                connections: s.state.in_flight.load(Ordering::Relaxed) as usize,
+                // This node's connections and the other nodes' (cluster).
+                connections: s.state.in_flight.load(Ordering::Relaxed) as usize
+                    + s.state.remote_connections.load(Ordering::Relaxed) as usize,
                 // New sessions only on servers taking new traffic (not draining).
                 available: pool.available(i, now_ms) && !s.backup,
             })

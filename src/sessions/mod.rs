@@ -34,6 +34,8 @@ pub use table::{Claim, Table, Touch};
 pub struct Sessions {
     pub table: std::sync::Arc<Table>,
     pub store: StoreHandle,
+    /// Where local changes go to be gossiped (set in a cluster).
+    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<SessionRecord>>,
     owner: std::sync::Mutex<Option<Store>>,
     path: std::path::PathBuf,
 }
@@ -49,19 +51,65 @@ impl Sessions {
         let handle = store.handle();
         spawn_sweeper(table.clone(), handle.clone(), std::time::Duration::from_secs(10));
         let path = store.path().to_path_buf();
-        Ok(std::sync::Arc::new(Sessions { table, store: handle, owner: std::sync::Mutex::new(Some(store)), path }))
+        Ok(std::sync::Arc::new(Sessions {
+            table,
+            store: handle,
+            outbox: std::sync::OnceLock::new(),
+            owner: std::sync::Mutex::new(Some(store)),
+            path,
+        }))
     }
 
     pub fn path(&self) -> &std::path::Path {
         &self.path
     }
 
-    /// Queues a record for the store; a full queue is logged, the record
+    /// Queues a record this node wrote for the store, and for the peers when
+    /// the node is in a cluster. A full queue is logged (store) or counted
+    /// (gossip: peers then learn the record from a catch-up); the record
     /// stays in memory.
     pub fn persist(&self, record: SessionRecord) {
+        if let Some(tx) = self.outbox.get() {
+            if tx.try_send(record.clone()).is_err() {
+                crate::metrics::COUNTERS.sessions_not_gossiped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         if let Err(e) = self.store.put(record) {
             tracing::warn!("session not persisted: {e}");
         }
+    }
+
+    /// Sends every record written from now on to `tx` too (first call wins).
+    pub fn replicate_to(&self, tx: tokio::sync::mpsc::Sender<SessionRecord>) {
+        let _ = self.outbox.set(tx);
+    }
+
+    /// Applies a peer's record: kept (and queued for the store) when it wins
+    /// over the one held. Never re-gossiped.
+    pub fn merge_remote(&self, record: SessionRecord, now_ms: u64) -> bool {
+        if !self.table.merge(record.clone(), now_ms) {
+            return false;
+        }
+        if let Err(e) = self.store.put(record) {
+            tracing::warn!("peer's session not persisted: {e}");
+        }
+        true
+    }
+
+    /// Like [`Sessions::merge_remote`] for a whole table from a peer; waits
+    /// for room in the store's queue instead of dropping. Blocks (call from
+    /// `spawn_blocking`). Returns how many records were applied.
+    pub fn merge_remote_blocking(&self, records: Vec<SessionRecord>, now_ms: u64) -> usize {
+        let mut applied = 0;
+        for record in records {
+            if self.table.merge(record.clone(), now_ms) {
+                applied += 1;
+                if let Err(e) = self.store.put_wait(record) {
+                    tracing::warn!("peer's session not persisted: {e}");
+                }
+            }
+        }
+        applied
     }
 
     /// Commits everything queued and closes the file (at shutdown). Blocks.

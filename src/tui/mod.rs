@@ -96,7 +96,7 @@ enum Update {
     /// The terminal was resized: draw again (ratatui resizes on draw).
     Resized,
     InputFailed(std::io::Error),
-    Status(Result<crate::api::Status, String>),
+    Status(Box<Result<crate::api::Status, String>>),
     Sessions(Result<SessionsAnswer, String>),
     Lookup(String, Result<LookupAnswer, String>),
     Action(Action, Result<String, String>),
@@ -118,7 +118,7 @@ fn poll(app: &App, polls: &mut Polls, transport: &Arc<Transport>, tx: &Unbounded
         polls.status = true;
         let (t, tx) = (transport.clone(), tx.clone());
         tokio::spawn(async move {
-            let _ = tx.send(Update::Status(t.status().await));
+            let _ = tx.send(Update::Status(Box::new(t.status().await)));
         });
     }
     if app.wants_sessions() && !polls.sessions {
@@ -184,7 +184,7 @@ async fn event_loop(term: &mut terminal::Term, app: &mut App, transport: Arc<Tra
             Update::InputFailed(e) => break Err(e),
             Update::Status(r) => {
                 polls.status = false;
-                app.ingest_status(r, now_ms());
+                app.ingest_status(*r, now_ms());
             }
             Update::Sessions(r) => {
                 polls.sessions = false;

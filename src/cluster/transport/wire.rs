@@ -64,6 +64,18 @@ pub const MAX_MESSAGE: usize = MAX_FRAGMENT_PAYLOAD * MAX_FRAGMENTS as usize;
 
 pub const KDF_SALT: &[u8] = b"sysmanage-node cluster secret v1";
 pub const KDF_INFO_KEY: &[u8] = b"sysmanage-node gossip datagram key v1";
+/// HKDF info of the bearer token of the cluster API (catch-up).
+pub const KDF_INFO_API_TOKEN: &[u8] = b"sysmanage-node cluster api token v1";
+
+/// The bearer token peers present to the cluster API: 32 bytes derived from
+/// the secret (never the secret itself), as hex. Nodes with the same secret
+/// derive the same token.
+pub fn api_token(secret: &ClusterSecret) -> String {
+    let hk = Hkdf::<Sha256>::new(Some(KDF_SALT), secret.as_bytes());
+    let mut token = [0u8; 32];
+    hk.expand(KDF_INFO_API_TOKEN, &mut token).expect("32 bytes is a valid HKDF-SHA256 output length");
+    token.iter().map(|b| format!("{b:02x}")).collect()
+}
 pub const KDF_INFO_KEY_ID: &[u8] = b"sysmanage-node gossip key id v1";
 
 /// Why a datagram was dropped. Every variant has a counter in

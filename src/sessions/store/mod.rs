@@ -250,6 +250,12 @@ impl StoreHandle {
         self.send(Op::Put(record))
     }
 
+    /// Queues a record, waiting while the queue is full. Blocks the calling
+    /// thread (bulk loads from a peer).
+    pub fn put_wait(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.tx.send(Op::Put(record)).map_err(|_| StoreError::Closed)
+    }
+
     /// Queues the deletion of records expired at `now_ms`.
     pub fn sweep(&self, now_ms: u64) -> Result<(), StoreError> {
         self.send(Op::Sweep(now_ms))

@@ -6,6 +6,8 @@
 //! Called by `app` (start, SIGHUP) and `admin` (API actions). Commands are
 //! serialised by an async mutex, so two reloads never interleave.
 
+pub mod cluster;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -55,6 +57,8 @@ pub struct Control {
     sessions: std::sync::Mutex<Option<Arc<Sessions>>>,
     /// TLS certificate stores of the listeners, reloaded with the config.
     cert_stores: std::sync::Mutex<Vec<(String, Arc<crate::tls::CertStore>)>>,
+    /// Set once when the node runs in a cluster.
+    cluster: std::sync::OnceLock<Arc<cluster::ClusterRuntime>>,
 }
 
 struct Inner {
@@ -80,9 +84,29 @@ impl Control {
             inner: Mutex::new(inner),
             sessions: std::sync::Mutex::new(sessions),
             cert_stores: std::sync::Mutex::new(Vec::new()),
+            cluster: std::sync::OnceLock::new(),
         });
         tokio::spawn(ramp_ticker(Arc::downgrade(&control)));
         Ok(control)
+    }
+
+    /// Starts gossip when the config has a `[cluster]` table (`extra_seeds`:
+    /// from `join` and `data_dir`). Call once, after [`Control::start`].
+    pub async fn start_cluster(
+        self: &Arc<Self>,
+        extra_seeds: Vec<String>,
+        admin: Option<std::net::SocketAddr>,
+    ) -> anyhow::Result<Option<Arc<cluster::ClusterRuntime>>> {
+        if self.snapshot().config.cluster.is_none() {
+            return Ok(None);
+        }
+        let rt = cluster::ClusterRuntime::start(self, extra_seeds, admin).await?;
+        let _ = self.cluster.set(rt.clone());
+        Ok(Some(rt))
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<cluster::ClusterRuntime>> {
+        self.cluster.get()
     }
 
     pub fn sessions(&self) -> Option<Arc<Sessions>> {
@@ -327,6 +351,11 @@ async fn ramp_ticker(control: Weak<Control>) {
             for s in &pool.servers {
                 s.state.refresh_weight(now);
             }
+        }
+        if control.cluster().is_none() {
+            // A standalone node is its own majority (the cluster task does
+            // this in a cluster).
+            cluster::update_primaries(&snap, None, &control);
         }
     }
 }

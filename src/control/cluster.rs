@@ -1,0 +1,569 @@
+//! The node in its cluster: turns gossip into local state and local state
+//! into gossip. One task ([`run`]) owns the flow:
+//!
+//! - peers' health views are kept per live peer; a peer's `down` wakes the
+//!   local checks of that server ([`ServerState::probe_now`]);
+//! - `primary` pools: the active server is chosen from the majority view
+//!   ([`crate::state::choose_primary`]) and published, so every node sends
+//!   to the same server and a restarted node adopts the others' choice;
+//! - peers' connection counts are summed into
+//!   [`ServerState::remote_connections`] for `least_loaded`;
+//! - session records written here go out as TTL keys (a bounded window);
+//!   records from peers are merged into the table and the store;
+//! - a node that starts with seeds, or that chitchat resets, fetches the full
+//!   session table from a live peer over the cluster API ([`catchup`]) and
+//!   reports `syncing` until it has it.
+//!
+//! Nothing here is on the request path: the proxy reads only atomics in
+//! [`ServerState`] and the session table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::Control;
+use crate::cluster::{
+    Cluster, ClusterChange, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, MemberId,
+    ServerHealth, SessionEntry,
+};
+use crate::health::{AdminState, ServerState};
+use crate::model::Balance;
+use crate::sessions::{Hlc, SessionRecord};
+use crate::state::{choose_primary, PrimaryVotes, Snapshot};
+
+pub mod catchup;
+
+/// How long a starting node waits for a first peer before it stops
+/// reporting `syncing` and serves with what it has.
+const FIRST_PEER_WAIT: Duration = Duration::from_secs(15);
+/// Load reports are refreshed at most this often.
+const LOAD_EVERY: Duration = Duration::from_secs(1);
+/// Session records gossiped per batch.
+const SESSION_BATCH: usize = 4096;
+/// Room for session records waiting to be gossiped.
+const OUTBOX: usize = 65_536;
+
+type ServerKey = (String, String);
+
+/// What one live peer published.
+#[derive(Debug, Default, Clone)]
+struct PeerState {
+    health: HashMap<ServerKey, HealthView>,
+    load: HashMap<ServerKey, LoadSummary>,
+    primary: HashMap<String, String>,
+}
+
+/// The last catch-up.
+#[derive(Debug, Clone, Default)]
+pub struct SyncInfo {
+    pub peer: Option<String>,
+    pub records: usize,
+    pub applied: usize,
+    pub took_ms: u64,
+    pub at_unix_ms: u64,
+    pub error: Option<String>,
+}
+
+/// The cluster state the admin API shows; written by [`run`].
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    peers: Mutex<BTreeMap<MemberId, PeerState>>,
+    /// A catch-up is due or running.
+    pub syncing: AtomicBool,
+    sync: Mutex<SyncInfo>,
+}
+
+impl ClusterView {
+    fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<MemberId, PeerState>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn last_sync(&self) -> SyncInfo {
+        self.sync.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Live peers, by id.
+    pub fn live_peers(&self) -> Vec<MemberId> {
+        self.peers().keys().cloned().collect()
+    }
+
+    /// Peers that see the server up, and peers that reported on it.
+    pub fn peer_votes(&self, pool: &str, server: &str) -> (usize, usize) {
+        let key = (pool.to_string(), server.to_string());
+        let peers = self.peers();
+        let mut up = 0;
+        let mut reported = 0;
+        for p in peers.values() {
+            if let Some(h) = p.health.get(&key) {
+                reported += 1;
+                if h.state == ServerHealth::Up {
+                    up += 1;
+                }
+            }
+        }
+        (up, reported)
+    }
+
+    /// Sum of a peer's load reports: (sessions, connections).
+    pub fn peer_load(&self, id: &MemberId) -> Option<(u64, u64)> {
+        let peers = self.peers();
+        let p = peers.get(id)?;
+        Some(p.load.values().fold((0, 0), |(s, c), l| (s + l.sessions, c + l.connections)))
+    }
+}
+
+/// A node's membership in its cluster.
+pub struct ClusterRuntime {
+    pub cluster: Cluster,
+    pub view: Arc<ClusterView>,
+    /// Where the cluster API (catch-up) listens: the gossip port, over TCP.
+    pub api_addr: SocketAddr,
+    token: Arc<str>,
+    outbox: mpsc::Sender<SessionRecord>,
+    stop: watch::Sender<bool>,
+}
+
+impl ClusterRuntime {
+    /// Starts gossip and the cluster API for `control`'s config, and the task
+    /// that connects them. `extra_seeds`: from `join` and `data_dir`.
+    pub async fn start(
+        control: &Arc<Control>,
+        extra_seeds: Vec<String>,
+        admin: Option<SocketAddr>,
+    ) -> anyhow::Result<Arc<ClusterRuntime>> {
+        use anyhow::Context as _;
+        let cfg = control.snapshot().config.clone();
+        let Some(cc) = cfg.cluster.clone() else { anyhow::bail!("the config has no [cluster] table") };
+        let mut seeds = cc.seeds.clone();
+        for s in extra_seeds {
+            if !seeds.contains(&s) {
+                seeds.push(s);
+            }
+        }
+        let mut config = crate::cluster::ClusterConfig::new(cfg.node.name.clone(), cc.listen);
+        config.advertise = cc.advertise;
+        config.seeds = seeds.clone();
+        config.gossip_interval = cc.gossip_interval;
+        config.failure_detector.initial_interval = cc.gossip_interval;
+        config.leave_grace = cc.gossip_interval * 3;
+        let key = crate::cluster::ClusterKey::derive(&cc.secret);
+        let cluster = Cluster::start(config, key).await.context("cannot start gossip")?;
+        // The cluster API shares the gossip port, over TCP.
+        let bound = cluster.gossip_addr();
+        let api_bind = SocketAddr::new(cc.listen.ip(), bound.port());
+        let api_listener = tokio::net::TcpListener::bind(api_bind)
+            .await
+            .with_context(|| format!("cannot listen on {api_bind}/tcp for the cluster API ([cluster] listen)"))?;
+        let api_addr = SocketAddr::new(bound.ip(), bound.port());
+        let mut entries = vec![(GossipKey::NodeVersion, GossipValue::Version(env!("CARGO_PKG_VERSION").to_string()))];
+        if let Some(a) = admin {
+            entries.push((GossipKey::NodeAdminAddr, GossipValue::AdminAddr(a)));
+        }
+        cluster.set_many(entries).await?;
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
+        let (stop, stop_rx) = watch::channel(false);
+        let view = Arc::new(ClusterView::default());
+        view.syncing.store(!seeds.is_empty(), Ordering::Relaxed);
+        let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
+        let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, outbox, stop });
+        tokio::spawn(catchup::serve(api_listener, Arc::downgrade(control), rt.token.clone(), stop_rx.clone()));
+        let changes = rt.cluster.subscribe();
+        let catchups = rt.cluster.catchup_requests();
+        tokio::spawn(run(Arc::downgrade(&rt), Arc::downgrade(control), changes, outbox_rx, catchups, stop_rx));
+        if !seeds.is_empty() {
+            tokio::spawn(first_sync(Arc::downgrade(&rt), Arc::downgrade(control)));
+        }
+        Ok(rt)
+    }
+
+    /// Every member, this node included, with the load it reports.
+    pub async fn members(&self) -> Vec<(Member, Option<(u64, u64)>)> {
+        let members = self.cluster.members().await;
+        members
+            .into_iter()
+            .map(|m| {
+                let load = if m.is_self { None } else { self.view.peer_load(&m.id) };
+                (m, load)
+            })
+            .collect()
+    }
+
+    /// Announces the leave, gossips it briefly and stops.
+    pub async fn leave(&self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.cluster.leave().await {
+            tracing::warn!("leaving the cluster: {e}");
+        }
+    }
+
+    /// Fetches the full session table from a live peer now.
+    pub async fn sync_now(&self, control: &Control) -> Result<SyncInfo, String> {
+        sync_from_peers(self, control).await
+    }
+}
+
+/// The initial catch-up of a node that starts with seeds: waits for a
+/// first live peer, then fetches; retries while peers fail, for a bounded time.
+async fn first_sync(rt: Weak<ClusterRuntime>, control: Weak<Control>) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
+        if !rt.view.live_peers().is_empty() {
+            match sync_from_peers(&rt, &control).await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!("session catch-up failed, retrying: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if started.elapsed() > FIRST_PEER_WAIT {
+            let mut sync = rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner);
+            sync.error = Some(format!(
+                "no peer answered within {}s; serving with the local session table",
+                FIRST_PEER_WAIT.as_secs()
+            ));
+            tracing::warn!("{}", sync.error.as_deref().unwrap_or_default());
+            rt.view.syncing.store(false, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Tries each live peer in turn until one hands over its table.
+async fn sync_from_peers(rt: &ClusterRuntime, control: &Control) -> Result<SyncInfo, String> {
+    rt.view.syncing.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut last_err = "no live peer".to_string();
+    for peer in rt.view.live_peers() {
+        match catchup::fetch(peer.gossip_addr, &rt.token).await {
+            Ok(records) => {
+                let n = records.len();
+                let applied = match control.sessions() {
+                    Some(s) => {
+                        let now = crate::sessions::unix_now_ms();
+                        tokio::task::spawn_blocking(move || s.merge_remote_blocking(records, now)).await.unwrap_or(0)
+                    }
+                    None => 0,
+                };
+                crate::metrics::COUNTERS.sessions_merged.fetch_add(applied as u64, Ordering::Relaxed);
+                let info = SyncInfo {
+                    peer: Some(peer.name.to_string()),
+                    records: n,
+                    applied,
+                    took_ms: started.elapsed().as_millis() as u64,
+                    at_unix_ms: crate::sessions::unix_now_ms(),
+                    error: None,
+                };
+                tracing::info!(peer = %peer, records = n, applied, took_ms = info.took_ms, "session table caught up");
+                *rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner) = info.clone();
+                rt.view.syncing.store(false, Ordering::Relaxed);
+                return Ok(info);
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer, "session catch-up from this peer failed: {e}");
+                last_err = format!("{peer}: {e}");
+            }
+        }
+    }
+    rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner).error = Some(last_err.clone());
+    Err(last_err)
+}
+
+/// This node's view of a server, as published.
+fn local_health(s: &ServerState) -> HealthView {
+    let state = match s.admin_state() {
+        AdminState::Maintenance => ServerHealth::Maintenance,
+        AdminState::Draining => ServerHealth::Draining,
+        AdminState::Normal if s.is_up() => ServerHealth::Up,
+        AdminState::Normal => ServerHealth::Down,
+    };
+    HealthView { state, since_ms: s.changed_at_unix_ms.load(Ordering::Relaxed) }
+}
+
+fn entry_of(r: &SessionRecord) -> SessionEntry {
+    SessionEntry {
+        server: if r.tombstone { String::new() } else { r.server.clone() },
+        expires_at_ms: r.expires_at_ms,
+        version: r.version.0,
+        origin: r.origin.clone(),
+        tombstone: r.tombstone,
+    }
+}
+
+fn record_of(pool: String, key: String, e: SessionEntry) -> SessionRecord {
+    SessionRecord {
+        key,
+        pool,
+        server: e.server,
+        expires_at_ms: e.expires_at_ms,
+        version: Hlc(e.version),
+        origin: e.origin,
+        tombstone: e.tombstone,
+    }
+}
+
+/// What [`run`] last published, to send only changes.
+#[derive(Default)]
+struct Published {
+    health: HashMap<ServerKey, HealthView>,
+    load: HashMap<ServerKey, LoadSummary>,
+    primary: HashMap<String, String>,
+    load_at: Option<Instant>,
+}
+
+/// The cluster task: applies peers' changes, publishes this node's state.
+async fn run(
+    rt: Weak<ClusterRuntime>,
+    control: Weak<Control>,
+    mut changes: ClusterChangeStream,
+    mut outbox: mpsc::Receiver<SessionRecord>,
+    mut catchups: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = match control.upgrade() {
+        Some(c) => c.snapshot().config.cluster.as_ref().map_or(Duration::from_millis(500), |c| c.gossip_interval),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(interval.min(Duration::from_millis(250)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published = Published::default();
+    let mut batch = Vec::with_capacity(SESSION_BATCH);
+    catchups.borrow_and_update();
+    loop {
+        tokio::select! {
+            change = changes.recv() => {
+                let Some(change) = change else { return };
+                let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
+                let mut dirty = apply_change(&rt, &control, change);
+                // Apply what else is ready before recomputing.
+                while let Some(change) = changes.try_recv() {
+                    dirty |= apply_change(&rt, &control, change);
+                }
+                if dirty {
+                    reconcile(&rt, &control, &mut published).await;
+                }
+            }
+            n = outbox.recv_many(&mut batch, SESSION_BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                let Some(rt) = rt.upgrade() else { return };
+                let entries = batch.drain(..).map(|r| (GossipKey::session(&r.pool, &r.key), GossipValue::Session(entry_of(&r))));
+                if let Err(e) = rt.cluster.set_many(entries.collect::<Vec<_>>()).await {
+                    tracing::warn!("sessions not gossiped: {e}");
+                }
+            }
+            _ = tick.tick() => {
+                let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
+                if let Some(s) = control.sessions() {
+                    s.replicate_to(rt.outbox.clone());
+                }
+                reconcile(&rt, &control, &mut published).await;
+            }
+            changed = catchups.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
+                tracing::info!("gossip asked for a catch-up (this node was reset or fell behind): fetching the session table");
+                rt.view.syncing.store(true, Ordering::Relaxed);
+                let (rt, control) = (Arc::downgrade(&rt), Arc::downgrade(&control));
+                tokio::spawn(async move {
+                    if let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) {
+                        if sync_from_peers(&rt, &control).await.is_err() {
+                            rt.view.syncing.store(false, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Applies one change; true when health, load or primaries may need a
+/// recompute.
+fn apply_change(rt: &ClusterRuntime, control: &Control, change: ClusterChange) -> bool {
+    match change {
+        ClusterChange::Joined(id) => {
+            tracing::info!(member = %id, "cluster member is live");
+            control.events.push("cluster", None, None, format!("{} joined", id.name));
+            rt.view.peers().entry(id).or_default();
+            true
+        }
+        ClusterChange::Departed(id) => {
+            tracing::warn!(member = %id, "cluster member is gone (dead or left)");
+            control.events.push("cluster", None, None, format!("{} left or is dead", id.name));
+            rt.view.peers().remove(&id);
+            true
+        }
+        ClusterChange::Set { node, key, value } => match (key, value) {
+            (GossipKey::Session { pool, key }, GossipValue::Session(e)) => {
+                if let Some(s) = control.sessions() {
+                    if s.merge_remote(record_of(pool, key, e), crate::sessions::unix_now_ms()) {
+                        crate::metrics::COUNTERS.sessions_merged.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                false
+            }
+            (GossipKey::Server { pool, server }, GossipValue::Health(h)) => {
+                if h.state == ServerHealth::Down {
+                    if let Some(s) = find_server(&control.snapshot(), &pool, &server) {
+                        if s.is_up() {
+                            tracing::info!(%pool, %server, peer = %node.name, "a peer sees the server down: probing it now");
+                            s.probe_now.notify_waiters();
+                        }
+                    }
+                }
+                rt.view.peers().entry(node).or_default().health.insert((pool, server), h);
+                true
+            }
+            (GossipKey::Load { pool, server }, GossipValue::Load(l)) => {
+                rt.view.peers().entry(node).or_default().load.insert((pool, server), l);
+                true
+            }
+            (GossipKey::Primary { pool }, GossipValue::Primary(server)) => {
+                rt.view.peers().entry(node).or_default().primary.insert(pool, server);
+                true
+            }
+            _ => false,
+        },
+        ClusterChange::Removed { node, key } => {
+            let mut peers = rt.view.peers();
+            let Some(p) = peers.get_mut(&node) else { return false };
+            match key {
+                GossipKey::Server { pool, server } => p.health.remove(&(pool, server)).is_some(),
+                GossipKey::Load { pool, server } => p.load.remove(&(pool, server)).is_some(),
+                GossipKey::Primary { pool } => p.primary.remove(&pool).is_some(),
+                _ => false,
+            }
+        }
+    }
+}
+
+fn find_server(snap: &Snapshot, pool: &str, server: &str) -> Option<Arc<ServerState>> {
+    snap.pool(pool)?.servers.iter().find(|s| s.name == server).map(|s| s.state.clone())
+}
+
+/// Publishes changed health views, loads and primaries; recomputes remote
+/// connections and the active primaries.
+async fn reconcile(rt: &ClusterRuntime, control: &Control, published: &mut Published) {
+    let snap = control.snapshot();
+    let mut out = Vec::new();
+    // Health views.
+    for pool in &snap.pools {
+        for s in &pool.servers {
+            let key = (pool.cfg.name.clone(), s.name.clone());
+            let view = local_health(&s.state);
+            if published.health.get(&key) != Some(&view) {
+                out.push((GossipKey::server(&key.0, &key.1), GossipValue::Health(view)));
+                published.health.insert(key, view);
+            }
+        }
+    }
+    // Loads, at most once a second.
+    if published.load_at.is_none_or(|at| at.elapsed() >= LOAD_EVERY) {
+        published.load_at = Some(Instant::now());
+        let sessions = control.sessions();
+        for pool in &snap.pools {
+            let counts = match (&sessions, &pool.cfg.affinity) {
+                (Some(s), Some(_)) => s.table.counts_per_server(&pool.cfg.name),
+                _ => HashMap::new(),
+            };
+            for s in &pool.servers {
+                let key = (pool.cfg.name.clone(), s.name.clone());
+                let load = LoadSummary {
+                    sessions: counts.get(&s.name).copied().unwrap_or(0) as u64,
+                    connections: u64::from(s.state.in_flight.load(Ordering::Relaxed)),
+                };
+                if published.load.get(&key) != Some(&load) {
+                    out.push((GossipKey::load(&key.0, &key.1), GossipValue::Load(load)));
+                    published.load.insert(key, load);
+                }
+            }
+        }
+    }
+    // Peers' connections, summed per server.
+    {
+        let peers = rt.view.peers();
+        for pool in &snap.pools {
+            for s in &pool.servers {
+                let key = (pool.cfg.name.clone(), s.name.clone());
+                let sum: u64 = peers.values().filter_map(|p| p.load.get(&key)).map(|l| l.connections).sum();
+                s.state.remote_connections.store(sum.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+            }
+        }
+    }
+    // Primaries.
+    for (pool, server) in update_primaries(&snap, Some(&rt.view), control) {
+        if published.primary.get(&pool) != Some(&server) {
+            out.push((GossipKey::primary(&pool), GossipValue::Primary(server.clone())));
+            published.primary.insert(pool, server);
+        }
+    }
+    if !out.is_empty() {
+        if let Err(e) = rt.cluster.set_many(out).await {
+            tracing::warn!("cluster state not published: {e}");
+        }
+    }
+}
+
+/// Recomputes the active server of every `primary` pool from this node's
+/// view and the peers' (`None`: a standalone node) and marks it. Returns
+/// each pool's active server.
+pub fn update_primaries(snap: &Snapshot, view: Option<&ClusterView>, control: &Control) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for pool in snap.pools.iter().filter(|p| p.cfg.balance == Balance::Primary) {
+        let name = &pool.cfg.name;
+        let votes: Vec<PrimaryVotes> = pool
+            .servers
+            .iter()
+            .map(|s| {
+                let local = s.state.is_up() && s.state.admin_state() == AdminState::Normal;
+                let (up, reported) = view.map_or((0, 0), |v| v.peer_votes(name, &s.name));
+                PrimaryVotes { backup: s.backup, up: up + usize::from(local), voters: reported + 1 }
+            })
+            .collect();
+        let current = pool.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
+        let preferred = view.and_then(|v| {
+            let peers = v.peers();
+            let mut tally: HashMap<&str, usize> = HashMap::new();
+            for p in peers.values() {
+                if let Some(s) = p.primary.get(name) {
+                    *tally.entry(s.as_str()).or_default() += 1;
+                }
+            }
+            // Most votes; ties go to the earlier server in the list.
+            let best = pool
+                .servers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| tally.get(s.name.as_str()).map(|n| (i, *n)))
+                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+            best.map(|(i, _)| i)
+        });
+        let chosen = choose_primary(&votes, current, preferred, pool.cfg.failback);
+        for (i, s) in pool.servers.iter().enumerate() {
+            s.state.active_primary.store(Some(i) == chosen, Ordering::Relaxed);
+        }
+        if chosen != current {
+            let from = current.map_or("none", |i| pool.servers[i].name.as_str());
+            let to = chosen.map_or("none", |i| pool.servers[i].name.as_str());
+            tracing::warn!(pool = %name, from, to, "primary: active server changed");
+            control.events.push(
+                "primary",
+                Some(name),
+                chosen.map(|i| pool.servers[i].name.as_str()),
+                format!("active server {from} -> {to}"),
+            );
+        }
+        if let Some(i) = chosen {
+            out.push((name.clone(), pool.servers[i].name.clone()));
+        }
+    }
+    out
+}
