@@ -151,7 +151,14 @@ impl ClusterRuntime {
         config.failure_detector.initial_interval = cc.gossip_interval;
         config.leave_grace = cc.gossip_interval * 3;
         let key = crate::cluster::ClusterKey::derive(&cc.secret);
-        let cluster = Cluster::start(config, key).await.context("cannot start gossip")?;
+        let mut transport = crate::cluster::SecureTransport::new(key).with_replay_config(config.replay);
+        if let Some(file) = std::env::var_os(FAULT_FILE_ENV) {
+            let faults = crate::cluster::FaultInjector::new();
+            transport = transport.with_fault_injector(faults.clone());
+            tracing::warn!(file = %std::path::Path::new(&file).display(), "test fault injection is on ({FAULT_FILE_ENV})");
+            tokio::spawn(watch_fault_file(std::path::PathBuf::from(file), faults));
+        }
+        let cluster = Cluster::start_with_transport(config, transport).await.context("cannot start gossip")?;
         // The cluster API shares the gossip port, over TCP.
         let bound = cluster.gossip_addr();
         let api_bind = SocketAddr::new(cc.listen.ip(), bound.port());
@@ -203,6 +210,28 @@ impl ClusterRuntime {
     /// Fetches the full session table from a live peer now.
     pub async fn sync_now(&self, control: &Control) -> Result<SyncInfo, String> {
         sync_from_peers(self, control).await
+    }
+}
+
+/// Names a file of fault rules (`cluster::FaultInjector::apply` syntax) that
+/// the node re-reads every 100 ms: the test hook end-to-end tests use to
+/// drop, delay or partition gossip between real processes. Unset in
+/// production; the node logs a warning when it is set.
+pub const FAULT_FILE_ENV: &str = "SYSMANAGE_NODE_FAULT_FILE";
+
+async fn watch_fault_file(file: std::path::PathBuf, faults: crate::cluster::FaultInjector) {
+    let mut applied = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text == applied {
+            continue;
+        }
+        match faults.apply(if text.trim().is_empty() { "clear" } else { &text }) {
+            Ok(()) => tracing::warn!(rules = %text.trim(), "test fault rules applied"),
+            Err(e) => tracing::error!(file = %file.display(), "test fault rules not applied: {e}"),
+        }
+        applied = text;
     }
 }
 

@@ -1,0 +1,455 @@
+//! Clusters of real `sysmanage-node` processes on loopback addresses
+//! (127.0.0.2 ..), in front of in-process backends: join through one seed,
+//! sessions that follow a key through any node, `kill -9` and restart with
+//! catch-up, failure propagation, a cluster-agreed primary, a partition that
+//! heals (through the test fault file), and a node with another secret.
+//!
+//! Every process is started with its own temp dir and killed by its PID when
+//! the test ends (also on panic, through `Drop`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use support::{wait_until, Backend};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
+const SECRET: &str = "3f1c9a7be2d54f08a6c1e9b27d3f5a8c0b4e6d2f1a9c8b7e5d3c2b1a0f9e8d7c";
+const OTHER_SECRET: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef0fedcba987654321";
+
+/// A port free for both TCP and UDP on `ip` (gossip and the cluster API
+/// share it).
+fn free_port(ip: IpAddr) -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn write_secret(path: &Path, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+struct Proc {
+    name: String,
+    ip: IpAddr,
+    http: SocketAddr,
+    admin: SocketAddr,
+    gossip: SocketAddr,
+    dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+impl Proc {
+    /// Writes the config of node `n` (address 127.0.0.{n+1}).
+    fn new(root: &Path, n: u8, pool: &str, secret: &str, seeds: &[SocketAddr]) -> Proc {
+        let name = format!("n{n}");
+        let ip = IpAddr::from([127, 0, 0, n + 1]);
+        let dir = root.join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret_file = dir.join("cluster.key");
+        write_secret(&secret_file, secret);
+        let (http, admin, gossip) = (
+            SocketAddr::new(ip, free_port(ip)),
+            SocketAddr::new(ip, free_port(ip)),
+            SocketAddr::new(ip, free_port(ip)),
+        );
+        let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[node]
+name = "{name}"
+data_dir = "{data}"
+workers = 1
+
+[log]
+level = "info"
+access_log = false
+
+[admin]
+listen = "{admin}"
+
+[cluster]
+listen = "{gossip}"
+seeds = [{seeds}]
+secret_file = "{secret}"
+gossip_interval = "100ms"
+
+[[listeners]]
+name = "http"
+bind = "{http}"
+
+[[pools]]
+name = "agents"
+{pool}
+
+[[routes]]
+name = "default"
+path_prefix = "/"
+pool = "agents"
+"#,
+                data = dir.join("data").display(),
+                seeds = seeds.join(", "),
+                secret = secret_file.display(),
+            ),
+        )
+        .unwrap();
+        Proc { name, ip, http, admin, gossip, dir, config, child: None }
+    }
+
+    /// `run -c`, or `join PEER -c` when `join` is given.
+    async fn start(&mut self, join: Option<SocketAddr>) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        match join {
+            Some(peer) => cmd.args(["join", &peer.to_string(), "-c"]),
+            None => cmd.args(["run", "-c"]),
+        };
+        cmd.arg(&self.config).env("SYSMANAGE_NODE_FAULT_FILE", self.dir.parent().unwrap().join("faults"));
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.child = Some(child);
+        let admin = self.admin;
+        let name = self.name.clone();
+        wait_until(Duration::from_secs(20), &format!("{name}'s admin API"), || async move {
+            tokio::net::TcpStream::connect(admin).await.is_ok()
+        })
+        .await;
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    async fn json(&self, path: &str) -> serde_json::Value {
+        let (status, _, body) = support::get(&support::client(), self.admin, path).await;
+        assert!(status.is_success(), "{} {path}: {status} {body}", self.name);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Member name → state, as this node sees them.
+    async fn members(&self) -> BTreeMap<String, String> {
+        let v = self.json("/api/v1/members").await;
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap().to_string(), m["state"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    async fn live(&self) -> usize {
+        self.members().await.values().filter(|s| *s == "live").count()
+    }
+
+    /// The backend that answers `GET /` with affinity key `key`.
+    async fn backend_for(&self, key: &str) -> String {
+        let req = Request::get(format!("http://{}/", self.http))
+            .header("x-agent", key)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, _, body) = support::send(&support::client(), req).await;
+        assert_eq!(status, 200, "{} key {key}: {body}", self.name);
+        body
+    }
+
+    /// The backend that answers a request without a key.
+    async fn backend(&self) -> String {
+        let (status, _, body) = support::get(&support::client(), self.http, "/").await;
+        assert_eq!(status, 200, "{}: {body}", self.name);
+        body
+    }
+
+    async fn sessions_total(&self) -> u64 {
+        self.json("/api/v1/sessions").await["total"].as_u64().unwrap()
+    }
+
+    /// The status of `server` in this node's `/api/v1/status`.
+    async fn server_status(&self, server: &str) -> serde_json::Value {
+        let v = self.json("/api/v1/status").await;
+        v["pools"][0]["servers"].as_array().unwrap().iter().find(|s| s["name"] == server).unwrap().clone()
+    }
+}
+
+fn sticky_pool(backends: &[&Backend]) -> String {
+    format!(
+        "affinity = {{ key = \"header:X-Agent\" }}\nretries = 1\n{}",
+        support::servers(&backends.iter().map(|b| (*b, "")).collect::<Vec<_>>())
+    )
+}
+
+async fn all_live(nodes: &[&Proc], n: usize) {
+    for p in nodes {
+        wait_until(Duration::from_secs(20), &format!("{} sees {n} live members", p.name), || async {
+            p.live().await == n
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_follow_their_key_through_every_node_across_kill_and_restart() {
+    let (b1, b2, b3) = (Backend::start("s1").await, Backend::start("s2").await, Backend::start("s3").await);
+    let pool = sticky_pool(&[&b1, &b2, &b3]);
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Proc::new(root.path(), 1, &pool, SECRET, &[]);
+    a.start(None).await;
+    // B and C join through A with `join`, which remembers A in their data_dir.
+    let mut b = Proc::new(root.path(), 2, &pool, SECRET, &[]);
+    let mut c = Proc::new(root.path(), 3, &pool, SECRET, &[]);
+    b.start(Some(a.gossip)).await;
+    c.start(Some(a.gossip)).await;
+    all_live(&[&a, &b, &c], 3).await;
+    let seeds = std::fs::read_to_string(c.dir.join("data/cluster-seeds")).unwrap();
+    assert!(seeds.contains(&a.gossip.to_string()), "join remembers its peer: {seeds}");
+
+    // `ctl members` lists the three, this node marked.
+    let out = Command::new(BIN).args(["ctl", "--admin", &format!("http://{}", b.admin), "members"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("3 live, 0 dead"), "{text}");
+    assert!(text.contains("n2 *") && text.contains("n1 ") && text.contains("n3 "), "{text}");
+
+    // 100 keys created through A reach the same backend through B and C.
+    let mut owner = BTreeMap::new();
+    for i in 0..100 {
+        let key = format!("agent-{i}");
+        owner.insert(key.clone(), a.backend_for(&key).await);
+    }
+    let spread: std::collections::BTreeSet<&String> = owner.values().collect();
+    assert_eq!(spread.len(), 3, "least_loaded spreads new keys over the servers: {owner:?}");
+    for p in [&b, &c] {
+        wait_until(Duration::from_secs(10), &format!("{} knows the 100 sessions", p.name), || async {
+            p.sessions_total().await >= 100
+        })
+        .await;
+    }
+    for (key, server) in &owner {
+        assert_eq!(&b.backend_for(key).await, server, "key {key} through B");
+        assert_eq!(&c.backend_for(key).await, server, "key {key} through C");
+    }
+
+    // kill -9 C: A and B mark it dead and keep routing.
+    let c_generation = {
+        let v = a.json("/api/v1/members").await;
+        v["members"].as_array().unwrap().iter().find(|m| m["name"] == "n3").unwrap()["generation"].as_u64().unwrap()
+    };
+    c.kill9();
+    let killed = std::time::Instant::now();
+    for p in [&a, &b] {
+        wait_until(Duration::from_secs(15), &format!("{} marks n3 dead", p.name), || async {
+            p.members().await.get("n3").is_some_and(|s| s == "dead")
+        })
+        .await;
+    }
+    eprintln!("n3 marked dead by n1 and n2 {:?} after kill -9", killed.elapsed());
+    for (key, server) in owner.iter().take(10) {
+        assert_eq!(&a.backend_for(key).await, server);
+    }
+    // Keys made while C is down.
+    for i in 100..120 {
+        let key = format!("agent-{i}");
+        owner.insert(key.clone(), b.backend_for(&key).await);
+    }
+
+    // C restarts (`run`, seeds from data_dir): a new generation, a catch-up,
+    // and every old and new key on its backend.
+    c.start(None).await;
+    all_live(&[&a, &b, &c], 3).await;
+    wait_until(Duration::from_secs(15), "n3 has caught up", || async {
+        let h = c.json("/api/health/detailed").await;
+        h["checks"]["cluster"]["syncing"] == false && c.sessions_total().await >= 120
+    })
+    .await;
+    let v = a.json("/api/v1/members").await;
+    let gen = v["members"].as_array().unwrap().iter().find(|m| m["name"] == "n3" && m["state"] == "live").unwrap()
+        ["generation"]
+        .as_u64()
+        .unwrap();
+    assert!(gen > c_generation, "a restart gets a higher generation ({gen} vs {c_generation})");
+    let status = c.json("/api/v1/status").await;
+    assert!(status["cluster"]["last_sync"]["records"].as_u64().unwrap() >= 120, "{}", status["cluster"]);
+    for (key, server) in &owner {
+        assert_eq!(&c.backend_for(key).await, server, "key {key} through the restarted C");
+    }
+    assert!(c.log().contains("session table caught up"), "{}", c.log());
+}
+
+const FAST_CHECK: &str =
+    r#"checks = [{ path = "/api/health", interval = "200ms", timeout = "150ms", fall = 2, rise = 2 }]"#;
+const SLOW_CHECK: &str =
+    r#"checks = [{ path = "/api/health", interval = "10s", timeout = "150ms", fall = 2, rise = 2 }]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_propagate_and_primary_is_agreed_without_failback() {
+    let (b1, b2) = (Backend::start("s1").await, Backend::start("s2").await);
+    let servers = support::servers(&[(&b1, ""), (&b2, "")]);
+    let root = tempfile::tempdir().unwrap();
+    // A checks every 200 ms; B and C only every 10 s, so only a peer's
+    // report can make them notice within seconds.
+    let mut a = Proc::new(root.path(), 4, &format!("balance = \"primary\"\n{FAST_CHECK}\n{servers}"), SECRET, &[]);
+    let slow = format!("balance = \"primary\"\n{SLOW_CHECK}\n{servers}");
+    let mut b = Proc::new(root.path(), 5, &slow, SECRET, &[a.gossip]);
+    let mut c = Proc::new(root.path(), 6, &slow, SECRET, &[a.gossip]);
+    a.start(None).await;
+    b.start(None).await;
+    c.start(None).await;
+    all_live(&[&a, &b, &c], 3).await;
+    for p in [&a, &b, &c] {
+        wait_until(Duration::from_secs(10), &format!("{} reports 3 nodes seeing s1 up", p.name), || async {
+            let s = p.server_status("s1").await;
+            s["nodes_up"] == 3 && s["active"] == true
+        })
+        .await;
+        for _ in 0..5 {
+            assert_eq!(p.backend().await, "s1", "{} sends to the primary", p.name);
+        }
+    }
+
+    // s1 fails its checks: A sees it within 2 × 200 ms, B and C at once after
+    // A's report (their own interval is 10 s).
+    b1.set_health(503);
+    let failed = std::time::Instant::now();
+    for p in [&b, &c] {
+        wait_until(Duration::from_secs(5), &format!("{} marks s1 down", p.name), || async {
+            p.server_status("s1").await["health"] == "down"
+        })
+        .await;
+    }
+    let took = failed.elapsed();
+    eprintln!("s1 down on the slow-checking nodes {took:?} after its checks started failing");
+    assert!(took < Duration::from_secs(5), "faster than their own interval × fall (20 s)");
+    for p in [&a, &b, &c] {
+        wait_until(Duration::from_secs(5), &format!("{} fails over to s2", p.name), || async {
+            p.server_status("s2").await["active"] == true
+        })
+        .await;
+        assert_eq!(p.backend().await, "s2", "{} fails over with the others", p.name);
+    }
+
+    // s1 returns: no failback, every node stays on s2.
+    b1.set_health(200);
+    wait_until(Duration::from_secs(10), "A sees s1 up again", || async {
+        a.server_status("s1").await["health"] == "up"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for p in [&a, &b, &c] {
+        for _ in 0..5 {
+            assert_eq!(p.backend().await, "s2", "{} does not fail back", p.name);
+        }
+        assert_eq!(p.server_status("s2").await["active"], true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_and_the_tables_converge() {
+    let (b1, b2) = (Backend::start("s1").await, Backend::start("s2").await);
+    let pool = sticky_pool(&[&b1, &b2]);
+    let root = tempfile::tempdir().unwrap();
+    let faults = root.path().join("faults");
+    let mut a = Proc::new(root.path(), 7, &pool, SECRET, &[]);
+    let mut b = Proc::new(root.path(), 8, &pool, SECRET, &[a.gossip]);
+    let mut c = Proc::new(root.path(), 9, &pool, SECRET, &[a.gossip]);
+    a.start(None).await;
+    b.start(None).await;
+    c.start(None).await;
+    all_live(&[&a, &b, &c], 3).await;
+
+    // Cut C off from A and B.
+    std::fs::write(&faults, format!("partition={},{}|{}", a.gossip, b.gossip, c.gossip)).unwrap();
+    wait_until(Duration::from_secs(15), "A sees C dead", || async {
+        a.members().await.get("n9").is_some_and(|s| s == "dead")
+    })
+    .await;
+    // Both sides take new sessions.
+    let mut owner = BTreeMap::new();
+    for i in 0..20 {
+        let (k1, k2) = (format!("left-{i}"), format!("right-{i}"));
+        owner.insert(k1.clone(), a.backend_for(&k1).await);
+        owner.insert(k2.clone(), c.backend_for(&k2).await);
+    }
+    wait_until(Duration::from_secs(10), "B has A's side", || async { b.sessions_total().await >= 20 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.sessions_total().await, 20, "B has A's side only");
+    std::fs::write(&faults, "heal").unwrap();
+    all_live(&[&a, &b, &c], 3).await;
+    for p in [&a, &b, &c] {
+        wait_until(Duration::from_secs(20), &format!("{} holds all 40 sessions", p.name), || async {
+            p.sessions_total().await == 40
+        })
+        .await;
+    }
+    for (key, server) in &owner {
+        for p in [&a, &b, &c] {
+            assert_eq!(&p.backend_for(key).await, server, "key {key} through {}", p.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_secret_is_refused_and_says_why() {
+    let b1 = Backend::start("s1").await;
+    let pool = sticky_pool(&[&b1]);
+    let root = tempfile::tempdir().unwrap();
+    let mut a = Proc::new(root.path(), 10, &pool, SECRET, &[]);
+    a.start(None).await;
+    let mut intruder = Proc::new(root.path(), 11, &pool, OTHER_SECRET, &[]);
+    intruder.start(Some(a.gossip)).await;
+    // A drops every datagram and counts it; neither side lists the other.
+    wait_until(Duration::from_secs(10), "A counts authentication failures", || async {
+        let v = a.json("/api/v1/members").await;
+        v["auth_failures"].as_u64().unwrap() > 0
+    })
+    .await;
+    assert_eq!(a.live().await, 1);
+    assert_eq!(intruder.live().await, 1);
+    let metrics = support::get(&support::client(), a.admin, "/metrics").await.2;
+    let dropped = support::metric(&metrics, "sysmanage_cluster_datagrams_dropped_total{reason=\"unknown_key\"}");
+    assert!(dropped.is_some_and(|n| n > 0.0), "{metrics}");
+    // The intruder's catch-up is refused too (401), and both logs say why.
+    wait_until(Duration::from_secs(25), "the intruder logs why nobody answers", || async {
+        intruder.log().contains("same cluster secret")
+    })
+    .await;
+    assert!(a.log().contains("secret"), "A's log names the cause: {}", a.log());
+    let (status, _, body) = support::send(
+        &support::client(),
+        Request::get(format!("http://{}/cluster/v1/sessions", a.gossip))
+            .header("authorization", "Bearer 00")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("cluster secret"), "{body}");
+    let _ = (a.ip, intruder.ip);
+}
