@@ -28,8 +28,6 @@ pub enum CtlError {
     Decode { url: String, detail: String },
     #[error("cannot read the admin token file {path}: {detail}")]
     Token { path: String, detail: String },
-    #[error("{0}: not yet available in this version")]
-    NotYet(&'static str),
 }
 
 /// A small HTTP client for the admin API.
@@ -358,10 +356,6 @@ pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action:
                 println!();
             }
             ExitCode::SUCCESS
-        }
-        Err(e @ CtlError::NotYet(_)) => {
-            eprintln!("sysmanage-node ctl: {e}");
-            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("sysmanage-node ctl: {e}");

@@ -59,9 +59,15 @@ fn all_flowing(line: &str) -> bool {
         let c = counts(part);
         names.iter().all(|n| c.iter().any(|(k, v)| k == n && *v > 0))
     };
+    // The three nodes are one cluster: each sees three live members.
+    let clustered = parts.last().is_some_and(|p| {
+        p.contains("cluster members live")
+            && counts(p).iter().filter(|(k, v)| k.starts_with("node") && *v == 3).count() == 3
+    });
     ok(parts[0], ["node1", "node2", "node3"])
         && ok(parts[1], ["app1", "app2", "app3"])
         && ok(parts[2], ["node1", "node2", "node3"])
+        && clustered
 }
 
 fn wait_line(
@@ -92,7 +98,7 @@ fn demo_shows_traffic_through_every_node_and_stops_on_ctrl_c() {
     let mut seen = Vec::new();
     assert!(
         wait_line(&rx, Duration::from_secs(40), &mut seen, all_flowing),
-        "no summary with traffic on all nodes and backends:\n{}",
+        "no summary with traffic on all nodes and backends and a cluster of three:\n{}",
         seen.join("\n")
     );
     let dir = seen

@@ -121,6 +121,54 @@ fn cluster() {
     each_size("cluster", &app);
 }
 
+/// The fixture node as the second of three cluster members, one of them dead.
+fn clustered(mut s: Status) -> Status {
+    let member = |name: &str, addr: &str, state: &str, is_self: bool, heard: Option<u64>, conns: Option<u64>| {
+        sysmanage_node::api::MemberInfo {
+            name: name.into(),
+            addr: addr.into(),
+            generation: 1_794_999_000_000,
+            state: state.into(),
+            is_self,
+            last_heard_ms: heard,
+            version: Some("0.1.0".into()),
+            admin_addr: None,
+            sessions: conns.map(|_| 1200),
+            connections: conns,
+        }
+    };
+    s.cluster = Some(sysmanage_node::api::ClusterStatus {
+        gossip_addr: "10.0.1.11:7946".into(),
+        live: 2,
+        dead: 1,
+        syncing: false,
+        last_sync: None,
+        datagrams_dropped: 3,
+        auth_failures: 0,
+        members: vec![
+            member("lb1", "10.0.1.10:7946", "live", false, Some(240), Some(812)),
+            member("lb2", "10.0.1.11:7946", "live", true, None, None),
+            member("lb3", "10.0.1.12:7946", "dead", false, Some(41_000), Some(0)),
+        ],
+    });
+    for p in &mut s.pools {
+        for srv in &mut p.servers {
+            let up = srv.state == "up";
+            srv.nodes_up = Some(if up { 2 } else { 0 });
+            srv.nodes_reporting = Some(2);
+        }
+    }
+    s
+}
+
+#[test]
+fn cluster_members() {
+    let mut app = App::new("http://127.0.0.1:9100", true);
+    app.ingest_status(Ok(clustered(status())), NOW);
+    keys(&mut app, "3");
+    each_size("cluster-members", &app);
+}
+
 #[test]
 fn sessions_with_a_key_found() {
     let mut app = live_app();

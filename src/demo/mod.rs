@@ -11,11 +11,10 @@
 //! Called by `app`. Starts nodes through [`crate::app::Node`] like `run`
 //! does; touches nothing outside its temporary directory and 127.0.0.1.
 //!
-//! Clustering is not in this version: the three nodes run standalone. The
-//! agents' pool uses `policy = "hash"` so that every node still sends an
-//! agent to the same backend. When `join` lands, [`node_config`] gets a
-//! `[cluster]` table (seeds = node 1) and the policy can go back to
-//! `least_loaded`.
+//! The three nodes form a cluster (node 1 is the others' seed, the secret
+//! is generated into the temporary directory): they share backend health and
+//! the agents' sessions, so `least_loaded` places each agent once and every
+//! node sends it to the same backend.
 
 pub mod backend;
 pub mod traffic;
@@ -84,9 +83,15 @@ async fn run_in(dir: &Path, opts: DemoOptions) -> anyhow::Result<()> {
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, format!("{}\n", crate::init::random_hex()?))
         .with_context(|| format!("cannot write {}", token_file.display()))?;
-    let mut nodes = Vec::new();
+    let secret_file = dir.join("cluster.key");
+    crate::model::create_private_file(&secret_file, format!("{}\n", crate::init::random_hex()?).as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", secret_file.display()))?;
+    let mut nodes: Vec<Node> = Vec::new();
     for i in 1..=NODES {
-        let text = node_config(i, &backends, dir, &token_file);
+        // Node 1 is the seed of the others.
+        let seeds: Vec<SocketAddr> =
+            nodes.first().and_then(|n| n.control.cluster()).map(|c| c.cluster.gossip_addr()).into_iter().collect();
+        let text = node_config(i, &backends, dir, &token_file, &secret_file, &seeds);
         let path = dir.join(format!("node{i}.toml"));
         std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         let cfg = crate::config::load_file(&path).map_err(|e| anyhow::anyhow!("demo config invalid:\n{e}"))?;
@@ -175,14 +180,20 @@ async fn shutdown_signal() -> &'static str {
 /// The config of node `i` (1-based): one plain-HTTP listener, the admin API
 /// with a token, an `api` pool and an `agents` pool with sticky sessions
 /// over the same backends, all on 127.0.0.1 with ephemeral ports.
-pub fn node_config(i: usize, backends: &[SampleBackend], dir: &Path, token_file: &Path) -> String {
+pub fn node_config(
+    i: usize,
+    backends: &[SampleBackend],
+    dir: &Path,
+    token_file: &Path,
+    secret_file: &Path,
+    seeds: &[SocketAddr],
+) -> String {
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
     let servers: Vec<String> =
         backends.iter().map(|b| format!("{{ name = {}, addr = \"{}\" }}", quote(&b.name), b.addr)).collect();
     let servers = servers.join(", ");
     let data_dir = dir.join(format!("node{i}"));
-    // Clustering arrives later: then a [cluster] table goes here, with
-    // node 1 as the seed of nodes 2 and 3.
+    let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
         r#"# sysmanage-node demo: node {i} of {NODES}
 [node]
@@ -196,6 +207,12 @@ token_file = {token_file}
 
 [limits]
 shutdown_timeout = "2s"
+
+[cluster]
+listen = "127.0.0.1:0"
+seeds = [{seeds}]
+secret_file = {secret_file}
+gossip_interval = "200ms"
 
 [log]
 level = "warn"
@@ -225,9 +242,10 @@ name = "agents"
 balance = "least_conn"
 servers = [{servers}]
 checks = [{{ path = "/api/health", interval = "1s", fall = 2, rise = 1 }}]
-# "hash": every node picks the same backend for an agent without sharing a
-# session table (the nodes are not clustered in this version).
-affinity = {{ key = "query:token", extract = "sysmanage-token:hostname", policy = "hash", ttl = "10m" }}
+# The nodes share their session tables: an agent reaches the same backend
+# through any node, and new agents go to the least loaded backend counting
+# every node's sessions and connections.
+affinity = {{ key = "query:token", extract = "sysmanage-token:hostname", policy = "least_loaded", ttl = "10m" }}
 
 [[routes]]
 name = "health"
@@ -254,6 +272,8 @@ pool = "api"
 "#,
         data_dir = quote(&data_dir.display().to_string()),
         token_file = quote(&token_file.display().to_string()),
+        secret_file = quote(&secret_file.display().to_string()),
+        seeds = seeds.join(", "),
     )
 }
 
@@ -288,7 +308,15 @@ async fn summaries(admin: &[SocketAddr], backends: &[SampleBackend], traffic: &T
     loop {
         tick.tick().await;
         let mut per_node = Vec::new();
+        let mut live = Vec::new();
         for (i, c) in clients.iter().enumerate() {
+            let n = match c.send(http::Method::GET, "/api/v1/members", None).await {
+                Ok((s, body)) if s.is_success() => serde_json::from_slice::<crate::api::ClusterStatus>(&body)
+                    .map(|m| m.live.to_string())
+                    .unwrap_or_else(|_| "?".into()),
+                _ => "?".into(),
+            };
+            live.push(format!("node{}={n}", i + 1));
             let n = match c.send(http::Method::GET, "/api/v1/status", None).await {
                 Ok((s, body)) if s.is_success() => serde_json::from_slice::<crate::api::Status>(&body)
                     .map(|st| st.pools.iter().flat_map(|p| &p.servers).map(|s| s.requests_total).sum::<u64>())
@@ -310,13 +338,14 @@ async fn summaries(admin: &[SocketAddr], backends: &[SampleBackend], traffic: &T
         let tunnels_backend: Vec<String> =
             backends.iter().map(|b| format!("{}={}", b.name, b.stats.tunnels.load(Ordering::Relaxed))).collect();
         println!(
-            "[{:>4}s] requests per node: {} | per backend: {} | tunnels per node: {} | per backend: {} | errors: {}",
+            "[{:>4}s] requests per node: {} | per backend: {} | tunnels per node: {} | per backend: {} | errors: {} | cluster members live: {}",
             started.elapsed().as_secs(),
             per_node.join(" "),
             per_backend.join(" "),
             tunnels_node.join(" "),
             tunnels_backend.join(" "),
             traffic.stats.errors.load(Ordering::Relaxed),
+            live.join(" "),
         );
     }
 }

@@ -414,8 +414,11 @@ impl App {
             .filter(|p| p.balance == "primary")
             .filter(|p| matches_filter(&self.filter, &[&p.name]))
             .map(|p| {
+                // The node marks the server it (and its cluster) agreed on;
+                // older nodes do not, so fall back to the balancer's rule.
+                let active = p.servers.iter().find(|s| s.active);
                 let up = |backup: bool| p.servers.iter().find(|s| s.backup == backup && s.state == "up");
-                (p.name.as_str(), up(false).or_else(|| up(true)))
+                (p.name.as_str(), active.or_else(|| up(false)).or_else(|| up(true)))
             })
             .collect()
     }

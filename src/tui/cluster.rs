@@ -1,7 +1,7 @@
-//! Cluster pane. Clustering is not built yet, so the status API has no
-//! members: the pane says the node is standalone rather than inventing a
-//! membership table, and shows which server each `primary` pool uses now
-//! (derived from the status in [`App::primary_pools`]).
+//! Cluster pane: the members as this node sees them (state, address,
+//! generation, last heard, load, version), how many nodes see each server
+//! up, and the active server of each `primary` pool. A standalone node says
+//! so instead of inventing a membership table.
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
@@ -10,22 +10,82 @@ use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::App;
-use super::text::{self, dim, fit, header_style};
-use crate::api::Status;
+use super::text::{self, dim, fit, fit_right, header_style};
+use crate::api::{ClusterStatus, Status};
+
+fn member_state_style(state: &str) -> Style {
+    match state {
+        "live" => Style::new().fg(Color::Green),
+        "joining" | "leaving" => Style::new().fg(Color::Yellow),
+        _ => Style::new().fg(Color::Red),
+    }
+}
+
+fn members_lines(c: &ClusterStatus, wide: bool) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(vec![
+        Span::raw(format!(" {} live, {} dead", c.live, c.dead)),
+        if c.syncing {
+            Span::styled("  syncing sessions from a peer", Style::new().fg(Color::Yellow))
+        } else {
+            Span::raw("")
+        },
+        Span::styled(
+            format!("  gossip {}  dropped {} (auth {})", c.gossip_addr, c.datagrams_dropped, c.auth_failures),
+            dim(),
+        ),
+    ])];
+    let mut head = format!(" {} {} {} {}", fit("NAME", 14), fit("STATE", 8), fit("HEARD", 8), fit_right("CONNS", 6));
+    if wide {
+        head.push_str(&format!(" {} {} {}", fit("ADDRESS", 21), fit_right("GENERATION", 14), "VERSION"));
+    }
+    lines.push(Line::styled(head, header_style()));
+    for m in &c.members {
+        let name = if m.is_self { format!("{} *", m.name) } else { m.name.clone() };
+        let heard = match (m.is_self, m.last_heard_ms) {
+            (true, _) => "self".to_string(),
+            (false, Some(ms)) => format!("{:.1}s", ms as f64 / 1000.0),
+            (false, None) => "-".to_string(),
+        };
+        let conns = m.connections.map_or("-".to_string(), |n| n.to_string());
+        let mut spans = vec![
+            Span::raw(format!(" {} ", fit(&name, 14))),
+            Span::styled(fit(&m.state, 8), member_state_style(&m.state)),
+            Span::raw(format!(" {} {}", fit(&heard, 8), fit_right(&conns, 6))),
+        ];
+        if wide {
+            spans.push(Span::raw(format!(
+                " {} {} {}",
+                fit(&m.addr, 21),
+                fit_right(&m.generation.to_string(), 14),
+                m.version.as_deref().unwrap_or("-")
+            )));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines
+}
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App, status: &Status) {
-    let [members, primary] = Layout::vertical([Constraint::Length(7), Constraint::Min(4)]).areas(area);
     let n = &status.node;
-    let lines = vec![
-        Line::styled(" standalone node: clustering is not available in this version", Style::new().fg(Color::Yellow)),
-        Line::raw(""),
-        Line::from(vec![
-            Span::raw(" members: this node only  "),
-            Span::styled(n.name.clone(), header_style()),
-            Span::raw(format!("  admin {}  up {}", app.admin_url, text::span(n.uptime_seconds))),
-        ]),
-        Line::styled(" Health, sessions and events shown here are this node's own view.", dim()),
-    ];
+    let (members_height, lines) = match &status.cluster {
+        Some(c) => {
+            let lines = members_lines(c, area.width >= 100);
+            ((lines.len() as u16 + 2).min(area.height / 2), lines)
+        }
+        None => (
+            6,
+            vec![
+                Line::styled(" standalone node: its config has no [cluster] table", Style::new().fg(Color::Yellow)),
+                Line::from(vec![
+                    Span::raw(" members: this node only  "),
+                    Span::styled(n.name.clone(), header_style()),
+                    Span::raw(format!("  admin {}  up {}", app.admin_url, text::span(n.uptime_seconds))),
+                ]),
+                Line::styled(" Join a cluster: sysmanage-node join <peer> -c <config>", dim()),
+            ],
+        ),
+    };
+    let [members, primary] = Layout::vertical([Constraint::Length(members_height), Constraint::Min(4)]).areas(area);
     f.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(" Cluster ")),
         members,
@@ -34,11 +94,31 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, status: &Status) {
     let pools = app.primary_pools();
     let width = pools.iter().map(|(p, _)| p.chars().count()).max().unwrap_or(4).clamp(4, 24);
     let mut lines = Vec::new();
+    if status.cluster.is_some() {
+        lines.push(Line::styled(" servers seen up by the nodes:", header_style()));
+        for p in status.pools.iter().filter(|p| super::app::matches_filter(&app.filter, &[&p.name])) {
+            let mut spans = vec![Span::raw(format!(" {} ", fit(&p.name, width)))];
+            for s in &p.servers {
+                let (up, of) = (s.nodes_up.unwrap_or(0), s.nodes_reporting.unwrap_or(0));
+                let style = if up == of {
+                    Style::new().fg(Color::Green)
+                } else if up * 2 > of {
+                    Style::new().fg(Color::Yellow)
+                } else {
+                    Style::new().fg(Color::Red)
+                };
+                spans.push(Span::raw(format!("{} ", s.name)));
+                spans.push(Span::styled(format!("{up}/{of}  "), style));
+            }
+            lines.push(Line::from(spans));
+        }
+        lines.push(Line::raw(""));
+    }
     if pools.is_empty() {
         lines.push(Line::styled(" no pool uses balance = \"primary\"", dim()));
     } else {
         lines.push(Line::styled(
-            format!(" {} {} {} {}", fit("POOL", width), fit("CURRENT SERVER", 20), fit("ADDR", 21), "STATE"),
+            format!(" {} {} {} {}", fit("POOL", width), fit("ACTIVE SERVER", 20), fit("ADDR", 21), "STATE"),
             header_style(),
         ));
         for (pool, server) in &pools {
@@ -56,10 +136,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App, status: &Status) {
             lines.push(line);
         }
         lines.push(Line::raw(""));
-        lines.push(Line::styled(" current: the first server, in configured order, that takes new requests", dim()));
+        let rule = if status.cluster.is_some() {
+            " active: agreed by the majority of live nodes; stays until it fails (unless failback)"
+        } else {
+            " active: the first server in configured order that is up; stays until it fails (unless failback)"
+        };
+        lines.push(Line::styled(rule, dim()));
     }
     f.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(" Primary pools ")),
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(" Servers and primaries ")),
         primary,
     );
 }
