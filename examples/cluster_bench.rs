@@ -193,7 +193,8 @@ async fn fill(http: &str, n: u64, conc: usize, prefix: &str) {
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..conc {
-        let (c, next, errors, http, prefix) = (c.clone(), next.clone(), errors.clone(), http.to_string(), prefix.to_string());
+        let (c, next, errors, http, prefix) =
+            (c.clone(), next.clone(), errors.clone(), http.to_string(), prefix.to_string());
         set.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -237,7 +238,11 @@ async fn rate(http: &str, rate: u64, secs: u64, prefix: &str) {
     }
     while set.join_next().await.is_some() {}
     let s = t0.elapsed().as_secs_f64();
-    println!("rate: {total} new keys in {s:.2} s ({:.1}/s), errors {}", total as f64 / s, errors.load(Ordering::Relaxed));
+    println!(
+        "rate: {total} new keys in {s:.2} s ({:.1}/s), errors {}",
+        total as f64 / s,
+        errors.load(Ordering::Relaxed)
+    );
 }
 
 async fn catchup(admin: &str, total: u64, start_ms: u64, timeout: Duration) {
@@ -290,7 +295,11 @@ async fn fail(pid: &str, server: &str, timeout: Duration, admins: &[String]) {
             while Instant::now() < deadline {
                 if let Some(v) = json(&c, &a, "/api/v1/status").await {
                     let down = v["pools"].as_array().into_iter().flatten().any(|p| {
-                        p["servers"].as_array().into_iter().flatten().any(|s| s["name"] == server.as_str() && s["health"] == "down")
+                        p["servers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|s| s["name"] == server.as_str() && s["health"] == "down")
                     });
                     if down {
                         return (a, Some(t0.elapsed().as_secs_f64() * 1e3));
@@ -313,7 +322,10 @@ async fn fail(pid: &str, server: &str, timeout: Duration, admins: &[String]) {
     }
     rows.sort_by(|x, y| x.0.cmp(&y.0));
     for (a, t) in rows {
-        println!("fail: {a} shows {server} down after {}", t.map_or("never (timeout)".into(), |t| format!("{t:.0} ms")));
+        println!(
+            "fail: {a} shows {server} down after {}",
+            t.map_or("never (timeout)".into(), |t| format!("{t:.0} ms"))
+        );
     }
     println!("fail: DOWN ON EVERY NODE after {}", worst.map_or("never (timeout)".into(), |t| format!("{t:.0} ms")));
     // What the nodes say afterwards (nodes_up / nodes_reporting).
@@ -334,7 +346,11 @@ async fn fail(pid: &str, server: &str, timeout: Duration, admins: &[String]) {
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 async fn scrape(c: &C, admins: &[String]) -> Vec<[f64; 4]> {
@@ -374,7 +390,9 @@ async fn gossip(secs: u64, admins: &[String]) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let a = |i: usize| args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}; see the file header"));
+    let a = |i: usize| {
+        args.get(i).map(String::as_str).unwrap_or_else(|| panic!("missing argument {i}; see the file header"))
+    };
     match a(1) {
         "backend" => backend(&args[2..]).await,
         "propagate" => {
@@ -384,7 +402,8 @@ async fn main() {
         "fill" => fill(a(2), a(3).parse().unwrap(), a(4).parse().unwrap(), a(5)).await,
         "rate" => rate(a(2), a(3).parse().unwrap(), a(4).parse().unwrap(), a(5)).await,
         "catchup" => {
-            catchup(a(2), a(3).parse().unwrap(), a(4).parse().unwrap(), Duration::from_secs(a(5).parse().unwrap())).await
+            catchup(a(2), a(3).parse().unwrap(), a(4).parse().unwrap(), Duration::from_secs(a(5).parse().unwrap()))
+                .await
         }
         "fail" => fail(a(2), a(3), Duration::from_secs(a(4).parse().unwrap()), &list(a(5))).await,
         "gossip" => gossip(a(2).parse().unwrap(), &list(a(3))).await,

@@ -151,20 +151,36 @@ impl ClusterRuntime {
         config.failure_detector.initial_interval = cc.gossip_interval;
         config.leave_grace = cc.gossip_interval * 3;
         let key = crate::cluster::ClusterKey::derive(&cc.secret);
-        let mut transport = crate::cluster::SecureTransport::new(key).with_replay_config(config.replay);
-        if let Some(file) = std::env::var_os(FAULT_FILE_ENV) {
+        let faults = std::env::var_os(FAULT_FILE_ENV).map(|file| {
             let faults = crate::cluster::FaultInjector::new();
-            transport = transport.with_fault_injector(faults.clone());
             tracing::warn!(file = %std::path::Path::new(&file).display(), "test fault injection is on ({FAULT_FILE_ENV})");
-            tokio::spawn(watch_fault_file(std::path::PathBuf::from(file), faults));
-        }
-        let cluster = Cluster::start_with_transport(config, transport).await.context("cannot start gossip")?;
-        // The cluster API shares the gossip port, over TCP.
+            tokio::spawn(watch_fault_file(std::path::PathBuf::from(file), faults.clone()));
+            faults
+        });
+        let transport = || {
+            let t = crate::cluster::SecureTransport::new(key.clone()).with_replay_config(config.replay);
+            match &faults {
+                Some(f) => t.with_fault_injector(f.clone()),
+                None => t,
+            }
+        };
+        // The cluster API shares the gossip port, over TCP: bound first, so
+        // that port 0 (tests, the demo) picks a port free for both.
+        let mut tries = 0;
+        let (cluster, api_listener) = loop {
+            tries += 1;
+            let api_listener = tokio::net::TcpListener::bind(cc.listen).await.with_context(|| {
+                format!("cannot listen on {}/tcp for the cluster API ([cluster] listen)", cc.listen)
+            })?;
+            let mut attempt = config.clone();
+            attempt.listen.set_port(api_listener.local_addr()?.port());
+            match Cluster::start_with_transport(attempt, transport()).await {
+                Ok(c) => break (c, api_listener),
+                Err(crate::cluster::ClusterError::Bind { .. }) if cc.listen.port() == 0 && tries < 20 => continue,
+                Err(e) => return Err(anyhow::Error::new(e).context("cannot start gossip")),
+            }
+        };
         let bound = cluster.gossip_addr();
-        let api_bind = SocketAddr::new(cc.listen.ip(), bound.port());
-        let api_listener = tokio::net::TcpListener::bind(api_bind)
-            .await
-            .with_context(|| format!("cannot listen on {api_bind}/tcp for the cluster API ([cluster] listen)"))?;
         let api_addr = SocketAddr::new(bound.ip(), bound.port());
         let mut entries = vec![(GossipKey::NodeVersion, GossipValue::Version(env!("CARGO_PKG_VERSION").to_string()))];
         if let Some(a) = admin {
