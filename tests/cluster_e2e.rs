@@ -339,14 +339,14 @@ async fn failures_propagate_and_primary_is_agreed_without_failback() {
     b1.set_health(503);
     let failed = std::time::Instant::now();
     for p in [&b, &c] {
-        wait_until(Duration::from_secs(5), &format!("{} marks s1 down", p.name), || async {
+        wait_until(Duration::from_secs(8), &format!("{} marks s1 down", p.name), || async {
             p.server_status("s1").await["health"] == "down"
         })
         .await;
     }
     let took = failed.elapsed();
     eprintln!("s1 down on the slow-checking nodes {took:?} after its checks started failing");
-    assert!(took < Duration::from_secs(5), "faster than their own interval × fall (20 s)");
+    assert!(took < Duration::from_secs(8), "faster than their own interval × fall (20 s)");
     for p in [&a, &b, &c] {
         wait_until(Duration::from_secs(5), &format!("{} fails over to s2", p.name), || async {
             p.server_status("s2").await["active"] == true

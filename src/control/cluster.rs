@@ -460,7 +460,7 @@ fn apply_change(rt: &ClusterRuntime, control: &Control, change: ClusterChange) -
                     if let Some(s) = find_server(&control.snapshot(), &pool, &server) {
                         if s.is_up() {
                             tracing::info!(%pool, %server, peer = %node.name, "a peer sees the server down: probing it now");
-                            s.probe_now.notify_waiters();
+                            s.report_peer_down();
                         }
                     }
                 }

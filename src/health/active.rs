@@ -83,6 +83,7 @@ async fn run_check(
     let mut down = server.check_is_down(idx);
     let (mut fails, mut oks) = (0u32, 0u32);
     let mut suspect = false;
+    let mut reports_seen = server.peer_down_reports.load(Ordering::Relaxed);
     loop {
         let started = tokio::time::Instant::now();
         let result = probe(&server, &check, &client).await;
@@ -132,10 +133,17 @@ async fn run_check(
         if result.is_ok() || down {
             suspect = false;
         }
+        // A report that arrived while this probe ran.
+        let reports = server.peer_down_reports.load(Ordering::Relaxed);
+        if reports != reports_seen {
+            reports_seen = reports;
+            suspect |= !down;
+        }
         let wait = if suspect { check.interval.min(SUSPECT_INTERVAL) } else { jittered(check.interval) };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = server.probe_now.notified(), if !down => {
+                reports_seen = server.peer_down_reports.load(Ordering::Relaxed);
                 tracing::debug!(pool = %server.pool, server = %server.name, "a peer sees the server down: probing now");
                 suspect = true;
             }
@@ -258,7 +266,7 @@ mod tests {
         let failed = || server.stats.checks_failed.load(Ordering::Relaxed);
         until(|| failed() == 1).await;
         let reported = tokio::time::Instant::now();
-        server.probe_now.notify_waiters();
+        server.report_peer_down();
         until(|| !server.is_up()).await;
         let took = reported.elapsed();
         assert_eq!(failed(), 3, "fall = 3 failures, the last two right after the report");

@@ -105,6 +105,9 @@ pub struct ServerState {
     /// Woken when a peer reports the server down: its checks probe at once
     /// and then quickly until they agree or it answers.
     pub probe_now: tokio::sync::Notify,
+    /// Counts peers' "down" reports, so a check that was busy probing when
+    /// [`ServerState::probe_now`] fired still sees the report.
+    pub peer_down_reports: AtomicU64,
     /// `primary` pools: this is the active server the node (or the cluster)
     /// agreed on. Set by `control`.
     pub active_primary: std::sync::atomic::AtomicBool,
@@ -146,10 +149,17 @@ impl ServerState {
             passive: super::PassiveHealth::new(1, std::time::Duration::from_secs(10)),
             kick: tokio::sync::Notify::new(),
             probe_now: tokio::sync::Notify::new(),
+            peer_down_reports: AtomicU64::new(0),
             active_primary: std::sync::atomic::AtomicBool::new(false),
             remote_connections: AtomicU32::new(0),
             stats: ServerStats::default(),
         }
+    }
+
+    /// A peer reports the server down: its checks probe at once.
+    pub fn report_peer_down(&self) {
+        self.peer_down_reports.fetch_add(1, Ordering::Relaxed);
+        self.probe_now.notify_waiters();
     }
 
     /// Applies the settings of a (re)loaded config. A reload resets a weight
