@@ -227,6 +227,7 @@ gossip)
     echo "-- idle again, from $AFTER_WAIT s after the load for $GOSSIP_SECS s (session keys in gossip have a 60 s TTL)"
     sleep "$AFTER_WAIT"
     "$CLIENT" gossip "$GOSSIP_SECS" "$(admins_from 1 3)"
+    for i in 1 2 3; do echo "n$i sessions total $(sessions_total "$i") (after the idle period)"; done
     warnings 1 2 3
     ;;
 fail)

@@ -8,7 +8,9 @@
 //!         (ADMINS = comma-separated host:port, node 1 excluded)
 //!         `/api/v1/sessions?key=..` every POLL_MS (default 5) until all answer 200.
 //!         Time is counted from the moment node 1's response arrived (the record
-//!         exists on node 1 then). Prints per-node and all-nodes p50/p99/max.
+//!         exists on node 1 then). Keys are 20..1020 ms apart (random), so they
+//!         start at random phases of the gossip rounds. Prints per-node and
+//!         all-nodes p50/p99/max.
 //!   cluster_bench fill HTTP N CONC PREFIX          N requests with distinct keys, CONC in flight
 //!   cluster_bench rate HTTP RATE SECS PREFIX       open loop: RATE new keys per second for SECS
 //!   cluster_bench catchup ADMIN TOTAL START_MS TIMEOUT_S
@@ -175,8 +177,12 @@ async fn propagate(http: &str, admins: &[String], keys: usize, prefix: &str, pol
                 missed += 1;
             }
         }
-        // A pause, so keys are independent of each other's gossip rounds.
-        tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(..30))).await;
+        // A random pause of 20..1020 ms (two gossip intervals at the default
+        // 500 ms), so each key is created at a random phase of the gossip
+        // rounds. A short fixed pause phase-locks the next key to the round
+        // that just delivered this one and measures nearly a full interval
+        // every time.
+        tokio::time::sleep(Duration::from_millis(20 + fastrand::u64(..1000))).await;
     }
     println!("nodes polled: {}  keys: {keys}  missed (failed or > 10 s): {missed}", admins.len());
     summary("request through node 1 (GET /, new key)", &mut create);
@@ -260,10 +266,15 @@ async fn catchup(admin: &str, total: u64, start_ms: u64, timeout: Duration) {
             if full.is_none() && last_total >= total {
                 full = Some(t);
             }
+            let asked = since(());
             if let Some(h) = json(&c, admin, "/api/health/detailed").await {
                 let syncing = h["checks"]["cluster"]["syncing"].as_bool();
+                let answered = since(());
+                if answered - asked > 0.1 {
+                    println!("  /api/health/detailed took {:.0} ms (asked at t={asked:.2}s)", (answered - asked) * 1e3);
+                }
                 if synced.is_none() && syncing == Some(false) {
-                    synced = Some(since(()));
+                    synced = Some(answered);
                 }
             }
             if last_print.elapsed() >= Duration::from_millis(500) {
@@ -274,6 +285,7 @@ async fn catchup(admin: &str, total: u64, start_ms: u64, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let f = |o: Option<f64>| o.map_or("never (timeout)".to_string(), |t| format!("{t:.2} s"));
+    println!("catchup: times from the spawn at unix ms {start_ms}");
     println!("catchup: admin API answered at {}", f(up));
     println!("catchup: total >= {total} at {} (last total {last_total})", f(full));
     println!("catchup: syncing=false at {}", f(synced));
@@ -328,14 +340,21 @@ async fn fail(pid: &str, server: &str, timeout: Duration, admins: &[String]) {
         );
     }
     println!("fail: DOWN ON EVERY NODE after {}", worst.map_or("never (timeout)".into(), |t| format!("{t:.0} ms")));
-    // What the nodes say afterwards (nodes_up / nodes_reporting).
+    // What the nodes say afterwards (nodes_up / nodes_reporting): at once,
+    // and 3 s later, when every node's "down" has been gossiped.
+    status_of(&c, server, admins, "at once").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    status_of(&c, server, admins, "3 s later").await;
+}
+
+async fn status_of(c: &C, server: &str, admins: &[String], when: &str) {
     for a in admins {
-        if let Some(v) = json(&c, a, "/api/v1/status").await {
+        if let Some(v) = json(c, a, "/api/v1/status").await {
             for p in v["pools"].as_array().into_iter().flatten() {
                 for s in p["servers"].as_array().into_iter().flatten() {
                     if s["name"] == server {
                         println!(
-                            "fail: {a}: health={} nodes_up={} nodes_reporting={}",
+                            "fail: {when}: {a}: health={} nodes_up={} nodes_reporting={}",
                             s["health"], s["nodes_up"], s["nodes_reporting"]
                         );
                     }
