@@ -1,20 +1,34 @@
 //! Listeners: accept loops, the connection cap, the PROXY protocol header and
-//! TLS handshake when configured, hyper's HTTP/1.1 + HTTP/2 server per
+//! TLS handshake when configured, hyper's HTTP/1.1 or HTTP/2 server per
 //! connection, and graceful shutdown.
+//!
+//! HTTP/2 is chosen by ALPN or by the client's connection preface (prior
+//! knowledge); everything else is HTTP/1.1. An idle HTTP/1.1 keep-alive
+//! connection is *parked*: hyper's connection is ended without closing the
+//! socket (its buffers and state freed), the task waits for the socket to
+//! become readable, the keep-alive timer or shutdown, and a new hyper
+//! connection takes over when the client sends again (see `conn.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::Poll;
+
+use bytes::Bytes;
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::conn::{ClientIo, ConnActivity};
+use super::conn::{ActiveGuard, ClientIo, ConnActivity, ReadReady};
 use super::service::{handle, ConnInfo, Shared};
 use crate::config::{Cidr, Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
@@ -77,7 +91,8 @@ pub async fn serve(
         shared,
         limits: opts.limits.clone(),
         conns: Arc::new(Semaphore::new(opts.limits.max_connections)),
-        builder: http_builder(&opts.limits),
+        h1: http1_builder(&opts.limits),
+        h2: http2_builder(&opts.limits),
         drain: drain_tx,
         shutdown: shutdown.clone(),
     });
@@ -107,15 +122,21 @@ struct AcceptContext {
     shared: Arc<Shared>,
     limits: Limits,
     conns: Arc<Semaphore>,
-    builder: auto::Builder<TokioExecutor>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
     drain: mpsc::Sender<()>,
     shutdown: watch::Receiver<bool>,
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().keep_alive(true).max_buf_size(limits.max_header_size).header_read_timeout(None).timer(TokioTimer::new());
-    b.http2().max_header_list_size(limits.max_header_size as u32).max_concurrent_streams(256).timer(TokioTimer::new());
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.keep_alive(true).max_buf_size(limits.max_header_size).header_read_timeout(None).timer(TokioTimer::new());
+    b
+}
+
+fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.max_header_list_size(limits.max_header_size as u32).max_concurrent_streams(256).timer(TokioTimer::new());
     b
 }
 
@@ -159,7 +180,7 @@ async fn connection(
     let mut client = peer;
     let mut local = stream.local_addr().unwrap_or(peer);
     if listener.accept_proxy_protocol {
-        match crate::proxy_protocol::read_header(&mut stream, ctx.limits.header_timeout).await {
+        match Box::pin(crate::proxy_protocol::read_header(&mut stream, ctx.limits.header_timeout)).await {
             Ok(h) => {
                 if let Some(src) = h.source {
                     // An IPv4 client behind a TCP6 header is still IPv4.
@@ -175,59 +196,265 @@ async fn connection(
             }
         }
     }
+    let addrs = Addrs { client, tcp_peer: peer, local };
     match &listener.tls {
-        None => serve_connection(stream, client, peer, local, listener.clone(), false, activity, ctx).await,
+        // Boxed (here and below) so that the task is no larger than what a
+        // connection needs for its whole life; the largest states are boxed
+        // further down and live only while they run.
+        None => Box::pin(serve_connection(stream, addrs, listener.clone(), None, activity, ctx)).await,
         Some(acceptor) => {
             let started = Instant::now();
-            match tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
-                    serve_connection(tls, client, peer, local, listener.clone(), true, activity, ctx).await
-                }
-                Ok(Err(e)) => {
-                    COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
-                }
+            // The block ends before the await, so that the TLS stream
+            // (large) is not also kept in this task's state.
+            let serve = {
+                let handshake = Box::pin(tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)));
+                let tls = match handshake.await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
+                        return;
+                    }
+                };
+                COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                Box::pin(serve_connection(tls, addrs, listener.clone(), Some(h2), activity, ctx))
+            };
+            serve.await
+        }
+    }
+}
+
+/// The addresses of one client connection.
+#[derive(Clone, Copy)]
+struct Addrs {
+    /// The client: the TCP peer, or the PROXY header's source.
+    client: SocketAddr,
+    tcp_peer: SocketAddr,
+    local: SocketAddr,
+}
+
+/// `PRI * HTTP/2.0`: how an HTTP/2 client with prior knowledge starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves one connection with HTTP/2 or HTTP/1.1. `tls_h2`: `None` for
+/// plain TCP, else whether ALPN chose h2.
+async fn serve_connection<I>(
+    io: I,
+    addrs: Addrs,
+    listener: Arc<ListenerRuntime>,
+    tls_h2: Option<bool>,
+    activity: Arc<ConnActivity>,
+    ctx: &AcceptContext,
+) where
+    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+{
+    let mut io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
+    let info = Arc::new(ConnInfo {
+        peer: addrs.client,
+        tcp_peer: addrs.tcp_peer,
+        local: addrs.local,
+        tls: tls_h2.is_some(),
+        listener,
+        activity: activity.clone(),
+    });
+    let shared = ctx.shared.clone();
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        // Busy from the moment hyper parsed the head (see `ClientIo`).
+        let guard = ActiveGuard::for_request(&info.activity, !req.body().is_end_stream());
+        handle(shared.clone(), info.clone(), req, guard)
+    });
+    let h2 = match tls_h2 {
+        Some(true) => true,
+        _ => match sniff_h2(&mut io).await {
+            Ok(h2) => h2,
+            Err(e) => {
+                tracing::debug!(client = %addrs.client, error = %e, "client connection ended before a request");
+                return;
+            }
+        },
+    };
+    let mut stop = ctx.shutdown.clone();
+    let result = if h2 {
+        activity.mark_http2();
+        Box::pin(serve_http2(io, svc, stop, ctx)).await
+    } else {
+        serve_http1(io, svc, &activity, &mut stop, ctx).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %addrs.client, error = %e, "client connection ended with an error");
+    }
+}
+
+/// HTTP/2 on one connection until it ends or the node shuts down.
+async fn serve_http2<I, S>(
+    io: ClientIo<I>,
+    svc: S,
+    mut stop: watch::Receiver<bool>,
+    ctx: &AcceptContext,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = super::body::ProxyBody> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), svc));
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            // Finish the streams in flight, then close (GOAWAY).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// Reads the first bytes until they either are the HTTP/2 preface (`true`)
+/// or cannot be (`false`); they are rewound into `io` for hyper.
+async fn sniff_h2<I: AsyncRead + Unpin>(io: &mut ClientIo<I>) -> std::io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let h2 = loop {
+        let got = io.read(&mut buf[n..]).await?;
+        if got == 0 {
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            break false;
+        }
+        n += got;
+        if buf[..n] != H2_PREFACE[..n] {
+            break false;
+        }
+        if n == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    io.rewind(Bytes::copy_from_slice(&buf[..n]));
+    Ok(h2)
+}
+
+/// HTTP/1.1 on one connection: one hyper connection per busy period, the
+/// socket parked in between (see the module header).
+async fn serve_http1<I, S>(
+    mut io: ClientIo<I>,
+    mut svc: S,
+    activity: &ConnActivity,
+    stop: &mut watch::Receiver<bool>,
+    ctx: &AcceptContext,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = super::body::ProxyBody> + Unpin,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    io.set_parkable(true);
+    loop {
+        // Boxed: while parked, the task keeps only the socket and timers.
+        let conn = Box::new(ctx.h1.serve_connection(TokioIo::new(io), svc).with_upgrades());
+        (io, svc) = match drive_http1(conn, activity, stop).await {
+            Http1End::Closed(r) => return r,
+            Http1End::Parked(parts) => {
+                let mut io = parts.io.into_inner();
+                // Part of the next request was already read: it is served
+                // first, and the connection is not parked meanwhile.
+                io.rewind(parts.read_buf);
+                (io, parts.service)
+            }
+        };
+        if !io.has_rewound() {
+            if let Err(e) = wait_parked(&mut io, stop).await {
+                tracing::trace!(error = %e, "parked connection closed");
+                return Ok(());
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection<I>(
-    io: I,
-    client: SocketAddr,
-    tcp_peer: SocketAddr,
-    local: SocketAddr,
-    listener: Arc<ListenerRuntime>,
-    tls: bool,
-    activity: Arc<ConnActivity>,
-    ctx: &AcceptContext,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
-    let info = Arc::new(ConnInfo { peer: client, tcp_peer, local, tls, listener, activity });
-    let shared = ctx.shared.clone();
-    let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
-    let conn = ctx.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    let mut stop = ctx.shutdown.clone();
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            // Finish the request in flight, then close (HTTP/2: GOAWAY).
-            conn.as_mut().graceful_shutdown();
-            conn.await
+/// A parked connection's wait: `Ok` once the client sends something, an
+/// error when the keep-alive timer runs out or the node shuts down.
+async fn wait_parked<I: ReadReady>(io: &mut ClientIo<I>, stop: &mut watch::Receiver<bool>) -> std::io::Result<()> {
+    let mut stopped = pin!(async { stop.wait_for(|s| *s).await.is_ok() });
+    poll_fn(|cx| {
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::other("shutting down")));
         }
+        io.poll_parked(cx)
+    })
+    .await
+}
+
+type Http1Conn<I, S> = http1::UpgradeableConnection<TokioIo<ClientIo<I>>, S>;
+
+enum Http1End<I, S> {
+    /// hyper's connection ended (the client closed, `Connection: close`, an
+    /// error, an upgrade to a tunnel, or a graceful shutdown).
+    Closed(hyper::Result<()>),
+    /// hyper's connection was ended while idle; the socket lives on.
+    Parked(http1::Parts<TokioIo<ClientIo<I>>, S>),
+}
+
+/// Runs hyper's connection until it ends, is parked, or is shut down.
+async fn drive_http1<I, S>(
+    mut conn: Box<Http1Conn<I, S>>,
+    activity: &ConnActivity,
+    stop: &mut watch::Receiver<bool>,
+) -> Http1End<I, S>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = super::body::ProxyBody> + Unpin,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut stopping = false;
+    let mut parking = false;
+    // Set when a park turned out not to be possible: hyper then closes
+    // the connection after its current exchange, as asked.
+    let mut abandoned = false;
+    let result = {
+        let mut stopped = pin!(async { stop.wait_for(|s| *s).await.is_ok() });
+        poll_fn(|cx| {
+            if !stopping && stopped.as_mut().poll(cx).is_ready() {
+                // Finish the request in flight, then close.
+                stopping = true;
+                Pin::new(&mut *conn).graceful_shutdown();
+            }
+            if let Poll::Ready(r) = Pin::new(&mut *conn).poll(cx) {
+                return Poll::Ready(r);
+            }
+            if !stopping && !abandoned && activity.take_park_request() {
+                // hyper waits for a next request with nothing buffered to
+                // send: a graceful shutdown ends an idle connection at once.
+                Pin::new(&mut *conn).graceful_shutdown();
+                match Pin::new(&mut *conn).poll(cx) {
+                    Poll::Ready(r) => {
+                        parking = true;
+                        return Poll::Ready(r);
+                    }
+                    Poll::Pending => {
+                        abandoned = true;
+                        activity.park_done();
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await
     };
-    if let Err(e) = result {
-        tracing::debug!(client = %client, error = %e, "client connection ended with an error");
+    activity.park_done();
+    if parking && result.is_ok() {
+        if let Some(parts) = conn.into_parts() {
+            return Http1End::Parked(parts);
+        }
     }
+    Http1End::Closed(result)
 }
 
 /// Binds every configured listener and sets up its TLS.
