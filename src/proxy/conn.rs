@@ -367,3 +367,97 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
 }
 
 use std::future::Future;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn client_io() -> (ClientIo<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<ConnActivity>) {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = ClientIo::new(ours, activity.clone(), Duration::from_secs(10), Duration::from_secs(60));
+        io.set_parkable(true);
+        (io, theirs, activity)
+    }
+
+    /// Polls one read: `Some(bytes)` if it completed, `None` if pending.
+    fn read_once(io: &mut ClientIo<tokio::io::DuplexStream>) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut rb = ReadBuf::new(&mut buf);
+        match Pin::new(io).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) => Some(rb.filled().to_vec()),
+            Poll::Ready(Err(e)) => panic!("read failed: {e}"),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn asks_to_park_only_when_idle_flushed_and_nothing_to_read() {
+        let (mut io, mut client, activity) = client_io();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(read_once(&mut io).is_some());
+        // A request head is being read: no parking.
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request());
+        let guard = ActiveGuard::for_request(&activity, false);
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request(), "busy");
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        drop(guard);
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request(), "the response was not flushed yet");
+        io.flush().await.unwrap();
+        assert!(read_once(&mut io).is_none());
+        assert!(activity.take_park_request(), "idle, flushed, nothing to read");
+        activity.park_done();
+    }
+
+    #[tokio::test]
+    async fn a_request_body_not_read_to_its_end_blocks_parking() {
+        let (mut io, mut client, activity) = client_io();
+        client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(read_once(&mut io).is_some());
+        drop(ActiveGuard::for_request(&activity, true));
+        io.flush().await.unwrap();
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request());
+        activity.body_finished();
+        assert!(read_once(&mut io).is_none());
+        assert!(activity.take_park_request());
+    }
+
+    #[tokio::test]
+    async fn rewound_bytes_come_first_and_start_the_header_timer() {
+        let (mut io, mut client, activity) = client_io();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = vec![0u8; 18];
+        io.read_exact(&mut buf).await.unwrap();
+        drop(ActiveGuard::for_request(&activity, false));
+        io.rewind(Bytes::from_static(b"GET /next"));
+        assert!(io.has_rewound());
+        client.write_all(b" HTTP/1.1").await.unwrap();
+        assert_eq!(read_once(&mut io).unwrap(), b"GET /next");
+        assert_eq!(read_once(&mut io).unwrap(), b" HTTP/1.1");
+        // Part of a head is here: the header timer runs, no parking.
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request());
+    }
+
+    #[tokio::test]
+    async fn shutdown_keeps_the_socket_open_while_parking() {
+        let (mut io, mut client, activity) = client_io();
+        activity.park.store(PARK_WANTED, Ordering::Release);
+        assert!(activity.take_park_request());
+        io.shutdown().await.unwrap();
+        activity.park_done();
+        io.write_all(b"still open").await.unwrap();
+        let mut buf = [0u8; 10];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"still open");
+        io.shutdown().await.unwrap();
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "a real shutdown closes");
+    }
+}

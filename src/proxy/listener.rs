@@ -14,21 +14,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::{pin, Pin};
-use std::task::Poll;
 
 use bytes::Bytes;
+use futures_util::future::{Either, FutureExt, OptionFuture};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::conn::{ActiveGuard, ClientIo, ConnActivity, ReadReady};
+use super::conn::{ActiveGuard, ClientIo, ConnActivity};
+use super::http1::{Http1Serve, ShutdownSignal};
 use super::service::{handle, ConnInfo, Shared};
 use crate::config::{Cidr, Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
@@ -91,7 +92,7 @@ pub async fn serve(
         shared,
         limits: opts.limits.clone(),
         conns: Arc::new(Semaphore::new(opts.limits.max_connections)),
-        h1: http1_builder(&opts.limits),
+        h1: Arc::new(http1_builder(&opts.limits)),
         h2: http2_builder(&opts.limits),
         drain: drain_tx,
         shutdown: shutdown.clone(),
@@ -122,7 +123,7 @@ struct AcceptContext {
     shared: Arc<Shared>,
     limits: Limits,
     conns: Arc<Semaphore>,
-    h1: http1::Builder,
+    h1: Arc<http1::Builder>,
     h2: http2::Builder<TokioExecutor>,
     drain: mpsc::Sender<()>,
     shutdown: watch::Receiver<bool>,
@@ -163,24 +164,50 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
         // The permit and the drain sender live as long as the connection
         // and any WebSocket tunnel made from it.
         let activity = Arc::new(ConnActivity::holding(Box::new((permit, ctx.drain.clone()))));
-        tokio::spawn(async move {
-            connection(stream, peer, runtime, activity, &ctx).await;
-        });
+        tokio::spawn(connection(stream, peer, runtime, activity, ctx));
     }
 }
 
-/// One client connection from accept to close.
-async fn connection(
+/// One client connection from accept to close. The setup (PROXY header,
+/// TLS handshake, protocol sniff) runs boxed and is freed before serving, so
+/// that a parked plain HTTP/1.1 connection's task holds little more than
+/// its [`Http1Serve`]. Combinators rather than an `async fn`: an `async fn`
+/// would keep room for the serving future twice (as the setup's result and
+/// as the future it awaits).
+fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerRuntime>,
+    activity: Arc<ConnActivity>,
+    ctx: Arc<AcceptContext>,
+) -> impl Future<Output = ()> + Send {
+    Box::pin(setup(stream, peer, listener, activity, ctx)).then(OptionFuture::from).map(drop)
+}
+
+/// A connection's serving future: plain HTTP/1.1 inline, anything else
+/// (TLS, HTTP/2) boxed.
+type Serving<S> = Either<Http1Plain<S>, Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// Plain HTTP/1.1, with errors logged.
+type Http1Plain<S> = futures_util::future::Map<Http1Serve<TcpStream, S>, fn(hyper::Result<()>)>;
+
+fn log_end(result: hyper::Result<()>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+async fn setup(
     mut stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerRuntime>,
     activity: Arc<ConnActivity>,
-    ctx: &AcceptContext,
-) {
+    ctx: Arc<AcceptContext>,
+) -> Option<Serving<impl ProxyService>> {
     let mut client = peer;
     let mut local = stream.local_addr().unwrap_or(peer);
     if listener.accept_proxy_protocol {
-        match Box::pin(crate::proxy_protocol::read_header(&mut stream, ctx.limits.header_timeout)).await {
+        match crate::proxy_protocol::read_header(&mut stream, ctx.limits.header_timeout).await {
             Ok(h) => {
                 if let Some(src) = h.source {
                     // An IPv4 client behind a TCP6 header is still IPv4.
@@ -192,42 +219,76 @@ async fn connection(
             }
             Err(e) => {
                 tracing::debug!(listener = %listener.name, %peer, error = %e, "closing: bad or missing PROXY protocol header");
-                return;
+                return None;
             }
         }
     }
     let addrs = Addrs { client, tcp_peer: peer, local };
-    match &listener.tls {
-        // Boxed (here and below) so that the task is no larger than what a
-        // connection needs for its whole life; the largest states are boxed
-        // further down and live only while they run.
-        None => Box::pin(serve_connection(stream, addrs, listener.clone(), None, activity, ctx)).await,
-        Some(acceptor) => {
-            let started = Instant::now();
-            // The block ends before the await, so that the TLS stream
-            // (large) is not also kept in this task's state.
-            let serve = {
-                let handshake = Box::pin(tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)));
-                let tls = match handshake.await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
-                        return;
-                    }
-                };
-                COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                Box::pin(serve_connection(tls, addrs, listener.clone(), Some(h2), activity, ctx))
-            };
-            serve.await
+    let Some(acceptor) = listener.tls.clone() else {
+        let (io, svc, h2) = prepare(stream, addrs, listener, None, activity.clone(), &ctx).await?;
+        if h2 {
+            return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
         }
+        let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), shutdown_signal(&ctx));
+        return Some(Either::Left(serve.map(log_end as fn(hyper::Result<()>))));
+    };
+    let started = Instant::now();
+    let tls = match tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
+            return None;
+        }
+    };
+    COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
+    let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (io, svc, h2) = prepare(tls, addrs, listener, Some(alpn_h2), activity.clone(), &ctx).await?;
+    if h2 {
+        return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
     }
+    let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), shutdown_signal(&ctx));
+    Some(Either::Right(Box::pin(serve.map(log_end))))
+}
+
+/// The per-request service of one connection.
+trait ProxyService:
+    HttpService<
+        Incoming,
+        ResBody = super::body::ProxyBody,
+        Error = super::service::CloseConnection,
+        Future: Send + 'static,
+    > + Clone
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> ProxyService for T where
+    T: HttpService<
+            Incoming,
+            ResBody = super::body::ProxyBody,
+            Error = super::service::CloseConnection,
+            Future: Send + 'static,
+        > + Clone
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
+/// Resolves when the node starts shutting down.
+fn shutdown_signal(ctx: &AcceptContext) -> ShutdownSignal {
+    let mut stop = ctx.shutdown.clone();
+    Box::pin(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
 }
 
 /// The addresses of one client connection.
@@ -242,26 +303,28 @@ struct Addrs {
 /// `PRI * HTTP/2.0`: how an HTTP/2 client with prior knowledge starts.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves one connection with HTTP/2 or HTTP/1.1. `tls_h2`: `None` for
-/// plain TCP, else whether ALPN chose h2.
-async fn serve_connection<I>(
+/// The connection's I/O wrapper and service, and whether it speaks HTTP/2
+/// (`alpn_h2`: `None` for plain TCP, else whether ALPN chose h2; otherwise
+/// the client's first bytes tell). `None` if the client left first.
+async fn prepare<I>(
     io: I,
     addrs: Addrs,
     listener: Arc<ListenerRuntime>,
-    tls_h2: Option<bool>,
+    alpn_h2: Option<bool>,
     activity: Arc<ConnActivity>,
     ctx: &AcceptContext,
-) where
-    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+) -> Option<(ClientIo<I>, impl ProxyService, bool)>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
     let info = Arc::new(ConnInfo {
         peer: addrs.client,
         tcp_peer: addrs.tcp_peer,
         local: addrs.local,
-        tls: tls_h2.is_some(),
+        tls: alpn_h2.is_some(),
         listener,
-        activity: activity.clone(),
+        activity,
     });
     let shared = ctx.shared.clone();
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
@@ -269,50 +332,37 @@ async fn serve_connection<I>(
         let guard = ActiveGuard::for_request(&info.activity, !req.body().is_end_stream());
         handle(shared.clone(), info.clone(), req, guard)
     });
-    let h2 = match tls_h2 {
+    let h2 = match alpn_h2 {
         Some(true) => true,
         _ => match sniff_h2(&mut io).await {
             Ok(h2) => h2,
             Err(e) => {
                 tracing::debug!(client = %addrs.client, error = %e, "client connection ended before a request");
-                return;
+                return None;
             }
         },
     };
-    let mut stop = ctx.shutdown.clone();
-    let result = if h2 {
-        activity.mark_http2();
-        Box::pin(serve_http2(io, svc, stop, ctx)).await
-    } else {
-        serve_http1(io, svc, &activity, &mut stop, ctx).await
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %addrs.client, error = %e, "client connection ended with an error");
-    }
+    Some((io, svc, h2))
 }
 
 /// HTTP/2 on one connection until it ends or the node shuts down.
-async fn serve_http2<I, S>(
-    io: ClientIo<I>,
-    svc: S,
-    mut stop: watch::Receiver<bool>,
-    ctx: &AcceptContext,
-) -> hyper::Result<()>
+async fn serve_http2<I, S>(io: ClientIo<I>, svc: S, activity: Arc<ConnActivity>, ctx: Arc<AcceptContext>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = super::body::ProxyBody> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ProxyService,
 {
+    activity.mark_http2();
+    let mut stop = ctx.shutdown.clone();
     let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), svc));
-    tokio::select! {
+    let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { let _ = stop.wait_for(|s| *s).await; } => {
             // Finish the streams in flight, then close (GOAWAY).
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-    }
+    };
+    log_end(result);
 }
 
 /// Reads the first bytes until they either are the HTTP/2 preface (`true`)
@@ -338,123 +388,6 @@ async fn sniff_h2<I: AsyncRead + Unpin>(io: &mut ClientIo<I>) -> std::io::Result
     };
     io.rewind(Bytes::copy_from_slice(&buf[..n]));
     Ok(h2)
-}
-
-/// HTTP/1.1 on one connection: one hyper connection per busy period, the
-/// socket parked in between (see the module header).
-async fn serve_http1<I, S>(
-    mut io: ClientIo<I>,
-    mut svc: S,
-    activity: &ConnActivity,
-    stop: &mut watch::Receiver<bool>,
-    ctx: &AcceptContext,
-) -> hyper::Result<()>
-where
-    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = super::body::ProxyBody> + Unpin,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    io.set_parkable(true);
-    loop {
-        // Boxed: while parked, the task keeps only the socket and timers.
-        let conn = Box::new(ctx.h1.serve_connection(TokioIo::new(io), svc).with_upgrades());
-        (io, svc) = match drive_http1(conn, activity, stop).await {
-            Http1End::Closed(r) => return r,
-            Http1End::Parked(parts) => {
-                let mut io = parts.io.into_inner();
-                // Part of the next request was already read: it is served
-                // first, and the connection is not parked meanwhile.
-                io.rewind(parts.read_buf);
-                (io, parts.service)
-            }
-        };
-        if !io.has_rewound() {
-            if let Err(e) = wait_parked(&mut io, stop).await {
-                tracing::trace!(error = %e, "parked connection closed");
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// A parked connection's wait: `Ok` once the client sends something, an
-/// error when the keep-alive timer runs out or the node shuts down.
-async fn wait_parked<I: ReadReady>(io: &mut ClientIo<I>, stop: &mut watch::Receiver<bool>) -> std::io::Result<()> {
-    let mut stopped = pin!(async { stop.wait_for(|s| *s).await.is_ok() });
-    poll_fn(|cx| {
-        if stopped.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(std::io::Error::other("shutting down")));
-        }
-        io.poll_parked(cx)
-    })
-    .await
-}
-
-type Http1Conn<I, S> = http1::UpgradeableConnection<TokioIo<ClientIo<I>>, S>;
-
-enum Http1End<I, S> {
-    /// hyper's connection ended (the client closed, `Connection: close`, an
-    /// error, an upgrade to a tunnel, or a graceful shutdown).
-    Closed(hyper::Result<()>),
-    /// hyper's connection was ended while idle; the socket lives on.
-    Parked(http1::Parts<TokioIo<ClientIo<I>>, S>),
-}
-
-/// Runs hyper's connection until it ends, is parked, or is shut down.
-async fn drive_http1<I, S>(
-    mut conn: Box<Http1Conn<I, S>>,
-    activity: &ConnActivity,
-    stop: &mut watch::Receiver<bool>,
-) -> Http1End<I, S>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = super::body::ProxyBody> + Unpin,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut stopping = false;
-    let mut parking = false;
-    // Set when a park turned out not to be possible: hyper then closes
-    // the connection after its current exchange, as asked.
-    let mut abandoned = false;
-    let result = {
-        let mut stopped = pin!(async { stop.wait_for(|s| *s).await.is_ok() });
-        poll_fn(|cx| {
-            if !stopping && stopped.as_mut().poll(cx).is_ready() {
-                // Finish the request in flight, then close.
-                stopping = true;
-                Pin::new(&mut *conn).graceful_shutdown();
-            }
-            if let Poll::Ready(r) = Pin::new(&mut *conn).poll(cx) {
-                return Poll::Ready(r);
-            }
-            if !stopping && !abandoned && activity.take_park_request() {
-                // hyper waits for a next request with nothing buffered to
-                // send: a graceful shutdown ends an idle connection at once.
-                Pin::new(&mut *conn).graceful_shutdown();
-                match Pin::new(&mut *conn).poll(cx) {
-                    Poll::Ready(r) => {
-                        parking = true;
-                        return Poll::Ready(r);
-                    }
-                    Poll::Pending => {
-                        abandoned = true;
-                        activity.park_done();
-                    }
-                }
-            }
-            Poll::Pending
-        })
-        .await
-    };
-    activity.park_done();
-    if parking && result.is_ok() {
-        if let Some(parts) = conn.into_parts() {
-            return Http1End::Parked(parts);
-        }
-    }
-    Http1End::Closed(result)
 }
 
 /// Binds every configured listener and sets up its TLS.
