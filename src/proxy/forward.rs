@@ -156,7 +156,10 @@ impl Forward<'_> {
             let limited =
                 LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), self.body_timeout, Default::default());
             match limited.collect().await {
-                Ok(collected) => UpstreamBody::Full(Some(collected.to_bytes())),
+                Ok(collected) => {
+                    self.activity.body_finished();
+                    UpstreamBody::Full(Some(collected.to_bytes()))
+                }
                 Err(BodyError::TooLarge(_)) => {
                     return (Err(ProxyError::BodyTooLarge { limit: self.max_body }), outcome)
                 }

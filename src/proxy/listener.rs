@@ -1,20 +1,35 @@
 //! Listeners: accept loops, the connection cap, the PROXY protocol header and
-//! TLS handshake when configured, hyper's HTTP/1.1 + HTTP/2 server per
+//! TLS handshake when configured, hyper's HTTP/1.1 or HTTP/2 server per
 //! connection, and graceful shutdown.
+//!
+//! HTTP/2 is chosen by ALPN or by the client's connection preface (prior
+//! knowledge); everything else is HTTP/1.1. An idle HTTP/1.1 keep-alive
+//! connection is *parked*: hyper's connection is ended without closing the
+//! socket (its buffers and state freed), the task waits for the socket to
+//! become readable, the keep-alive timer or shutdown, and a new hyper
+//! connection takes over when the client sends again (see `conn.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
+use std::future::Future;
+use std::pin::{pin, Pin};
+
+use bytes::Bytes;
+use futures_util::future::{Either, FutureExt, OptionFuture};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::conn::{ClientIo, ConnActivity};
+use super::conn::{ActiveGuard, ClientIo, ConnActivity};
+use super::http1::{Http1Serve, ShutdownSignal};
 use super::service::{handle, ConnInfo, Shared};
 use crate::config::{Cidr, Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
@@ -77,7 +92,8 @@ pub async fn serve(
         shared,
         limits: opts.limits.clone(),
         conns: Arc::new(Semaphore::new(opts.limits.max_connections)),
-        builder: http_builder(&opts.limits),
+        h1: Arc::new(http1_builder(&opts.limits)),
+        h2: http2_builder(&opts.limits),
         drain: drain_tx,
         shutdown: shutdown.clone(),
     });
@@ -107,15 +123,21 @@ struct AcceptContext {
     shared: Arc<Shared>,
     limits: Limits,
     conns: Arc<Semaphore>,
-    builder: auto::Builder<TokioExecutor>,
+    h1: Arc<http1::Builder>,
+    h2: http2::Builder<TokioExecutor>,
     drain: mpsc::Sender<()>,
     shutdown: watch::Receiver<bool>,
 }
 
-fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().keep_alive(true).max_buf_size(limits.max_header_size).header_read_timeout(None).timer(TokioTimer::new());
-    b.http2().max_header_list_size(limits.max_header_size as u32).max_concurrent_streams(256).timer(TokioTimer::new());
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.keep_alive(true).max_buf_size(limits.max_header_size).header_read_timeout(None).timer(TokioTimer::new());
+    b
+}
+
+fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.max_header_list_size(limits.max_header_size as u32).max_concurrent_streams(256).timer(TokioTimer::new());
     b
 }
 
@@ -142,20 +164,46 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
         // The permit and the drain sender live as long as the connection
         // and any WebSocket tunnel made from it.
         let activity = Arc::new(ConnActivity::holding(Box::new((permit, ctx.drain.clone()))));
-        tokio::spawn(async move {
-            connection(stream, peer, runtime, activity, &ctx).await;
-        });
+        tokio::spawn(connection(stream, peer, runtime, activity, ctx));
     }
 }
 
-/// One client connection from accept to close.
-async fn connection(
+/// One client connection from accept to close. The setup (PROXY header,
+/// TLS handshake, protocol sniff) runs boxed and is freed before serving, so
+/// that a parked plain HTTP/1.1 connection's task holds little more than
+/// its [`Http1Serve`]. Combinators rather than an `async fn`: an `async fn`
+/// would keep room for the serving future twice (as the setup's result and
+/// as the future it awaits).
+fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerRuntime>,
+    activity: Arc<ConnActivity>,
+    ctx: Arc<AcceptContext>,
+) -> impl Future<Output = ()> + Send {
+    Box::pin(setup(stream, peer, listener, activity, ctx)).then(OptionFuture::from).map(drop)
+}
+
+/// A connection's serving future: plain HTTP/1.1 inline, anything else
+/// (TLS, HTTP/2) boxed.
+type Serving<S> = Either<Http1Plain<S>, Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// Plain HTTP/1.1, with errors logged.
+type Http1Plain<S> = futures_util::future::Map<Http1Serve<TcpStream, S>, fn(hyper::Result<()>)>;
+
+fn log_end(result: hyper::Result<()>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+async fn setup(
     mut stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerRuntime>,
     activity: Arc<ConnActivity>,
-    ctx: &AcceptContext,
-) {
+    ctx: Arc<AcceptContext>,
+) -> Option<Serving<impl ProxyService>> {
     let mut client = peer;
     let mut local = stream.local_addr().unwrap_or(peer);
     if listener.accept_proxy_protocol {
@@ -171,63 +219,175 @@ async fn connection(
             }
             Err(e) => {
                 tracing::debug!(listener = %listener.name, %peer, error = %e, "closing: bad or missing PROXY protocol header");
-                return;
+                return None;
             }
         }
     }
-    match &listener.tls {
-        None => serve_connection(stream, client, peer, local, listener.clone(), false, activity, ctx).await,
-        Some(acceptor) => {
-            let started = Instant::now();
-            match tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
-                    serve_connection(tls, client, peer, local, listener.clone(), true, activity, ctx).await
-                }
-                Ok(Err(e)) => {
-                    COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
-                }
-            }
+    let addrs = Addrs { client, tcp_peer: peer, local };
+    let Some(acceptor) = listener.tls.clone() else {
+        let (io, svc, h2) = prepare(stream, addrs, listener, None, activity.clone(), &ctx).await?;
+        if h2 {
+            return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
         }
+        let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), shutdown_signal(&ctx));
+        return Some(Either::Left(serve.map(log_end as fn(hyper::Result<()>))));
+    };
+    let started = Instant::now();
+    let tls = match tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
+            return None;
+        }
+    };
+    COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
+    let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let (io, svc, h2) = prepare(tls, addrs, listener, Some(alpn_h2), activity.clone(), &ctx).await?;
+    if h2 {
+        return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
     }
+    let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), shutdown_signal(&ctx));
+    Some(Either::Right(Box::pin(serve.map(log_end))))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_connection<I>(
-    io: I,
+/// The per-request service of one connection.
+trait ProxyService:
+    HttpService<
+        Incoming,
+        ResBody = super::body::ProxyBody,
+        Error = super::service::CloseConnection,
+        Future: Send + 'static,
+    > + Clone
+    + Unpin
+    + Send
+    + 'static
+{
+}
+
+impl<T> ProxyService for T where
+    T: HttpService<
+            Incoming,
+            ResBody = super::body::ProxyBody,
+            Error = super::service::CloseConnection,
+            Future: Send + 'static,
+        > + Clone
+        + Unpin
+        + Send
+        + 'static
+{
+}
+
+/// Resolves when the node starts shutting down.
+fn shutdown_signal(ctx: &AcceptContext) -> ShutdownSignal {
+    let mut stop = ctx.shutdown.clone();
+    Box::pin(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+}
+
+/// The addresses of one client connection.
+#[derive(Clone, Copy)]
+struct Addrs {
+    /// The client: the TCP peer, or the PROXY header's source.
     client: SocketAddr,
     tcp_peer: SocketAddr,
     local: SocketAddr,
+}
+
+/// `PRI * HTTP/2.0`: how an HTTP/2 client with prior knowledge starts.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The connection's I/O wrapper and service, and whether it speaks HTTP/2
+/// (`alpn_h2`: `None` for plain TCP, else whether ALPN chose h2; otherwise
+/// the client's first bytes tell). `None` if the client left first.
+async fn prepare<I>(
+    io: I,
+    addrs: Addrs,
     listener: Arc<ListenerRuntime>,
-    tls: bool,
+    alpn_h2: Option<bool>,
     activity: Arc<ConnActivity>,
     ctx: &AcceptContext,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+) -> Option<(ClientIo<I>, impl ProxyService, bool)>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
 {
-    let io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
-    let info = Arc::new(ConnInfo { peer: client, tcp_peer, local, tls, listener, activity });
+    let mut io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
+    let info = Arc::new(ConnInfo {
+        peer: addrs.client,
+        tcp_peer: addrs.tcp_peer,
+        local: addrs.local,
+        tls: alpn_h2.is_some(),
+        listener,
+        activity,
+    });
     let shared = ctx.shared.clone();
-    let svc = service_fn(move |req| handle(shared.clone(), info.clone(), req));
-    let conn = ctx.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        // Busy from the moment hyper parsed the head (see `ClientIo`).
+        let guard = ActiveGuard::for_request(&info.activity, !req.body().is_end_stream());
+        handle(shared.clone(), info.clone(), req, guard)
+    });
+    let h2 = match alpn_h2 {
+        Some(true) => true,
+        _ => match sniff_h2(&mut io).await {
+            Ok(h2) => h2,
+            Err(e) => {
+                tracing::debug!(client = %addrs.client, error = %e, "client connection ended before a request");
+                return None;
+            }
+        },
+    };
+    Some((io, svc, h2))
+}
+
+/// HTTP/2 on one connection until it ends or the node shuts down.
+async fn serve_http2<I, S>(io: ClientIo<I>, svc: S, activity: Arc<ConnActivity>, ctx: Arc<AcceptContext>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: ProxyService,
+{
+    activity.mark_http2();
     let mut stop = ctx.shutdown.clone();
-    let mut conn = std::pin::pin!(conn);
+    let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), svc));
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            // Finish the request in flight, then close (HTTP/2: GOAWAY).
+            // Finish the streams in flight, then close (GOAWAY).
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(client = %client, error = %e, "client connection ended with an error");
-    }
+    log_end(result);
+}
+
+/// Reads the first bytes until they either are the HTTP/2 preface (`true`)
+/// or cannot be (`false`); they are rewound into `io` for hyper.
+async fn sniff_h2<I: AsyncRead + Unpin>(io: &mut ClientIo<I>) -> std::io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut n = 0;
+    let h2 = loop {
+        let got = io.read(&mut buf[n..]).await?;
+        if got == 0 {
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            break false;
+        }
+        n += got;
+        if buf[..n] != H2_PREFACE[..n] {
+            break false;
+        }
+        if n == H2_PREFACE.len() {
+            break true;
+        }
+    };
+    io.rewind(Bytes::copy_from_slice(&buf[..n]));
+    Ok(h2)
 }
 
 /// Binds every configured listener and sets up its TLS.

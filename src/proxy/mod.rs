@@ -17,6 +17,7 @@ pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod headers;
+pub mod http1;
 pub mod idle_timer;
 pub mod listener;
 pub mod route_stats;

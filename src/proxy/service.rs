@@ -255,9 +255,9 @@ pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    guard: ActiveGuard,
 ) -> Result<Response<ProxyBody>, CloseConnection> {
     let started = Instant::now();
-    let guard = ActiveGuard::new(&conn.activity);
     metrics::inc(&COUNTERS.requests);
     if req.version() == Version::HTTP_2 {
         conn.activity.mark_http2();
