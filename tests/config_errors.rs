@@ -198,3 +198,41 @@ fn every_error_is_reported_at_once() {
     );
     assert_eq!(errors(&text).len(), 3);
 }
+
+#[test]
+fn cluster_table_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "abc").unwrap();
+    let text = format!(
+        "{BASE}\n[cluster]\nlisten = \"0.0.0.0:7946\"\nseeds = [\"peer-without-port\"]\nsecret_file = \"{}\"\ngossip_interval = \"5ms\"\n",
+        short.display()
+    );
+    let all = errors(&text).join("\n");
+    assert!(all.contains("cluster.advertise: listen = \"0.0.0.0:7946\" is a wildcard address"), "{all}");
+    assert!(all.contains("cluster.seeds[0]: expected host:port of a peer's cluster listener"), "{all}");
+    assert!(all.contains("cluster.secret_file: cluster secret in"), "{all}");
+    assert!(all.contains("is too short"), "{all}");
+    assert!(all.contains("cluster.gossip_interval: must be 10ms..=60s"), "{all}");
+
+    let text = format!("{BASE}\n[cluster]\nlisten = \"127.0.0.1:7946\"\n");
+    assert!(one_error(&text).ends_with("cluster.secret_file: is required: every node of a cluster reads the same secret (`sysmanage-node init` writes one)"));
+}
+
+#[test]
+fn cluster_wide_zones_need_a_window_and_a_cluster() {
+    let zone = |body: &str| format!("[[rate_limits]]\nname = \"z\"\n{body}\ncluster = true\n{BASE}");
+    let e = one_error(&zone("rate = \"5/s\"\nburst = 10"));
+    assert!(e.ends_with("rate_limits[0].cluster: applies only to window zones (requests + window): a token bucket cannot be summed across nodes"), "{e}");
+    let e = one_error(&zone("requests = 20\nwindow = \"10s\""));
+    assert!(
+        e.ends_with("rate_limits[0].cluster: needs a [cluster] table: a standalone node has no peers to sum with"),
+        "{e}"
+    );
+}
+
+#[test]
+fn failback_is_for_primary_pools_only() {
+    let text = BASE.replace("name = \"api\"\n", "name = \"api\"\nfailback = true\n");
+    assert!(one_error(&text).ends_with("pools[0].failback: applies only to balance = \"primary\""));
+}

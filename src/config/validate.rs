@@ -351,7 +351,21 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
         if let Err(e) = crate::ratelimit::Zone::new(probe) {
             cx.err(p.clone(), e.to_string());
         }
-        rate_limits.push(RateLimitConfig { name, kind, key, status, max_keys });
+        let cluster = match rr.cluster {
+            Some(true) if !matches!(kind, RateKind::Window { .. }) => {
+                cx.err(
+                    p.key("cluster"),
+                    "applies only to window zones (requests + window): a token bucket cannot be summed across nodes",
+                );
+                false
+            }
+            Some(true) if raw.cluster.is_none() => {
+                cx.err(p.key("cluster"), "needs a [cluster] table: a standalone node has no peers to sum with");
+                false
+            }
+            c => c.unwrap_or(false),
+        };
+        rate_limits.push(RateLimitConfig { name, kind, key, status, max_keys, cluster });
     }
 
     // [[pools]]
@@ -374,10 +388,11 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
         }
     }
 
+    let cluster = raw.cluster.as_ref().map(|c| validate_cluster(&mut cx, c, root.key("cluster"), base));
+
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
-    let cluster = raw.cluster.as_ref().map(|c| validate_cluster(&mut cx, c, root.key("cluster"), base));
 
     Ok(Config {
         source: label.to_string(),
