@@ -202,6 +202,13 @@ impl Node {
 
     pub async fn start_with_path(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<Node> {
         let seeds = if cfg.cluster.is_some() { saved_seeds(&cfg.node.data_dir) } else { Vec::new() };
+        if let Some(c) = &cfg.cluster {
+            // Every node keys rate-limit clients alike (cluster-wide zones).
+            let (k0, k1) = crate::cluster::transport::wire::ratelimit_seed(&c.secret);
+            if !crate::ratelimit::key::use_shared_seed(k0, k1) {
+                tracing::warn!("rate-limit keys were made before the cluster seed was set: cluster-wide zones cannot sum this node's counts");
+            }
+        }
         let bound = proxy::bind_all(&cfg).await?;
         let listeners =
             bound.iter().map(|l| Ok((l.name.clone(), l.socket.local_addr()?))).collect::<std::io::Result<Vec<_>>>()?;

@@ -31,6 +31,11 @@ struct Cluster {
 }
 
 async fn start(n: u8, first_ip: u8, pool: &str) -> Cluster {
+    start_with(n, first_ip, pool, "").await
+}
+
+/// `extra` goes at the top level of every node's config (e.g. zones).
+async fn start_with(n: u8, first_ip: u8, pool: &str, extra_top: &str) -> Cluster {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("cluster.key");
@@ -43,7 +48,7 @@ async fn start(n: u8, first_ip: u8, pool: &str) -> Cluster {
         let gossip = std::net::SocketAddr::new(ip, free_port(ip));
         let seeds = seed.map(|s| format!("seeds = [\"{s}\"]")).unwrap_or_default();
         let extra = format!(
-            "[node]\nname = \"n{i}\"\ndata_dir = \"{}\"\n[cluster]\nlisten = \"{gossip}\"\n{seeds}\nsecret_file = \"{}\"\ngossip_interval = \"100ms\"\n",
+            "{extra_top}\n[node]\nname = \"n{i}\"\ndata_dir = \"{}\"\n[cluster]\nlisten = \"{gossip}\"\n{seeds}\nsecret_file = \"{}\"\ngossip_interval = \"100ms\"\n",
             dir.path().join(format!("n{i}")).display(),
             secret.display()
         );
@@ -157,6 +162,52 @@ async fn records_converge_conflicts_agree_tombstones_win_and_counts_sum() {
     for h in held {
         assert_eq!(h.await.unwrap().0, 200);
     }
+    for node in c.nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_wide_zone_limits_the_sum_of_the_nodes_counts() {
+    let b1 = Backend::start("s1").await;
+    let zone = "[[rate_limits]]\nname = \"agents\"\nrequests = 10\nwindow = \"60s\"\nkey = \"header:X-Agent\"\ncluster = true\n[[routes]]\nname = \"limited\"\npath = \"/limited\"\npool = \"p\"\nrate_limit = \"agents\"\n";
+    let pool = support::servers(&[(&b1, "")]);
+    let c = start_with(3, 30, &pool, zone).await;
+    // `/limited` is rate-limited by the cluster-wide zone (first route).
+    let client = support::client();
+    let get = |i: usize| {
+        let addr = c.nodes[i].addr("http").unwrap();
+        let client = client.clone();
+        async move {
+            let req = http::Request::get(format!("http://{addr}/limited"))
+                .header("x-agent", "host-1")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            support::send(&client, req).await.0
+        }
+    };
+    for _ in 0..4 {
+        assert_eq!(get(0).await, 200);
+        assert_eq!(get(1).await, 200);
+    }
+    // Node 3 learns both counts (4 + 4), not one overwriting the other.
+    let state = c.nodes[2].control.shared.state.load_full();
+    let z = state.zones.iter().flatten().find(|z| z.config.name == "agents").unwrap().zone.clone();
+    let key = sysmanage_node::ratelimit::key_for_header(b"host-1");
+    wait_until(Duration::from_secs(10), "node 3 sums the other nodes' counts", || async {
+        z.remote_count(key, sysmanage_node::clock::now_ms()) == 8
+    })
+    .await;
+    assert_eq!(get(2).await, 200, "9th request in the cluster");
+    assert_eq!(get(2).await, 200, "10th");
+    assert_eq!(get(2).await, 429, "11th: over the cluster-wide limit of 10");
+    // Another key is not affected.
+    let addr = c.nodes[2].addr("http").unwrap();
+    let req = http::Request::get(format!("http://{addr}/limited"))
+        .header("x-agent", "host-2")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(support::send(&client, req).await.0, 200);
     for node in c.nodes {
         node.stop().await;
     }

@@ -7,6 +7,7 @@
 //! | `server:{pool}:{server}` | health view: `{up|down|draining|maintenance} {since_ms}` |
 //! | `load:{pool}:{server}`   | `{sessions} {connections}`                   |
 //! | `session:{pool}:{key}`   | `{L|T} {expires_ms} {hlc} {origin} {server}` (T: tombstone, no server) |
+//! | `rate:{zone}:{key hex}`  | `{count} {at_ms}`: this node's count of a cluster-wide rate-limit key at unix ms `at_ms` |
 //! | `primary:{pool}`         | the active server of a `primary` pool as this node chose it |
 //! | `node:version`           | the node's version string                    |
 //! | `node:admin_addr`        | admin API `host:port`                        |
@@ -31,6 +32,7 @@ pub const SERVER_PREFIX: &str = "server:";
 pub const LOAD_PREFIX: &str = "load:";
 pub const SESSION_PREFIX: &str = "session:";
 pub const PRIMARY_PREFIX: &str = "primary:";
+pub const RATE_PREFIX: &str = "rate:";
 pub const NODE_VERSION: &str = "node:version";
 pub const NODE_ADMIN_ADDR: &str = "node:admin_addr";
 pub const NODE_LEAVING: &str = "node:leaving";
@@ -69,6 +71,11 @@ pub enum GossipKey {
     Session {
         pool: String,
         key: String,
+    },
+    /// This node's count of one key of a cluster-wide rate-limit zone.
+    Rate {
+        zone: String,
+        key: u64,
     },
     /// The active server this node uses for a `primary` pool.
     Primary {
@@ -114,6 +121,10 @@ impl GossipKey {
         GossipKey::Session { pool: pool.to_string(), key: key.to_string() }
     }
 
+    pub fn rate(zone: &str, key: u64) -> Self {
+        GossipKey::Rate { zone: zone.to_string(), key }
+    }
+
     pub fn primary(pool: &str) -> Self {
         GossipKey::Primary { pool: pool.to_string() }
     }
@@ -135,6 +146,10 @@ impl GossipKey {
                 non_empty(pool, "pool name")?;
                 non_empty(key, "session key")?;
                 format!("{SESSION_PREFIX}{}:{}", enc(pool), enc(key))
+            }
+            GossipKey::Rate { zone, key } => {
+                non_empty(zone, "zone name")?;
+                format!("{RATE_PREFIX}{}:{key:016x}", enc(zone))
             }
             GossipKey::Primary { pool } => {
                 non_empty(pool, "pool name")?;
@@ -166,6 +181,15 @@ impl GossipKey {
         if let Some(rest) = key.strip_prefix(SESSION_PREFIX) {
             let (pool, key) = two(rest)?;
             return Ok(GossipKey::Session { pool, key });
+        }
+        if let Some(rest) = key.strip_prefix(RATE_PREFIX) {
+            let (zone, hex) = two(rest)?;
+            if hex.len() != 16 {
+                return Err(KeyError::BadKey { key: key.to_string(), what: "rate key is not 16 hex digits" });
+            }
+            let k = u64::from_str_radix(&hex, 16)
+                .map_err(|_| KeyError::BadKey { key: key.to_string(), what: "rate key is not 16 hex digits" })?;
+            return Ok(GossipKey::Rate { zone, key: k });
         }
         if let Some(rest) = key.strip_prefix(PRIMARY_PREFIX) {
             if rest.contains(':') {
@@ -249,6 +273,11 @@ pub enum GossipValue {
     Session(SessionEntry),
     /// The server name of `primary:{pool}`.
     Primary(String),
+    /// A node's count of a rate-limit key, and when (unix ms) it was counted.
+    Rate {
+        count: u32,
+        at_ms: u64,
+    },
     Version(String),
     AdminAddr(SocketAddr),
     Leaving {
@@ -329,6 +358,7 @@ impl GossipValue {
             GossipValue::Load(_) => "load",
             GossipValue::Session(_) => "session",
             GossipValue::Primary(_) => "primary",
+            GossipValue::Rate { .. } => "rate",
             GossipValue::Version(_) => "version",
             GossipValue::AdminAddr(_) => "admin address",
             GossipValue::Leaving { .. } => "leaving",
@@ -343,6 +373,7 @@ impl GossipValue {
                 | (GossipKey::Load { .. }, GossipValue::Load(_))
                 | (GossipKey::Session { .. }, GossipValue::Session(_))
                 | (GossipKey::Primary { .. }, GossipValue::Primary(_))
+                | (GossipKey::Rate { .. }, GossipValue::Rate { .. })
                 | (GossipKey::NodeVersion, GossipValue::Version(_))
                 | (GossipKey::NodeAdminAddr, GossipValue::AdminAddr(_))
                 | (GossipKey::NodeLeaving, GossipValue::Leaving { .. })
@@ -360,6 +391,7 @@ impl GossipValue {
             GossipValue::Health(h) => h.encode(),
             GossipValue::Load(l) => l.encode(),
             GossipValue::Session(s) => s.encode()?,
+            GossipValue::Rate { count, at_ms } => format!("{count} {at_ms}"),
             GossipValue::Primary(server) => {
                 non_empty(server, "server name")?;
                 server.clone()
@@ -379,6 +411,14 @@ pub fn decode_entry(key: &str, value: &str) -> Result<(GossipKey, GossipValue), 
         GossipKey::Server { .. } => GossipValue::Health(HealthView::decode(key, value)?),
         GossipKey::Load { .. } => GossipValue::Load(LoadSummary::decode(key, value)?),
         GossipKey::Session { .. } => GossipValue::Session(SessionEntry::decode(key, value)?),
+        GossipKey::Rate { .. } => {
+            let bad = |what| KeyError::BadValue { key: key.to_string(), value: value.to_string(), what };
+            let (c, at) = value.split_once(' ').ok_or_else(|| bad("expected `<count> <at_ms>`"))?;
+            GossipValue::Rate {
+                count: c.parse().map_err(|_| bad("count is not an integer"))?,
+                at_ms: at.parse().map_err(|_| bad("at_ms is not an integer"))?,
+            }
+        }
         GossipKey::Primary { .. } if value.is_empty() => {
             return Err(KeyError::BadValue { key: key.to_string(), value: String::new(), what: "empty server name" })
         }
@@ -496,6 +536,10 @@ mod tests {
         roundtrip(GossipKey::NodeAdminAddr, GossipValue::AdminAddr("127.0.0.1:9100".parse().unwrap()));
         roundtrip(GossipKey::NodeLeaving, GossipValue::Leaving { since_ms: 42 });
         roundtrip(GossipKey::primary("db:main"), GossipValue::Primary("s 1:x".into()));
+        roundtrip(GossipKey::rate("auth:x", 0xdead_beef_0000_0001), GossipValue::Rate { count: 7, at_ms: 42 });
+        assert!(decode_entry("rate:auth:12", "1 2").is_err(), "a short key is refused");
+        assert!(decode_entry("rate:auth:00000000000000zz", "1 2").is_err());
+        assert!(decode_entry("rate:auth:0000000000000001", "x 2").is_err());
         assert!(decode_entry("primary:db", "").is_err(), "an empty server name is refused");
         assert!(decode_entry("primary:a:b", "s").is_err(), "a pool name with a raw `:` is refused");
     }

@@ -237,7 +237,7 @@ impl Cluster {
         let mut encoded = Vec::new();
         for (k, v) in entries {
             v.check_fits(&k)?;
-            let ttl = matches!(k, GossipKey::Session { .. });
+            let ttl = matches!(k, GossipKey::Session { .. } | GossipKey::Rate { .. });
             encoded.push((k.encode()?, v.encode()?, ttl));
         }
         self.with_chitchat(move |c| {

@@ -68,6 +68,7 @@ pub const KEYS: &[&str] = &[
     "rate_limits.key",
     "rate_limits.status",
     "rate_limits.max_keys",
+    "rate_limits.cluster",
     "pools",
     "pools.name",
     "pools.balance",

@@ -220,6 +220,9 @@ pub struct RateLimitConfig {
     pub status: u16,
     /// Most clients remembered at once (the zone's memory bound).
     pub max_keys: usize,
+    /// Window zones in a cluster: the limit applies to the sum of every
+    /// node's count for a key.
+    pub cluster: bool,
 }
 
 /// PROXY protocol header sent on new connections to a pool's servers.

@@ -135,6 +135,7 @@ pub struct RawRateLimit {
     pub key: Option<String>,
     pub status: Option<i64>,
     pub max_keys: Option<i64>,
+    pub cluster: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -42,6 +42,8 @@ pub mod catchup;
 const FIRST_PEER_WAIT: Duration = Duration::from_secs(15);
 /// Load reports are refreshed at most this often.
 const LOAD_EVERY: Duration = Duration::from_secs(1);
+/// Cluster-wide rate-limit counts are published this often.
+const RATES_EVERY: Duration = Duration::from_millis(500);
 /// Session records gossiped per batch.
 const SESSION_BATCH: usize = 4096;
 /// Room for session records waiting to be gossiped.
@@ -55,6 +57,8 @@ struct PeerState {
     health: HashMap<ServerKey, HealthView>,
     load: HashMap<ServerKey, LoadSummary>,
     primary: HashMap<String, String>,
+    /// Cluster-wide rate-limit zones: (zone, key) → (count, unix ms).
+    rates: HashMap<(String, u64), (u32, u64)>,
 }
 
 /// The last catch-up.
@@ -358,6 +362,8 @@ struct Published {
     load: HashMap<ServerKey, LoadSummary>,
     primary: HashMap<String, String>,
     load_at: Option<Instant>,
+    rates: HashMap<(String, u64), u32>,
+    rates_at: Option<Instant>,
 }
 
 /// The cluster task: applies peers' changes, publishes this node's state.
@@ -443,7 +449,10 @@ fn apply_change(rt: &ClusterRuntime, control: &Control, change: ClusterChange) -
         ClusterChange::Departed(id) => {
             tracing::warn!(member = %id, "cluster member is gone (dead or left)");
             control.events.push("cluster", None, None, format!("{} left or is dead", id.name));
-            rt.view.peers().remove(&id);
+            let gone = rt.view.peers().remove(&id);
+            for (zone, key) in gone.map(|p| p.rates.into_keys().collect::<Vec<_>>()).unwrap_or_default() {
+                sum_rate(rt, control, &zone, key);
+            }
             true
         }
         ClusterChange::Set { node, key, value } => match (key, value) {
@@ -475,8 +484,20 @@ fn apply_change(rt: &ClusterRuntime, control: &Control, change: ClusterChange) -
                 rt.view.peers().entry(node).or_default().primary.insert(pool, server);
                 true
             }
+            (GossipKey::Rate { zone, key }, GossipValue::Rate { count, at_ms }) => {
+                rt.view.peers().entry(node).or_default().rates.insert((zone.clone(), key), (count, at_ms));
+                sum_rate(rt, control, &zone, key);
+                false
+            }
             _ => false,
         },
+        ClusterChange::Removed { node, key: GossipKey::Rate { zone, key } } => {
+            if let Some(p) = rt.view.peers().get_mut(&node) {
+                p.rates.remove(&(zone.clone(), key));
+            }
+            sum_rate(rt, control, &zone, key);
+            false
+        }
         ClusterChange::Removed { node, key } => {
             let mut peers = rt.view.peers();
             let Some(p) = peers.get_mut(&node) else { return false };
@@ -488,6 +509,53 @@ fn apply_change(rt: &ClusterRuntime, control: &Control, change: ClusterChange) -
             }
         }
     }
+}
+
+/// Sums the live peers' counts of one key of a cluster-wide zone into the
+/// zone, where the request path reads it.
+fn sum_rate(rt: &ClusterRuntime, control: &Control, zone: &str, key: u64) {
+    let state = control.shared.state.load();
+    let Some(z) = state.zones.iter().flatten().find(|z| z.config.cluster && z.config.name == zone) else { return };
+    let Some(window) = z.zone.window() else { return };
+    let window_ms = window.as_millis() as u64;
+    let now_unix = crate::sessions::unix_now_ms();
+    let k = (zone.to_string(), key);
+    let sum: u64 = rt
+        .view
+        .peers()
+        .values()
+        .filter_map(|p| p.rates.get(&k))
+        .filter(|(_, at)| at.saturating_add(window_ms) > now_unix)
+        .map(|(n, _)| u64::from(*n))
+        .sum();
+    z.zone.set_remote(key, sum.min(u64::from(u32::MAX)) as u32, crate::clock::now_ms() + window_ms);
+}
+
+/// This node's counts of cluster-wide zones that changed since the last
+/// round (keys that fell to nothing are published once as 0).
+fn rate_entries(control: &Control, published: &mut Published) -> Vec<(GossipKey, GossipValue)> {
+    let mut out = Vec::new();
+    let state = control.shared.state.load();
+    let (now, at_ms) = (crate::clock::now_ms(), crate::sessions::unix_now_ms());
+    let mut seen = std::collections::HashSet::new();
+    for z in state.zones.iter().flatten().filter(|z| z.config.cluster) {
+        for (key, count) in z.zone.local_counts(now, 1) {
+            let k = (z.config.name.clone(), key);
+            seen.insert(k.clone());
+            if published.rates.get(&k) != Some(&count) {
+                out.push((GossipKey::rate(&k.0, key), GossipValue::Rate { count, at_ms }));
+                published.rates.insert(k, count);
+            }
+        }
+    }
+    published.rates.retain(|k, _| {
+        let keep = seen.contains(k);
+        if !keep {
+            out.push((GossipKey::rate(&k.0, k.1), GossipValue::Rate { count: 0, at_ms }));
+        }
+        keep
+    });
+    out
 }
 
 fn find_server(snap: &Snapshot, pool: &str, server: &str) -> Option<Arc<ServerState>> {
@@ -531,6 +599,11 @@ async fn reconcile(rt: &ClusterRuntime, control: &Control, published: &mut Publi
                 }
             }
         }
+    }
+    // Cluster-wide rate-limit counts.
+    if published.rates_at.is_none_or(|at| at.elapsed() >= RATES_EVERY) {
+        published.rates_at = Some(Instant::now());
+        out.extend(rate_entries(control, published));
     }
     // Peers' connections, summed per server.
     {

@@ -5,16 +5,46 @@
 //! outside the process can predict them. A client that picks many source
 //! addresses (any IPv6 /64) or header values therefore cannot aim them at one
 //! table bucket or one shard, and cannot collide with a chosen victim's key.
-//! Keys never leave the process: rate-limit state is per node.
+//! In a cluster the seed is derived from the cluster secret instead
+//! ([`use_shared_seed`]), so that every node gives a client the same key and
+//! cluster-wide zones can sum the nodes' counts; it is still unknown outside
+//! the cluster.
 
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-static SEED: OnceLock<RandomState> = OnceLock::new();
+enum Seed {
+    Random(RandomState),
+    Shared(u64, u64),
+}
 
-fn seed() -> &'static RandomState {
-    SEED.get_or_init(RandomState::new)
+static SEED: OnceLock<Seed> = OnceLock::new();
+
+fn seed() -> &'static Seed {
+    SEED.get_or_init(|| Seed::Random(RandomState::new()))
+}
+
+/// Keys from now on are SipHash under `(k0, k1)`, the same on every node of
+/// a cluster. Must run before the first key is made; returns false (and
+/// changes nothing) when keys were already made under another seed.
+pub fn use_shared_seed(k0: u64, k1: u64) -> bool {
+    let s = SEED.get_or_init(|| Seed::Shared(k0, k1));
+    matches!(s, Seed::Shared(a, b) if *a == k0 && *b == k1)
+}
+
+impl Seed {
+    fn hash_one<T: std::hash::Hash>(&self, value: T) -> u64 {
+        match self {
+            Seed::Random(r) => r.hash_one(value),
+            Seed::Shared(k0, k1) => {
+                #[allow(deprecated)] // SipHash-2-4 with explicit keys; std has no other keyed hasher
+                let mut h = std::hash::SipHasher::new_with_keys(*k0, *k1);
+                value.hash(&mut h);
+                h.finish()
+            }
+        }
+    }
 }
 
 /// The key of a client address. An IPv4 address and the same address written

@@ -30,6 +30,19 @@ pub(super) trait Limit {
     /// the decision-relevant state unchanged.
     fn admit(&self, state: &mut Self::State, now_ms: u64) -> Decision;
 
+    /// Like [`Limit::admit`], counting `extra` requests made elsewhere (other
+    /// nodes of a cluster). Only windows count them.
+    fn admit_extra(&self, state: &mut Self::State, now_ms: u64, extra: u32) -> Decision {
+        let _ = extra;
+        self.admit(state, now_ms)
+    }
+
+    /// Requests this state counts now (windows: the rolling estimate).
+    fn count(&self, state: &Self::State, now_ms: u64) -> u32 {
+        let _ = (state, now_ms);
+        0
+    }
+
     /// Nanoseconds until `state` stops mattering (it would decide like a
     /// fresh state); 0 when it already has. Orders entries for eviction.
     fn remaining_ns(&self, state: &Self::State, now_ms: u64) -> u64;
@@ -105,6 +118,10 @@ impl<L: Limit> Table<L> {
         Table { limit, shards, shard_mask, shard_cap }
     }
 
+    pub(super) fn limit(&self) -> &L {
+        &self.limit
+    }
+
     /// The most keys the table holds: `max_keys` rounded down to a multiple
     /// of the shard count.
     pub(super) fn capacity(&self) -> usize {
@@ -120,13 +137,32 @@ impl<L: Limit> Table<L> {
         self.shards[i].0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Keys whose count is at least `min` now, the highest first, at most
+    /// `max` of them. Locks one shard at a time; not for the request path.
+    pub(super) fn counts(&self, now_ms: u64, min: u32, max: usize) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let entries = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend(
+                entries.map.iter().map(|(k, s)| (*k, self.limit.count(s, now_ms))).filter(|(_, n)| *n >= min.max(1)),
+            );
+        }
+        out.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
+        out.truncate(max);
+        out
+    }
+
     pub(super) fn check(&self, key: u64, now_ms: u64) -> Decision {
+        self.check_extra(key, now_ms, 0)
+    }
+
+    pub(super) fn check_extra(&self, key: u64, now_ms: u64, extra: u32) -> Decision {
         let mut entries = self.shard(key);
         let decision = match entries.map.get_mut(&key) {
-            Some(state) => self.limit.admit(state, now_ms),
+            Some(state) => self.limit.admit_extra(state, now_ms, extra),
             None => {
                 let mut state = self.limit.fresh(now_ms);
-                let decision = self.limit.admit(&mut state, now_ms);
+                let decision = self.limit.admit_extra(&mut state, now_ms, extra);
                 // A fresh state refusing is impossible with a valid zone; if
                 // it did, there would be nothing worth remembering.
                 if decision.is_allowed() {

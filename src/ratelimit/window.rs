@@ -59,6 +59,10 @@ impl Window {
         Ok(Window { limit, window_ms })
     }
 
+    pub(super) fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
     fn position(&self, state: &WindowState, now_ms: u64) -> Position {
         let index = now_ms / self.window_ms;
         let elapsed = now_ms % self.window_ms;
@@ -100,6 +104,24 @@ impl Limit for Window {
     }
 
     fn admit(&self, state: &mut WindowState, now_ms: u64) -> Decision {
+        self.admit_extra(state, now_ms, 0)
+    }
+
+    fn count(&self, state: &WindowState, now_ms: u64) -> u32 {
+        let w = u128::from(self.window_ms);
+        let (p, c) = match self.position(state, now_ms) {
+            Position::Same { elapsed } => {
+                (u128::from(state.prev) * (w - u128::from(elapsed)), u128::from(state.cur) * w)
+            }
+            Position::Next { elapsed } => (u128::from(state.cur) * (w - u128::from(elapsed)), 0),
+            Position::Later { .. } => (0, 0),
+            Position::Behind => (u128::from(state.prev) * w, u128::from(state.cur) * w),
+        };
+        // Rounded up: a node never under-reports.
+        ((p + c).div_ceil(w)).min(u128::from(u32::MAX)) as u32
+    }
+
+    fn admit_extra(&self, state: &mut WindowState, now_ms: u64, extra: u32) -> Decision {
         let index = (now_ms / self.window_ms) as u32;
         let elapsed = match self.position(state, now_ms) {
             Position::Same { elapsed } => elapsed,
@@ -115,13 +137,15 @@ impl Limit for Window {
         };
         let (p, c) = (u64::from(state.prev), u64::from(state.cur));
         let (n, w) = (u128::from(self.limit), u128::from(self.window_ms));
-        // estimate = prev·(w − elapsed)/w + cur; admit if estimate + 1 ≤ limit.
-        let weighted = u128::from(p) * (w - u128::from(elapsed)) + (u128::from(c) + 1) * w;
+        // estimate = prev·(w − elapsed)/w + cur (+ other nodes' counts);
+        // admit if estimate + 1 ≤ limit.
+        let weighted = u128::from(p) * (w - u128::from(elapsed)) + (u128::from(c) + u128::from(extra) + 1) * w;
         if weighted <= n * w {
             // cur + 1 ≤ limit here, so this cannot overflow.
             state.cur += 1;
             Decision::Allow
         } else {
+            let c = (c + u64::from(extra)).min(u64::from(self.limit));
             Decision::Reject { retry_after: Duration::from_millis(self.retry_ms(p, c, elapsed)) }
         }
     }
@@ -151,6 +175,22 @@ mod tests {
 
     fn burst_at(w: &Window, s: &mut WindowState, now_ms: u64, n: usize) -> usize {
         (0..n).filter(|_| w.admit(s, now_ms).is_allowed()).count()
+    }
+
+    #[test]
+    fn other_nodes_counts_are_added_and_the_count_is_the_rolling_estimate() {
+        let w = window(10, 10_000);
+        let mut s = w.fresh(0);
+        let admitted = (0..10).filter(|_| w.admit_extra(&mut s, 0, 7).is_allowed()).count();
+        assert_eq!(admitted, 3, "7 counted elsewhere leave room for 3");
+        match w.admit_extra(&mut s, 1_000, 7) {
+            Decision::Reject { retry_after } => assert!(retry_after > Duration::ZERO),
+            Decision::Allow => panic!("over the summed limit"),
+        }
+        assert_eq!(w.count(&s, 5_000), 3);
+        // Half of the previous window still weighs in; rounded up.
+        assert_eq!(w.count(&s, 15_000), 2);
+        assert_eq!(w.count(&s, 25_000), 0);
     }
 
     #[test]

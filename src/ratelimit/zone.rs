@@ -57,12 +57,22 @@ pub enum KeySource {
     Header(HeaderName),
 }
 
+/// Most keys per zone one node publishes to its cluster per round.
+pub const PUBLISH_MAX: usize = 512;
+
 /// One rate-limit zone. `Send + Sync`; share it behind an `Arc`.
 pub struct Zone {
     name: String,
     key: KeySource,
     limiter: Limiter,
+    /// Other nodes' counts per key (cluster-wide window zones), with the
+    /// time (this process's clock) until which each holds. Consulted only
+    /// once something was set.
+    remote: [std::sync::Mutex<std::collections::HashMap<u64, (u32, u64)>>; REMOTE_SHARDS],
+    has_remote: std::sync::atomic::AtomicBool,
 }
+
+const REMOTE_SHARDS: usize = 16;
 
 /// The algorithm decides the shape of the per-key state, so each has its own
 /// table; matching here keeps the hot path free of dynamic dispatch.
@@ -85,7 +95,13 @@ impl Zone {
                 Limiter::Window(Table::new(Window::new(&name, limit, window)?, max_keys))
             }
         };
-        Ok(Zone { name, key, limiter })
+        Ok(Zone {
+            name,
+            key,
+            limiter,
+            remote: std::array::from_fn(|_| Default::default()),
+            has_remote: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -113,7 +129,54 @@ impl Zone {
     pub fn check(&self, key: u64, now_ms: u64) -> Decision {
         match &self.limiter {
             Limiter::Bucket(t) => t.check(key, now_ms),
-            Limiter::Window(t) => t.check(key, now_ms),
+            Limiter::Window(t) => t.check_extra(key, now_ms, self.remote_count(key, now_ms)),
+        }
+    }
+
+    fn remote_shard(&self, key: u64) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (u32, u64)>> {
+        let i = (super::key::mix(key) >> 40) as usize % REMOTE_SHARDS;
+        self.remote[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the other nodes of the cluster counted for `key` and still holds.
+    pub fn remote_count(&self, key: u64, now_ms: u64) -> u32 {
+        if !self.has_remote.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0;
+        }
+        match self.remote_shard(key).get(&key) {
+            Some(&(n, until)) if until > now_ms => n,
+            _ => 0,
+        }
+    }
+
+    /// Sets the other nodes' summed count for `key`, valid until `until_ms`
+    /// (this process's clock); 0 forgets the key. Memory is bounded by what
+    /// the peers publish (at most [`PUBLISH_MAX`] keys each per zone) and
+    /// expired entries are dropped by [`Zone::sweep`].
+    pub fn set_remote(&self, key: u64, count: u32, until_ms: u64) {
+        self.has_remote.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut shard = self.remote_shard(key);
+        if count == 0 {
+            shard.remove(&key);
+        } else {
+            shard.insert(key, (count, until_ms));
+        }
+    }
+
+    /// This node's counts now (window zones), the highest first: what a
+    /// node of a cluster publishes. Keys below `min` are left out.
+    pub fn local_counts(&self, now_ms: u64, min: u32) -> Vec<(u64, u32)> {
+        match &self.limiter {
+            Limiter::Bucket(_) => Vec::new(),
+            Limiter::Window(t) => t.counts(now_ms, min, PUBLISH_MAX),
+        }
+    }
+
+    /// The window of a window zone.
+    pub fn window(&self) -> Option<Duration> {
+        match &self.limiter {
+            Limiter::Bucket(_) => None,
+            Limiter::Window(t) => Some(t.limit().window()),
         }
     }
 
@@ -121,6 +184,9 @@ impl Zone {
     /// spare map memory; returns how many keys were dropped. Cost: one pass
     /// over every key, one shard locked at a time. Call every few seconds.
     pub fn sweep(&self, now_ms: u64) -> usize {
+        for shard in &self.remote {
+            shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, (_, until)| *until > now_ms);
+        }
         match &self.limiter {
             Limiter::Bucket(t) => t.sweep(now_ms),
             Limiter::Window(t) => t.sweep(now_ms),

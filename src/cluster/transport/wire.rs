@@ -67,6 +67,19 @@ pub const KDF_INFO_KEY: &[u8] = b"sysmanage-node gossip datagram key v1";
 /// HKDF info of the bearer token of the cluster API (catch-up).
 pub const KDF_INFO_API_TOKEN: &[u8] = b"sysmanage-node cluster api token v1";
 
+/// HKDF info of the rate-limit key seed.
+pub const KDF_INFO_RATE_SEED: &[u8] = b"sysmanage-node rate limit key seed v1";
+
+/// The SipHash keys every node of a cluster hashes rate-limit keys with, so
+/// that a client has the same key on every node (cluster-wide zones).
+pub fn ratelimit_seed(secret: &ClusterSecret) -> (u64, u64) {
+    let hk = Hkdf::<Sha256>::new(Some(KDF_SALT), secret.as_bytes());
+    let mut seed = [0u8; 16];
+    hk.expand(KDF_INFO_RATE_SEED, &mut seed).expect("16 bytes is a valid HKDF-SHA256 output length");
+    let (a, b) = seed.split_at(8);
+    (u64::from_le_bytes(a.try_into().unwrap_or_default()), u64::from_le_bytes(b.try_into().unwrap_or_default()))
+}
+
 /// The bearer token peers present to the cluster API: 32 bytes derived from
 /// the secret (never the secret itself), as hex. Nodes with the same secret
 /// derive the same token.
