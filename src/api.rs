@@ -32,6 +32,11 @@ pub struct ClusterStatus {
     /// failed authentication (another secret, or forged).
     pub datagrams_dropped: u64,
     pub auth_failures: u64,
+    /// This node's gossip state (what each peer holds of it): keys and bytes.
+    #[serde(default)]
+    pub state_keys: usize,
+    #[serde(default)]
+    pub state_bytes: usize,
     pub members: Vec<MemberInfo>,
 }
 

@@ -205,12 +205,14 @@ pub fn status_text(s: &Status) -> String {
 /// `ctl members`: one line per member.
 pub fn members_table(c: &crate::api::ClusterStatus) -> String {
     let mut out = format!(
-        "{} live, {} dead{}; datagrams dropped {} (auth failures {})\n",
+        "{} live, {} dead{}; datagrams dropped {} (auth failures {}); gossip state {} keys, {:.1} KiB\n",
         c.live,
         c.dead,
         if c.syncing { ", syncing sessions" } else { "" },
         c.datagrams_dropped,
-        c.auth_failures
+        c.auth_failures,
+        c.state_keys,
+        c.state_bytes as f64 / 1024.0
     );
     out.push_str(&format!(
         "{:<16} {:<8} {:<21} {:>14} {:>10} {:>9} {:>11} {}\n",

@@ -30,6 +30,7 @@ pub const CLUSTER_DATAGRAMS: &str = "sysmanage_cluster_datagrams_total";
 pub const CLUSTER_DROPPED: &str = "sysmanage_cluster_datagrams_dropped_total";
 pub const CLUSTER_BYTES: &str = "sysmanage_cluster_gossip_bytes_total";
 pub const CLUSTER_SESSIONS: &str = "sysmanage_cluster_sessions_total";
+pub const CLUSTER_STATE_BYTES: &str = "sysmanage_cluster_state_bytes";
 
 /// Process-wide data-path counters.
 #[derive(Debug)]

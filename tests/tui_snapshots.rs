@@ -145,6 +145,8 @@ fn clustered(mut s: Status) -> Status {
         last_sync: None,
         datagrams_dropped: 3,
         auth_failures: 0,
+        state_keys: 31,
+        state_bytes: 1_912,
         members: vec![
             member("lb1", "10.0.1.10:7946", "live", false, Some(240), Some(812)),
             member("lb2", "10.0.1.11:7946", "live", true, None, None),

@@ -232,6 +232,8 @@ pub fn render_cluster(out: &mut String, cluster: Option<(&crate::api::ClusterSta
     }
     header(out, m::CLUSTER_SYNCING, "gauge", "1 while the session table is being fetched from a peer.");
     let _ = writeln!(out, "{} {}", m::CLUSTER_SYNCING, u8::from(c.is_some_and(|c| c.syncing)));
+    header(out, m::CLUSTER_STATE_BYTES, "gauge", "Size of this node's gossip state (keys, values, versions).");
+    let _ = writeln!(out, "{} {}", m::CLUSTER_STATE_BYTES, c.map_or(0, |c| c.state_bytes));
     header(out, m::CLUSTER_DATAGRAMS, "counter", "Gossip datagrams sent and received.");
     let _ = writeln!(out, "{}{{direction=\"sent\"}} {}", m::CLUSTER_DATAGRAMS, t.datagrams_sent);
     let _ = writeln!(out, "{}{{direction=\"received\"}} {}", m::CLUSTER_DATAGRAMS, t.datagrams_received);

@@ -104,6 +104,7 @@ pub async fn cluster_status(control: &crate::control::Control) -> Option<Cluster
     let rt = control.cluster()?;
     let members = rt.members().await;
     let stats = rt.cluster.transport_stats();
+    let (state_keys, state_bytes) = rt.cluster.self_state_size().await;
     let last = rt.view.last_sync();
     let count = |state: crate::cluster::MemberState| members.iter().filter(|(m, _)| m.state == state).count();
     Some(ClusterStatus {
@@ -121,6 +122,8 @@ pub async fn cluster_status(control: &crate::control::Control) -> Option<Cluster
         }),
         datagrams_dropped: stats.dropped(),
         auth_failures: stats.auth_failures(),
+        state_keys,
+        state_bytes,
         members: members
             .into_iter()
             .map(|(m, load)| MemberInfo {

@@ -278,6 +278,18 @@ impl Cluster {
         f(&mut guard)
     }
 
+    /// This node's gossip state: keys (TTL keys still held included) and
+    /// their bytes (key + value + an 8-byte version each), what every peer
+    /// keeps of it.
+    pub async fn self_state_size(&self) -> (usize, usize) {
+        self.with_chitchat(|c| {
+            c.self_node_state()
+                .key_values_including_deleted()
+                .fold((0, 0), |(n, b), (k, v)| (n + 1, b + k.len() + v.value.len() + 8))
+        })
+        .await
+    }
+
     /// Every known member, this node included, sorted by name.
     pub async fn members(&self) -> Vec<Member> {
         let (mut members, heartbeats) = self

@@ -229,7 +229,7 @@ impl ClusterRuntime {
 
     /// Fetches the full session table from a live peer now.
     pub async fn sync_now(&self, control: &Control) -> Result<SyncInfo, String> {
-        sync_from_peers(self, control).await
+        sync_from_peers(self, control, true).await
     }
 }
 
@@ -263,7 +263,7 @@ async fn first_sync(rt: Weak<ClusterRuntime>, control: Weak<Control>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
         if !rt.view.live_peers().is_empty() {
-            match sync_from_peers(&rt, &control).await {
+            match sync_from_peers(&rt, &control, false).await {
                 Ok(_) => return,
                 Err(e) => tracing::warn!("session catch-up failed, retrying: {e}"),
             }
@@ -282,11 +282,16 @@ async fn first_sync(rt: Weak<ClusterRuntime>, control: Weak<Control>) {
     }
 }
 
-/// Tries each live peer in turn until one hands over its table.
-async fn sync_from_peers(rt: &ClusterRuntime, control: &Control) -> Result<SyncInfo, String> {
+/// Fetches the session table from live peers: from the first that answers,
+/// or (`all`, after gossip reset this node's view of a peer, e.g. a healed
+/// partition) from every live peer, because records written on either side
+/// may have left the gossip window.
+async fn sync_from_peers(rt: &ClusterRuntime, control: &Control, all: bool) -> Result<SyncInfo, String> {
     rt.view.syncing.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut last_err = "no live peer".to_string();
+    let mut info = SyncInfo::default();
+    let mut from = Vec::new();
     for peer in rt.view.live_peers() {
         match catchup::fetch(peer.gossip_addr, &rt.token).await {
             Ok(records) => {
@@ -299,18 +304,13 @@ async fn sync_from_peers(rt: &ClusterRuntime, control: &Control) -> Result<SyncI
                     None => 0,
                 };
                 crate::metrics::COUNTERS.sessions_merged.fetch_add(applied as u64, Ordering::Relaxed);
-                let info = SyncInfo {
-                    peer: Some(peer.name.to_string()),
-                    records: n,
-                    applied,
-                    took_ms: started.elapsed().as_millis() as u64,
-                    at_unix_ms: crate::sessions::unix_now_ms(),
-                    error: None,
-                };
-                tracing::info!(peer = %peer, records = n, applied, took_ms = info.took_ms, "session table caught up");
-                *rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner) = info.clone();
-                rt.view.syncing.store(false, Ordering::Relaxed);
-                return Ok(info);
+                tracing::info!(peer = %peer, records = n, applied, "session table caught up");
+                info.records += n;
+                info.applied += applied;
+                from.push(peer.name.to_string());
+                if !all {
+                    break;
+                }
             }
             Err(e) => {
                 tracing::warn!(peer = %peer, "session catch-up from this peer failed: {e}");
@@ -318,8 +318,16 @@ async fn sync_from_peers(rt: &ClusterRuntime, control: &Control) -> Result<SyncI
             }
         }
     }
-    rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner).error = Some(last_err.clone());
-    Err(last_err)
+    if from.is_empty() {
+        rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner).error = Some(last_err.clone());
+        return Err(last_err);
+    }
+    info.peer = Some(from.join(","));
+    info.took_ms = started.elapsed().as_millis() as u64;
+    info.at_unix_ms = crate::sessions::unix_now_ms();
+    *rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner) = info.clone();
+    rt.view.syncing.store(false, Ordering::Relaxed);
+    Ok(info)
 }
 
 /// This node's view of a server, as published.
@@ -425,7 +433,7 @@ async fn run(
                 let (rt, control) = (Arc::downgrade(&rt), Arc::downgrade(&control));
                 tokio::spawn(async move {
                     if let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) {
-                        if sync_from_peers(&rt, &control).await.is_err() {
+                        if sync_from_peers(&rt, &control, true).await.is_err() {
                             rt.view.syncing.store(false, Ordering::Relaxed);
                         }
                     }

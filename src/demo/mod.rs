@@ -288,10 +288,11 @@ fn print_banner(dir: &Path, http: &[SocketAddr], admin: &[SocketAddr], backends:
     }
     println!("admin token: {}", token.display());
     println!("try:  curl http://{}/            sysmanage-node ctl --admin http://{} backends", http[0], admin[0]);
+    println!("      sysmanage-node ctl --admin http://{} members", admin[0]);
     println!(
-        "The nodes are not clustered: clustering (`sysmanage-node join`) is not in this version. \
-         They run standalone;\nagents keep their backend on every node because the agents pool \
-         uses policy = \"hash\".\nCtrl-C (or q in the dashboard) stops everything.\n"
+        "The nodes form one cluster (node1 is the seed): they share backend health and the agents' \
+         sessions,\nso an agent keeps its backend through any node. \
+         Ctrl-C (or q in the dashboard) stops everything.\n"
     );
 }
 
