@@ -106,7 +106,7 @@ fn demo_shows_traffic_through_every_node_and_stops_on_ctrl_c() {
         .find_map(|l| l.strip_prefix("files in ").map(|r| r.trim_end_matches(" (removed at exit)").to_string()))
         .expect("the demo names its directory");
     assert!(std::path::Path::new(&dir).is_dir(), "{dir} exists while running");
-    assert!(seen.iter().any(|l| l.contains("clustering")), "says that clustering arrives later");
+    assert!(seen.iter().any(|l| l.contains("The nodes form one cluster")), "says the nodes are clustered");
 
     // Ctrl-C.
     let pid = demo.0.id().to_string();
