@@ -40,7 +40,7 @@ pub struct ClusterStatus {
     pub members: Vec<MemberInfo>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SyncStatus {
     pub peer: Option<String>,
     pub records: usize,
@@ -66,6 +66,17 @@ pub struct MemberInfo {
     /// Sticky sessions and connections the member reports for its servers.
     pub sessions: Option<u64>,
     pub connections: Option<u64>,
+}
+
+impl MemberInfo {
+    /// `self` for this node, seconds since heard (with `suffix`), or `-`.
+    pub fn heard(&self, suffix: &str) -> String {
+        match (self.is_self, self.last_heard_ms) {
+            (true, _) => "self".to_string(),
+            (false, Some(ms)) => format!("{:.1}s{suffix}", ms as f64 / 1000.0),
+            (false, None) => "-".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

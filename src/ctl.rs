@@ -220,11 +220,7 @@ pub fn members_table(c: &crate::api::ClusterStatus) -> String {
     ));
     for m in &c.members {
         let name = if m.is_self { format!("{} *", m.name) } else { m.name.clone() };
-        let heard = match (m.is_self, m.last_heard_ms) {
-            (true, _) => "self".to_string(),
-            (false, Some(ms)) => format!("{:.1}s ago", ms as f64 / 1000.0),
-            (false, None) => "-".to_string(),
-        };
+        let heard = m.heard(" ago");
         let num = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
         out.push_str(&format!(
             "{:<16} {:<8} {:<21} {:>14} {:>10} {:>9} {:>11} {}\n",

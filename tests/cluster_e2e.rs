@@ -18,29 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use support::{wait_until, Backend};
+use support::{free_port, wait_until, write_secret, Backend};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 const SECRET: &str = "3f1c9a7be2d54f08a6c1e9b27d3f5a8c0b4e6d2f1a9c8b7e5d3c2b1a0f9e8d7c";
 const OTHER_SECRET: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef0fedcba987654321";
-
-/// A port free for both TCP and UDP on `ip` (gossip and the cluster API
-/// share it).
-fn free_port(ip: IpAddr) -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn write_secret(path: &Path, secret: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("{secret}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 struct Proc {
     name: String,

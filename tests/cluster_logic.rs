@@ -9,21 +9,11 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::{wait_until, Backend};
+use support::{free_port, wait_until, Backend};
 use sysmanage_node::app::Node;
 use sysmanage_node::sessions::unix_now_ms;
 
 const SECRET: &str = "7e1d2c3b4a5968778695a4b3c2d1e0f0e1d2c3b4a5968778695a4b3c2d1e0f0";
-
-fn free_port(ip: std::net::IpAddr) -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind((ip, port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 struct Cluster {
     nodes: Vec<Node>,
@@ -36,11 +26,9 @@ async fn start(n: u8, first_ip: u8, pool: &str) -> Cluster {
 
 /// `extra` goes at the top level of every node's config (e.g. zones).
 async fn start_with(n: u8, first_ip: u8, pool: &str, extra_top: &str) -> Cluster {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("cluster.key");
-    std::fs::write(&secret, SECRET).unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    support::write_secret(&secret, SECRET);
     let mut nodes = Vec::new();
     let mut seed = None;
     for i in 0..n {

@@ -112,14 +112,7 @@ pub async fn cluster_status(control: &crate::control::Control) -> Option<Cluster
         live: count(crate::cluster::MemberState::Live),
         dead: count(crate::cluster::MemberState::Dead),
         syncing: rt.view.syncing.load(Ordering::Relaxed),
-        last_sync: (last.at_unix_ms > 0 || last.error.is_some()).then(|| SyncStatus {
-            peer: last.peer.clone(),
-            records: last.records,
-            applied: last.applied,
-            took_ms: last.took_ms,
-            at_unix_ms: last.at_unix_ms,
-            error: last.error.clone(),
-        }),
+        last_sync: (last.at_unix_ms > 0 || last.error.is_some()).then_some(last),
         datagrams_dropped: stats.dropped(),
         auth_failures: stats.auth_failures(),
         state_keys,
@@ -203,6 +196,12 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                             latency_ms: state.stats.last_check_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
                         }),
                     };
+                    // Peers' votes plus this node's own.
+                    let votes = view.as_ref().map(|v| {
+                        let (up, reported) = v.peer_votes(&p.cfg.name, &s.name);
+                        let local = state.is_up() && admin != AdminState::Maintenance;
+                        (up + usize::from(local), reported + 1)
+                    });
                     ServerStatus {
                         name: s.name.clone(),
                         addr: s.addr.to_string(),
@@ -221,11 +220,8 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                         last_check,
                         consecutive_failures: state.stats.consecutive_failures.load(Ordering::Relaxed),
                         changed_at_unix_ms: state.changed_at_unix_ms.load(Ordering::Relaxed),
-                        nodes_up: view.as_ref().map(|v| {
-                            let local = state.is_up() && admin != AdminState::Maintenance;
-                            v.peer_votes(&p.cfg.name, &s.name).0 + usize::from(local)
-                        }),
-                        nodes_reporting: view.as_ref().map(|v| v.peer_votes(&p.cfg.name, &s.name).1 + 1),
+                        nodes_up: votes.map(|(up, _)| up),
+                        nodes_reporting: votes.map(|(_, reporting)| reporting),
                         active: state.active_primary.load(Ordering::Relaxed),
                     }
                 })

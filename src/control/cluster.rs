@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::Control;
+use crate::api::SyncStatus;
 use crate::cluster::{
     Cluster, ClusterChange, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, MemberId,
     ServerHealth, SessionEntry,
@@ -61,24 +62,13 @@ struct PeerState {
     rates: HashMap<(String, u64), (u32, u64)>,
 }
 
-/// The last catch-up.
-#[derive(Debug, Clone, Default)]
-pub struct SyncInfo {
-    pub peer: Option<String>,
-    pub records: usize,
-    pub applied: usize,
-    pub took_ms: u64,
-    pub at_unix_ms: u64,
-    pub error: Option<String>,
-}
-
 /// The cluster state the admin API shows; written by [`run`].
 #[derive(Debug, Default)]
 pub struct ClusterView {
     peers: Mutex<BTreeMap<MemberId, PeerState>>,
     /// A catch-up is due or running.
     pub syncing: AtomicBool,
-    sync: Mutex<SyncInfo>,
+    sync: Mutex<SyncStatus>,
 }
 
 impl ClusterView {
@@ -86,7 +76,7 @@ impl ClusterView {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn last_sync(&self) -> SyncInfo {
+    pub fn last_sync(&self) -> SyncStatus {
         self.sync.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
@@ -226,11 +216,6 @@ impl ClusterRuntime {
             tracing::warn!("leaving the cluster: {e}");
         }
     }
-
-    /// Fetches the full session table from a live peer now.
-    pub async fn sync_now(&self, control: &Control) -> Result<SyncInfo, String> {
-        sync_from_peers(self, control, true).await
-    }
 }
 
 /// Names a file of fault rules (`cluster::FaultInjector::apply` syntax) that
@@ -286,11 +271,11 @@ async fn first_sync(rt: Weak<ClusterRuntime>, control: Weak<Control>) {
 /// or (`all`, after gossip reset this node's view of a peer, e.g. a healed
 /// partition) from every live peer, because records written on either side
 /// may have left the gossip window.
-async fn sync_from_peers(rt: &ClusterRuntime, control: &Control, all: bool) -> Result<SyncInfo, String> {
+async fn sync_from_peers(rt: &ClusterRuntime, control: &Control, all: bool) -> Result<SyncStatus, String> {
     rt.view.syncing.store(true, Ordering::Relaxed);
     let started = Instant::now();
     let mut last_err = "no live peer".to_string();
-    let mut info = SyncInfo::default();
+    let mut info = SyncStatus::default();
     let mut from = Vec::new();
     for peer in rt.view.live_peers() {
         match catchup::fetch(peer.gossip_addr, &rt.token).await {

@@ -213,21 +213,25 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn fall_and_rise_count_consecutive_results() {
+    /// A TCP check (rise 2) of a server on a port nobody listens on.
+    fn tcp_check_on_a_closed_port(
+        interval: Duration,
+        fall: u32,
+    ) -> (Arc<ServerState>, Arc<EventLog>, tokio::task::JoinHandle<()>) {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = free.local_addr().unwrap();
         drop(free);
         let server = Arc::new(ServerState::new("p", "s", addr, 1));
         let events = Arc::new(EventLog::new(10));
-        let check = CheckConfig {
-            kind: CheckKind::Tcp,
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(1),
-            fall: 2,
-            rise: 2,
-        };
+        let check = CheckConfig { kind: CheckKind::Tcp, interval, timeout: Duration::from_secs(1), fall, rise: 2 };
         let task = tokio::spawn(run_check(server.clone(), 0, check, check_client(), events.clone()));
+        (server, events, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fall_and_rise_count_consecutive_results() {
+        let (server, events, task) = tcp_check_on_a_closed_port(Duration::from_secs(5), 2);
+        let addr = server.addr;
         let failed = || server.stats.checks_failed.load(Ordering::Relaxed);
         let passed = || server.stats.checks_ok.load(Ordering::Relaxed);
 
@@ -250,19 +254,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_report_makes_checks_probe_quickly() {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = free.local_addr().unwrap();
-        drop(free);
-        let server = Arc::new(ServerState::new("p", "s", addr, 1));
-        let events = Arc::new(EventLog::new(10));
-        let check = CheckConfig {
-            kind: CheckKind::Tcp,
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(1),
-            fall: 3,
-            rise: 2,
-        };
-        let task = tokio::spawn(run_check(server.clone(), 0, check, check_client(), events));
+        let (server, _events, task) = tcp_check_on_a_closed_port(Duration::from_secs(60), 3);
         let failed = || server.stats.checks_failed.load(Ordering::Relaxed);
         until(|| failed() == 1).await;
         let reported = tokio::time::Instant::now();

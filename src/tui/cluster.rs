@@ -41,11 +41,7 @@ fn members_lines(c: &ClusterStatus, wide: bool) -> Vec<Line<'static>> {
     lines.push(Line::styled(head, header_style()));
     for m in &c.members {
         let name = if m.is_self { format!("{} *", m.name) } else { m.name.clone() };
-        let heard = match (m.is_self, m.last_heard_ms) {
-            (true, _) => "self".to_string(),
-            (false, Some(ms)) => format!("{:.1}s", ms as f64 / 1000.0),
-            (false, None) => "-".to_string(),
-        };
+        let heard = m.heard("");
         let conns = m.connections.map_or("-".to_string(), |n| n.to_string());
         let mut spans = vec![
             Span::raw(format!(" {} ", fit(&name, 14))),

@@ -494,3 +494,22 @@ pub async fn scrape(node: &Node) -> String {
 pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// A port free for both TCP and UDP on `ip` (a cluster node's gossip and
+/// cluster API share it).
+pub fn free_port(ip: IpAddr) -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Writes a cluster secret file with mode 0600.
+pub fn write_secret(path: &std::path::Path, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
