@@ -78,12 +78,13 @@ async fn run_check(
     events: Arc<EventLog>,
 ) {
     let what = describe(&check);
+    // Reports that arrive during the start offset count too.
+    let mut reports_seen = server.peer_down_reports.load(Ordering::Relaxed);
     let offset = check.interval.min(Duration::from_secs(1)).mul_f64(fastrand::f64());
     tokio::time::sleep(offset).await;
     let mut down = server.check_is_down(idx);
     let (mut fails, mut oks) = (0u32, 0u32);
     let mut suspect = false;
-    let mut reports_seen = server.peer_down_reports.load(Ordering::Relaxed);
     loop {
         let started = tokio::time::Instant::now();
         let result = probe(&server, &check, &client).await;
