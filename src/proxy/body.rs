@@ -22,8 +22,8 @@ use tokio::io::AsyncRead;
 
 use super::conn::ActiveGuard;
 use super::forward::InFlight;
+use super::h1client::ServerBody;
 use super::idle_timer::IdleTimer;
-use super::upstream::Lease;
 
 /// Errors a body can yield.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ pub enum BodyError {
     #[error("the server sent nothing for {0:?} (read_timeout)")]
     ReadTimeout(Duration),
     #[error("server body: {0}")]
-    Server(hyper::Error),
+    Server(std::io::Error),
 }
 
 /// A client request body counted against `max_body`.
@@ -183,13 +183,23 @@ impl Body for UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// The body for another attempt: the same bytes, or the same stream
+    /// (usable only while none of it was read).
+    pub fn again(&self) -> UpstreamBody {
+        match self {
+            UpstreamBody::Empty => UpstreamBody::Empty,
+            UpstreamBody::Full(b) => UpstreamBody::Full(b.clone()),
+            UpstreamBody::Stream(s) => UpstreamBody::Stream(s.clone()),
+        }
+    }
+}
+
 /// A response body on its way to the client.
 pub struct ProxyBody {
     kind: Kind,
     _active: Option<ActiveGuard>,
     _in_flight: Option<InFlight>,
-    /// The server connection, returned to its pool when the body is done.
-    _lease: Option<Lease>,
 }
 
 enum Kind {
@@ -209,32 +219,26 @@ const FILE_CHUNK: usize = 64 * 1024;
 
 impl ProxyBody {
     pub fn empty() -> Self {
-        ProxyBody { kind: Kind::Empty, _active: None, _in_flight: None, _lease: None }
+        ProxyBody { kind: Kind::Empty, _active: None, _in_flight: None }
     }
     pub fn full(b: impl Into<Bytes>) -> Self {
-        ProxyBody { kind: Kind::Full(Some(b.into())), _active: None, _in_flight: None, _lease: None }
+        ProxyBody { kind: Kind::Full(Some(b.into())), _active: None, _in_flight: None }
     }
-    /// A server's response body; fails if the server sends nothing for
-    /// `read_timeout` (nginx's `proxy_read_timeout`, between two reads).
-    pub fn upstream(b: Incoming, read_timeout: Duration) -> Self {
-        let body = ServerBody { inner: b, idle: IdleTimer::new(read_timeout) };
-        ProxyBody { kind: Kind::Upstream(body), _active: None, _in_flight: None, _lease: None }
+    /// A server's response body (it fails if the server sends nothing for
+    /// `read_timeout`, nginx's `proxy_read_timeout`, between two reads).
+    pub fn upstream(body: ServerBody) -> Self {
+        ProxyBody { kind: Kind::Upstream(body), _active: None, _in_flight: None }
     }
     pub fn file(file: tokio::fs::File, len: u64) -> Self {
         ProxyBody {
             kind: Kind::File(FileBody { file, remaining: len, buf: BytesMut::new() }),
             _active: None,
             _in_flight: None,
-            _lease: None,
         }
     }
     /// Counts the request as in flight to its server until the body is done.
     pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
         self._in_flight = Some(in_flight);
-        self
-    }
-    pub fn with_lease(mut self, lease: Lease) -> Self {
-        self._lease = Some(lease);
         self
     }
     /// Attaches the connection's activity guard: the connection counts as
@@ -254,7 +258,7 @@ impl Body for ProxyBody {
         match &mut this.kind {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body) => body.poll_frame(cx),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::File(f) => f.poll_chunk(cx),
         }
     }
@@ -263,7 +267,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => true,
             Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b) => b.inner.is_end_stream(),
+            Kind::Upstream(b) => b.is_end_stream(),
             Kind::File(f) => f.remaining == 0,
         }
     }
@@ -272,7 +276,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(b) => b.inner.size_hint(),
+            Kind::Upstream(b) => b.size_hint(),
             Kind::File(f) => SizeHint::with_exact(f.remaining),
         }
     }
@@ -308,25 +312,6 @@ impl FileBody {
                 self.buf.truncate(n);
                 Poll::Ready(Some(Ok(Frame::data(self.buf.split().freeze()))))
             }
-        }
-    }
-}
-
-/// A server's streamed response body with the between-reads timer.
-pub struct ServerBody {
-    inner: Incoming,
-    idle: IdleTimer,
-}
-
-impl ServerBody {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(r) => {
-                self.idle.progressed();
-                Poll::Ready(r.map(|f| f.map_err(BodyError::Server)))
-            }
-            Poll::Pending if self.idle.expired(cx) => Poll::Ready(Some(Err(BodyError::ReadTimeout(self.idle.after())))),
-            Poll::Pending => Poll::Pending,
         }
     }
 }

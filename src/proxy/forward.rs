@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -27,9 +26,11 @@ use super::affinity::Affinity;
 use super::body::{BodyError, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
+use super::h1client::{self, HeadError, SendError, ServerBody};
 use super::headers::{add_forwarded, remove_hop_by_hop};
 use super::tunnel;
-use super::upstream::{ConnectError, Lease, PoolOptions, ServerPool};
+use super::upstream::{ConnectError, PoolOptions, ServerPool};
+use super::upstream_io::ServerIo;
 use crate::config::PoolConfig;
 use crate::health::EventLog;
 use crate::metrics::{self, COUNTERS};
@@ -186,8 +187,24 @@ impl Forward<'_> {
         }
         let host = headers.get(header::HOST).cloned();
         add_forwarded(&mut headers, self.client_ip, self.peer_ip, self.via_trusted_proxy, self.proto, host.as_ref());
-        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // The body's framing on the wire, then the head, encoded once for
+        // every attempt.
+        let chunked = match &body {
+            UpstreamBody::Full(Some(b)) => {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                false
+            }
+            UpstreamBody::Stream(_) if !headers.contains_key(header::CONTENT_LENGTH) => {
+                headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                true
+            }
+            _ => false,
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let method = parts.method;
+        let head = h1client::encode_head(&method, target, &headers);
+        drop(headers);
+        let head_request = method == Method::HEAD;
         let may_repeat = idempotent(&method);
 
         let max_attempts = 1 + cfg.retries as usize;
@@ -209,28 +226,13 @@ impl Forward<'_> {
                 metrics::inc(&COUNTERS.retries);
             }
             let server = &self.pool.servers[idx];
-            let attempt_body = match &body {
-                UpstreamBody::Empty => UpstreamBody::Empty,
-                UpstreamBody::Full(b) => UpstreamBody::Full(b.clone()),
-                UpstreamBody::Stream(s) => UpstreamBody::Stream(s.clone()),
-            };
-            let is_last = attempt + 1 == max_attempts;
-            let mut up = Request::new(attempt_body);
-            *up.method_mut() = method.clone();
-            *up.version_mut() = Version::HTTP_11;
-            *up.headers_mut() = if is_last { std::mem::take(&mut headers) } else { headers.clone() };
-            *up.uri_mut() = Uri::from(path_and_query.clone());
-
             let in_flight = InFlight::new(&server.state.in_flight);
             let attempt_started = std::time::Instant::now();
-            let slot = match &body {
-                UpstreamBody::Stream(s) => Some(s),
-                _ => None,
-            };
-            let result = self.exchange(idx, up, slot).await;
+            let result = self.exchange(idx, &head, &body, chunked, head_request, may_repeat).await;
+            let is_last = attempt + 1 == max_attempts;
             let failure = match result {
-                Ok((resp, lease)) => {
-                    let status = resp.status().as_u16();
+                Ok((resp, io, buf)) => {
+                    let status = resp.parts.status.as_u16();
                     if self.metrics {
                         server.state.stats.record_response(status, attempt_started.elapsed().as_micros() as u64);
                     }
@@ -264,7 +266,7 @@ impl Forward<'_> {
                         }
                         _ => None,
                     };
-                    return (Ok(self.respond(resp, in_flight, lease, client_upgrade, touch, idx)), outcome);
+                    return (Ok(self.respond(resp, io, buf, in_flight, client_upgrade, touch, idx)), outcome);
                 }
                 Err(_) if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) => {
                     Failure::Fatal(ProxyError::BodyTooLarge { limit: self.max_body })
@@ -300,58 +302,66 @@ impl Forward<'_> {
         (Err(err), outcome)
     }
 
-    /// One attempt on server `idx`: a pooled connection if one is ready, else
-    /// a new one. A pooled connection found closed before the request was
-    /// written is replaced once by a new connection (not a server failure).
+    /// One attempt on server `idx`: a pooled connection if one is ready,
+    /// else a new one. A pooled connection the server closed before taking
+    /// a byte, or closed without answering a request that may be sent
+    /// again, is replaced once by a new connection: the server closed an
+    /// idle connection, which is not its failure.
     async fn exchange(
         &self,
         idx: usize,
-        mut req: Request<UpstreamBody>,
-        slot: Option<&StreamSlot>,
-    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        head: &Bytes,
+        body: &UpstreamBody,
+        chunked: bool,
+        head_request: bool,
+        may_repeat: bool,
+    ) -> Result<(h1client::Head, ServerIo, BytesMut), Failure> {
         let cfg = &self.pool.cfg;
         let name = &self.pool.servers[idx].name;
         let upstream = &self.upstreams[idx];
-        let (mut lease, mut pooled) = match upstream.take_idle() {
-            Some(l) => (l, true),
+        let (mut io, mut pooled) = match upstream.take_idle() {
+            Some(io) => (io, true),
             None => (
                 upstream.connect(self.client_addr, self.local_addr).await.map_err(|e| connect_failure(e, name, cfg))?,
                 false,
             ),
         };
+        let resendable = !matches!(body, UpstreamBody::Stream(_));
         loop {
-            let sending = lease.sender().try_send_request(req);
-            let result = match slot {
-                Some(slot) => wait_after_body(sending, slot, cfg.read_timeout).await,
-                None => tokio::time::timeout(cfg.read_timeout, sending).await.ok(),
-            };
-            match result {
-                Some(Ok(resp)) => return Ok((resp, lease)),
-                Some(Err(mut e)) => {
-                    lease.detach();
-                    match e.take_message() {
-                        Some(back) if pooled => {
-                            req = back;
-                            lease = upstream
-                                .connect(self.client_addr, self.local_addr)
-                                .await
-                                .map_err(|e| connect_failure(e, name, cfg))?;
-                            pooled = false;
-                        }
-                        Some(_) => {
-                            // A new connection closed before taking the request.
-                            return Err(Failure::Retryable {
-                                err: ProxyError::Connect { server: name.clone(), detail: e.into_error().to_string() },
-                                reached: false,
-                                wanted: cfg.retry_on.error,
-                            });
-                        }
-                        None => return Err(classify(&e.into_error(), name, cfg)),
-                    }
+            let mut buf = BytesMut::new();
+            let mut attempt_body = body.again();
+            match h1client::write_request(&mut io, head, &mut attempt_body, chunked, &mut buf).await {
+                Ok(()) => {}
+                Err(SendError::Io { written: false, .. }) if pooled => {
+                    io = upstream
+                        .connect(self.client_addr, self.local_addr)
+                        .await
+                        .map_err(|e| connect_failure(e, name, cfg))?;
+                    pooled = false;
+                    continue;
                 }
-                None => {
-                    // Dropping the request future closes the connection.
-                    lease.detach();
+                Err(SendError::Io { err, written }) => return Err(send_failure(err, written, name, cfg)),
+                Err(SendError::Body(e)) => return Err(body_failure(e, self.max_body)),
+            }
+            let read = h1client::read_head(&mut io, &mut buf, head_request);
+            match tokio::time::timeout(cfg.read_timeout, read).await {
+                Ok(Ok(mut h)) => {
+                    if let UpstreamBody::Stream(s) = body {
+                        // Answered before the whole body was sent: the
+                        // connection is out of step.
+                        h.reusable &= s.finished();
+                    }
+                    return Ok((h, io, buf));
+                }
+                Ok(Err(HeadError::Closed)) if pooled && resendable && may_repeat => {
+                    io = upstream
+                        .connect(self.client_addr, self.local_addr)
+                        .await
+                        .map_err(|e| connect_failure(e, name, cfg))?;
+                    pooled = false;
+                }
+                Ok(Err(e)) => return Err(head_failure(e, name, cfg)),
+                Err(_) => {
                     return Err(Failure::Retryable {
                         err: ProxyError::Timeout {
                             server: name.clone(),
@@ -359,7 +369,7 @@ impl Forward<'_> {
                         },
                         reached: true,
                         wanted: cfg.retry_on.timeout,
-                    });
+                    })
                 }
             }
         }
@@ -378,41 +388,49 @@ impl Forward<'_> {
 
     /// Turns a server's response into the client's: hop-by-hop headers go,
     /// the body streams through, and a 101 starts the tunnel.
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
-        resp: Response<Incoming>,
+        head: h1client::Head,
+        io: ServerIo,
+        buf: BytesMut,
         in_flight: InFlight,
-        lease: Lease,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         touch: Option<SessionTouch>,
         idx: usize,
     ) -> Response<ProxyBody> {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
             // An upgraded connection never goes back to the pool.
-            lease.detach();
             if let Some(client_upgrade) = client_upgrade {
-                return self.tunnel(resp, in_flight, client_upgrade, touch, idx);
+                return self.tunnel(
+                    head.parts,
+                    h1client::Upgraded::new(io, buf),
+                    in_flight,
+                    client_upgrade,
+                    touch,
+                    idx,
+                );
             }
-            let (mut parts, _) = resp.into_parts();
+            let mut parts = head.parts;
             parts.status = StatusCode::BAD_GATEWAY;
             remove_hop_by_hop(&mut parts.headers, false);
             return Response::from_parts(parts, ProxyBody::empty());
         }
-        let (mut parts, body) = resp.into_parts();
+        let body = ServerBody::new(io, self.upstreams[idx].clone(), &head, buf, self.pool.cfg.read_timeout);
+        let mut parts = head.parts;
         remove_hop_by_hop(&mut parts.headers, false);
-        let body = ProxyBody::upstream(body, self.pool.cfg.read_timeout).with_in_flight(in_flight).with_lease(lease);
-        Response::from_parts(parts, body)
+        Response::from_parts(parts, ProxyBody::upstream(body).with_in_flight(in_flight))
     }
 
     fn tunnel(
         &self,
-        mut resp: Response<Incoming>,
+        mut parts: http::response::Parts,
+        server: h1client::Upgraded,
         in_flight: InFlight,
         client_upgrade: hyper::upgrade::OnUpgrade,
         touch: Option<SessionTouch>,
         idx: usize,
     ) -> Response<ProxyBody> {
-        let server_upgrade = hyper::upgrade::on(&mut resp);
         let busy = ActiveGuard::new(self.activity);
         let pool = self.pool.cfg.name.clone();
         let state = self.pool.servers[idx].state.clone();
@@ -423,8 +441,8 @@ impl Forward<'_> {
             let _in_flight = in_flight;
             COUNTERS.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
             let _tunnel = TunnelCount;
-            match tokio::try_join!(client_upgrade, server_upgrade) {
-                Ok((client, server)) => {
+            match client_upgrade.await {
+                Ok(client) => {
                     let touch_every = touch.as_ref().map_or(Duration::from_secs(3600), |t| t.ttl / 4);
                     let refresh = || {
                         if let Some(t) = &touch {
@@ -443,40 +461,12 @@ impl Forward<'_> {
                 Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),
             }
         });
-        let (mut parts, _) = resp.into_parts();
         let keep: HeaderMap = parts.headers.clone();
         remove_hop_by_hop(&mut parts.headers, true);
         if let Some(v) = keep.get(header::UPGRADE) {
             parts.headers.insert(header::UPGRADE, v.clone());
         }
         Response::from_parts(parts, ProxyBody::empty())
-    }
-}
-
-/// Waits for the response head of a request whose body streams: the
-/// `read_timeout` starts once the whole body has been sent (a long upload is
-/// not a slow server; stalls while sending are `send_timeout`'s and
-/// `body_timeout`'s). `None` means the server timed out.
-async fn wait_after_body<F, T>(sending: F, slot: &StreamSlot, read_timeout: Duration) -> Option<T>
-where
-    F: std::future::Future<Output = T>,
-{
-    tokio::pin!(sending);
-    let mut sent_at: Option<tokio::time::Instant> = None;
-    loop {
-        let wait = match sent_at {
-            Some(t) => read_timeout.saturating_sub(t.elapsed()),
-            None => read_timeout.min(Duration::from_millis(250)),
-        };
-        match tokio::time::timeout(wait, &mut sending).await {
-            Ok(r) => return Some(r),
-            Err(_) => match sent_at {
-                Some(t) if t.elapsed() >= read_timeout => return None,
-                Some(_) => {}
-                None if slot.finished() => sent_at = Some(tokio::time::Instant::now()),
-                None => {}
-            },
-        }
     }
 }
 
@@ -504,47 +494,46 @@ fn connect_failure(e: ConnectError, server: &str, cfg: &PoolConfig) -> Failure {
     }
 }
 
-/// Sorts a client error into what the retry rules need.
-fn classify(e: &hyper::Error, server: &str, cfg: &PoolConfig) -> Failure {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut timed_out = false;
-    let mut parse = false;
-    while let Some(s) = source {
-        match s.downcast_ref::<BodyError>() {
-            Some(BodyError::ClientTimeout(d)) => return Failure::Fatal(ProxyError::ClientTimeout { after: *d }),
-            Some(be @ BodyError::Client(_)) => {
-                return Failure::Fatal(ProxyError::ClientBody { detail: be.to_string() })
-            }
-            _ => {}
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-        }
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            parse |= h.is_parse() || h.is_parse_status();
-        }
-        source = s.source();
-    }
-    let detail = crate::model::error_chain(e);
-    if timed_out {
+/// Writing the request failed; `written`: some of it reached the server.
+fn send_failure(err: std::io::Error, written: bool, server: &str, cfg: &PoolConfig) -> Failure {
+    if err.kind() == std::io::ErrorKind::TimedOut {
         // send_timeout on the socket: the server stopped reading our request.
         return Failure::Retryable {
             err: ProxyError::Timeout { server: server.to_string(), timeout_ms: cfg.send_timeout.as_millis() as u64 },
-            reached: true,
+            reached: written,
             wanted: cfg.retry_on.timeout,
         };
     }
-    if parse {
-        return Failure::Retryable {
+    Failure::Retryable {
+        err: ProxyError::Upstream { server: server.to_string(), detail: format!("sending the request: {err}") },
+        reached: written,
+        wanted: cfg.retry_on.error,
+    }
+}
+
+/// The client's body failed while it was being sent: the client's fault,
+/// never retried.
+fn body_failure(e: BodyError, max_body: u64) -> Failure {
+    Failure::Fatal(match e {
+        BodyError::ClientTimeout(d) => ProxyError::ClientTimeout { after: d },
+        BodyError::TooLarge(_) => ProxyError::BodyTooLarge { limit: max_body },
+        other => ProxyError::ClientBody { detail: crate::model::error_chain(&other) },
+    })
+}
+
+/// Reading the response head failed.
+fn head_failure(e: HeadError, server: &str, cfg: &PoolConfig) -> Failure {
+    match e {
+        HeadError::Invalid(detail) => Failure::Retryable {
             err: ProxyError::InvalidResponse { server: server.to_string(), detail },
             reached: true,
             wanted: cfg.retry_on.invalid_response || cfg.retry_on.error,
-        };
-    }
-    Failure::Retryable {
-        err: ProxyError::Upstream { server: server.to_string(), detail },
-        reached: true,
-        wanted: cfg.retry_on.error,
+        },
+        other => Failure::Retryable {
+            err: ProxyError::Upstream { server: server.to_string(), detail: other.to_string() },
+            reached: true,
+            wanted: cfg.retry_on.error,
+        },
     }
 }
 

@@ -8,7 +8,8 @@
 //! Request flow: [`listener`] accepts and wraps the socket in
 //! [`conn::ClientIo`] (timeouts) → hyper parses → [`service::handle`] matches
 //! a route ([`routing`]) → the action: [`forward`] (server choice, retries,
-//! [`headers`] rewriting, [`body`] streaming), [`static_files`], a fixed
+//! [`headers`] rewriting, [`h1client`] speaking HTTP/1.1 to the server over
+//! an [`upstream`] connection, [`body`] streaming), [`static_files`], a fixed
 //! response or a redirect → security headers, metrics, access log.
 
 pub mod affinity;
@@ -16,6 +17,7 @@ pub mod body;
 pub mod conn;
 pub mod error;
 pub mod forward;
+pub mod h1client;
 pub mod headers;
 pub mod http1;
 pub mod idle_timer;

@@ -65,9 +65,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 
 /// Copies until the tunnel ends; `touch` runs every `touch_every` while it
 /// lives (session TTL refresh).
-pub async fn run(
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     client: Upgraded,
-    server: Upgraded,
+    server: S,
     idle: Duration,
     kick: &tokio::sync::Notify,
     mut closing: tokio::sync::watch::Receiver<bool>,
@@ -76,7 +76,7 @@ pub async fn run(
 ) -> (End, u64, u64) {
     let last = Arc::new(AtomicU64::new(crate::clock::now_ms()));
     let mut client = Counted { inner: TokioIo::new(client), last_ms: last.clone(), total: &COUNTERS.tunnel_bytes_up };
-    let mut server = Counted { inner: TokioIo::new(server), last_ms: last.clone(), total: &COUNTERS.tunnel_bytes_down };
+    let mut server = Counted { inner: server, last_ms: last.clone(), total: &COUNTERS.tunnel_bytes_down };
     let kicked = kick.notified();
     tokio::pin!(kicked);
     // `touch_every` is a quarter of the session TTL (at least 1 s by config),

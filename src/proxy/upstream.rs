@@ -1,20 +1,15 @@
-//! Connections to servers: for each server a small stack of idle HTTP/1.1
-//! connections (hyper's low-level client, one task per connection), reused
-//! most-recently-idle first, up to the pool's `keepalive`, for at most
-//! `keepalive_timeout`.
-//!
-//! Written for the request path instead of hyper-util's generic pooled
-//! client: no per-request boxing, no pool-key hashing, origin-form URIs, and
-//! a request that never reached the connection is handed back
-//! (`try_send_request`), so "no byte was sent" is known exactly.
+//! Connections to servers: for each server a small stack of idle
+//! connections, reused most-recently-idle first, up to the pool's
+//! `keepalive`, for at most `keepalive_timeout`. An idle connection is only
+//! its socket: the request path speaks HTTP/1.1 on it itself
+//! ([`super::h1client`]), so nothing else (no task, no buffer) is kept while
+//! it waits. Connections the server closed while idle are noticed when
+//! taken (without a system call in the common case) and by a sweep.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{self, SendRequest};
-
-use super::body::UpstreamBody;
 use super::upstream_io::{ServerIo, ServerStream};
 
 /// How connections to one server are made and kept.
@@ -36,14 +31,12 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("connect: {0}")]
     Io(#[from] std::io::Error),
-    #[error("HTTP handshake: {0}")]
-    Handshake(hyper::Error),
     #[error("TLS handshake: {0}")]
     Tls(std::io::Error),
 }
 
 struct Idle {
-    sender: SendRequest<UpstreamBody>,
+    io: ServerIo,
     since: Instant,
 }
 
@@ -65,16 +58,15 @@ pub struct ServerPool {
     idle: Mutex<Vec<Idle>>,
 }
 
-/// A connection taken from the pool; it goes back when dropped (after the
-/// response body is done), unless it was upgraded or closed.
-pub struct Lease {
-    sender: Option<SendRequest<UpstreamBody>>,
-    pool: Arc<ServerPool>,
-}
-
 impl ServerPool {
     pub fn new(addr: SocketAddr, opts: PoolOptions, tls: Option<Result<UpstreamTls, String>>) -> Arc<Self> {
-        Arc::new(ServerPool { addr, opts, tls, idle: Mutex::new(Vec::new()) })
+        let pool = Arc::new(ServerPool { addr, opts, tls, idle: Mutex::new(Vec::new()) });
+        if opts.keepalive > 0 && opts.proxy_protocol.is_none() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(sweep(Arc::downgrade(&pool)));
+            }
+        }
+        pool
     }
 
     /// The TLS settings this pool connects with.
@@ -90,25 +82,24 @@ impl ServerPool {
         self.addr
     }
 
-    /// An idle connection that is ready, if there is one.
-    pub fn take_idle(self: &Arc<Self>) -> Option<Lease> {
+    /// An idle connection that is still open, if there is one.
+    pub fn take_idle(&self) -> Option<ServerIo> {
         if self.opts.proxy_protocol.is_some() {
             return None;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
-            if c.sender.is_ready() && c.since.elapsed() < self.opts.keepalive_timeout {
-                return Some(Lease { sender: Some(c.sender), pool: self.clone() });
+            if c.since.elapsed() < self.opts.keepalive_timeout && c.io.idle_and_open() {
+                return Some(c.io);
             }
-            // Closed, busy finishing a response, or idle too long: drop it
-            // (dropping the sender closes the connection).
+            // Closed by the server, or idle too long: dropping it closes it.
         }
         None
     }
 
     /// A new connection; `client` and `local` (the client's address and the
     /// address it connected to) go into the PROXY header when one is sent.
-    pub async fn connect(self: &Arc<Self>, client: SocketAddr, local: SocketAddr) -> Result<Lease, ConnectError> {
+    pub async fn connect(&self, client: SocketAddr, local: SocketAddr) -> Result<ServerIo, ConnectError> {
         let mut stream =
             match tokio::time::timeout(self.opts.connect_timeout, tokio::net::TcpStream::connect(self.addr)).await {
                 Ok(r) => r?,
@@ -141,19 +132,13 @@ impl ServerPool {
                 }
             }
         };
-        let io = ServerIo::new(stream, self.opts.send_timeout);
-        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(ConnectError::Handshake)?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(server = %addr, error = %e, "server connection ended with an error");
-            }
-        });
-        Ok(Lease { sender: Some(sender), pool: self.clone() })
+        Ok(ServerIo::new(stream, self.opts.send_timeout))
     }
 
-    fn put_back(&self, sender: SendRequest<UpstreamBody>) {
-        if sender.is_closed() || self.opts.keepalive == 0 || self.opts.proxy_protocol.is_some() {
+    /// A connection whose response was read to its end, ready for another
+    /// request.
+    pub fn put_back(&self, io: ServerIo) {
+        if self.opts.keepalive == 0 || self.opts.proxy_protocol.is_some() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,7 +147,14 @@ impl ServerPool {
             // been closed by the server.
             idle.remove(0);
         }
-        idle.push(Idle { sender, since: Instant::now() });
+        idle.push(Idle { io, since: Instant::now() });
+    }
+
+    /// Closes idle connections that timed out or that the server closed.
+    fn sweep_once(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let timeout = self.opts.keepalive_timeout;
+        idle.retain(|c| c.since.elapsed() < timeout && c.io.idle_and_open());
     }
 
     /// Idle connections now (for tests and status).
@@ -171,22 +163,21 @@ impl ServerPool {
     }
 }
 
-impl Lease {
-    pub fn sender(&mut self) -> &mut SendRequest<UpstreamBody> {
-        // Present from construction until drop or `detach`.
-        self.sender.as_mut().expect("lease holds a sender")
-    }
-
-    /// The connection will not be reused (upgraded to a tunnel, or failed).
-    pub fn detach(mut self) {
-        self.sender = None;
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(s) = self.sender.take() {
-            self.pool.put_back(s);
+/// Every second (or `keepalive_timeout` if shorter), closes the idle
+/// connections that expired or were closed by the server, so they do not
+/// linger in CLOSE_WAIT; ends with its pool.
+async fn sweep(pool: std::sync::Weak<ServerPool>) {
+    let every = match pool.upgrade() {
+        Some(p) => p.opts.keepalive_timeout.clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(p) => p.sweep_once(),
+            None => return,
         }
     }
 }

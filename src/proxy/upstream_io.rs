@@ -9,8 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::idle_timer::IdleTimer;
@@ -69,13 +68,34 @@ impl tokio::io::AsyncWrite for ServerStream {
 
 /// A connection to a server with the write-stall timer.
 pub struct ServerIo {
-    inner: TokioIo<ServerStream>,
+    inner: ServerStream,
     stall: IdleTimer,
 }
 
 impl ServerIo {
     pub fn new(stream: ServerStream, send_timeout: Duration) -> Self {
-        ServerIo { inner: TokioIo::new(stream), stall: IdleTimer::new(send_timeout) }
+        ServerIo { inner: stream, stall: IdleTimer::new(send_timeout) }
+    }
+
+    /// For an idle pooled connection: false if the server closed it (or
+    /// sent something unasked, which makes it unusable too). Costs no
+    /// system call unless the socket was reported readable since its last
+    /// read drained it (tokio clears readiness on a short read).
+    pub fn idle_and_open(&self) -> bool {
+        let tcp = match &self.inner {
+            ServerStream::Plain(s) => s,
+            ServerStream::Tls(s) => s.get_ref().0,
+        };
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match tcp.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
     }
 
     /// Called when a write could not proceed: fails once the write has been
@@ -89,13 +109,13 @@ impl ServerIo {
     }
 }
 
-impl Read for ServerIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+impl AsyncRead for ServerIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl Write for ServerIo {
+impl AsyncWrite for ServerIo {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Pending => self.on_blocked(cx).map(Err),

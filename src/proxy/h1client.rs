@@ -1,0 +1,752 @@
+//! HTTP/1.1 to servers, driven inside the client's request instead of by
+//! hyper's client.
+//!
+//! hyper's client runs every server connection as its own task and hands
+//! each request, response head and body chunk across channels between that
+//! task and the request's. On a proxy that is most of the user-space work
+//! per request (BENCHMARKS.md, "Own HTTP/1.1 to servers"). Here the request
+//! future writes the request itself, reads and parses the response head
+//! (`httparse`, as hyper does), and the response body is decoded from the
+//! socket by the body the client connection polls: no task, no channel, no
+//! waker hand-off, and the request head is encoded once for all attempts.
+//!
+//! An idle server connection is only its socket (no buffers): the read
+//! buffer lives from the request's write to the end of its response body,
+//! and the connection goes back to its pool the moment the body's last byte
+//! is read.
+//!
+//! Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304;
+//! `Transfer-Encoding` (chunked last, else read to close) before
+//! `Content-Length` (repeated values must agree); otherwise read to close.
+//! A response with both, or read to close, or `Connection: close`, or
+//! HTTP/1.0 without keep-alive, is never reused.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::body::{BodyError, UpstreamBody};
+use super::idle_timer::IdleTimer;
+use super::upstream::ServerPool;
+use super::upstream_io::ServerIo;
+
+/// Largest response head accepted (status line and header fields).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head (hyper's default too).
+const MAX_HEADERS: usize = 100;
+/// The read buffer's first size: a typical response head and small body.
+const READ_BUF: usize = 4 * 1024;
+/// Most bytes asked for in one body read.
+const BODY_READ: usize = 64 * 1024;
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4 * 1024;
+
+/// Encodes a request head: request line and header fields, lower-case
+/// names as hyper writes them.
+pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Bytes {
+    let mut len = method.as_str().len() + target.len() + 13;
+    for (k, v) in headers {
+        len += k.as_str().len() + v.len() + 4;
+    }
+    let mut out = Vec::with_capacity(len + 2);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Bytes::from(out)
+}
+
+/// Why sending a request failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connection failed; `written`: some bytes were accepted by it.
+    Io { err: io::Error, written: bool },
+    /// The client's body failed (too large, timed out, broken).
+    Body(BodyError),
+}
+
+/// Writes the request: `head`, then the body (chunk-encoded if `chunked`).
+/// While a streamed body is being sent, a response that arrives early (a
+/// server refusing an upload) ends the sending; `buf` then holds its start.
+pub async fn write_request(
+    io: &mut ServerIo,
+    head: &Bytes,
+    body: &mut UpstreamBody,
+    chunked: bool,
+    buf: &mut BytesMut,
+) -> Result<(), SendError> {
+    let mut queue = Queue::default();
+    queue.push(head.clone());
+    if let UpstreamBody::Full(Some(b)) = body {
+        queue.push(b.clone());
+    }
+    let streams = matches!(body, UpstreamBody::Stream(_));
+    let mut written = false;
+    let mut body_done = !streams;
+    poll_fn(|cx| loop {
+        if streams && buf.is_empty() {
+            // An early answer (or a close) from the server stops the upload.
+            if let Poll::Ready(r) = poll_read(io, cx, buf, READ_BUF) {
+                return match r {
+                    Ok(_) => Poll::Ready(Ok(())),
+                    Err(err) => Poll::Ready(Err(SendError::Io { err, written })),
+                };
+            }
+        } else if streams {
+            return Poll::Ready(Ok(()));
+        }
+        if !queue.is_empty() {
+            match queue.poll_write(io, cx) {
+                Poll::Ready(Ok(n)) => {
+                    written |= n > 0;
+                    continue;
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(SendError::Io { err, written })),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if body_done {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    queue.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                    queue.push(data);
+                    queue.push(Bytes::from_static(b"\r\n"));
+                } else {
+                    queue.push(data);
+                }
+            }
+            Some(Err(e)) => return Poll::Ready(Err(SendError::Body(e))),
+            None => {
+                body_done = true;
+                if chunked {
+                    queue.push(Bytes::from_static(b"0\r\n\r\n"));
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Bytes waiting to be written, written with one vectored write when the
+/// transport takes them.
+#[derive(Default)]
+struct Queue {
+    parts: std::collections::VecDeque<Bytes>,
+}
+
+impl Queue {
+    fn push(&mut self, b: Bytes) {
+        if !b.is_empty() {
+            self.parts.push_back(b);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn poll_write(&mut self, io: &mut ServerIo, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let n = if self.parts.len() == 1 || !io.is_write_vectored() {
+            ready!(Pin::new(&mut *io).poll_write(cx, &self.parts[0]))?
+        } else {
+            let mut slices = [io::IoSlice::new(&[]); 4];
+            let k = self.parts.len().min(slices.len());
+            for (s, p) in slices.iter_mut().zip(self.parts.iter()) {
+                *s = io::IoSlice::new(p);
+            }
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?
+        };
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        let mut left = n;
+        while left > 0 {
+            let first = &mut self.parts[0];
+            if first.len() <= left {
+                left -= first.len();
+                self.parts.pop_front();
+            } else {
+                first.advance(left);
+                left = 0;
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// Reads once into `buf` (growing it by at least `want` when it is full).
+/// `Ok(0)` is the end of the stream.
+fn poll_read(io: &mut ServerIo, cx: &mut Context<'_>, buf: &mut BytesMut, want: usize) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 512 {
+        buf.reserve(want.max(512));
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Why reading a response head failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("the server closed the connection before sending a response")]
+    Closed,
+    #[error("the server closed the connection in the middle of the response head")]
+    Truncated,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// A parsed response head.
+pub struct Head {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub reusable: bool,
+}
+
+/// Reads the response head, skipping interim (1xx other than 101)
+/// responses. Bytes after the head stay in `buf`.
+pub async fn read_head(io: &mut ServerIo, buf: &mut BytesMut, head_request: bool) -> Result<Head, HeadError> {
+    poll_fn(|cx| loop {
+        if !buf.is_empty() {
+            match parse_head(buf, head_request)? {
+                Parsed::Head(h) => return Poll::Ready(Ok(h)),
+                Parsed::Interim => continue,
+                Parsed::Partial if buf.len() >= MAX_HEAD => {
+                    return Poll::Ready(Err(HeadError::Invalid(format!("response head larger than {MAX_HEAD} bytes"))))
+                }
+                Parsed::Partial => {}
+            }
+        }
+        let had = buf.len();
+        if ready!(poll_read(io, cx, buf, READ_BUF))? == 0 {
+            return Poll::Ready(Err(if had == 0 { HeadError::Closed } else { HeadError::Truncated }));
+        }
+    })
+    .await
+}
+
+enum Parsed {
+    Head(Head),
+    /// A 1xx response was skipped.
+    Interim,
+    Partial,
+}
+
+fn invalid(what: impl Into<String>) -> HeadError {
+    HeadError::Invalid(what.into())
+}
+
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, HeadError> {
+    // Offsets of names and values in `buf`, so that values can share the
+    // frozen head instead of being copied one by one.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, code, minor, n) = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(e) => return Err(invalid(format!("malformed response head: {e}"))),
+        };
+        let base = buf.as_ptr() as usize;
+        let n = resp.headers.len();
+        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = (name as u32, h.name.len() as u32, value as u32, h.value.len() as u32);
+        }
+        (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), n)
+    };
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Parsed::Interim);
+    }
+    let mut headers = HeaderMap::with_capacity(n);
+    for &(ns, nl, vs, vl) in &spans[..n] {
+        let name = HeaderName::from_bytes(&head[ns as usize..(ns + nl) as usize])
+            .map_err(|_| invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
+            .map_err(|_| invalid(format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let mut reusable = match version {
+        Version::HTTP_10 => has_token(&headers, "keep-alive"),
+        _ => !has_token(&headers, "close"),
+    };
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            // Both: Transfer-Encoding wins, and the connection is not
+            // trusted with another request (RFC 9112 §6.3).
+            headers.remove(header::CONTENT_LENGTH);
+            reusable = false;
+        }
+        if last_coding_is_chunked(&headers) {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        Framing::Length(content_length(&headers)?)
+    } else {
+        Framing::UntilClose
+    };
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    let (parts, ()) = resp.into_parts();
+    Ok(Parsed::Head(Head { parts, framing, reusable }))
+}
+
+/// Whether `Connection` lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// The `Content-Length`: every value (and comma-separated item) must be the
+/// same number.
+fn content_length(headers: &HeaderMap) -> Result<u64, HeadError> {
+    let mut found: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for item in v.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Err(invalid("invalid Content-Length"));
+            }
+            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            if found.is_some_and(|f| f != n) {
+                return Err(invalid("conflicting Content-Length values"));
+            }
+            found = Some(n);
+        }
+    }
+    found.ok_or_else(|| invalid("invalid Content-Length"))
+}
+
+/// A server's response body, decoded from its connection as the client
+/// side polls it; the connection goes back to `pool` once the body is read
+/// to its end (if it can carry another request), and is closed if the body
+/// is dropped before that.
+pub struct ServerBody {
+    io: Option<ServerIo>,
+    pool: Arc<ServerPool>,
+    reusable: bool,
+    buf: BytesMut,
+    state: State,
+    /// `read_timeout` between two reads from the server.
+    idle: IdleTimer,
+}
+
+/// What `poll_frame` returns.
+type PollFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    UntilClose,
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk, with this many data bytes left.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer fields after the last chunk, up to an empty line.
+    Trailers,
+    Done,
+}
+
+impl ServerBody {
+    pub fn new(io: ServerIo, pool: Arc<ServerPool>, head: &Head, buf: BytesMut, read_timeout: Duration) -> Self {
+        let state = match head.framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        let mut body =
+            ServerBody { io: Some(io), pool, reusable: head.reusable, buf, state, idle: IdleTimer::new(read_timeout) };
+        if state == State::Done {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is complete: the connection goes back to its pool if it
+    /// can carry another request and nothing unexpected follows.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(io) = self.io.take() {
+            if self.reusable && self.buf.is_empty() {
+                self.pool.put_back(io);
+            }
+        }
+        self.buf = BytesMut::new();
+    }
+
+    /// Reads more into the buffer. `Ok(false)`: the server closed.
+    fn fill(&mut self, cx: &mut Context<'_>, want: u64) -> Poll<Result<bool, BodyError>> {
+        let Some(io) = self.io.as_mut() else { return Poll::Ready(Ok(false)) };
+        let want = want.clamp(1, BODY_READ as u64) as usize;
+        match poll_read(io, cx, &mut self.buf, want) {
+            Poll::Ready(Ok(n)) => {
+                self.idle.progressed();
+                Poll::Ready(Ok(n > 0))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(BodyError::Server(e))),
+            Poll::Pending if self.idle.expired(cx) => Poll::Ready(Err(BodyError::ReadTimeout(self.idle.after()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn fail(&mut self, what: &'static str) -> PollFrame {
+        self.state = State::Done;
+        self.io = None;
+        Poll::Ready(Some(Err(BodyError::Server(io::Error::new(io::ErrorKind::InvalidData, what)))))
+    }
+
+    /// Takes up to `n` buffered bytes as a data frame.
+    fn take(&mut self, n: u64) -> Bytes {
+        let n = (n.min(self.buf.len() as u64)) as usize;
+        self.buf.split_to(n).freeze()
+    }
+
+    /// One line (without its CRLF) from the buffer, if a whole one is there.
+    fn line(&mut self) -> Option<Bytes> {
+        let end = self.buf.iter().position(|&b| b == b'\n')?;
+        let mut line = self.buf.split_to(end + 1);
+        line.truncate(end);
+        if line.last() == Some(&b'\r') {
+            line.truncate(end - 1);
+        }
+        Some(line.freeze())
+    }
+}
+
+/// The size of a chunk from its size line (`1a;ext=1` → 26).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    let s = std::str::from_utf8(&line[..digits]).ok()?;
+    u64::from_str_radix(s, 16).ok()
+}
+
+impl Body for ServerBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame {
+        let this = self.get_mut();
+        loop {
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) => {
+                    if !this.buf.is_empty() {
+                        let data = this.take(left);
+                        let left = left - data.len() as u64;
+                        this.state = State::Length(left);
+                        if left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match ready!(this.fill(cx, left)) {
+                        Ok(true) => {}
+                        Ok(false) => return this.fail("the server closed the connection before the end of the body"),
+                        Err(e) => {
+                            this.state = State::Done;
+                            this.io = None;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+                State::UntilClose => {
+                    if !this.buf.is_empty() {
+                        let data = this.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match ready!(this.fill(cx, BODY_READ as u64)) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            this.state = State::Done;
+                            this.io = None;
+                            return Poll::Ready(None);
+                        }
+                        Err(e) => {
+                            this.state = State::Done;
+                            this.io = None;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+                State::ChunkData(left) => {
+                    if !this.buf.is_empty() {
+                        let data = this.take(left);
+                        let left = left - data.len() as u64;
+                        this.state = if left == 0 { State::ChunkEnd } else { State::ChunkData(left) };
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    if let Some(p) = this.need_more(cx, left) {
+                        return p;
+                    }
+                }
+                State::ChunkSize | State::ChunkEnd | State::Trailers => {
+                    let Some(line) = this.line() else {
+                        if this.buf.len() > MAX_LINE {
+                            return this.fail("chunk-size or trailer line too long");
+                        }
+                        if let Some(p) = this.need_more(cx, READ_BUF as u64) {
+                            return p;
+                        }
+                        continue;
+                    };
+                    match this.state {
+                        State::ChunkSize => match chunk_size(&line) {
+                            Some(0) => this.state = State::Trailers,
+                            Some(n) => this.state = State::ChunkData(n),
+                            None => return this.fail("invalid chunk size"),
+                        },
+                        State::ChunkEnd if line.is_empty() => this.state = State::ChunkSize,
+                        State::ChunkEnd => return this.fail("chunk data longer than its size"),
+                        _ if line.is_empty() => {
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        // A trailer field: not passed on.
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl ServerBody {
+    /// Reads more for a chunked body; `Some` is what to return now.
+    fn need_more(&mut self, cx: &mut Context<'_>, want: u64) -> Option<PollFrame> {
+        match self.fill(cx, want) {
+            Poll::Pending => Some(Poll::Pending),
+            Poll::Ready(Ok(true)) => None,
+            Poll::Ready(Ok(false)) => {
+                Some(self.fail("the server closed the connection in the middle of a chunked body"))
+            }
+            Poll::Ready(Err(e)) => {
+                self.state = State::Done;
+                self.io = None;
+                Some(Poll::Ready(Some(Err(e))))
+            }
+        }
+    }
+}
+
+/// A server connection after a 101: the bytes read past the response head
+/// first, then the socket.
+pub struct Upgraded {
+    pre: Bytes,
+    io: ServerIo,
+}
+
+impl Upgraded {
+    pub fn new(io: ServerIo, pre: BytesMut) -> Self {
+        Upgraded { pre: pre.freeze(), io }
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, head_request: bool) -> Result<(Head, BytesMut), HeadError> {
+        let mut buf = BytesMut::from(text);
+        loop {
+            match parse_head(&mut buf, head_request)? {
+                Parsed::Head(h) => return Ok((h, buf)),
+                Parsed::Interim => continue,
+                Parsed::Partial => return Err(HeadError::Truncated),
+            }
+        }
+    }
+
+    #[test]
+    fn encodes_the_request_line_and_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.org"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let head = encode_head(&Method::POST, "/p?q=1", &h);
+        assert_eq!(&head[..], b"POST /p?q=1 HTTP/1.1\r\nhost: example.org\r\nx-a: 1\r\nx-a: 2\r\n\r\n");
+    }
+
+    #[test]
+    fn a_content_length_response_keeps_its_body_bytes_and_is_reusable() {
+        let (h, rest) = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Y: z\r\n\r\nhello", false).unwrap();
+        assert_eq!(h.parts.status, StatusCode::OK);
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.reusable);
+        assert_eq!(h.parts.headers["x-y"], "z");
+        assert_eq!(&rest[..], b"hello");
+    }
+
+    #[test]
+    fn interim_responses_are_skipped() {
+        let (h, _) = parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", false).unwrap();
+        assert_eq!(h.parts.status, StatusCode::NO_CONTENT);
+        assert_eq!(h.framing, Framing::Empty);
+    }
+
+    #[test]
+    fn framing_rules() {
+        let f = |t: &str, head: bool| parse(t, head).map(|(h, _)| (h.framing, h.reusable));
+        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).unwrap(), (Framing::Empty, true));
+        assert_eq!(f("HTTP/1.1 304 Not Modified\r\n\r\n", false).unwrap(), (Framing::Empty, true));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false).unwrap(),
+            (Framing::Chunked, true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false).unwrap(),
+            (Framing::Chunked, false),
+            "both: chunked wins, the connection is not reused"
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap(),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n", false).unwrap(), (Framing::UntilClose, false));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false).unwrap(),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap(), (Framing::Length(1), false));
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false).unwrap(),
+            (Framing::Length(1), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nContent-Length: 4\r\n\r\n", false).unwrap(),
+            (Framing::Length(4), true)
+        );
+    }
+
+    #[test]
+    fn bad_heads_are_refused_with_a_reason() {
+        let err = |t: &str| parse(t, false).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n").contains("conflicting"));
+        assert!(err("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").contains("invalid Content-Length"));
+        assert!(err("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n").contains("invalid"));
+        assert!(err("SSH-2.0-OpenSSH\r\n\r\n").contains("malformed response head"));
+        assert!(err("HTTP/1.1 099 Odd\r\n\r\n").contains("invalid status code"));
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        assert_eq!(chunk_size(b"A;name=value"), Some(10));
+        assert_eq!(chunk_size(b"10 ;x"), Some(16));
+        assert_eq!(chunk_size(b""), None);
+        assert_eq!(chunk_size(b"g"), None);
+        assert_eq!(chunk_size(b"1 2"), None);
+        assert_eq!(chunk_size(b"ffffffffffffffffff"), None);
+    }
+}
