@@ -27,7 +27,7 @@ use super::body::{BodyError, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBod
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
 use super::h1client::{self, HeadError, SendError, ServerBody};
-use super::headers::{add_forwarded, remove_hop_by_hop};
+use super::headers::{forwarded, remove_hop_by_hop};
 use super::tunnel;
 use super::upstream::{ConnectError, PoolOptions, ServerPool};
 use super::upstream_io::ServerIo;
@@ -94,7 +94,7 @@ pub struct Forward<'a> {
     /// Idle limit of a WebSocket tunnel (the route's `tunnel_timeout`).
     pub tunnel_timeout: Duration,
     /// Turns true at shutdown: tunnels close.
-    pub closing: tokio::sync::watch::Receiver<bool>,
+    pub closing: &'a tokio::sync::watch::Sender<bool>,
     /// Sticky sessions of this pool, if it has them.
     pub affinity: Option<Affinity<'a>>,
     pub activity: &'a Arc<ConnActivity>,
@@ -185,8 +185,14 @@ impl Forward<'_> {
                 }
             }
         }
-        let host = headers.get(header::HOST).cloned();
-        add_forwarded(&mut headers, self.client_ip, self.peer_ip, self.via_trusted_proxy, self.proto, host.as_ref());
+        let fwd = forwarded(
+            &headers,
+            self.client_ip,
+            self.peer_ip,
+            self.via_trusted_proxy,
+            self.proto,
+            headers.get(header::HOST),
+        );
         // The body's framing on the wire, then the head, encoded once for
         // every attempt.
         let chunked = match &body {
@@ -202,7 +208,7 @@ impl Forward<'_> {
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let method = parts.method;
-        let head = h1client::encode_head(&method, target, &headers);
+        let head = h1client::encode_head(&method, target, &headers, Some(&fwd));
         drop(headers);
         let head_request = method == Method::HEAD;
         let may_repeat = idempotent(&method);
@@ -435,7 +441,7 @@ impl Forward<'_> {
         let pool = self.pool.cfg.name.clone();
         let state = self.pool.servers[idx].state.clone();
         let idle = self.tunnel_timeout;
-        let closing = self.closing.clone();
+        let closing = self.closing.subscribe();
         tokio::spawn(async move {
             let _busy = busy;
             let _in_flight = in_flight;

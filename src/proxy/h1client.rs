@@ -35,6 +35,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::{BodyError, UpstreamBody};
+use super::headers::Forwarded;
 use super::idle_timer::IdleTimer;
 use super::upstream::ServerPool;
 use super::upstream_io::ServerIo;
@@ -50,10 +51,11 @@ const BODY_READ: usize = 64 * 1024;
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4 * 1024;
 
-/// Encodes a request head: request line and header fields, lower-case
-/// names as hyper writes them.
-pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Bytes {
-    let mut len = method.as_str().len() + target.len() + 13;
+/// Encodes a request head: request line and header fields (lower-case
+/// names, as hyper writes them), with the forwarding headers of `fwd` in
+/// place of any of those names in `headers`.
+pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, fwd: Option<&Forwarded>) -> Bytes {
+    let mut len = method.as_str().len() + target.len() + 13 + fwd.map_or(0, Forwarded::len_hint);
     for (k, v) in headers {
         len += k.as_str().len() + v.len() + 4;
     }
@@ -63,10 +65,16 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap) -> Bytes 
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (k, v) in headers {
+        if fwd.is_some() && Forwarded::replaces(k) {
+            continue;
+        }
         out.extend_from_slice(k.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(f) = fwd {
+        f.write(&mut out);
     }
     out.extend_from_slice(b"\r\n");
     Bytes::from(out)
@@ -673,8 +681,18 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("example.org"));
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
-        let head = encode_head(&Method::POST, "/p?q=1", &h);
-        assert_eq!(&head[..], b"POST /p?q=1 HTTP/1.1\r\nhost: example.org\r\nx-a: 1\r\nx-a: 2\r\n\r\n");
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        let head = encode_head(&Method::POST, "/p?q=1", &h, None);
+        assert_eq!(
+            &head[..],
+            b"POST /p?q=1 HTTP/1.1\r\nhost: example.org\r\nx-a: 1\r\nx-a: 2\r\nx-real-ip: 6.6.6.6\r\n\r\n"
+        );
+        let ip = "192.0.2.1".parse().unwrap();
+        let fwd = super::super::headers::forwarded(&h, ip, ip, false, "http", None);
+        let head = encode_head(&Method::GET, "/", &h, Some(&fwd));
+        let text = std::str::from_utf8(&head).unwrap();
+        assert!(!text.contains("6.6.6.6"), "the client's X-Real-IP is replaced: {text}");
+        assert!(text.ends_with("x-real-ip: 192.0.2.1\r\nx-forwarded-proto: http\r\n\r\n"), "{text}");
     }
 
     #[test]

@@ -75,28 +75,61 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// `X-Forwarded-For` chain is kept and the peer appended (nginx's
 /// `$proxy_add_x_forwarded_for`); otherwise a chain the client wrote itself
 /// is not passed on: `X-Forwarded-For` is just the client.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
+pub fn forwarded(
+    headers: &HeaderMap,
     client: IpAddr,
     peer: IpAddr,
     trusted_peer: bool,
     proto: &'static str,
     host: Option<&HeaderValue>,
-) {
-    let mut ip_buf = [0u8; 48];
-    let client_value =
-        HeaderValue::from_str(format_ip(client, &mut ip_buf)).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if trusted_peer && !prev.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prev}, {peer}")).unwrap_or_else(|_| client_value.clone())
-        }
-        _ => client_value.clone(),
+) -> Forwarded {
+    let mut ip = [0u8; 48];
+    let n = format_ip(client, &mut ip).len();
+    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if trusted_peer && !prev.trim().is_empty() => Some(format!("{prev}, {peer}")),
+        _ => None,
     };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_REAL_IP.clone(), client_value);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(h) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    Forwarded { ip, ip_len: n, chain, proto, host: host.cloned() }
+}
+
+/// The forwarding headers of one request, written straight into the
+/// server's request head (no map insertions): they replace any of the same
+/// names the client sent.
+pub struct Forwarded {
+    ip: [u8; 48],
+    ip_len: usize,
+    /// The trusted proxy's chain with its peer appended.
+    chain: Option<String>,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    /// Whether `name` is one of the headers this replaces.
+    pub fn replaces(name: &HeaderName) -> bool {
+        name == X_FORWARDED_FOR || name == X_REAL_IP || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST
+    }
+
+    /// The header lines, each ending in CRLF.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let ip = &self.ip[..self.ip_len];
+        let line = |out: &mut Vec<u8>, name: &HeaderName, value: &[u8]| {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        line(out, &X_FORWARDED_FOR, self.chain.as_deref().map_or(ip, str::as_bytes));
+        line(out, &X_REAL_IP, ip);
+        line(out, &X_FORWARDED_PROTO, self.proto.as_bytes());
+        if let Some(h) = &self.host {
+            line(out, &X_FORWARDED_HOST, h.as_bytes());
+        }
+    }
+
+    /// Upper bound of [`Forwarded::write`]'s length.
+    pub fn len_hint(&self) -> usize {
+        100 + 2 * self.ip_len + self.chain.as_ref().map_or(0, String::len) + self.host.as_ref().map_or(0, |h| h.len())
     }
 }
 
@@ -185,23 +218,34 @@ mod tests {
         assert_eq!(h[header::CONNECTION], "upgrade");
     }
 
+    fn written(f: &Forwarded) -> String {
+        let mut out = Vec::new();
+        f.write(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn forwarded_for_appends_only_behind_a_trusted_proxy() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.5"));
         let host = HeaderValue::from_static("example.com");
         let (client, proxy) = ("203.0.113.5".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        add_forwarded(&mut h, client, proxy, true, "https", Some(&host));
-        assert_eq!(h["x-forwarded-for"], "203.0.113.5, 10.0.0.2");
-        assert_eq!(h["x-real-ip"], "203.0.113.5");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "example.com");
+        let f = forwarded(&h, client, proxy, true, "https", Some(&host));
+        assert_eq!(
+            written(&f),
+            "x-forwarded-for: 203.0.113.5, 10.0.0.2\r\nx-real-ip: 203.0.113.5\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: example.com\r\n"
+        );
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         let peer = "192.0.2.7".parse().unwrap();
-        add_forwarded(&mut h, peer, peer, false, "http", None);
-        assert_eq!(h["x-forwarded-for"], "192.0.2.7", "a spoofed chain is not passed on");
-        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        let f = forwarded(&h, peer, peer, false, "http", None);
+        assert_eq!(
+            written(&f),
+            "x-forwarded-for: 192.0.2.7\r\nx-real-ip: 192.0.2.7\r\nx-forwarded-proto: http\r\n",
+            "a spoofed chain is not passed on"
+        );
+        assert!(Forwarded::replaces(&X_REAL_IP) && !Forwarded::replaces(&header::HOST));
     }
 }

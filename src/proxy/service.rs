@@ -363,7 +363,7 @@ pub async fn handle(
                         metrics: state.metrics,
                         websocket: websocket && route.matcher.websocket,
                         tunnel_timeout: route.tunnel_timeout,
-                        closing: shared.closing.subscribe(),
+                        closing: &shared.closing,
                         affinity: match (&pool_ref.cfg.affinity, &state.affinity_keys[*pool], &state.sessions) {
                             (Some(cfg), Some(key), Some(sessions)) => Some(Affinity { key, cfg, sessions }),
                             _ => None,
