@@ -2,6 +2,14 @@
 //! the socket kept) and served again when the client sends: requests after
 //! an idle pause, pipelined and split requests, bodies, the header and
 //! keep-alive timers, shutdown, and HTTP/2 beside it.
+//!
+//! A connection is parked at once after its response unless its client has
+//! just sent back to back (its last pause was shorter than `PARK_AFTER`);
+//! then only after `PARK_AFTER` of idleness. The tests cover both: `SHORT`
+//! pauses keep a client back to back, `IDLE` pauses park any connection.
+//! That a busy connection is not parked between its requests, and when
+//! exactly parking happens, is checked in the unit tests of `proxy::conn`
+//! and `proxy::http1`, which can see it.
 
 mod support;
 
@@ -9,11 +17,16 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use support::*;
+use sysmanage_node::proxy::conn::PARK_AFTER;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Long enough for a connection to be parked after its response.
-const IDLE: Duration = Duration::from_millis(300);
+/// Long enough for any connection to be parked after its response, also
+/// one whose client sent back to back.
+const IDLE: Duration = PARK_AFTER.checked_add(Duration::from_millis(500)).unwrap();
+
+/// Short enough that the client still counts as sending back to back.
+const SHORT: Duration = Duration::from_millis(50);
 
 const FIXED_ROUTE: &str =
     "[[routes]]\nname = \"fixed\"\npath = \"/fixed\"\nrespond = { status = 200, body = \"fixed\\n\" }";
@@ -44,18 +57,24 @@ async fn a_parked_connection_serves_requests_after_idling() {
     let b = Backend::start("b").await;
     let node = start_node(&fixed_config(&b, "")).await;
     let mut stream = TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
-    for i in 0..3 {
-        stream.write_all(b"GET /fixed HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-        let resp = read_responses(&mut stream, "fixed\n", 1).await;
+    // Fixed and proxied (body from the server) requests, after pauses that
+    // park at once (the first, and the first after a long one), do not park
+    // (back to back) or park after PARK_AFTER (long after back to back).
+    let steps = [
+        ("/fixed", SHORT),
+        ("/fixed", SHORT),
+        ("/fixed", IDLE),
+        ("/fixed", SHORT),
+        ("/x", SHORT),
+        ("/x", IDLE),
+        ("/fixed", SHORT),
+    ];
+    for (i, (path, pause)) in steps.into_iter().enumerate() {
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await.unwrap();
+        let marker = if path == "/x" { "\r\n\r\nb" } else { "fixed\n" };
+        let resp = read_responses(&mut stream, marker, 1).await;
         assert!(resp.starts_with("HTTP/1.1 200"), "request {i}: {resp}");
-        tokio::time::sleep(IDLE).await;
-    }
-    // Proxied requests too (the response body comes from the server).
-    for _ in 0..2 {
-        stream.write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-        let resp = read_responses(&mut stream, "\r\n\r\nb", 1).await;
-        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-        tokio::time::sleep(IDLE).await;
+        tokio::time::sleep(pause).await;
     }
     assert_eq!(b.hits(), 2);
     node.stop().await;
@@ -93,19 +112,31 @@ async fn read_responses_more(stream: &mut TcpStream, mut got: String, marker: &s
     got
 }
 
+/// Sends `count` requests for /fixed one after the other (back to back).
+async fn fixed_requests(stream: &mut TcpStream, count: usize) {
+    for _ in 0..count {
+        stream.write_all(b"GET /fixed HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        assert!(read_responses(stream, "fixed\n", 1).await.starts_with("HTTP/1.1 200"));
+    }
+}
+
 #[tokio::test]
 async fn a_request_split_across_an_idle_pause_is_served() {
     let b = Backend::start("b").await;
     let node = start_node(&fixed_config(&b, "")).await;
-    let mut stream = TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
-    // The first request and the start of the second arrive together.
-    stream.write_all(b"GET /fixed HTTP/1.1\r\nHost: t\r\n\r\nGET /fix").await.unwrap();
-    let resp = read_responses(&mut stream, "fixed\n", 1).await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    tokio::time::sleep(IDLE).await;
-    stream.write_all(b"ed HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-    let resp = read_responses(&mut stream, "fixed\n", 1).await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // Parked at once, or (after back-to-back requests) after PARK_AFTER.
+    for earlier in [0, 2] {
+        let mut stream = TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
+        fixed_requests(&mut stream, earlier).await;
+        // A request and the start of the next arrive together.
+        stream.write_all(b"GET /fixed HTTP/1.1\r\nHost: t\r\n\r\nGET /fix").await.unwrap();
+        let resp = read_responses(&mut stream, "fixed\n", 1).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        tokio::time::sleep(IDLE).await;
+        stream.write_all(b"ed HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+        let resp = read_responses(&mut stream, "fixed\n", 1).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "after {earlier} earlier requests: {resp}");
+    }
     node.stop().await;
 }
 
@@ -131,16 +162,21 @@ async fn a_request_with_a_body_then_idle_then_another() {
 async fn a_parked_connection_gets_header_timeout_for_its_next_head() {
     let b = Backend::start("b").await;
     let node = start_node(&fixed_config(&b, "[limits]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"30s\"")).await;
-    let mut stream = TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
-    stream.write_all(b"GET /fixed HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
-    read_responses(&mut stream, "fixed\n", 1).await;
-    tokio::time::sleep(IDLE).await;
-    stream.write_all(b"GET /fixed HTTP/1.1\r\nHo").await.unwrap();
-    let start = Instant::now();
-    let rest = read_until_close(&mut stream, Duration::from_secs(5)).await;
-    let elapsed = start.elapsed();
-    assert!(!rest.contains("fixed\n"), "{rest}");
-    assert!(elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
+    // Parked at once, or (after back-to-back requests) after PARK_AFTER.
+    for count in [1, 3] {
+        let mut stream = TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
+        fixed_requests(&mut stream, count).await;
+        tokio::time::sleep(IDLE).await;
+        stream.write_all(b"GET /fixed HTTP/1.1\r\nHo").await.unwrap();
+        let start = Instant::now();
+        let rest = read_until_close(&mut stream, Duration::from_secs(5)).await;
+        let elapsed = start.elapsed();
+        assert!(!rest.contains("fixed\n"), "{rest}");
+        assert!(
+            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+            "after {count} requests: closed after {elapsed:?}"
+        );
+    }
     node.stop().await;
 }
 
@@ -167,10 +203,10 @@ async fn http2_with_prior_knowledge_keeps_working_across_idle_periods() {
     let node = start_node(&fixed_config(&b, "")).await;
     let addr = node.addr("http").unwrap();
     let c = h2_client();
-    for _ in 0..3 {
+    for pause in [SHORT, IDLE, SHORT, IDLE] {
         let (status, _, body) = get(&c, addr, "/fixed").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "fixed\n"));
-        tokio::time::sleep(IDLE).await;
+        tokio::time::sleep(pause).await;
     }
     let (status, _, body) = get(&c, addr, "/x").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));

@@ -7,15 +7,47 @@
 //! request is in flight it closes the connection `keepalive_timeout` after the
 //! last response (or after accept), or `header_timeout` after the first byte
 //! of a new request head arrived, whichever applies. While a request or an
-//! upgraded tunnel is active, no timer runs here.
+//! upgraded tunnel is active, no deadline runs here.
 //!
-//! It also tells the HTTP/1.1 driver (`listener`) when a keep-alive
-//! connection can be *parked*: no request in flight, every response byte
-//! flushed, and the socket has nothing to read. The driver then ends hyper's
-//! connection without closing the socket (poll_shutdown does nothing while
-//! parking), which frees hyper's buffers and per-connection state, waits
-//! for the socket to become readable with [`ClientIo::poll_parked`], and
-//! starts a new hyper connection on it.
+//! It also tells the HTTP/1.1 driver (`http1`) when a keep-alive connection
+//! can be *parked*: no request in flight, every response byte flushed, the
+//! socket has nothing to read, and the connection has been idle long enough
+//! (see [`PARK_AFTER`]: at once after a pause of a client that is not
+//! sending back to back, else after `PARK_AFTER` of idleness). The driver
+//! then ends hyper's connection without closing the socket (poll_shutdown
+//! does nothing while parking), which frees hyper's buffers and
+//! per-connection state, waits for the socket to become readable with
+//! [`ClientIo::poll_parked`], and starts a new hyper connection on it.
+//!
+//! # Timers
+//!
+//! The deadlines are plain [`Instant`]s (`since`, the start of the current
+//! phase, plus the phase's timeout), updated on each phase change with one
+//! clock read. One tokio [`Sleep`] per connection is armed *lazily*: a phase
+//! change resets it only if it already fired or is armed later than the new
+//! phase needs; an earlier wake-up is kept. When it fires, [`ClientIo`]
+//! looks at the phase and the deadlines, acts on what is due (closes the
+//! connection, or marks it due for parking) and re-arms it for the next
+//! instant that matters. Why: resetting a registered tokio timer to an
+//! earlier instant takes the timer driver's lock, and a reset on each phase
+//! change does that for every request (its header deadline comes before the
+//! keep-alive deadline set when the connection went idle). A client sending
+//! back to back now costs no timer reset per request, only about one early
+//! wake-up of its task per `PARK_AFTER`: when it goes idle the sleep is
+//! armed no later than `PARK_AFTER` (and `header_timeout`) after the idle
+//! start, which is before the header deadline of any request that follows,
+//! so starting a head needs no reset either.
+//!
+//! Accuracy: lazy arming only wakes a connection early, never late, and a
+//! wake-up re-arms for the exact next deadline, so `header_timeout`,
+//! `keepalive_timeout` and the park delay hold to tokio's timer resolution
+//! (1 ms) plus scheduling delay. The timer may also fire while a request is
+//! in flight (no deadline then): that is one spurious poll of the task. One
+//! case is looser: the start of a next request that arrived together with
+//! the previous one (pipelined) sits in hyper's buffer unseen here, so its
+//! header deadline (counted from the idle start) is enforced only once the
+//! connection is parked, up to `PARK_AFTER` late if `header_timeout` is
+//! shorter than that.
 
 use std::io;
 use std::pin::Pin;
@@ -90,7 +122,10 @@ impl ConnActivity {
     /// For the driver: true once if the reader asked to park; from then on
     /// until [`ConnActivity::park_done`] the socket is not shut down.
     pub fn take_park_request(&self) -> bool {
-        self.park.compare_exchange(PARK_WANTED, PARK_ENDING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        // Called after every poll of hyper's connection: a plain load first
+        // keeps the usual answer (no request) free of a locked instruction.
+        self.park.load(Ordering::Acquire) == PARK_WANTED
+            && self.park.compare_exchange(PARK_WANTED, PARK_ENDING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// For the driver: parking finished or was abandoned.
@@ -141,9 +176,32 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// How long a connection whose client sends requests back to back must
+/// stay idle before it is parked.
+///
+/// Parking costs ending hyper's connection and starting a new one (a `Box`,
+/// two 8 KiB buffers, the graceful-shutdown handshake); under load the next
+/// request of a keep-alive client usually arrives microseconds after the
+/// response was flushed, so parking at once would pay that for nearly every
+/// request. One second is far above any gap between the requests of a busy
+/// client, short enough that a client which went quiet gives back hyper's
+/// ~20 KiB soon, far below the default `keepalive_timeout` (60 s) and
+/// `header_timeout` (10 s), and it also bounds how often the lazy timer of a
+/// busy connection wakes up early (about once per `PARK_AFTER`).
+///
+/// A connection whose client has not shown that it sends back to back (its
+/// first pause, or the first after a pause of at least `PARK_AFTER`) is
+/// still parked at once: connections that send one request and go idle
+/// (agents polling at long intervals, many connections opened together)
+/// then never hold hyper's buffers together, which would raise the
+/// allocator's high-water mark (and RSS) even after they were parked. A
+/// busy client pays one park for its first pause only (and for the first
+/// pause after each long one).
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// A request is in progress: no timer.
+    /// A request is in progress: no deadline.
     Busy,
     /// Waiting for the next request: `keepalive_timeout` runs.
     Idle,
@@ -158,7 +216,19 @@ pub struct ClientIo<T> {
     header_timeout: Duration,
     keepalive_timeout: Duration,
     phase: Phase,
+    /// When the current phase began: the deadlines are `since` plus the
+    /// phase's timeout (see the module header).
+    since: Instant,
+    /// The one registered timer, armed lazily at or before the earliest
+    /// instant that matters (a deadline, or the time to park).
     timer: Pin<Box<Sleep>>,
+    /// The client's last pause between requests was shorter than
+    /// [`PARK_AFTER`]: the connection is parked only after `PARK_AFTER` of
+    /// idleness instead of at once.
+    back_to_back: bool,
+    /// Idle long enough to be parked (the other conditions are looked at on
+    /// each read).
+    park_due: bool,
     /// `activity.started` when the reader last looked.
     seen_started: u64,
     /// Bytes read before the current hyper connection started (the
@@ -176,13 +246,17 @@ impl<T> ClientIo<T> {
     pub fn new(inner: T, activity: Arc<ConnActivity>, header_timeout: Duration, keepalive_timeout: Duration) -> Self {
         // A new connection must send its first request head within
         // header_timeout, as nginx's client_header_timeout.
+        let now = Instant::now();
         ClientIo {
             inner,
             activity,
             header_timeout,
             keepalive_timeout,
             phase: Phase::Head,
-            timer: Box::pin(tokio::time::sleep(header_timeout)),
+            since: now,
+            timer: Box::pin(tokio::time::sleep_until(now + header_timeout)),
+            back_to_back: false,
+            park_due: false,
             seen_started: 0,
             rewound: None,
             parkable: false,
@@ -201,14 +275,21 @@ impl<T> ClientIo<T> {
     }
 
     /// Hands `bytes` (already read from the socket) to the next reader. They
-    /// are the start of a request, so the header timer runs from now if the
+    /// are the start of a request, so the header timer runs if the
     /// connection was idle.
     pub fn rewind(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
         }
         if self.phase == Phase::Idle {
+            // What a parked hyper connection had buffered: bytes read while
+            // idle start a head at once (and an idle connection is parked
+            // only then), so these came before the connection went idle and
+            // the head's clock runs from the idle start, not from the park.
+            let idle_since = self.since;
             self.set_phase(Phase::Head);
+            self.since = idle_since;
+            self.arm_by(idle_since + self.header_timeout);
         }
         self.rewound = Some(bytes);
     }
@@ -218,18 +299,101 @@ impl<T> ClientIo<T> {
         self.rewound.is_some()
     }
 
+    /// Moves to `phase`: one clock read, and the timer is re-armed only if
+    /// it would otherwise wake up too late (or already fired).
     fn set_phase(&mut self, phase: Phase) {
         if self.phase == phase {
             return;
         }
+        let was = self.phase;
         self.phase = phase;
-        let after = match phase {
-            Phase::Busy => return,
-            Phase::Idle => self.keepalive_timeout,
-            Phase::Head => self.header_timeout,
+        self.park_due = false;
+        if phase == Phase::Busy {
+            // No deadline while busy: if the timer fires meanwhile it finds
+            // nothing due, and the next phase re-arms it.
+            return;
+        }
+        let now = Instant::now();
+        let wake = if phase == Phase::Head {
+            if was == Phase::Idle {
+                self.back_to_back = now.saturating_duration_since(self.since) < PARK_AFTER;
+            }
+            now + self.header_timeout
+        } else {
+            self.park_due = !self.back_to_back;
+            let mut after = self.keepalive_timeout;
+            if self.back_to_back && self.parkable {
+                // The park time, and no later than the header deadline of
+                // a request starting now: the head that likely follows soon
+                // then needs no re-arm (its deadline is later still).
+                after = after.min(PARK_AFTER).min(self.header_timeout);
+            }
+            now + after
         };
-        self.timer.as_mut().reset(Instant::now() + after);
+        self.since = now;
+        self.arm_by(wake);
     }
+
+    /// Makes the timer wake up at `wake` or earlier. An earlier wake-up is
+    /// left as it is (it finds nothing due and re-arms then): no timer work
+    /// at all on most phase changes. Only a timer that fired or would wake
+    /// too late is reset (moving a registered tokio timer earlier takes the
+    /// timer driver's lock).
+    fn arm_by(&mut self, wake: Instant) {
+        if self.timer.is_elapsed() || self.timer.deadline() > wake {
+            self.timer.as_mut().reset(wake);
+        }
+    }
+
+    /// Polls the timer; each time it fired, [`ClientIo::fired`] acts on what
+    /// is due and re-arms it. `Err`: the connection timed out.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Result<(), &'static str> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            self.fired()?;
+        }
+        Ok(())
+    }
+
+    /// The timer fired, perhaps early (it is armed lazily): a passed
+    /// deadline ends the connection, an idle connection that waited long
+    /// enough becomes due for parking, and the timer is re-armed for the
+    /// next instant that matters (always later than now, so the caller's
+    /// next poll of it is pending).
+    fn fired(&mut self) -> Result<(), &'static str> {
+        let now = Instant::now();
+        let next = match self.phase {
+            // Nothing to watch; entering Idle or Head re-arms it earlier.
+            Phase::Busy => now + self.keepalive_timeout,
+            Phase::Head => {
+                let deadline = self.since + self.header_timeout;
+                if now >= deadline {
+                    return Err("header_timeout");
+                }
+                deadline
+            }
+            Phase::Idle => {
+                let deadline = self.since + self.keepalive_timeout;
+                if now >= deadline {
+                    return Err("keepalive_timeout");
+                }
+                let park_at = self.since + PARK_AFTER;
+                if self.park_due || !self.parkable {
+                    deadline
+                } else if now >= park_at {
+                    self.park_due = true;
+                    deadline
+                } else {
+                    park_at.min(deadline)
+                }
+            }
+        };
+        self.timer.as_mut().reset(next);
+        Ok(())
+    }
+}
+
+fn timed_out(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what)
 }
 
 /// A client transport whose readiness can be awaited without reading: what
@@ -260,10 +424,12 @@ impl<T: ReadReady> ClientIo<T> {
         if let Poll::Ready(r) = self.inner.poll_read_ready(cx) {
             return Poll::Ready(r);
         }
-        if self.timer.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "keepalive_timeout")));
+        // Parked while idle: an early wake-up just re-arms for the
+        // keep-alive deadline.
+        match self.poll_timer(cx) {
+            Ok(()) => Poll::Pending,
+            Err(what) => Poll::Ready(Err(timed_out(what))),
         }
-        Poll::Pending
     }
 }
 
@@ -309,23 +475,29 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                // The timer's wake-up lands here: hyper reads whenever it
+                // waits for a request, so a deadline or the time to park is
+                // seen on the next poll of hyper's connection.
+                if this.phase != Phase::Busy {
+                    if let Err(what) = this.poll_timer(cx) {
+                        return Poll::Ready(Err(timed_out(what)));
+                    }
+                }
                 if this.phase == Phase::Idle
+                    && this.park_due
                     && this.parkable
                     && !this.unflushed
                     && !this.activity.body_open.load(Ordering::Relaxed)
                 {
-                    // Idle, everything sent, nothing to read: the driver
-                    // looks at this right after hyper's poll returns.
+                    // Idle long enough, everything sent, nothing to read:
+                    // the driver looks at this right after hyper's poll
+                    // returns.
                     let _ = this.activity.park.compare_exchange(
                         PARK_NONE,
                         PARK_WANTED,
                         Ordering::AcqRel,
                         Ordering::Relaxed,
                     );
-                }
-                if this.phase != Phase::Busy && this.timer.as_mut().poll(cx).is_ready() {
-                    let what = if this.phase == Phase::Head { "header_timeout" } else { "keepalive_timeout" };
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
                 }
                 Poll::Pending
             }
@@ -381,18 +553,75 @@ mod tests {
         (io, theirs, activity)
     }
 
-    /// Polls one read: `Some(bytes)` if it completed, `None` if pending.
-    fn read_once(io: &mut ClientIo<tokio::io::DuplexStream>) -> Option<Vec<u8>> {
+    /// Polls one read.
+    fn poll_once(io: &mut ClientIo<tokio::io::DuplexStream>) -> Poll<io::Result<Vec<u8>>> {
         let mut buf = [0u8; 64];
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut rb = ReadBuf::new(&mut buf);
-        match Pin::new(io).poll_read(&mut cx, &mut rb) {
-            Poll::Ready(Ok(())) => Some(rb.filled().to_vec()),
+        Pin::new(io).poll_read(&mut cx, &mut rb).map_ok(|()| rb.filled().to_vec())
+    }
+
+    /// Polls one read: `Some(bytes)` if it completed, `None` if pending.
+    fn read_once(io: &mut ClientIo<tokio::io::DuplexStream>) -> Option<Vec<u8>> {
+        match poll_once(io) {
+            Poll::Ready(Ok(bytes)) => Some(bytes),
             Poll::Ready(Err(e)) => panic!("read failed: {e}"),
             Poll::Pending => None,
         }
     }
+
+    /// Polls one read that must fail with a timeout; returns which one.
+    fn read_timed_out(io: &mut ClientIo<tokio::io::DuplexStream>) -> String {
+        match poll_once(io) {
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut => e.to_string(),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+
+    /// A parked duplex stream never becomes readable: only its timer acts.
+    impl ReadReady for tokio::io::DuplexStream {
+        fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    fn poll_parked_once(io: &mut ClientIo<tokio::io::DuplexStream>) -> Poll<io::Result<()>> {
+        let waker = futures_util::task::noop_waker();
+        io.poll_parked(&mut Context::from_waker(&waker))
+    }
+
+    /// One request answered at once: the client sends a head, it is read,
+    /// answered and flushed, the client reads the answer; then the reader
+    /// looks again (and finds the connection idle).
+    async fn exchange(
+        io: &mut ClientIo<tokio::io::DuplexStream>,
+        client: &mut tokio::io::DuplexStream,
+        activity: &Arc<ConnActivity>,
+    ) {
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(read_once(io).is_some());
+        drop(ActiveGuard::for_request(activity, false));
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        io.flush().await.unwrap();
+        let mut buf = [0u8; 19];
+        client.read_exact(&mut buf).await.unwrap();
+        assert!(read_once(io).is_none());
+    }
+
+    /// A connection whose client has sent back to back once: its first
+    /// pause parked at once, the next request came 10 ms later.
+    async fn back_to_back_client() -> (ClientIo<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<ConnActivity>) {
+        let (mut io, mut client, activity) = client_io();
+        exchange(&mut io, &mut client, &activity).await;
+        assert!(activity.take_park_request(), "a first pause parks at once");
+        activity.park_done();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        exchange(&mut io, &mut client, &activity).await;
+        (io, client, activity)
+    }
+
+    const MS: Duration = Duration::from_millis(1);
 
     #[tokio::test]
     async fn asks_to_park_only_when_idle_flushed_and_nothing_to_read() {
@@ -459,5 +688,125 @@ mod tests {
         assert_eq!(&buf, b"still open");
         io.shutdown().await.unwrap();
         assert_eq!(client.read(&mut buf).await.unwrap(), 0, "a real shutdown closes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_back_to_back_client_is_asked_to_park_only_after_park_after() {
+        let (mut io, _client, activity) = back_to_back_client().await;
+        assert!(!activity.take_park_request(), "not at once after a back-to-back request");
+        tokio::time::advance(PARK_AFTER - MS).await;
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request(), "idle for less than PARK_AFTER");
+        tokio::time::advance(2 * MS).await;
+        assert!(read_once(&mut io).is_none());
+        assert!(activity.take_park_request(), "idle for PARK_AFTER");
+        activity.park_done();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn back_to_back_requests_do_not_re_arm_the_timer() {
+        let (mut io, mut client, activity) = back_to_back_client().await;
+        let armed = io.timer.deadline();
+        for _ in 0..20 {
+            tokio::time::advance(10 * MS).await;
+            exchange(&mut io, &mut client, &activity).await;
+            assert!(!activity.take_park_request());
+        }
+        assert_eq!(io.timer.deadline(), armed, "the timer was re-armed between back-to-back requests");
+        // It fires early (armed after the first of these requests), finds
+        // the connection idle for less than PARK_AFTER and re-arms for the
+        // time to park.
+        tokio::time::advance(PARK_AFTER - 20 * 10 * MS).await;
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request());
+        tokio::time::advance(20 * 10 * MS).await;
+        assert!(read_once(&mut io).is_none());
+        assert!(activity.take_park_request());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_started_while_idle_is_cut_at_header_timeout() {
+        let (mut io, mut client, activity) = back_to_back_client().await;
+        tokio::time::advance(Duration::from_millis(500)).await;
+        client.write_all(b"GET /slow HT").await.unwrap();
+        assert_eq!(read_once(&mut io).unwrap(), b"GET /slow HT");
+        // The timer (armed for the time to park, before the head's
+        // deadline) fires on the way and is re-armed for the deadline.
+        tokio::time::advance(Duration::from_secs(10) - MS).await;
+        assert!(read_once(&mut io).is_none());
+        assert!(!activity.take_park_request(), "a head is being read");
+        tokio::time::advance(2 * MS).await;
+        assert_eq!(read_timed_out(&mut io), "header_timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_request_head_is_cut_at_header_timeout() {
+        let (mut io, mut client, _activity) = client_io();
+        client.write_all(b"GET / HT").await.unwrap();
+        assert!(read_once(&mut io).is_some());
+        tokio::time::advance(Duration::from_secs(10) - MS).await;
+        assert!(read_once(&mut io).is_none());
+        tokio::time::advance(2 * MS).await;
+        assert_eq!(read_timed_out(&mut io), "header_timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_that_is_not_parked_closes_at_keepalive_timeout() {
+        let (mut io, _client, activity) = back_to_back_client().await;
+        tokio::time::advance(PARK_AFTER + MS).await;
+        assert!(read_once(&mut io).is_none());
+        // The driver found hyper busy and abandoned the park, say.
+        assert!(activity.take_park_request());
+        activity.park_done();
+        tokio::time::advance(Duration::from_secs(60) - PARK_AFTER - 2 * MS).await;
+        assert!(read_once(&mut io).is_none());
+        tokio::time::advance(2 * MS).await;
+        assert_eq!(read_timed_out(&mut io), "keepalive_timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_connection_closes_at_keepalive_timeout_only() {
+        let (mut io, mut client, activity) = client_io();
+        exchange(&mut io, &mut client, &activity).await;
+        assert!(activity.take_park_request());
+        activity.park_done();
+        // The timer is still armed for the first head's deadline (10 s):
+        // it fires early and is re-armed for the keep-alive deadline.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(poll_parked_once(&mut io).is_pending());
+        tokio::time::advance(Duration::from_secs(49) - 2 * MS).await;
+        assert!(poll_parked_once(&mut io).is_pending());
+        tokio::time::advance(2 * MS).await;
+        match poll_parked_once(&mut io) {
+            Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "keepalive_timeout"),
+            other => panic!("expected keepalive_timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_long_pause_the_next_pause_parks_at_once_again() {
+        let (mut io, mut client, activity) = back_to_back_client().await;
+        tokio::time::advance(PARK_AFTER + 500 * MS).await;
+        assert!(read_once(&mut io).is_none());
+        assert!(activity.take_park_request());
+        activity.park_done();
+        exchange(&mut io, &mut client, &activity).await;
+        assert!(activity.take_park_request(), "the client's last pause was long: park at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_buffered_before_a_park_keeps_its_clock_from_the_idle_start() {
+        let (mut io, _client, activity) = back_to_back_client().await;
+        tokio::time::advance(PARK_AFTER + MS).await;
+        assert!(read_once(&mut io).is_none());
+        assert!(activity.take_park_request());
+        // What hyper had buffered comes back with the socket.
+        io.rewind(Bytes::from_static(b"GET /ne"));
+        activity.park_done();
+        assert_eq!(read_once(&mut io).unwrap(), b"GET /ne");
+        tokio::time::advance(Duration::from_secs(10) - PARK_AFTER - 3 * MS).await;
+        assert!(read_once(&mut io).is_none());
+        tokio::time::advance(3 * MS).await;
+        assert_eq!(read_timed_out(&mut io), "header_timeout");
     }
 }

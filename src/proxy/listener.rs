@@ -4,10 +4,11 @@
 //!
 //! HTTP/2 is chosen by ALPN or by the client's connection preface (prior
 //! knowledge); everything else is HTTP/1.1. An idle HTTP/1.1 keep-alive
-//! connection is *parked*: hyper's connection is ended without closing the
-//! socket (its buffers and state freed), the task waits for the socket to
-//! become readable, the keep-alive timer or shutdown, and a new hyper
-//! connection takes over when the client sends again (see `conn.rs`).
+//! connection is *parked* (at once, or after `conn::PARK_AFTER` of idleness
+//! if its client sends back to back): hyper's connection is ended without
+//! closing the socket (its buffers and state freed), the task waits for the
+//! socket to become readable, the keep-alive timer or shutdown, and a new
+//! hyper connection takes over when the client sends again (see `conn.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
