@@ -10,3 +10,9 @@ static START: OnceLock<Instant> = OnceLock::new();
 pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
+
+/// [`now_ms`] at `at`, for a caller that already read the time (an
+/// instant before the clock's start counts as its start).
+pub fn ms_at(at: Instant) -> u64 {
+    at.saturating_duration_since(*START.get_or_init(Instant::now)).as_millis() as u64
+}

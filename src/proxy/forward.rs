@@ -98,6 +98,9 @@ pub struct Forward<'a> {
     /// Sticky sessions of this pool, if it has them.
     pub affinity: Option<Affinity<'a>>,
     pub activity: &'a Arc<ConnActivity>,
+    /// When the request's head was handled: the time of the first attempt
+    /// (one clock read per request instead of one per use).
+    pub started: std::time::Instant,
 }
 
 /// What a tunnel needs to keep its session alive.
@@ -109,10 +112,25 @@ struct SessionTouch {
     ttl: Duration,
 }
 
+/// The request as every attempt sends it.
+#[derive(Clone, Copy)]
+struct Outgoing<'a> {
+    /// Request line and header fields, encoded once.
+    head: &'a Bytes,
+    body: &'a UpstreamBody,
+    /// The body is sent chunk-encoded.
+    chunked: bool,
+    head_request: bool,
+    /// The method may be sent again (idempotent).
+    may_repeat: bool,
+}
+
 /// What happened, for the access log.
 pub struct Outcome {
     pub server: Option<usize>,
     pub attempts: u32,
+    /// When the server's response head was read.
+    pub answered: Option<std::time::Instant>,
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -129,7 +147,7 @@ enum Failure {
 
 impl Forward<'_> {
     pub async fn run(&self, mut req: Request<Incoming>) -> (Result<Response<ProxyBody>, ProxyError>, Outcome) {
-        let mut outcome = Outcome { server: None, attempts: 0 };
+        let mut outcome = Outcome { server: None, attempts: 0, answered: None };
         let client_upgrade = self.websocket.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let cfg = &self.pool.cfg;
@@ -217,7 +235,8 @@ impl Forward<'_> {
         let mut tried = [usize::MAX; 17];
         let mut last_err: Option<ProxyError> = None;
         for attempt in 0..max_attempts {
-            let now = crate::clock::now_ms();
+            let attempt_started = if attempt == 0 { self.started } else { std::time::Instant::now() };
+            let now = crate::clock::ms_at(attempt_started);
             let pinned = match (&self.affinity, &session_key) {
                 (Some(a), Some(k)) if attempt == 0 => a.server_for(self.pool, k, now),
                 _ => None,
@@ -233,14 +252,17 @@ impl Forward<'_> {
             }
             let server = &self.pool.servers[idx];
             let in_flight = InFlight::new(&server.state.in_flight);
-            let attempt_started = std::time::Instant::now();
-            let result = self.exchange(idx, &head, &body, chunked, head_request, may_repeat).await;
+            let request = Outgoing { head: &head, body: &body, chunked, head_request, may_repeat };
+            let result = self.exchange(idx, &request, attempt_started).await;
             let is_last = attempt + 1 == max_attempts;
             let failure = match result {
                 Ok((resp, io, buf)) => {
                     let status = resp.parts.status.as_u16();
                     if self.metrics {
-                        server.state.stats.record_response(status, attempt_started.elapsed().as_micros() as u64);
+                        let answered = std::time::Instant::now();
+                        outcome.answered = Some(answered);
+                        let us = answered.saturating_duration_since(attempt_started).as_micros() as u64;
+                        server.state.stats.record_response(status, us);
                     }
                     if cfg.retry_on.status(status) {
                         if server.state.passive.record_failure(crate::clock::now_ms()) {
@@ -316,16 +338,14 @@ impl Forward<'_> {
     async fn exchange(
         &self,
         idx: usize,
-        head: &Bytes,
-        body: &UpstreamBody,
-        chunked: bool,
-        head_request: bool,
-        may_repeat: bool,
+        request: &Outgoing<'_>,
+        sent: std::time::Instant,
     ) -> Result<(h1client::Head, ServerIo, BytesMut), Failure> {
+        let Outgoing { head, body, chunked, head_request, may_repeat } = *request;
         let cfg = &self.pool.cfg;
         let name = &self.pool.servers[idx].name;
         let upstream = &self.upstreams[idx];
-        let (mut io, mut pooled) = match upstream.take_idle() {
+        let (mut io, mut pooled) = match upstream.take_idle(sent) {
             Some(io) => (io, true),
             None => (
                 upstream.connect(self.client_addr, self.local_addr).await.map_err(|e| connect_failure(e, name, cfg))?,
@@ -350,7 +370,12 @@ impl Forward<'_> {
                 Err(SendError::Body(e)) => return Err(body_failure(e, self.max_body)),
             }
             let read = h1client::read_head(&mut io, &mut buf, head_request);
-            match tokio::time::timeout(cfg.read_timeout, read).await {
+            // read_timeout runs from the end of the request: for a body
+            // kept in memory that is (within microseconds) when the attempt
+            // started; a streamed upload may have taken long.
+            let from = if resendable { sent } else { std::time::Instant::now() };
+            let deadline = tokio::time::Instant::from_std(from) + cfg.read_timeout;
+            match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(mut h)) => {
                     if let UpstreamBody::Stream(s) = body {
                         // Answered before the whole body was sent: the
@@ -424,7 +449,9 @@ impl Forward<'_> {
         }
         let body = ServerBody::new(io, self.upstreams[idx].clone(), &head, buf, self.pool.cfg.read_timeout);
         let mut parts = head.parts;
-        remove_hop_by_hop(&mut parts.headers, false);
+        if head.hop_by_hop_left {
+            remove_hop_by_hop(&mut parts.headers, false);
+        }
         Response::from_parts(parts, ProxyBody::upstream(body).with_in_flight(in_flight))
     }
 

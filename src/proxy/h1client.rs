@@ -158,44 +158,57 @@ pub async fn write_request(
     .await
 }
 
-/// Bytes waiting to be written, written with one vectored write when the
-/// transport takes them.
+/// Bytes waiting to be written (at most four pieces: a head and a body, or
+/// a chunk's size line, data and CRLF), written with one vectored write
+/// when the transport takes them. Inline, so a request allocates nothing
+/// for it.
 #[derive(Default)]
 struct Queue {
-    parts: std::collections::VecDeque<Bytes>,
+    parts: [Bytes; 4],
+    start: usize,
+    end: usize,
 }
 
 impl Queue {
     fn push(&mut self, b: Bytes) {
-        if !b.is_empty() {
-            self.parts.push_back(b);
+        if b.is_empty() {
+            return;
         }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        // Callers push only after the queue was drained, at most 3 pieces.
+        debug_assert!(self.end < self.parts.len());
+        self.parts[self.end] = b;
+        self.end += 1;
     }
 
     fn is_empty(&self) -> bool {
-        self.parts.is_empty()
+        self.start == self.end
     }
 
     fn poll_write(&mut self, io: &mut ServerIo, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let n = if self.parts.len() == 1 || !io.is_write_vectored() {
-            ready!(Pin::new(&mut *io).poll_write(cx, &self.parts[0]))?
+        let live = &self.parts[self.start..self.end];
+        let n = if live.len() == 1 || !io.is_write_vectored() {
+            ready!(Pin::new(&mut *io).poll_write(cx, &live[0]))?
         } else {
             let mut slices = [io::IoSlice::new(&[]); 4];
-            let k = self.parts.len().min(slices.len());
-            for (s, p) in slices.iter_mut().zip(self.parts.iter()) {
+            for (s, p) in slices.iter_mut().zip(live) {
                 *s = io::IoSlice::new(p);
             }
-            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k]))?
+            ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..live.len()]))?
         };
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         let mut left = n;
         while left > 0 {
-            let first = &mut self.parts[0];
+            let first = &mut self.parts[self.start];
             if first.len() <= left {
                 left -= first.len();
-                self.parts.pop_front();
+                *first = Bytes::new();
+                self.start += 1;
             } else {
                 first.advance(left);
                 left = 0;
@@ -205,13 +218,26 @@ impl Queue {
     }
 }
 
-/// Reads once into `buf` (growing it by at least `want` when it is full).
+/// Reads once into `buf`; `want`: how much the caller expects at most.
 /// `Ok(0)` is the end of the stream.
+///
+/// Small reads (response heads, small bodies) go through a stack buffer and
+/// are copied into `buf` at their exact size: a fresh 4 KiB+ heap buffer
+/// per response costs more in the allocator (glibc serves it from its large
+/// bins, consolidating on the way) than copying a few hundred bytes.
 fn poll_read(io: &mut ServerIo, cx: &mut Context<'_>, buf: &mut BytesMut, want: usize) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < 512 {
-        buf.reserve(want.max(512));
+    let spare = buf.capacity() - buf.len();
+    if want > READ_BUF || spare >= READ_BUF {
+        if spare < 512 {
+            buf.reserve(want.max(READ_BUF));
+        }
+        return tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
     }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+    let mut stack = [const { std::mem::MaybeUninit::<u8>::uninit() }; READ_BUF];
+    let mut rb = ReadBuf::uninit(&mut stack);
+    ready!(Pin::new(io).poll_read(cx, &mut rb))?;
+    buf.extend_from_slice(rb.filled());
+    Poll::Ready(Ok(rb.filled().len()))
 }
 
 /// Why reading a response head failed.
@@ -242,6 +268,9 @@ pub struct Head {
     pub framing: Framing,
     /// The connection may carry another request after this response.
     pub reusable: bool,
+    /// Hop-by-hop fields may remain in `parts.headers` (a 101, or fields
+    /// named in `Connection`); the fixed ones were left out otherwise.
+    pub hop_by_hop_left: bool,
 }
 
 /// Reads the response head, skipping interim (1xx other than 101)
@@ -303,18 +332,49 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, HeadErro
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Parsed::Interim);
     }
-    let mut headers = HeaderMap::with_capacity(n);
+    // One pass: framing and connection facts are noted as the fields go
+    // by, and hop-by-hop fields are left out (kept for a 101, whose
+    // `Upgrade` the tunnel needs). Room for the security headers added
+    // later, so the map does not grow per response.
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut headers = HeaderMap::with_capacity(n + 4);
+    let mut facts = Facts::default();
     for &(ns, nl, vs, vl) in &spans[..n] {
         let name = HeaderName::from_bytes(&head[ns as usize..(ns + nl) as usize])
             .map_err(|_| invalid("invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
             .map_err(|_| invalid(format!("invalid value for header {name}")))?;
+        if name == header::CONTENT_LENGTH {
+            facts.content_length(&value)?;
+        } else if name == header::TRANSFER_ENCODING {
+            facts.transfer_encoding(&value);
+        } else if name == header::CONNECTION {
+            facts.connection(&value);
+            if !upgrade {
+                // Put back below if it names other fields, for
+                // `remove_hop_by_hop` to read.
+                match facts.connection_values.0 {
+                    None => facts.connection_values.0 = Some(value),
+                    Some(_) => facts.connection_values.1.push(value),
+                }
+                continue;
+            }
+        }
+        if !upgrade && is_hop_by_hop(&name) {
+            continue;
+        }
         headers.append(name, value);
+    }
+    if facts.names_others {
+        let (first, rest) = std::mem::take(&mut facts.connection_values);
+        for v in first.into_iter().chain(rest) {
+            headers.append(header::CONNECTION, v);
+        }
     }
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     let mut reusable = match version {
-        Version::HTTP_10 => has_token(&headers, "keep-alive"),
-        _ => !has_token(&headers, "close"),
+        Version::HTTP_10 => facts.keep_alive,
+        _ => !facts.close,
     };
     let framing = if head_request
         || status.is_informational()
@@ -322,20 +382,20 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, HeadErro
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        if headers.contains_key(header::CONTENT_LENGTH) {
+    } else if facts.transfer_encoding {
+        if facts.length.is_some() {
             // Both: Transfer-Encoding wins, and the connection is not
             // trusted with another request (RFC 9112 §6.3).
             headers.remove(header::CONTENT_LENGTH);
             reusable = false;
         }
-        if last_coding_is_chunked(&headers) {
+        if facts.chunked_last {
             Framing::Chunked
         } else {
             Framing::UntilClose
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length(content_length(&headers)?)
+    } else if let Some(n) = facts.length {
+        Framing::Length(n)
     } else {
         Framing::UntilClose
     };
@@ -347,47 +407,73 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, HeadErro
     *resp.version_mut() = version;
     *resp.headers_mut() = headers;
     let (parts, ()) = resp.into_parts();
-    Ok(Parsed::Head(Head { parts, framing, reusable }))
+    let hop_by_hop_left = upgrade || facts.names_others;
+    Ok(Parsed::Head(Head { parts, framing, reusable, hop_by_hop_left }))
 }
 
-/// Whether `Connection` lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+/// What the header fields say about framing and the connection.
+#[derive(Default)]
+struct Facts {
+    length: Option<u64>,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    close: bool,
+    keep_alive: bool,
+    /// `Connection` names other fields (hop-by-hop by that listing).
+    names_others: bool,
+    /// The `Connection` fields (the first inline: servers send one).
+    connection_values: (Option<HeaderValue>, Vec<HeaderValue>),
 }
 
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-}
-
-/// The `Content-Length`: every value (and comma-separated item) must be the
-/// same number.
-fn content_length(headers: &HeaderMap) -> Result<u64, HeadError> {
-    let mut found: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
+impl Facts {
+    /// A `Content-Length` value: every one (and every comma-separated item)
+    /// must be the same number.
+    fn content_length(&mut self, v: &HeaderValue) -> Result<(), HeadError> {
         for item in v.as_bytes().split(|&b| b == b',') {
             let item = item.trim_ascii();
             if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
                 return Err(invalid("invalid Content-Length"));
             }
             let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if found.is_some_and(|f| f != n) {
+            if self.length.is_some_and(|f| f != n) {
                 return Err(invalid("conflicting Content-Length values"));
             }
-            found = Some(n);
+            self.length = Some(n);
+        }
+        Ok(())
+    }
+
+    /// `Transfer-Encoding`: the last coding of the last field decides.
+    fn transfer_encoding(&mut self, v: &HeaderValue) {
+        self.transfer_encoding = true;
+        let last = v.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
+        self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+    }
+
+    fn connection(&mut self, v: &HeaderValue) {
+        for token in v.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
+                self.names_others = true;
+            }
         }
     }
-    found.ok_or_else(|| invalid("invalid Content-Length"))
+}
+
+/// The fixed hop-by-hop fields (RFC 9110 §7.6.1), compared without hashing.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// A server's response body, decoded from its connection as the client
@@ -744,6 +830,31 @@ mod tests {
             f("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nContent-Length: 4\r\n\r\n", false).unwrap(),
             (Framing::Length(4), true)
         );
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_left_out_in_the_same_pass() {
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.parts.headers.len(), 1, "{:?}", h.parts.headers);
+        assert!(!h.hop_by_hop_left);
+        assert_eq!(h.framing, Framing::Chunked);
+        // Fields named in Connection: the Connection field stays for
+        // `remove_hop_by_hop` to read.
+        let (h, _) =
+            parse("HTTP/1.1 200 OK\r\nX-Secret: s\r\nConnection: x-secret\r\nContent-Length: 0\r\n\r\n", false)
+                .unwrap();
+        assert!(h.hop_by_hop_left);
+        assert_eq!(h.parts.headers["connection"], "x-secret");
+        // A 101 keeps Connection and Upgrade for the tunnel.
+        let (h, _) =
+            parse("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", false)
+                .unwrap();
+        assert_eq!(h.parts.headers["upgrade"], "websocket");
+        assert!(h.hop_by_hop_left);
     }
 
     #[test]

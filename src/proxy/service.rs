@@ -272,7 +272,8 @@ pub async fn handle(
     if let Some(port) = conn.listener.redirect_to_https {
         if !conn.listener.redirect_except.iter().any(|p| p == req.uri().path()) {
             let response = https_redirect(&req, port);
-            return Ok(finish(&state, &conn, response, started, &method, path_for_log, None, None, client_ip, guard));
+            let timing = Timing { started, answered: None };
+            return Ok(finish(&state, &conn, response, timing, &method, path_for_log, None, None, client_ip, guard));
         }
     }
 
@@ -285,6 +286,7 @@ pub async fn handle(
         state.route_stats.count(route_idx, &method);
     }
     let mut server_name: Option<&str> = None;
+    let mut answered: Option<Instant> = None;
     let limited =
         route_idx.and_then(|i| cfg.routes[i].rate_limit).and_then(|z| state.rate_limited(z, client_ip, req.headers()));
     if limited.is_some() {
@@ -369,9 +371,11 @@ pub async fn handle(
                             _ => None,
                         },
                         activity: &conn.activity,
+                        started,
                     };
                     let is_ws = fwd.websocket;
                     let (result, outcome) = fwd.run(req).await;
+                    answered = outcome.answered;
                     server_name = outcome.server.map(|i| pool_ref.servers[i].name.as_str());
                     match result {
                         Ok(r) => r,
@@ -402,7 +406,22 @@ pub async fn handle(
         }
     };
     let route = route_idx.map(|i| cfg.routes[i].name.as_str());
-    Ok(finish(&state, &conn, response, started, &method, path_for_log, route, server_name, client_ip, guard))
+    let timing = Timing { started, answered };
+    Ok(finish(&state, &conn, response, timing, &method, path_for_log, route, server_name, client_ip, guard))
+}
+
+/// When a request started and, for a proxied one, when its server's
+/// response head was read (the clock is read once for both uses).
+#[derive(Clone, Copy)]
+struct Timing {
+    started: Instant,
+    answered: Option<Instant>,
+}
+
+impl Timing {
+    fn elapsed(&self) -> std::time::Duration {
+        self.answered.unwrap_or_else(Instant::now).saturating_duration_since(self.started)
+    }
 }
 
 /// Response headers, metrics and the access log for every response.
@@ -411,7 +430,7 @@ fn finish(
     state: &ProxyState,
     conn: &ConnInfo,
     mut response: Response<ProxyBody>,
-    started: Instant,
+    timing: Timing,
     method: &http::Method,
     path_for_log: Option<String>,
     route: Option<&str>,
@@ -428,7 +447,7 @@ fn finish(
     let status = response.status().as_u16();
     if state.metrics {
         metrics::count_response(status);
-        COUNTERS.request_duration.record_us(started.elapsed().as_micros() as u64);
+        COUNTERS.request_duration.record_us(timing.elapsed().as_micros() as u64);
     }
     if let Some(path) = path_for_log {
         let bytes = response
@@ -443,7 +462,7 @@ fn finish(
             path = %path,
             status,
             bytes = bytes.or_else(|| http_body::Body::size_hint(response.body()).exact()).unwrap_or(0),
-            duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
+            duration_ms = (timing.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
             route = route.unwrap_or("-"),
             server = server.unwrap_or("-"),
         );

@@ -82,14 +82,15 @@ impl ServerPool {
         self.addr
     }
 
-    /// An idle connection that is still open, if there is one.
-    pub fn take_idle(&self) -> Option<ServerIo> {
+    /// An idle connection that is still open, if there is one (`now`: the
+    /// caller's reading of the clock).
+    pub fn take_idle(&self, now: Instant) -> Option<ServerIo> {
         if self.opts.proxy_protocol.is_some() {
             return None;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
-            if c.since.elapsed() < self.opts.keepalive_timeout && c.io.idle_and_open() {
+            if now.saturating_duration_since(c.since) < self.opts.keepalive_timeout && c.io.idle_and_open() {
                 return Some(c.io);
             }
             // Closed by the server, or idle too long: dropping it closes it.
