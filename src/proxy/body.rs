@@ -243,9 +243,8 @@ impl ProxyBody {
     }
     /// Attaches the connection's activity guard: the connection counts as
     /// busy until this body is finished or dropped.
-    pub fn with_guard(mut self, guard: ActiveGuard) -> Self {
+    pub fn set_guard(&mut self, guard: ActiveGuard) {
         self._active = Some(guard);
-        self
     }
 }
 

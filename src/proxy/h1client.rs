@@ -311,13 +311,16 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, HeadErro
     // frozen head instead of being copied one by one.
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let (len, code, minor, n) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-            Err(e) => return Err(invalid(format!("malformed response head: {e}"))),
-        };
+        // Uninitialised: filling 100 empty headers first costs more than
+        // parsing a typical head.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len =
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+                Err(e) => return Err(invalid(format!("malformed response head: {e}"))),
+            };
         let base = buf.as_ptr() as usize;
         let n = resp.headers.len();
         for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {

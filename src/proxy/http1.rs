@@ -32,10 +32,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::ProxyBody;
+use super::closing::{Closing, Slot};
 use super::conn::{ClientIo, ConnActivity, ReadReady};
-
-/// Resolves when the node starts shutting down.
-pub type ShutdownSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 type Conn<I, S> = http1::UpgradeableConnection<TokioIo<ClientIo<I>>, S>;
 
@@ -62,7 +60,8 @@ pub struct Http1Serve<I, S: HttpService<Incoming>> {
     state: State<I, S>,
     activity: Arc<ConnActivity>,
     builder: Arc<http1::Builder>,
-    shutdown: ShutdownSignal,
+    closing: Arc<Closing>,
+    slot: Slot,
     stopping: bool,
     /// Parks so far, for the tests.
     #[cfg(test)]
@@ -81,7 +80,7 @@ where
         svc: S,
         activity: Arc<ConnActivity>,
         builder: Arc<http1::Builder>,
-        shutdown: ShutdownSignal,
+        closing: Arc<Closing>,
     ) -> Self {
         io.set_parkable(true);
         let conn = Box::new(builder.serve_connection(TokioIo::new(io), svc).with_upgrades());
@@ -89,7 +88,8 @@ where
             state: State::Active { conn, parking: false, abandoned: false },
             activity,
             builder,
-            shutdown,
+            closing,
+            slot: Slot::default(),
             stopping: false,
             #[cfg(test)]
             parks: Default::default(),
@@ -117,6 +117,12 @@ where
     }
 }
 
+impl<I, S: HttpService<Incoming>> Drop for Http1Serve<I, S> {
+    fn drop(&mut self) {
+        self.closing.leave(&mut self.slot);
+    }
+}
+
 impl<I, S> Future for Http1Serve<I, S>
 where
     I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
@@ -128,7 +134,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
         let this = self.get_mut();
-        if !this.stopping && this.shutdown.as_mut().poll(cx).is_ready() {
+        if !this.stopping && this.closing.poll(&mut this.slot, cx) {
             this.stopping = true;
             match &mut this.state {
                 // Finish the request in flight, then close.
@@ -221,11 +227,13 @@ mod tests {
         let svc = service_fn(move |req: hyper::Request<Incoming>| {
             // As the listener's service: busy until the response is sent.
             let guard = ActiveGuard::for_request(&act, !hyper::body::Body::is_end_stream(req.body()));
-            async move { Ok::<_, Infallible>(hyper::Response::new(ProxyBody::full("ok").with_guard(guard))) }
+            let mut body = ProxyBody::full("ok");
+            body.set_guard(guard);
+            async move { Ok::<_, Infallible>(hyper::Response::new(body)) }
         });
         let mut builder = http1::Builder::new();
         builder.keep_alive(true).header_read_timeout(None).timer(TokioTimer::new());
-        let serve = Http1Serve::new(io, svc, activity, Arc::new(builder), Box::pin(std::future::pending()));
+        let serve = Http1Serve::new(io, svc, activity, Arc::new(builder), Arc::new(Closing::default()));
         let parks = serve.parks.clone();
         tokio::spawn(serve);
         (client, parks)

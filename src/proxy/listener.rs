@@ -29,8 +29,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::closing::Closing;
 use super::conn::{ActiveGuard, ClientIo, ConnActivity};
-use super::http1::{Http1Serve, ShutdownSignal};
+use super::http1::Http1Serve;
 use super::service::{handle, ConnInfo, Shared};
 use crate::config::{Cidr, Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
@@ -97,6 +98,7 @@ pub async fn serve(
         h2: http2_builder(&opts.limits),
         drain: drain_tx,
         shutdown: shutdown.clone(),
+        closing: Arc::new(Closing::default()),
     });
     let mut tasks = Vec::new();
     for l in listeners {
@@ -104,6 +106,7 @@ pub async fn serve(
     }
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
     ctx.shared.closing.send_replace(true);
+    ctx.closing.close();
     for t in &tasks {
         t.abort();
     }
@@ -128,6 +131,8 @@ struct AcceptContext {
     h2: http2::Builder<TokioExecutor>,
     drain: mpsc::Sender<()>,
     shutdown: watch::Receiver<bool>,
+    /// Shutdown for HTTP/1.1 connections (one waker each, no future).
+    closing: Arc<Closing>,
 }
 
 fn http1_builder(limits: &Limits) -> http1::Builder {
@@ -230,7 +235,7 @@ async fn setup(
         if h2 {
             return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
         }
-        let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), shutdown_signal(&ctx));
+        let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), ctx.closing.clone());
         return Some(Either::Left(serve.map(log_end as fn(hyper::Result<()>))));
     };
     let started = Instant::now();
@@ -253,7 +258,7 @@ async fn setup(
     if h2 {
         return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
     }
-    let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), shutdown_signal(&ctx));
+    let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), ctx.closing.clone());
     Some(Either::Right(Box::pin(serve.map(log_end))))
 }
 
@@ -282,14 +287,6 @@ impl<T> ProxyService for T where
         + Send
         + 'static
 {
-}
-
-/// Resolves when the node starts shutting down.
-fn shutdown_signal(ctx: &AcceptContext) -> ShutdownSignal {
-    let mut stop = ctx.shutdown.clone();
-    Box::pin(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })
 }
 
 /// The addresses of one client connection.

@@ -14,6 +14,7 @@
 
 pub mod affinity;
 pub mod body;
+pub mod closing;
 pub mod conn;
 pub mod error;
 pub mod forward;

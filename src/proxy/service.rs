@@ -273,7 +273,9 @@ pub async fn handle(
         if !conn.listener.redirect_except.iter().any(|p| p == req.uri().path()) {
             let response = https_redirect(&req, port);
             let timing = Timing { started, answered: None };
-            return Ok(finish(&state, &conn, response, timing, &method, path_for_log, None, None, client_ip, guard));
+            let mut response = response;
+            finish(&state, &conn, &mut response, timing, &method, path_for_log, None, None, client_ip, guard);
+            return Ok(response);
         }
     }
 
@@ -407,7 +409,9 @@ pub async fn handle(
     };
     let route = route_idx.map(|i| cfg.routes[i].name.as_str());
     let timing = Timing { started, answered };
-    Ok(finish(&state, &conn, response, timing, &method, path_for_log, route, server_name, client_ip, guard))
+    let mut response = response;
+    finish(&state, &conn, &mut response, timing, &method, path_for_log, route, server_name, client_ip, guard);
+    Ok(response)
 }
 
 /// When a request started and, for a proxied one, when its server's
@@ -424,12 +428,13 @@ impl Timing {
     }
 }
 
-/// Response headers, metrics and the access log for every response.
+/// Response headers, metrics and the access log for every response (in
+/// place: a response is a few hundred bytes, better not moved around).
 #[allow(clippy::too_many_arguments)]
 fn finish(
     state: &ProxyState,
     conn: &ConnInfo,
-    mut response: Response<ProxyBody>,
+    response: &mut Response<ProxyBody>,
     timing: Timing,
     method: &http::Method,
     path_for_log: Option<String>,
@@ -437,7 +442,7 @@ fn finish(
     server: Option<&str>,
     client_ip: IpAddr,
     guard: ActiveGuard,
-) -> Response<ProxyBody> {
+) {
     state.security.apply(response.headers_mut());
     if conn.tls {
         if let Some(hsts) = &state.hsts {
@@ -467,8 +472,7 @@ fn finish(
             server = server.unwrap_or("-"),
         );
     }
-    let (parts, body) = response.into_parts();
-    Response::from_parts(parts, body.with_guard(guard))
+    response.body_mut().set_guard(guard);
 }
 
 /// The request's host without port: `Host`, or the HTTP/2 `:authority`.
