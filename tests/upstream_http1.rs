@@ -347,3 +347,53 @@ async fn request_heads_carry_the_forwarding_headers_once() {
     assert!(!head.contains("x-hop"), "{head}");
     node.stop().await;
 }
+
+#[tokio::test]
+async fn an_interim_answer_during_an_upload_does_not_stop_it_and_expect_is_not_forwarded() {
+    // Answers `100 Continue` right after the head (as servers do for
+    // `Expect`, and may do unasked), then reads the whole body and answers
+    // with the byte count and whether it was asked to continue.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        let end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed before the head");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a content-length");
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+        let mut got = buf.len() - end;
+        while got < length {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed mid-body after {got} bytes");
+            got += n;
+        }
+        let text = format!("{got} expect={}", head.contains("expect:"));
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+        s.write_all(resp.as_bytes()).await.unwrap();
+    });
+    let node = start_node(&config(&format!("retries = 0\nservers = [{{ addr = \"{addr}\" }}]"), "")).await;
+    // 1 MiB: over the 64 KiB kept for retries, so it streams.
+    let body = vec![b'x'; 1 << 20];
+    let req = Request::post(format!("http://{}/up", node.addr("http").unwrap()))
+        .header("expect", "100-continue")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let (status, _, text) =
+        tokio::time::timeout(Duration::from_secs(10), send(&client(), req)).await.expect("answered");
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(text, format!("{} expect=false", 1 << 20));
+    node.stop().await;
+}

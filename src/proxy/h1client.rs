@@ -65,7 +65,10 @@ pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, fwd: Opti
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (k, v) in headers {
-        if fwd.is_some() && Forwarded::replaces(k) {
+        // `Expect: 100-continue` was the client's question to us (hyper
+        // answered it when the body was first read); the body goes to the
+        // server without waiting, so the server is not asked.
+        if (fwd.is_some() && Forwarded::replaces(k)) || k == header::EXPECT {
             continue;
         }
         out.extend_from_slice(k.as_str().as_bytes());
@@ -108,16 +111,25 @@ pub async fn write_request(
     let mut written = false;
     let mut body_done = !streams;
     poll_fn(|cx| loop {
-        if streams && buf.is_empty() {
-            // An early answer (or a close) from the server stops the upload.
-            if let Poll::Ready(r) = poll_read(io, cx, buf, READ_BUF) {
-                return match r {
-                    Ok(_) => Poll::Ready(Ok(())),
-                    Err(err) => Poll::Ready(Err(SendError::Io { err, written })),
-                };
+        if streams {
+            // What the server sends while the body streams: interim (1xx)
+            // answers are dropped and the upload goes on; a final answer
+            // (or a close, or bytes that are no answer) stops it, for
+            // `read_head` to report.
+            match early_answer(buf) {
+                Early::Interim(len) => {
+                    buf.advance(len);
+                    continue;
+                }
+                Early::Final => return Poll::Ready(Ok(())),
+                Early::Incomplete => {}
             }
-        } else if streams {
-            return Poll::Ready(Ok(()));
+            match poll_read(io, cx, buf, READ_BUF) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(SendError::Io { err, written })),
+                Poll::Pending => {}
+            }
         }
         if !queue.is_empty() {
             match queue.poll_write(io, cx) {
@@ -156,6 +168,32 @@ pub async fn write_request(
         }
     })
     .await
+}
+
+/// What the server sent while the request body was still streaming.
+enum Early {
+    /// Nothing, or the start of a head.
+    Incomplete,
+    /// A whole interim (1xx, not 101) answer of this many bytes.
+    Interim(usize),
+    /// A final answer, or bytes that cannot start one.
+    Final,
+}
+
+fn early_answer(buf: &BytesMut) -> Early {
+    if buf.is_empty() {
+        return Early::Incomplete;
+    }
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => match resp.code {
+            Some(code) if (100..200).contains(&code) && code != 101 => Early::Interim(len),
+            _ => Early::Final,
+        },
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Early::Incomplete,
+        _ => Early::Final,
+    }
 }
 
 /// Bytes waiting to be written (at most four pieces: a head and a body, or
