@@ -470,3 +470,59 @@ async fn upstream_verifies_against_the_ca_file_unless_told_not_to() {
     let mut tls = connect(addr, insecure, "wrong-name.test").await.unwrap();
     echo(&mut tls, b"insecure").await;
 }
+
+/// Counts the TLS 1.3 tickets a client is given, and otherwise stores
+/// sessions as rustls' memory cache does (so the client can resume).
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(&self, name: ServerName<'static>, value: rustls::client::Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(&self, name: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(&self, name: ServerName<'static>, value: rustls::client::Tls13ClientSessionValue) {
+        self.tickets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(&self, name: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[tokio::test]
+async fn one_ticket_per_handshake_and_resumption_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, cert) = server_with(dir.path(), ServerTlsOptions::default()).await;
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(8),
+        tickets: Default::default(),
+    });
+    let mut config = (*client(&cert, &[&TLS13], &[])).clone();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let config = Arc::new(config);
+    let mut resumed = Vec::new();
+    for i in 0..3 {
+        let mut tls = connect(addr, config.clone(), "localhost").await.unwrap();
+        // Tickets come after the handshake: an exchange makes sure they were read.
+        echo(&mut tls, b"ping").await;
+        resumed.push(tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed));
+        let want = i + 1;
+        assert_eq!(store.tickets.load(std::sync::atomic::Ordering::SeqCst), want, "tickets after handshake {want}");
+    }
+    assert_eq!(resumed, [false, true, true], "the single ticket is enough to resume every time");
+}

@@ -75,6 +75,13 @@ pub fn server_config(
     // without a shared session cache. Keys live in this process only.
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
         .map_err(|source| TlsError::Rustls { context: "TLS session tickets", source })?;
+    // One TLS 1.3 ticket per handshake (rustls sends two by default, on
+    // resumptions too; OpenSSL, hence nginx and HAProxy, sends one on a
+    // resumption). An agent keeps one connection, and each resumption
+    // brings it a fresh ticket, so one is all it uses; the second cost a
+    // ticket encryption here and a ticket to parse and store in the client
+    // on every handshake (BENCHMARKS.md, TLS).
+    config.send_tls13_tickets = 1;
     Ok((Arc::new(config), warnings))
 }
 
