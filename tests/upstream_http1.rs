@@ -397,3 +397,22 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it_and_expect_is_not_f
     assert_eq!(text, format!("{} expect=false", 1 << 20));
     node.stop().await;
 }
+
+#[tokio::test]
+async fn forwarding_headers_can_be_turned_off_and_then_pass_unchanged() {
+    let raw = Raw::start(|_, _, _| Some(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())).await;
+    let node = start_node(&config(&raw.pool(""), "[headers]\nforwarded = false")).await;
+    let req = Request::get(format!("http://{}/", node.addr("http").unwrap()))
+        .header("x-forwarded-for", "198.51.100.7")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, _) = send(&client(), req).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let head = raw.heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.contains("x-forwarded-for: 198.51.100.7\r\n"), "{head}");
+    assert_eq!(head.matches("x-forwarded-for").count(), 1, "{head}");
+    for absent in ["x-real-ip", "x-forwarded-proto", "x-forwarded-host"] {
+        assert!(!head.contains(absent), "{absent} in {head}");
+    }
+    node.stop().await;
+}

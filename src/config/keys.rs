@@ -33,6 +33,7 @@ pub const KEYS: &[&str] = &[
     "log.access_log",
     "headers",
     "headers.security",
+    "headers.forwarded",
     "headers.frame_options",
     "headers.hsts",
     "cluster",

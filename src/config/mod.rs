@@ -120,6 +120,9 @@ pub struct LogConfig {
 pub struct HeaderConfig {
     /// Add the seed's security headers to every response.
     pub security: bool,
+    /// Set `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` on requests to servers.
+    pub forwarded: bool,
     pub frame_options: String,
     /// `Strict-Transport-Security` value for HTTPS responses (`None`: off).
     pub hsts: Option<String>,

@@ -77,6 +77,7 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawHeaders {
     pub security: Option<bool>,
+    pub forwarded: Option<bool>,
     pub frame_options: Option<String>,
     pub hsts: Option<String>,
 }

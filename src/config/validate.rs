@@ -227,7 +227,12 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
             Some(v.to_string())
         }
     };
-    let headers = HeaderConfig { security: raw.headers.security.unwrap_or(true), frame_options, hsts };
+    let headers = HeaderConfig {
+        security: raw.headers.security.unwrap_or(true),
+        forwarded: raw.headers.forwarded.unwrap_or(true),
+        frame_options,
+        hsts,
+    };
 
     // [[listeners]]
     let mut names = HashSet::new();

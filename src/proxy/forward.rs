@@ -101,6 +101,8 @@ pub struct Forward<'a> {
     /// When the request's head was handled: the time of the first attempt
     /// (one clock read per request instead of one per use).
     pub started: std::time::Instant,
+    /// Set the `X-Forwarded-*` headers (config `headers.forwarded`).
+    pub forwarded: bool,
 }
 
 /// What a tunnel needs to keep its session alive.
@@ -203,14 +205,16 @@ impl Forward<'_> {
                 }
             }
         }
-        let fwd = forwarded(
-            &headers,
-            self.client_ip,
-            self.peer_ip,
-            self.via_trusted_proxy,
-            self.proto,
-            headers.get(header::HOST),
-        );
+        let fwd = self.forwarded.then(|| {
+            forwarded(
+                &headers,
+                self.client_ip,
+                self.peer_ip,
+                self.via_trusted_proxy,
+                self.proto,
+                headers.get(header::HOST),
+            )
+        });
         // The body's framing on the wire, then the head, encoded once for
         // every attempt.
         let chunked = match &body {
@@ -226,7 +230,7 @@ impl Forward<'_> {
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let method = parts.method;
-        let head = h1client::encode_head(&method, target, &headers, Some(&fwd));
+        let head = h1client::encode_head(&method, target, &headers, fwd.as_ref());
         drop(headers);
         let head_request = method == Method::HEAD;
         let may_repeat = idempotent(&method);

@@ -35,6 +35,8 @@ pub struct ProxyState {
     /// Connections of every server, by pool index then server index.
     pub upstreams: Vec<Vec<Arc<ServerPool>>>,
     pub security: SecurityHeaders,
+    /// Set the `X-Forwarded-*` headers on requests to servers.
+    pub forwarded: bool,
     pub access_log: bool,
     /// Per-request metrics on (config `metrics.enabled`).
     pub metrics: bool,
@@ -163,6 +165,7 @@ impl ProxyState {
             affinity_keys,
             upstreams,
             security: SecurityHeaders::new(cfg.headers.security, &cfg.headers.frame_options),
+            forwarded: cfg.headers.forwarded,
             access_log: cfg.log.access_log,
             metrics: cfg.metrics_enabled,
             hsts: cfg.headers.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
@@ -374,6 +377,7 @@ pub async fn handle(
                         },
                         activity: &conn.activity,
                         started,
+                        forwarded: state.forwarded,
                     };
                     let is_ws = fwd.websocket;
                     let (result, outcome) = fwd.run(req).await;
