@@ -47,11 +47,31 @@ impl Raw {
     }
 
     fn pool(&self, extra: &str) -> String {
-        format!("retries = 0\n{extra}\nservers = [{{ addr = \"{}\" }}]", self.addr)
+        pool_at(self.addr, extra)
     }
 
     fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A pool of one server at `addr`, no retries, with `extra` lines.
+fn pool_at(addr: std::net::SocketAddr, extra: &str) -> String {
+    format!("retries = 0\n{extra}\nservers = [{{ addr = \"{addr}\" }}]")
+}
+
+/// Reads one request head from `s` into `buf` (which may hold bytes read
+/// past it afterwards); the head's length, or `None` if the peer closed.
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(p + 4);
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+        }
     }
 }
 
@@ -62,16 +82,7 @@ where
     let mut buf = Vec::new();
     let mut n = 0;
     loop {
-        let end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(k) => buf.extend_from_slice(&chunk[..k]),
-            }
-        };
+        let Some(end) = read_head(&mut s, &mut buf).await else { return };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
         n += 1;
@@ -135,7 +146,7 @@ async fn an_answer_read_to_close_is_complete_and_its_connection_not_reused() {
             // Dropping the stream closes it: the end of the body.
         }
     });
-    let node = start_node(&config(&format!("retries = 0\nservers = [{{ addr = \"{addr}\" }}]"), "")).await;
+    let node = start_node(&config(&pool_at(addr, ""), "")).await;
     for (status, body) in gets(node.addr("http").unwrap(), 2, "GET").await {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "until close");
@@ -260,7 +271,7 @@ async fn a_chunked_upload_reaches_the_server_chunked() {
         *seen.lock().unwrap() = buf;
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
     });
-    let node = start_node(&config(&format!("retries = 0\nservers = [{{ addr = \"{addr}\" }}]"), "")).await;
+    let node = start_node(&config(&pool_at(addr, ""), "")).await;
     let mut s = TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
     s.write_all(
         b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
@@ -359,14 +370,7 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it_and_expect_is_not_f
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = Vec::new();
         let mut chunk = [0u8; 65536];
-        let end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = s.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed before the head");
-            buf.extend_from_slice(&chunk[..n]);
-        };
+        let end = read_head(&mut s, &mut buf).await.expect("closed before the head");
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         let length: usize = head
             .lines()
@@ -384,7 +388,7 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it_and_expect_is_not_f
         let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
         s.write_all(resp.as_bytes()).await.unwrap();
     });
-    let node = start_node(&config(&format!("retries = 0\nservers = [{{ addr = \"{addr}\" }}]"), "")).await;
+    let node = start_node(&config(&pool_at(addr, ""), "")).await;
     // 1 MiB: over the 64 KiB kept for retries, so it streams.
     let body = vec![b'x'; 1 << 20];
     let req = Request::post(format!("http://{}/up", node.addr("http").unwrap()))

@@ -222,7 +222,8 @@ impl Forward<'_> {
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
                 false
             }
-            UpstreamBody::Stream(_) if !headers.contains_key(header::CONTENT_LENGTH) => {
+            // hyper refused requests whose Content-Length does not parse.
+            UpstreamBody::Stream(_) if content_length.is_none() => {
                 headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
                 true
             }

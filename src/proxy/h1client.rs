@@ -592,10 +592,15 @@ impl ServerBody {
         }
     }
 
-    fn fail(&mut self, what: &'static str) -> PollFrame {
+    /// The body ends with `e`; the connection is closed.
+    fn abort(&mut self, e: BodyError) -> PollFrame {
         self.state = State::Done;
         self.io = None;
-        Poll::Ready(Some(Err(BodyError::Server(io::Error::new(io::ErrorKind::InvalidData, what)))))
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn fail(&mut self, what: &'static str) -> PollFrame {
+        self.abort(BodyError::Server(io::Error::new(io::ErrorKind::InvalidData, what)))
     }
 
     /// Takes up to `n` buffered bytes as a data frame.
@@ -649,14 +654,8 @@ impl Body for ServerBody {
                         }
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    match ready!(this.fill(cx, left)) {
-                        Ok(true) => {}
-                        Ok(false) => return this.fail("the server closed the connection before the end of the body"),
-                        Err(e) => {
-                            this.state = State::Done;
-                            this.io = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                    if let Some(p) = this.need_more(cx, left, "before the end of the body") {
+                        return p;
                     }
                 }
                 State::UntilClose => {
@@ -666,16 +665,13 @@ impl Body for ServerBody {
                     }
                     match ready!(this.fill(cx, BODY_READ as u64)) {
                         Ok(true) => {}
+                        // The close is the end of this body.
                         Ok(false) => {
                             this.state = State::Done;
                             this.io = None;
                             return Poll::Ready(None);
                         }
-                        Err(e) => {
-                            this.state = State::Done;
-                            this.io = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                        Err(e) => return this.abort(e),
                     }
                 }
                 State::ChunkData(left) => {
@@ -685,7 +681,7 @@ impl Body for ServerBody {
                         this.state = if left == 0 { State::ChunkEnd } else { State::ChunkData(left) };
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    if let Some(p) = this.need_more(cx, left) {
+                    if let Some(p) = this.need_more(cx, left, "in the middle of a chunked body") {
                         return p;
                     }
                 }
@@ -694,7 +690,7 @@ impl Body for ServerBody {
                         if this.buf.len() > MAX_LINE {
                             return this.fail("chunk-size or trailer line too long");
                         }
-                        if let Some(p) = this.need_more(cx, READ_BUF as u64) {
+                        if let Some(p) = this.need_more(cx, READ_BUF as u64, "in the middle of a chunked body") {
                             return p;
                         }
                         continue;
@@ -733,19 +729,17 @@ impl Body for ServerBody {
 }
 
 impl ServerBody {
-    /// Reads more for a chunked body; `Some` is what to return now.
-    fn need_more(&mut self, cx: &mut Context<'_>, want: u64) -> Option<PollFrame> {
+    /// Reads more of a body that must not end yet; `Some` is what to
+    /// return now (pending, or the failure; `cut`: where a close came).
+    fn need_more(&mut self, cx: &mut Context<'_>, want: u64, cut: &'static str) -> Option<PollFrame> {
         match self.fill(cx, want) {
             Poll::Pending => Some(Poll::Pending),
             Poll::Ready(Ok(true)) => None,
-            Poll::Ready(Ok(false)) => {
-                Some(self.fail("the server closed the connection in the middle of a chunked body"))
-            }
-            Poll::Ready(Err(e)) => {
-                self.state = State::Done;
-                self.io = None;
-                Some(Poll::Ready(Some(Err(e))))
-            }
+            Poll::Ready(Ok(false)) => Some(self.abort(BodyError::Server(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the server closed the connection {cut}"),
+            )))),
+            Poll::Ready(Err(e)) => Some(self.abort(e)),
         }
     }
 }
