@@ -1,5 +1,6 @@
 //! TLS over real loopback sockets: the server config and certificate store
-//! from `sysmanage_node::tls` behind a tokio-rustls echo server, and rustls
+//! from `sysmanage_node::tls` behind an echo server on the node's own
+//! server stream (`tls::accept`), and rustls
 //! clients checking what was negotiated (ALPN, version, suite, certificate).
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use rustls::{ClientConfig, ProtocolVersion, RootCertStore, ServerConfig, Support
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use sysmanage_node::tls::{
     self, generate_self_signed, generate_self_signed_with_validity, server_config, upstream_config, CertSource,
@@ -66,13 +67,16 @@ fn client(ca: &Path, versions: &[&'static SupportedProtocolVersion], alpn: &[&[u
 async fn echo_server(config: Arc<ServerConfig>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
+            let config = config.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut tls) = tls::accept(config, tcp).await else { return };
+                // As hyper does before it has anything to write.
+                if tls.flush().await.is_err() {
+                    return;
+                }
                 let mut buf = [0u8; 1024];
                 loop {
                     match tls.read(&mut buf).await {
@@ -525,4 +529,68 @@ async fn one_ticket_per_handshake_and_resumption_works() {
         assert_eq!(store.tickets.load(std::sync::atomic::Ordering::SeqCst), want, "tickets after handshake {want}");
     }
     assert_eq!(resumed, [false, true, true], "the single ticket is enough to resume every time");
+}
+
+/// A TLS 1.3 session ticket is not sent on its own right after the
+/// handshake: it waits for the server's first write and leaves with it.
+/// TLS 1.2 handshakes (whose last flight is the server's) are unaffected.
+#[tokio::test]
+async fn tls13_ticket_leaves_with_the_first_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, cert) = server_with(dir.path(), ServerTlsOptions::default()).await;
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(8),
+        tickets: Default::default(),
+    });
+    let mut config = (*client(&cert, &[&TLS13], &[])).clone();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let mut tls = connect(addr, Arc::new(config), "localhost").await.unwrap();
+    assert_eq!(version(&tls), Some(ProtocolVersion::TLSv1_3));
+    // The handshake is complete on both sides, and nothing more comes
+    // until the client asks for something.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), tls.get_ref().0.readable()).await;
+    assert!(quiet.is_err(), "the server sent something before the first request");
+    echo(&mut tls, b"first").await;
+    assert_eq!(store.tickets.load(std::sync::atomic::Ordering::SeqCst), 1, "the ticket came with the answer");
+    echo(&mut tls, b"second").await;
+    assert_eq!(store.tickets.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // TLS 1.2: the handshake completes (the server's Finished is not held
+    // back) and the connection works; a second connection resumes.
+    let config = client(&cert, &[&TLS12], &[]);
+    for want in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+        let mut tls = connect(addr, config.clone(), "localhost").await.unwrap();
+        assert_eq!(version(&tls), Some(ProtocolVersion::TLSv1_2));
+        echo(&mut tls, b"tls12").await;
+        assert_eq!(tls.get_ref().1.handshake_kind(), Some(want));
+    }
+}
+
+/// A client that stops in the middle of the handshake, or sends garbage
+/// instead of a ClientHello, gets an error from `accept` (no hang).
+#[tokio::test]
+async fn accept_fails_cleanly_on_bad_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = pair(dir.path(), "server", &["localhost"]);
+    let (store, _) = CertStore::load(vec![source]).unwrap();
+    let (config, _) = server_config(Arc::new(store), &ServerTlsOptions::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    for (what, bytes) in [
+        ("plain HTTP", &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]),
+        ("half a ClientHello", &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..]),
+        ("nothing", &b""[..]),
+    ] {
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        raw.write_all(bytes).await.unwrap();
+        raw.shutdown().await.unwrap();
+        let result = tokio::time::timeout(WAIT, tls::accept(config.clone(), tcp)).await.expect(what);
+        let err = result.err().unwrap_or_else(|| panic!("{what}: handshake succeeded"));
+        let kind = err.kind();
+        assert!(
+            matches!(kind, std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof),
+            "{what}: {kind:?} {err}"
+        );
+    }
 }

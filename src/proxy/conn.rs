@@ -409,11 +409,12 @@ impl ReadReady for TcpStream {
 }
 
 /// A connection is parked only right after a read returned `Pending`, and
-/// tokio-rustls returns `Pending` only once rustls holds no plaintext and
-/// the socket would block: the socket's readiness is then the right signal.
-impl ReadReady for tokio_rustls::server::TlsStream<TcpStream> {
+/// `TlsServerStream` returns `Pending` only once rustls holds no plaintext
+/// and the socket would block: the socket's readiness is then the right
+/// signal.
+impl ReadReady for crate::tls::TlsServerStream<TcpStream> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_ref().0.poll_read_ready(cx)
+        self.io().poll_read_ready(cx)
     }
 }
 

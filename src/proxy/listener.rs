@@ -53,7 +53,8 @@ pub struct Listener {
 
 pub struct ListenerRuntime {
     pub name: String,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The server config TLS handshakes on this listener use.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub cert_store: Option<Arc<CertStore>>,
     pub redirect_to_https: Option<u16>,
     pub redirect_except: Vec<String>,
@@ -230,7 +231,7 @@ async fn setup(
         }
     }
     let addrs = Addrs { client, tcp_peer: peer, local };
-    let Some(acceptor) = listener.tls.clone() else {
+    let Some(tls_config) = listener.tls.clone() else {
         let (io, svc, h2) = prepare(stream, addrs, listener, None, activity.clone(), &ctx).await?;
         if h2 {
             return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
@@ -239,7 +240,7 @@ async fn setup(
         return Some(Either::Left(serve.map(log_end as fn(hyper::Result<()>))));
     };
     let started = Instant::now();
-    let tls = match tokio::time::timeout(ctx.limits.header_timeout, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(ctx.limits.header_timeout, crate::tls::accept(tls_config, stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +254,7 @@ async fn setup(
         }
     };
     COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
-    let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let alpn_h2 = tls.conn().alpn_protocol() == Some(b"h2");
     let (io, svc, h2) = prepare(tls, addrs, listener, Some(alpn_h2), activity.clone(), &ctx).await?;
     if h2 {
         return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
@@ -433,12 +434,12 @@ pub fn check_tls(cfg: &Config) -> Vec<(String, Result<Vec<String>, String>)> {
         .collect()
 }
 
-/// The acceptor and certificate store of a TLS listener, and warnings
-/// (expiring certificates, substituted cipher suites) for the caller to show.
-fn tls_setup(
-    t: &TlsConfig,
-    data_dir: &std::path::Path,
-) -> Result<(tokio_rustls::TlsAcceptor, Arc<CertStore>, Vec<String>), crate::tls::TlsError> {
+/// What a TLS listener is built from: its server config, its certificate
+/// store, and warnings (expiring certificates, substituted cipher suites)
+/// for the caller to show.
+type TlsSetup = (Arc<rustls::ServerConfig>, Arc<CertStore>, Vec<String>);
+
+fn tls_setup(t: &TlsConfig, data_dir: &std::path::Path) -> Result<TlsSetup, crate::tls::TlsError> {
     crate::tls::install_crypto_provider();
     let sources: Vec<CertSource> = match &t.self_signed {
         Some(hosts) => {
@@ -461,7 +462,7 @@ fn tls_setup(
     let opts = ServerTlsOptions { protocols: t.protocols.clone(), ciphers: t.ciphers.clone(), ..Default::default() };
     let (config, warnings) = crate::tls::server_config(store.clone(), &opts)?;
     all.extend(warnings.iter().map(|w| w.to_string()));
-    Ok((tokio_rustls::TlsAcceptor::from(config), store, all))
+    Ok((config, store, all))
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -3,8 +3,9 @@
 //! precise errors, and self-signed certificates (rcgen).
 //!
 //! Owns everything cryptographic about a connection except the socket:
-//! `proxy` wraps accepted sockets with a `tokio_rustls::TlsAcceptor` built
-//! from [`server_config`], and upstream connections with [`upstream_config`];
+//! `proxy` runs the handshake on accepted sockets with [`accept`] (a
+//! [`TlsServerStream`], see `stream` for why not tokio-rustls's acceptor)
+//! and a config from [`server_config`], and upstream connections with [`upstream_config`];
 //! `app` calls [`install_crypto_provider`] once at start, [`CertStore::reload`]
 //! on SIGHUP and polls [`CertStore::files_changed`] (or runs
 //! [`spawn_cert_watcher`]); `cli`'s `cert self-signed` and `init` call
@@ -56,6 +57,7 @@ mod pem;
 mod selfsigned;
 mod server;
 mod store;
+mod stream;
 mod suites;
 
 use std::sync::Arc;
@@ -70,6 +72,7 @@ pub use selfsigned::{
 };
 pub use server::{parse_protocols, server_config, ServerTlsOptions, DEFAULT_ALPN};
 pub use store::{spawn_cert_watcher, CertSource, CertStore};
+pub use stream::{accept, TlsServerStream};
 pub use suites::parse_cipher_suites;
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider. Call once
