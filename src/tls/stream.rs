@@ -21,7 +21,7 @@
 //! reports it.
 
 use std::future::poll_fn;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -167,10 +167,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsServerStream<IO> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            match this.conn.reader().read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    // 0: the client's close_notify (a clean end).
-                    buf.advance(n);
+            // Copied out of rustls's buffer: `Read::read` would need `buf`
+            // initialised, and zeroing hyper's whole read buffer on every
+            // read costs more than the rest of a request together.
+            match this.conn.reader().into_first_chunk() {
+                Ok(chunk) => {
+                    // Empty: the client's close_notify (a clean end).
+                    let n = chunk.len().min(buf.remaining());
+                    buf.put_slice(&chunk[..n]);
+                    this.conn.reader().consume(n);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
