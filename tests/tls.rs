@@ -595,15 +595,17 @@ async fn accept_fails_cleanly_on_bad_clients() {
     }
 }
 
-/// Records larger than the reader's buffer are handed out in pieces, and
-/// writes larger than a record are split: 1 MiB passes both ways intact.
+/// Records larger than the reader's buffer are handed out in pieces,
+/// writes larger than a record are split, and a client that reads late
+/// makes the server wait on a full socket (rustls's buffer full, writes
+/// `Pending`): 8 MiB passes both ways intact.
 #[tokio::test]
 async fn large_messages_pass_both_ways_intact() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, cert) = server_with(dir.path(), ServerTlsOptions::default()).await;
     for version in [&TLS13, &TLS12] {
         let mut tls = connect(addr, client(&cert, &[version], &[]), "localhost").await.unwrap();
-        let msg: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let msg: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let (mut rd, mut wr) = tokio::io::split(&mut tls);
         let send = async {
             wr.write_all(&msg).await.unwrap();
@@ -615,4 +617,31 @@ async fn large_messages_pass_both_ways_intact() {
         tokio::join!(send, recv);
         assert!(back == msg, "the echo differs");
     }
+}
+
+/// One large write to a client that reads late: rustls's own buffer fills,
+/// the write waits until the client reads, and everything arrives, ended
+/// by the server's close_notify.
+#[tokio::test]
+async fn a_large_write_waits_for_a_slow_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = pair(dir.path(), "server", &["localhost"]);
+    let (store, _) = CertStore::load(vec![source.clone()]).unwrap();
+    let (config, _) = server_config(Arc::new(store), &ServerTlsOptions::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let msg: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let sent = msg.clone();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = tls::accept(config, tcp).await.unwrap();
+        tls.write_all(&sent).await.unwrap();
+        tls.shutdown().await.unwrap();
+    });
+    let mut client = connect(addr, client(&source.cert, &[&TLS13], &[]), "localhost").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut got)).await.expect("read timed out").unwrap();
+    assert!(got == msg, "got {} bytes, not the {} sent", got.len(), msg.len());
+    server.await.unwrap();
 }
