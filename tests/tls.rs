@@ -508,17 +508,22 @@ impl rustls::client::ClientSessionStore for CountingStore {
     }
 }
 
-#[tokio::test]
-async fn one_ticket_per_handshake_and_resumption_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, cert) = server_with(dir.path(), ServerTlsOptions::default()).await;
+/// A TLS 1.3 client for `cert` whose session store counts the tickets it is given.
+fn counting_client(cert: &Path) -> (Arc<CountingStore>, Arc<ClientConfig>) {
     let store = Arc::new(CountingStore {
         inner: rustls::client::ClientSessionMemoryCache::new(8),
         tickets: Default::default(),
     });
-    let mut config = (*client(&cert, &[&TLS13], &[])).clone();
+    let mut config = (*client(cert, &[&TLS13], &[])).clone();
     config.resumption = rustls::client::Resumption::store(store.clone());
-    let config = Arc::new(config);
+    (store, Arc::new(config))
+}
+
+#[tokio::test]
+async fn one_ticket_per_handshake_and_resumption_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, cert) = server_with(dir.path(), ServerTlsOptions::default()).await;
+    let (store, config) = counting_client(&cert);
     let mut resumed = Vec::new();
     for i in 0..3 {
         let mut tls = connect(addr, config.clone(), "localhost").await.unwrap();
@@ -538,13 +543,8 @@ async fn one_ticket_per_handshake_and_resumption_works() {
 async fn tls13_ticket_leaves_with_the_first_answer() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, cert) = server_with(dir.path(), ServerTlsOptions::default()).await;
-    let store = Arc::new(CountingStore {
-        inner: rustls::client::ClientSessionMemoryCache::new(8),
-        tickets: Default::default(),
-    });
-    let mut config = (*client(&cert, &[&TLS13], &[])).clone();
-    config.resumption = rustls::client::Resumption::store(store.clone());
-    let mut tls = connect(addr, Arc::new(config), "localhost").await.unwrap();
+    let (store, config) = counting_client(&cert);
+    let mut tls = connect(addr, config, "localhost").await.unwrap();
     assert_eq!(version(&tls), Some(ProtocolVersion::TLSv1_3));
     // The handshake is complete on both sides, and nothing more comes
     // until the client asks for something.

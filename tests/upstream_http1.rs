@@ -62,6 +62,21 @@ fn pool_at(addr: std::net::SocketAddr, extra: &str) -> String {
 
 /// Reads one request head from `s` into `buf` (which may hold bytes read
 /// past it afterwards); the head's length, or `None` if the peer closed.
+/// A raw server on 127.0.0.1:0 that hands its first connection to `handle`.
+async fn one_connection_server<F, Fut>(handle: F) -> std::net::SocketAddr
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        handle(s).await;
+    });
+    addr
+}
+
 async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
     loop {
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -255,10 +270,7 @@ async fn an_early_answer_to_an_upload_reaches_the_client() {
 async fn a_chunked_upload_reaches_the_server_chunked() {
     let body_seen = Arc::new(Mutex::new(Vec::<u8>::new()));
     let seen = body_seen.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
+    let addr = one_connection_server(|mut s| async move {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 65536];
         // Read until the terminating chunk.
@@ -270,7 +282,8 @@ async fn a_chunked_upload_reaches_the_server_chunked() {
         }
         *seen.lock().unwrap() = buf;
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
-    });
+    })
+    .await;
     let node = start_node(&config(&pool_at(addr, ""), "")).await;
     let mut s = TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
     s.write_all(
@@ -364,10 +377,7 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it_and_expect_is_not_f
     // Answers `100 Continue` right after the head (as servers do for
     // `Expect`, and may do unasked), then reads the whole body and answers
     // with the byte count and whether it was asked to continue.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
+    let addr = one_connection_server(|mut s| async move {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 65536];
         let end = read_head(&mut s, &mut buf).await.expect("closed before the head");
@@ -387,7 +397,8 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it_and_expect_is_not_f
         let text = format!("{got} expect={}", head.contains("expect:"));
         let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
         s.write_all(resp.as_bytes()).await.unwrap();
-    });
+    })
+    .await;
     let node = start_node(&config(&pool_at(addr, ""), "")).await;
     // 1 MiB: over the 64 KiB kept for retries, so it streams.
     let body = vec![b'x'; 1 << 20];

@@ -69,9 +69,7 @@ impl<IO> TlsServerStream<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> TlsServerStream<IO> {
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            while self.conn.wants_write() {
-                ready!(self.poll_write_tls(cx))?;
-            }
+            ready!(self.poll_write_all_tls(cx))?;
             if !self.conn.is_handshaking() {
                 return Poll::Ready(Ok(()));
             }
@@ -131,14 +129,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsServerStream<IO> {
     /// rest stays queued in rustls (within its buffer limit) and goes out
     /// with the next write or flush.
     fn push_tls(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        while self.conn.wants_write() {
-            match self.poll_write_tls(cx) {
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
-            }
+        match self.poll_write_all_tls(cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn poll_write_with(
