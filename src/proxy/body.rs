@@ -44,9 +44,51 @@ pub enum BodyError {
     Server(std::io::Error),
 }
 
+/// A client's request body: hyper's (HTTP/2, and HTTP/1.1 requests hyper
+/// parsed), or none at all (the body-less requests `h1fast` parses itself).
+pub enum ClientBody {
+    Empty,
+    Hyper(Incoming),
+}
+
+impl std::fmt::Debug for ClientBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientBody::Empty => f.write_str("ClientBody::Empty"),
+            ClientBody::Hyper(b) => b.fmt(f),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A client request body counted against `max_body`.
 pub struct LimitedIncoming {
-    inner: Incoming,
+    inner: ClientBody,
     seen: u64,
     limit: u64,
     /// The client must keep sending: `body_timeout` between two reads.
@@ -57,7 +99,7 @@ pub struct LimitedIncoming {
 }
 
 impl LimitedIncoming {
-    pub fn new(inner: Incoming, limit: u64, body_timeout: Duration, exceeded: Arc<AtomicBool>) -> Self {
+    pub fn new(inner: ClientBody, limit: u64, body_timeout: Duration, exceeded: Arc<AtomicBool>) -> Self {
         LimitedIncoming { inner, seen: 0, limit, idle: IdleTimer::new(body_timeout), exceeded }
     }
 }

@@ -20,10 +20,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::affinity::Affinity;
-use super::body::{BodyError, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
+use super::body::{BodyError, ClientBody, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
 use super::h1client::{self, HeadError, SendError, ServerBody};
@@ -148,7 +147,7 @@ enum Failure {
 }
 
 impl Forward<'_> {
-    pub async fn run(&self, mut req: Request<Incoming>) -> (Result<Response<ProxyBody>, ProxyError>, Outcome) {
+    pub async fn run(&self, mut req: Request<ClientBody>) -> (Result<Response<ProxyBody>, ProxyError>, Outcome) {
         let mut outcome = Outcome { server: None, attempts: 0, answered: None };
         let client_upgrade = self.websocket.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();

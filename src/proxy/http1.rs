@@ -20,24 +20,75 @@
 //! only carries them across parking.
 
 use std::future::Future;
-use std::mem;
+use std::io;
+use std::mem::{self, MaybeUninit};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::HttpService;
+use hyper::service::Service;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::body::ProxyBody;
+use super::body::{ClientBody, ProxyBody};
 use super::closing::{Closing, Slot};
 use super::conn::{ClientIo, ConnActivity, ReadReady};
+use super::h1fast::{self, Framing, Parsed};
 
-type Conn<I, S> = http1::UpgradeableConnection<TokioIo<ClientIo<I>>, S>;
+/// The service of a connection's requests, whoever parsed them.
+pub trait RequestService:
+    Service<Request<ClientBody>, Response = Response<ProxyBody>, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+{
+}
+impl<T> RequestService for T where
+    T: Service<
+        Request<ClientBody>,
+        Response = Response<ProxyBody>,
+        Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    >
+{
+}
 
-enum State<I, S: HttpService<Incoming>> {
+/// A [`RequestService`] as hyper's service: hyper's body becomes
+/// [`ClientBody::Hyper`].
+#[derive(Clone)]
+pub struct ViaHyper<S>(pub S);
+
+impl<S: RequestService> Service<Request<Incoming>> for ViaHyper<S> {
+    type Response = Response<ProxyBody>;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: Request<Incoming>) -> S::Future {
+        self.0.call(req.map(ClientBody::Hyper))
+    }
+}
+
+/// HTTP/1.1 settings of a listener.
+pub struct Http1Config {
+    /// For the requests hyper serves.
+    pub hyper: http1::Builder,
+    /// `limits.max_header_size`: the fast path takes heads up to this size
+    /// (and at most [`HEAD_BUF`]).
+    pub max_head: usize,
+}
+
+/// The fast path reads a request head into a buffer of this size on the
+/// stack; longer heads go to hyper.
+const HEAD_BUF: usize = 4096;
+
+/// A response body is copied into the write buffer until it holds this
+/// much, then written.
+const FILL: usize = 64 * 1024;
+
+type Conn<I, S> = http1::UpgradeableConnection<TokioIo<ClientIo<I>>, ViaHyper<S>>;
+
+enum State<I, S: RequestService> {
     /// hyper serves the connection. `parking`: a graceful shutdown was
     /// asked because the connection was idle; `abandoned`: hyper turned out
     /// not to be idle, so this connection is no longer parked.
@@ -46,20 +97,144 @@ enum State<I, S: HttpService<Incoming>> {
         parking: bool,
         abandoned: bool,
     },
-    /// Only the socket (and the service, two `Arc`s) is kept.
+    /// Between requests (or parked): only the socket and the service (two
+    /// `Arc`s) are kept; the next head is read by the fast path.
     Parked {
         io: ClientIo<I>,
         svc: S,
     },
+    /// A request taken by the fast path, until its response is sent: the
+    /// service's future (in [`Http1Serve::fut`]) until it answers, then
+    /// `sending`.
+    Exchange {
+        io: ClientIo<I>,
+        svc: S,
+        sending: Option<Box<Sending>>,
+    },
+    /// Closing the connection after a response that ends it.
+    Closing {
+        io: ClientIo<I>,
+    },
     Done,
+}
+
+/// The service's future of the fast path's current request, in an
+/// allocation kept for the connection's next request while the client
+/// sends back to back (see [`Http1Serve::fut`]).
+type FutSlot<F> = Option<Pin<Box<Option<F>>>>;
+
+/// A response on its way to the client.
+struct Sending {
+    body: ProxyBody,
+    framing: Framing,
+    /// Bytes the body may still yield (`Framing::Length`).
+    left: u64,
+    /// The body yielded its last frame (and the framing's end is in `out`).
+    ended: bool,
+    /// Encoded bytes not yet written, from `pos`.
+    out: Vec<u8>,
+    pos: usize,
+    /// The connection ends after this response.
+    close: bool,
+}
+
+fn broken(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+impl Sending {
+    /// Adds one frame of the body to `out`.
+    fn push(&mut self, data: Bytes) -> io::Result<()> {
+        match self.framing {
+            Framing::Length(_) => {
+                let n = data.len() as u64;
+                if n > self.left {
+                    return Err(broken("response body longer than its content-length"));
+                }
+                self.left -= n;
+                self.out.extend_from_slice(&data);
+            }
+            Framing::Chunked if !data.is_empty() => {
+                h1fast::chunk_size_line(data.len(), &mut self.out);
+                self.out.extend_from_slice(&data);
+                self.out.extend_from_slice(b"\r\n");
+            }
+            Framing::Chunked | Framing::Empty => {}
+        }
+        Ok(())
+    }
+
+    /// The body ended: the framing's end.
+    fn finish(&mut self) -> io::Result<()> {
+        self.ended = true;
+        match self.framing {
+            Framing::Length(_) if self.left > 0 => Err(broken("response body shorter than its content-length")),
+            Framing::Chunked => {
+                self.out.extend_from_slice(b"0\r\n\r\n");
+                Ok(())
+            }
+            Framing::Length(_) | Framing::Empty => Ok(()),
+        }
+    }
+
+    /// Writes the response; `Ok(true)` when it is all sent and the
+    /// connection stays open.
+    fn poll_send<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut ClientIo<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<bool>> {
+        loop {
+            let mut waiting = false;
+            while !self.ended && self.out.len() < FILL {
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.push(data)?;
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                    Poll::Ready(None) => self.finish()?,
+                    Poll::Pending => {
+                        waiting = true;
+                        break;
+                    }
+                }
+            }
+            while self.pos < self.out.len() {
+                match ready!(Pin::new(&mut *io).poll_write(cx, &self.out[self.pos..])) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => self.pos += n,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            self.out.clear();
+            self.pos = 0;
+            if self.ended || waiting {
+                // Everything so far leaves now (TLS records included)
+                // while the body has nothing more yet.
+                ready!(Pin::new(&mut *io).poll_flush(cx))?;
+                if self.ended {
+                    return Poll::Ready(Ok(!self.close));
+                }
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
 /// Serves HTTP/1.1 on `io` until the connection closes; see the module
 /// header.
-pub struct Http1Serve<I, S: HttpService<Incoming>> {
+pub struct Http1Serve<I, S: RequestService> {
     state: State<I, S>,
+    /// The request future of the fast path. It is several KiB, too large
+    /// for the allocator's per-thread cache, so its allocation is reused
+    /// from one request to the next, and given back when the connection
+    /// goes idle the way hyper's connection is parked (at once after the
+    /// first pause, else after `conn::PARK_AFTER` of idleness).
+    fut: FutSlot<S::Future>,
     activity: Arc<ConnActivity>,
-    builder: Arc<http1::Builder>,
+    config: Arc<Http1Config>,
     closing: Arc<Closing>,
     slot: Slot,
     stopping: bool,
@@ -71,29 +246,38 @@ pub struct Http1Serve<I, S: HttpService<Incoming>> {
 impl<I, S> Http1Serve<I, S>
 where
     I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = ProxyBody> + Unpin,
+    S: RequestService + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn new(
         mut io: ClientIo<I>,
         svc: S,
         activity: Arc<ConnActivity>,
-        builder: Arc<http1::Builder>,
+        config: Arc<Http1Config>,
         closing: Arc<Closing>,
     ) -> Self {
         io.set_parkable(true);
-        let conn = Box::new(builder.serve_connection(TokioIo::new(io), svc).with_upgrades());
         Http1Serve {
-            state: State::Active { conn, parking: false, abandoned: false },
+            state: State::Parked { io, svc },
+            fut: None,
             activity,
-            builder,
+            config,
             closing,
             slot: Slot::default(),
             stopping: false,
             #[cfg(test)]
             parks: Default::default(),
         }
+    }
+
+    /// hyper serves the connection from here, starting with `read` (bytes
+    /// already read from it).
+    fn start_hyper(&mut self, mut io: ClientIo<I>, svc: S, read: &[u8]) {
+        io.rewind(Bytes::copy_from_slice(read));
+        // A park asked for while the fast path waited is not hyper's.
+        self.activity.park_done();
+        let conn = Box::new(self.config.hyper.serve_connection(TokioIo::new(io), ViaHyper(svc)).with_upgrades());
+        self.state = State::Active { conn, parking: false, abandoned: false };
     }
 
     /// hyper's connection finished with `result`: park the socket if this
@@ -107,17 +291,74 @@ where
         }
         let Some(parts) = conn.into_parts() else { return Some(result) };
         let mut io = parts.io.into_inner();
-        // Part of the next request was already read: it is served first,
-        // and the connection is not parked meanwhile.
+        // Part of the next request was already read: it is served first.
         io.rewind(parts.read_buf);
-        self.state = State::Parked { io, svc: parts.service };
+        self.state = State::Parked { io, svc: parts.service.0 };
         #[cfg(test)]
         self.parks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         None
     }
+
+    /// Reads the next request head on a connection between requests:
+    /// `Ready(true)` when the state changed (a fast-path exchange, hyper,
+    /// or the end), `Pending` while nothing arrived.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let State::Parked { io, .. } = &mut self.state else { return Poll::Ready(()) };
+        let mut storage = [MaybeUninit::<u8>::uninit(); HEAD_BUF];
+        let mut buf = ReadBuf::uninit(&mut storage);
+        let max_head = self.config.max_head.min(HEAD_BUF);
+        let parsed = loop {
+            let before = buf.filled().len();
+            match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+                // Part of a head and no more yet: hyper goes on with it
+                // (header_timeout runs since its first byte).
+                Poll::Pending if before > 0 => break Parsed::Hyper,
+                Poll::Pending => {
+                    if self.activity.take_park_request() {
+                        // Idle long enough: give back the request future's
+                        // allocation.
+                        self.fut = None;
+                        self.activity.park_done();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => {
+                    // keepalive_timeout, header_timeout, or the socket failed.
+                    tracing::trace!(error = %e, "idle connection closed");
+                    self.state = State::Done;
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                    // The client closed (perhaps in the middle of a head,
+                    // which hyper would only report the same way).
+                    self.state = State::Done;
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(())) => match h1fast::parse(buf.filled(), max_head) {
+                    Parsed::Partial => continue,
+                    parsed => break parsed,
+                },
+            }
+        };
+        let State::Parked { io, svc } = mem::replace(&mut self.state, State::Done) else {
+            unreachable!("matched Parked above")
+        };
+        match parsed {
+            Parsed::Request(req) => {
+                let fut = svc.call(req);
+                match &mut self.fut {
+                    Some(slot) => slot.set(Some(fut)),
+                    None => self.fut = Some(Box::pin(Some(fut))),
+                }
+                self.state = State::Exchange { io, svc, sending: None };
+            }
+            _ => self.start_hyper(io, svc, buf.filled()),
+        }
+        Poll::Ready(())
+    }
 }
 
-impl<I, S: HttpService<Incoming>> Drop for Http1Serve<I, S> {
+impl<I, S: RequestService> Drop for Http1Serve<I, S> {
     fn drop(&mut self) {
         self.closing.leave(&mut self.slot);
     }
@@ -126,9 +367,8 @@ impl<I, S: HttpService<Incoming>> Drop for Http1Serve<I, S> {
 impl<I, S> Future for Http1Serve<I, S>
 where
     I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = ProxyBody> + Unpin,
+    S: RequestService + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Output = hyper::Result<()>;
 
@@ -140,30 +380,68 @@ where
                 // Finish the request in flight, then close.
                 State::Active { conn, .. } => Pin::new(&mut **conn).graceful_shutdown(),
                 State::Parked { .. } => this.state = State::Done,
-                State::Done => {}
+                State::Exchange { .. } | State::Closing { .. } | State::Done => {}
             }
         }
         loop {
             match &mut this.state {
                 State::Done => return Poll::Ready(Ok(())),
-                State::Parked { io, .. } => {
-                    if !io.has_rewound() {
-                        match io.poll_parked(cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(Ok(())) => {}
-                            Poll::Ready(Err(e)) => {
-                                // keepalive_timeout, or the socket failed.
-                                tracing::trace!(error = %e, "parked connection closed");
-                                this.state = State::Done;
-                                return Poll::Ready(Ok(()));
+                State::Parked { .. } => ready!(this.poll_head(cx)),
+                State::Exchange { io, sending, .. } => {
+                    let sent = match sending {
+                        Some(sending) => ready!(sending.poll_send(io, cx)),
+                        None => {
+                            let Some(mut fut) = this.fut.as_mut().and_then(|f| f.as_mut().as_pin_mut()) else {
+                                unreachable!("an exchange without a response has its future")
+                            };
+                            let answer = ready!(fut.as_mut().poll(cx));
+                            if let Some(f) = this.fut.as_mut() {
+                                f.set(None);
+                            }
+                            match answer {
+                                Ok(response) => {
+                                    let (parts, body) = response.into_parts();
+                                    let mut out = Vec::with_capacity(256);
+                                    let (framing, close) = h1fast::encode_head(
+                                        parts.status,
+                                        &parts.headers,
+                                        body.size_hint(),
+                                        this.stopping,
+                                        &mut out,
+                                    );
+                                    let left = if let Framing::Length(n) = framing { n } else { 0 };
+                                    *sending = Some(Box::new(Sending {
+                                        body,
+                                        framing,
+                                        left,
+                                        ended: false,
+                                        out,
+                                        pos: 0,
+                                        close,
+                                    }));
+                                    continue;
+                                }
+                                // The service closes without an answer (as
+                                // hyper does with a service error).
+                                Err(e) => Err(io::Error::other(e.into())),
                             }
                         }
-                    }
-                    let State::Parked { io, svc } = mem::replace(&mut this.state, State::Done) else {
-                        unreachable!("matched Parked above")
                     };
-                    let conn = Box::new(this.builder.serve_connection(TokioIo::new(io), svc).with_upgrades());
-                    this.state = State::Active { conn, parking: false, abandoned: false };
+                    let State::Exchange { io, svc, .. } = mem::replace(&mut this.state, State::Done) else {
+                        unreachable!("matched Exchange above")
+                    };
+                    this.state = match sent {
+                        Ok(true) if !this.stopping => State::Parked { io, svc },
+                        Ok(_) => State::Closing { io },
+                        Err(e) => {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                            State::Done
+                        }
+                    };
+                }
+                State::Closing { io } => {
+                    let _ = ready!(Pin::new(io).poll_shutdown(cx));
+                    this.state = State::Done;
                 }
                 State::Active { conn, parking, abandoned } => {
                     if let Poll::Ready(r) = Pin::new(&mut **conn).poll(cx) {
@@ -207,6 +485,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
+    use http_body::Body as _;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioTimer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -224,23 +503,30 @@ mod tests {
         let activity = Arc::new(ConnActivity::default());
         let io = ClientIo::new(socket, activity.clone(), Duration::from_secs(10), Duration::from_secs(60));
         let act = activity.clone();
-        let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        let svc = service_fn(move |req: hyper::Request<ClientBody>| {
             // As the listener's service: busy until the response is sent.
-            let guard = ActiveGuard::for_request(&act, !hyper::body::Body::is_end_stream(req.body()));
+            let guard = ActiveGuard::for_request(&act, !req.body().is_end_stream());
             let mut body = ProxyBody::full("ok");
             body.set_guard(guard);
             async move { Ok::<_, Infallible>(hyper::Response::new(body)) }
         });
         let mut builder = http1::Builder::new();
         builder.keep_alive(true).header_read_timeout(None).timer(TokioTimer::new());
-        let serve = Http1Serve::new(io, svc, activity, Arc::new(builder), Arc::new(Closing::default()));
+        let config = Arc::new(Http1Config { hyper: builder, max_head: 8192 });
+        let serve = Http1Serve::new(io, svc, activity, config, Arc::new(Closing::default()));
         let parks = serve.parks.clone();
         tokio::spawn(serve);
         (client, parks)
     }
 
-    async fn request(client: &mut TcpStream) {
-        client.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    /// A request hyper serves (the fast path leaves requests with a
+    /// `Connection` field to hyper).
+    const VIA_HYPER: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n";
+    /// A request the fast path serves.
+    const FAST: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    async fn request(client: &mut TcpStream, req: &[u8]) {
+        client.write_all(req).await.unwrap();
         let mut got = Vec::new();
         let mut buf = [0u8; 256];
         while !got.ends_with(b"\r\n\r\nok") {
@@ -248,7 +534,11 @@ mod tests {
             assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
             got.extend_from_slice(&buf[..n]);
         }
-        assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got));
+        assert!(
+            got.starts_with(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ndate: "),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
     }
 
     /// Waits up to `within` for `parks` to reach `n`; false if it did not.
@@ -266,7 +556,7 @@ mod tests {
     #[tokio::test]
     async fn a_back_to_back_client_is_parked_only_after_park_after() {
         let (mut client, parks) = serve().await;
-        request(&mut client).await;
+        request(&mut client, VIA_HYPER).await;
         // A first pause: parked at once, well before PARK_AFTER.
         assert!(parks_reach(&parks, 1, PARK_AFTER / 2).await, "the first pause was not parked at once");
         // Back to back: never parked between these requests.
@@ -274,7 +564,7 @@ mod tests {
         for _ in 0..50 {
             // Before the request: the connection goes idle after this.
             last_sent = Instant::now();
-            request(&mut client).await;
+            request(&mut client, VIA_HYPER).await;
         }
         assert_eq!(parks.load(Ordering::Relaxed), 1, "parked between back-to-back requests");
         // Idle: parked once PARK_AFTER has passed (the timer's wake-up
@@ -283,7 +573,30 @@ mod tests {
         assert!(last_sent.elapsed() >= PARK_AFTER, "parked after {:?}", last_sent.elapsed());
         // Served on a new hyper connection; after that long pause the
         // client is no longer taken as back to back: parked at once again.
-        request(&mut client).await;
+        request(&mut client, VIA_HYPER).await;
         assert!(parks_reach(&parks, 3, PARK_AFTER / 2).await, "not parked at once after a long pause");
+    }
+
+    #[tokio::test]
+    async fn fast_path_requests_never_start_hyper() {
+        let (mut client, parks) = serve().await;
+        for _ in 0..20 {
+            request(&mut client, FAST).await;
+        }
+        // Sent in two pieces: the fast path waits for the rest of the head.
+        client.write_all(&FAST[..7]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        request(&mut client, &FAST[7..]).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(parks.load(Ordering::Relaxed), 0, "hyper served a fast-path request");
+        // A request for hyper, then fast ones again once hyper is parked
+        // (after PARK_AFTER: the client has been sending back to back).
+        request(&mut client, VIA_HYPER).await;
+        assert!(parks_reach(&parks, 1, PARK_AFTER * 3).await, "hyper's connection was not parked");
+        for _ in 0..5 {
+            request(&mut client, FAST).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(parks.load(Ordering::Relaxed), 1);
     }
 }

@@ -21,17 +21,17 @@ use std::pin::{pin, Pin};
 use bytes::Bytes;
 use futures_util::future::{Either, FutureExt, OptionFuture};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::{service_fn, HttpService};
+use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::body::ClientBody;
 use super::closing::Closing;
 use super::conn::{ActiveGuard, ClientIo, ConnActivity};
-use super::http1::Http1Serve;
+use super::http1::{Http1Config, Http1Serve, RequestService, ViaHyper};
 use super::service::{handle, ConnInfo, Shared};
 use crate::config::{Cidr, Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
@@ -95,7 +95,7 @@ pub async fn serve(
         shared,
         limits: opts.limits.clone(),
         conns: Arc::new(Semaphore::new(opts.limits.max_connections)),
-        h1: Arc::new(http1_builder(&opts.limits)),
+        h1: Arc::new(Http1Config { hyper: http1_builder(&opts.limits), max_head: opts.limits.max_header_size }),
         h2: http2_builder(&opts.limits),
         drain: drain_tx,
         shutdown: shutdown.clone(),
@@ -128,7 +128,7 @@ struct AcceptContext {
     shared: Arc<Shared>,
     limits: Limits,
     conns: Arc<Semaphore>,
-    h1: Arc<http1::Builder>,
+    h1: Arc<Http1Config>,
     h2: http2::Builder<TokioExecutor>,
     drain: mpsc::Sender<()>,
     shutdown: watch::Receiver<bool>,
@@ -276,28 +276,12 @@ async fn setup(
 
 /// The per-request service of one connection.
 trait ProxyService:
-    HttpService<
-        Incoming,
-        ResBody = super::body::ProxyBody,
-        Error = super::service::CloseConnection,
-        Future: Send + 'static,
-    > + Clone
-    + Unpin
-    + Send
-    + 'static
+    RequestService<Error = super::service::CloseConnection, Future: Send + 'static> + Clone + Unpin + Send + 'static
 {
 }
 
 impl<T> ProxyService for T where
-    T: HttpService<
-            Incoming,
-            ResBody = super::body::ProxyBody,
-            Error = super::service::CloseConnection,
-            Future: Send + 'static,
-        > + Clone
-        + Unpin
-        + Send
-        + 'static
+    T: RequestService<Error = super::service::CloseConnection, Future: Send + 'static> + Clone + Unpin + Send + 'static
 {
 }
 
@@ -337,7 +321,7 @@ where
         activity,
     });
     let shared = ctx.shared.clone();
-    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+    let svc = service_fn(move |req: hyper::Request<ClientBody>| {
         // Busy from the moment hyper parsed the head (see `ClientIo`).
         let guard = ActiveGuard::for_request(&info.activity, !req.body().is_end_stream());
         handle(shared.clone(), info.clone(), req, guard)
@@ -363,7 +347,7 @@ where
 {
     activity.mark_http2();
     let mut stop = ctx.shutdown.clone();
-    let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), svc));
+    let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), ViaHyper(svc)));
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { let _ = stop.wait_for(|s| *s).await; } => {

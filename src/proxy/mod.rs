@@ -19,6 +19,7 @@ pub mod conn;
 pub mod error;
 pub mod forward;
 pub mod h1client;
+pub mod h1fast;
 pub mod headers;
 pub mod http1;
 pub mod idle_timer;

@@ -9,10 +9,9 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use super::affinity::Affinity;
-use super::body::ProxyBody;
+use super::body::{ClientBody, ProxyBody};
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
 use super::forward::{pool_options, text_response, Forward};
@@ -257,7 +256,7 @@ pub struct CloseConnection(pub &'static str);
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     guard: ActiveGuard,
 ) -> Result<Response<ProxyBody>, CloseConnection> {
     let started = Instant::now();
@@ -480,7 +479,7 @@ fn finish(
 }
 
 /// The request's host without port: `Host`, or the HTTP/2 `:authority`.
-fn request_host(req: &Request<Incoming>) -> Option<&str> {
+fn request_host(req: &Request<ClientBody>) -> Option<&str> {
     req.headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -490,7 +489,7 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 
 /// 301 (GET, HEAD) or 308 (others, which must keep their method and body)
 /// to the same host, path and query on HTTPS.
-fn https_redirect(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+fn https_redirect(req: &Request<ClientBody>, port: u16) -> Response<ProxyBody> {
     let host = request_host(req);
     let Some(host) = host.filter(|h| !h.is_empty()) else {
         return text_response(StatusCode::BAD_REQUEST, "400 Bad Request: no Host to redirect to\n");
