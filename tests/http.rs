@@ -517,3 +517,84 @@ async fn send_proxy_protocol_puts_the_client_on_each_server_connection() {
         node.stop().await;
     }
 }
+
+/// One HTTP/1.1 response read off a raw connection; bytes after it stay in
+/// `buf` for the next one.
+async fn next_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, head_request: bool) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 16384];
+    let deadline = Duration::from_secs(5);
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(deadline, s.read(&mut chunk)).await.expect("no response").unwrap();
+        assert!(n > 0, "closed before a response head; got {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+    let length = if head_request { 0 } else { length };
+    while buf.len() < head_end + length {
+        let n = tokio::time::timeout(deadline, s.read(&mut chunk)).await.expect("body stalled").unwrap();
+        assert!(n > 0, "closed in the middle of a body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf[head_end..head_end + length].to_vec();
+    buf.drain(..head_end + length);
+    (head, body)
+}
+
+#[tokio::test]
+async fn one_connection_mixes_fast_path_and_hyper_requests() {
+    use tokio::io::AsyncReadExt;
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "")).await;
+    let mut s = tokio::net::TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
+    let mut buf = Vec::new();
+    let get = b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    // A plain GET (the fast path).
+    s.write_all(get).await.unwrap();
+    let (head, body) = next_response(&mut s, &mut buf, false).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("\r\ndate: "), "{head}");
+    assert_eq!(body, b"b");
+    // A POST with a body (hyper), then a GET again.
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").await.unwrap();
+    assert_eq!(next_response(&mut s, &mut buf, false).await.1, b"5");
+    s.write_all(get).await.unwrap();
+    assert_eq!(next_response(&mut s, &mut buf, false).await.1, b"b");
+    // A head in two pieces.
+    s.write_all(&get[..9]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    s.write_all(&get[9..]).await.unwrap();
+    assert_eq!(next_response(&mut s, &mut buf, false).await.1, b"b");
+    // Two pipelined requests in one write: two answers, in order.
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /download?n=3 HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(next_response(&mut s, &mut buf, false).await.1, b"b");
+    assert_eq!(next_response(&mut s, &mut buf, false).await.1, b"xxx");
+    // HEAD: a length, no body.
+    s.write_all(b"HEAD /a HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let (head, body) = next_response(&mut s, &mut buf, true).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("content-length: 1\r\n"), "{head}");
+    assert!(body.is_empty());
+    // A streamed body of several frames, through the fast path.
+    s.write_all(b"GET /download?n=300000 HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let body = next_response(&mut s, &mut buf, false).await.1;
+    assert_eq!(body.len(), 300_000);
+    assert!(body.iter().all(|c| *c == b'x'));
+    // Connection: close is honoured (hyper), and nothing is left over.
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (head, body) = next_response(&mut s, &mut buf, false).await;
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert_eq!(body, b"b");
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest)).await.expect("not closed").unwrap();
+    assert_eq!((n, buf.len()), (0, 0), "bytes after the last response");
+    assert_eq!(b.hits(), 9);
+    node.stop().await;
+}
