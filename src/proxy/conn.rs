@@ -16,8 +16,9 @@
 //! sending back to back, else after `PARK_AFTER` of idleness). The driver
 //! then ends hyper's connection without closing the socket (poll_shutdown
 //! does nothing while parking), which frees hyper's buffers and
-//! per-connection state, waits for the socket to become readable with
-//! [`ClientIo::poll_parked`], and starts a new hyper connection on it.
+//! per-connection state, and reads the next request head itself (the fast
+//! path of `http1`). A connection on the fast path is parked the same way:
+//! what it gives back is its request future's allocation.
 //!
 //! # Timers
 //!
@@ -59,7 +60,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 /// Shared between a connection's I/O wrapper and the requests on it.
@@ -396,44 +396,6 @@ fn timed_out(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, what)
 }
 
-/// A client transport whose readiness can be awaited without reading: what
-/// a parked connection waits on.
-pub trait ReadReady {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-}
-
-impl ReadReady for TcpStream {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        TcpStream::poll_read_ready(self, cx)
-    }
-}
-
-/// A connection is parked only right after a read returned `Pending`, and
-/// `TlsServerStream` returns `Pending` only once rustls holds no plaintext
-/// and the socket would block: the socket's readiness is then the right
-/// signal.
-impl ReadReady for crate::tls::TlsServerStream<TcpStream> {
-    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io().poll_read_ready(cx)
-    }
-}
-
-impl<T: ReadReady> ClientIo<T> {
-    /// Waits, while parked, until the client sends something (`Ok`) or the
-    /// keep-alive timer runs out (`Err(TimedOut)`).
-    pub fn poll_parked(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Poll::Ready(r) = self.inner.poll_read_ready(cx) {
-            return Poll::Ready(r);
-        }
-        // Parked while idle: an early wake-up just re-arms for the
-        // keep-alive deadline.
-        match self.poll_timer(cx) {
-            Ok(()) => Poll::Pending,
-            Err(what) => Poll::Ready(Err(timed_out(what))),
-        }
-    }
-}
-
 impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -578,18 +540,6 @@ mod tests {
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut => e.to_string(),
             other => panic!("expected a timeout, got {other:?}"),
         }
-    }
-
-    /// A parked duplex stream never becomes readable: only its timer acts.
-    impl ReadReady for tokio::io::DuplexStream {
-        fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Pending
-        }
-    }
-
-    fn poll_parked_once(io: &mut ClientIo<tokio::io::DuplexStream>) -> Poll<io::Result<()>> {
-        let waker = futures_util::task::noop_waker();
-        io.poll_parked(&mut Context::from_waker(&waker))
     }
 
     /// One request answered at once: the client sends a head, it is read,
@@ -774,14 +724,11 @@ mod tests {
         // The timer is still armed for the first head's deadline (10 s):
         // it fires early and is re-armed for the keep-alive deadline.
         tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(poll_parked_once(&mut io).is_pending());
+        assert!(read_once(&mut io).is_none());
         tokio::time::advance(Duration::from_secs(49) - 2 * MS).await;
-        assert!(poll_parked_once(&mut io).is_pending());
+        assert!(read_once(&mut io).is_none());
         tokio::time::advance(2 * MS).await;
-        match poll_parked_once(&mut io) {
-            Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "keepalive_timeout"),
-            other => panic!("expected keepalive_timeout, got {other:?}"),
-        }
+        assert_eq!(read_timed_out(&mut io), "keepalive_timeout");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,18 +1,26 @@
-//! HTTP/1.1 on one client connection, with idle connections *parked*.
+//! HTTP/1.1 on one client connection: the fast path, hyper, and parking.
+//!
+//! Between requests [`Http1Serve`] holds only the socket (in `ClientIo`,
+//! with its timers) and the service. It reads the next request head itself
+//! into a buffer on the stack: a body-less `GET` that `h1fast::parse` takes
+//! is served here (the service's future, then the response written with
+//! `h1fast::encode_head`, the body copied into one buffer per write); any
+//! other request starts a hyper connection with the bytes already read.
 //!
 //! hyper keeps a read buffer, a write buffer and its dispatcher state for
 //! as long as its connection lives, about 20 KiB for an idle keep-alive
 //! connection. [`Http1Serve`] ends hyper's connection when it has been idle
-//! long enough without closing the socket, keeps only the socket and its
-//! timers, and starts a new hyper connection when the client sends again.
-//! `ClientIo` says when: no request in flight, the response flushed,
-//! nothing to read, and idle at once after a pause of a client that has
-//! not sent back to back, else for `conn::PARK_AFTER` (so a busy client is
-//! not parked and restarted between its requests). The delayed case comes
-//! from `ClientIo`'s timer: its wake-up makes hyper read, the read marks the
-//! park wanted, and the request is taken here right after hyper's poll.
+//! long enough without closing the socket, and goes back to reading heads
+//! itself. `ClientIo` says when: no request in flight, the response
+//! flushed, nothing to read, and idle at once after a pause of a client
+//! that has not sent back to back, else for `conn::PARK_AFTER` (so a busy
+//! client is not parked and restarted between its requests). The delayed
+//! case comes from `ClientIo`'s timer: its wake-up makes hyper read, the
+//! read marks the park wanted, and the request is taken here right after
+//! hyper's poll. The same signal frees the fast path's request future
+//! (kept from one request to the next while the client is busy).
 //! It is a hand-written future rather than an `async fn` so that its
-//! parked state is exactly what is listed here (an `async fn` keeps room
+//! idle state is exactly what is listed here (an `async fn` keeps room
 //! for every value it ever moved across an await).
 //!
 //! Called by `listener` once the connection is known to speak HTTP/1.1.
@@ -37,7 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::{ClientBody, ProxyBody};
 use super::closing::{Closing, Slot};
-use super::conn::{ClientIo, ConnActivity, ReadReady};
+use super::conn::{ClientIo, ConnActivity};
 use super::h1fast::{self, Framing, Parsed};
 
 /// The service of a connection's requests, whoever parsed them.
@@ -245,7 +253,7 @@ pub struct Http1Serve<I, S: RequestService> {
 
 impl<I, S> Http1Serve<I, S>
 where
-    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: RequestService + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -300,8 +308,8 @@ where
     }
 
     /// Reads the next request head on a connection between requests:
-    /// `Ready(true)` when the state changed (a fast-path exchange, hyper,
-    /// or the end), `Pending` while nothing arrived.
+    /// `Ready` when the state changed (a fast-path exchange, hyper, or the
+    /// end), `Pending` while nothing arrived.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let State::Parked { io, .. } = &mut self.state else { return Poll::Ready(()) };
         let mut storage = [MaybeUninit::<u8>::uninit(); HEAD_BUF];
@@ -366,7 +374,7 @@ impl<I, S: RequestService> Drop for Http1Serve<I, S> {
 
 impl<I, S> Future for Http1Serve<I, S>
 where
-    I: AsyncRead + AsyncWrite + ReadReady + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: RequestService + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
 {
