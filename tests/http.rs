@@ -598,3 +598,72 @@ async fn one_connection_mixes_fast_path_and_hyper_requests() {
     assert_eq!(b.hits(), 9);
     node.stop().await;
 }
+
+/// A server that reads a request, writes `answer` (nothing, or the start
+/// of a response), never finishes, and reports on `tx` when the request
+/// came and when the node closed the connection.
+async fn stalling_server(
+    answer: &'static [u8],
+    tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
+) -> std::net::SocketAddr {
+    use tokio::io::AsyncReadExt;
+    raw_server(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let mut buf = [0u8; 4096];
+            if !matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                return;
+            }
+            let _ = tx.send("request");
+            let _ = s.write_all(answer).await;
+            let after = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+            let _ = tx.send(match after {
+                Ok(Ok(0)) | Ok(Err(_)) => "closed",
+                Ok(Ok(_)) => "more bytes",
+                Err(_) => "still open",
+            });
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_ends_the_server_exchange() {
+    // Before the answer, and in the middle of a streamed body.
+    for answer in [&b""[..], b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"] {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+        let addr = stalling_server(answer, tx).await;
+        let pool = format!("read_timeout = \"30s\"\nretries = 0\nservers = [{{ addr = \"{addr}\" }}]");
+        let node = start_node(&config(&pool, "")).await;
+        // The fast path's request, and one hyper serves (a Connection field).
+        for req in [
+            &b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n"[..],
+            b"GET /a HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            let mut c = tokio::net::TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
+            c.write_all(req).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+            assert_eq!(got, Some("request"));
+            if !answer.is_empty() {
+                // The start of the body reached the client.
+                let mut seen = Vec::new();
+                while !seen.ends_with(b"hello") {
+                    let mut b = [0u8; 512];
+                    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut c, &mut b))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert!(n > 0);
+                    seen.extend_from_slice(&b[..n]);
+                }
+            }
+            let left = Instant::now();
+            drop(c);
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+            let what = (String::from_utf8_lossy(answer), String::from_utf8_lossy(req));
+            assert_eq!(got, Some("closed"), "{what:?}");
+            assert!(left.elapsed() < Duration::from_secs(2), "closed after {:?}: {what:?}", left.elapsed());
+        }
+        node.stop().await;
+    }
+}

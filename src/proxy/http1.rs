@@ -225,9 +225,33 @@ impl Sending {
                 if self.ended {
                     return Poll::Ready(Ok(!self.close));
                 }
+                if client_gone(io, cx) {
+                    return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+                }
                 return Poll::Pending;
             }
         }
+    }
+}
+
+/// While a fast-path request is in flight: true if the client closed its
+/// side or the socket failed, so the exchange (and the request to the
+/// server) is dropped, as hyper does. Bytes that arrive meanwhile (the
+/// next, pipelined request) are kept for the next head.
+fn client_gone<T: AsyncRead + Unpin>(io: &mut ClientIo<T>, cx: &mut Context<'_>) -> bool {
+    if io.has_rewound() {
+        return false;
+    }
+    let mut storage = [MaybeUninit::<u8>::uninit(); HEAD_BUF];
+    let mut buf = ReadBuf::uninit(&mut storage);
+    match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+        Poll::Pending => false,
+        Poll::Ready(Ok(())) if buf.filled().is_empty() => true,
+        Poll::Ready(Ok(())) => {
+            io.rewind(Bytes::copy_from_slice(buf.filled()));
+            false
+        }
+        Poll::Ready(Err(_)) => true,
     }
 }
 
@@ -402,7 +426,18 @@ where
                             let Some(mut fut) = this.fut.as_mut().and_then(|f| f.as_mut().as_pin_mut()) else {
                                 unreachable!("an exchange without a response has its future")
                             };
-                            let answer = ready!(fut.as_mut().poll(cx));
+                            let answer = match fut.as_mut().poll(cx) {
+                                Poll::Ready(answer) => answer,
+                                Poll::Pending if client_gone(io, cx) => {
+                                    tracing::debug!("client closed the connection before the answer");
+                                    if let Some(f) = this.fut.as_mut() {
+                                        f.set(None);
+                                    }
+                                    this.state = State::Done;
+                                    return Poll::Ready(Ok(()));
+                                }
+                                Poll::Pending => return Poll::Pending,
+                            };
                             if let Some(f) = this.fut.as_mut() {
                                 f.set(None);
                             }
