@@ -57,7 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -276,7 +276,9 @@ impl<T> ClientIo<T> {
 
     /// Hands `bytes` (already read from the socket) to the next reader. They
     /// are the start of a request, so the header timer runs if the
-    /// connection was idle.
+    /// connection was idle. Bytes still waiting from an earlier rewind come
+    /// after them: `bytes` were read from those first (the fast path reads
+    /// at most 4 KiB of what a parked hyper connection had buffered).
     pub fn rewind(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
@@ -291,7 +293,15 @@ impl<T> ClientIo<T> {
             self.since = idle_since;
             self.arm_by(idle_since + self.header_timeout);
         }
-        self.rewound = Some(bytes);
+        self.rewound = Some(match self.rewound.take() {
+            None => bytes,
+            Some(rest) => {
+                let mut joined = BytesMut::with_capacity(bytes.len() + rest.len());
+                joined.extend_from_slice(&bytes);
+                joined.extend_from_slice(&rest);
+                joined.freeze()
+            }
+        });
     }
 
     /// Bytes are waiting from [`ClientIo::rewind`].
@@ -540,6 +550,20 @@ mod tests {
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::TimedOut => e.to_string(),
             other => panic!("expected a timeout, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_second_rewind_comes_before_what_was_still_waiting() {
+        let (mut io, _client, _activity) = client_io();
+        io.rewind(Bytes::from_static(b"0123456789"));
+        let mut first = [0u8; 4];
+        assert_eq!(io.read(&mut first).await.unwrap(), 4);
+        // What was read goes back in front of the six bytes still waiting.
+        io.rewind(Bytes::copy_from_slice(&first));
+        let mut all = [0u8; 16];
+        let n = io.read(&mut all).await.unwrap();
+        assert_eq!(&all[..n], b"0123456789");
+        assert!(!io.has_rewound());
     }
 
     /// One request answered at once: the client sends a head, it is read,

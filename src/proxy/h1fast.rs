@@ -14,10 +14,15 @@
 //!
 //! The response follows hyper's server encoding (`proto::h1::role`):
 //! lower-case names in the header map's order, a `Content-Length` already
-//! in the map trusted, otherwise the length from the body's exact size
+//! in the map trusted (unless the body is known to be empty: then
+//! `content-length: 0`), otherwise the length from the body's exact size
 //! hint, else chunked; no body and no length for 204 and 304; a `date`
 //! unless the map has one; `connection: close` when the connection ends
-//! after this response.
+//! after this response. One difference: the status line is always
+//! `HTTP/1.1` (the request was HTTP/1.1), also when the server answered
+//! with HTTP/1.0, where hyper would echo `HTTP/1.0` and end the body by
+//! closing; here a body of unknown length is chunked and the connection
+//! stays open.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -106,14 +111,16 @@ pub enum Framing {
 }
 
 /// The response head as hyper's server would write it for a `GET` on an
-/// HTTP/1.1 connection (see the module header). `close`: the connection
-/// ends after this response. Returns the body's framing and whether the
-/// connection must close after it (also when the map says
+/// HTTP/1.1 connection (see the module header). `body`: the body's size
+/// hint; `empty`: the body is known to have ended already. `close`: the
+/// connection ends after this response. Returns the body's framing and
+/// whether the connection must close after it (also when the map says
 /// `Connection: close`).
 pub fn encode_head(
     status: StatusCode,
     headers: &HeaderMap,
     body: SizeHint,
+    empty: bool,
     close: bool,
     dst: &mut Vec<u8>,
 ) -> (Framing, bool) {
@@ -138,13 +145,18 @@ pub fn encode_head(
     let has_body = !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
     let mut framing = None;
     let mut wrote_date = false;
-    let mut wrote_connection = false;
+    let mut said_close = false;
     for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING || *name == header::TRAILER {
             // The framing is decided here; no trailers are sent.
             continue;
         }
         if *name == header::CONTENT_LENGTH {
+            if empty {
+                // hyper drops it and writes `content-length: 0` below
+                // (nothing for 204 and 304).
+                continue;
+            }
             let len = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.trim().parse::<u64>().ok());
             match (len, framing) {
                 (Some(len), None) => framing = Some(Framing::Length(len)),
@@ -156,9 +168,11 @@ pub fn encode_head(
         if *name == header::DATE {
             wrote_date = true;
         }
-        if *name == header::CONNECTION {
-            wrote_connection = true;
-            close |= value.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        if *name == header::CONNECTION
+            && value.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            said_close = true;
+            close = true;
         }
         dst.extend_from_slice(name.as_str().as_bytes());
         dst.extend_from_slice(b": ");
@@ -169,7 +183,7 @@ pub fn encode_head(
         Framing::Empty
     } else if let Some(f) = framing {
         f
-    } else if let Some(len) = body.exact() {
+    } else if let Some(len) = if empty { Some(0) } else { body.exact() } {
         dst.extend_from_slice(b"content-length: ");
         dst.extend_from_slice(itoa_u64(len, &mut [0u8; 20]));
         dst.extend_from_slice(b"\r\n");
@@ -181,7 +195,7 @@ pub fn encode_head(
     if !wrote_date {
         extend_date(dst);
     }
-    if close && !wrote_connection {
+    if close && !said_close {
         dst.extend_from_slice(b"connection: close\r\n");
     }
     dst.extend_from_slice(b"\r\n");
@@ -304,12 +318,22 @@ mod tests {
     }
 
     fn head(status: StatusCode, headers: &[(&str, &str)], body: SizeHint, close: bool) -> (String, Framing, bool) {
+        head_of(status, headers, body, false, close)
+    }
+
+    fn head_of(
+        status: StatusCode,
+        headers: &[(&str, &str)],
+        body: SizeHint,
+        empty: bool,
+        close: bool,
+    ) -> (String, Framing, bool) {
         let mut map = HeaderMap::new();
         for (n, v) in headers {
             map.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         let mut dst = Vec::new();
-        let (framing, close) = encode_head(status, &map, body, close, &mut dst);
+        let (framing, close) = encode_head(status, &map, body, empty, close, &mut dst);
         (String::from_utf8(dst).unwrap(), framing, close)
     }
 
@@ -341,6 +365,26 @@ mod tests {
             (h.as_str(), c),
             ("HTTP/1.1 200 OK\r\nconnection: Close\r\ndate: x\r\ncontent-length: 0\r\n\r\n", true)
         );
+
+        // A length in the map with a body that has already ended: hyper's
+        // `content-length: 0` instead (none for 204).
+        let (h, f, _) =
+            head_of(StatusCode::OK, &[("content-length", "10"), ("date", "x")], SizeHint::with_exact(0), true, false);
+        assert_eq!((h.as_str(), f), ("HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 0\r\n\r\n", Framing::Length(0)));
+        let (h, f, _) = head_of(
+            StatusCode::NO_CONTENT,
+            &[("content-length", "10"), ("date", "x")],
+            SizeHint::with_exact(0),
+            true,
+            false,
+        );
+        assert_eq!((h.as_str(), f), ("HTTP/1.1 204 No Content\r\ndate: x\r\n\r\n", Framing::Empty));
+        // Closing while the map says keep-alive: close is said too.
+        let (h, _, c) =
+            head(StatusCode::OK, &[("connection", "keep-alive"), ("date", "x")], SizeHint::with_exact(0), true);
+        let want =
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ndate: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        assert_eq!((h.as_str(), c), (want, true));
 
         // A 1xx from a service is refused as hyper does.
         let (h, f, c) = head(StatusCode::CONTINUE, &[], SizeHint::new(), false);

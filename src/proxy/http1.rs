@@ -119,7 +119,8 @@ enum State<I, S: RequestService> {
         svc: S,
         sending: Option<Box<Sending>>,
     },
-    /// Closing the connection after a response that ends it.
+    /// Closing the connection: after a response that ends it, at
+    /// `keepalive_timeout` or `header_timeout`, or at shutdown.
     Closing {
         io: ClientIo<I>,
     },
@@ -133,7 +134,12 @@ type FutSlot<F> = Option<Pin<Box<Option<F>>>>;
 
 /// A response on its way to the client.
 struct Sending {
-    body: ProxyBody,
+    /// Dropped as soon as it has ended, before the last bytes are written
+    /// (as hyper does): its guards end the request's accounting (the
+    /// server's in-flight count, the connection's activity) before the
+    /// client can see the whole answer and send its next request, perhaps
+    /// on another connection.
+    body: Option<ProxyBody>,
     framing: Framing,
     /// Bytes the body may still yield (`Framing::Length`).
     left: u64,
@@ -175,6 +181,7 @@ impl Sending {
     /// The body ended: the framing's end.
     fn finish(&mut self) -> io::Result<()> {
         self.ended = true;
+        self.body = None;
         match self.framing {
             Framing::Length(_) if self.left > 0 => Err(broken("response body shorter than its content-length")),
             Framing::Chunked => {
@@ -194,8 +201,14 @@ impl Sending {
     ) -> Poll<io::Result<bool>> {
         loop {
             let mut waiting = false;
-            while !self.ended && self.out.len() < FILL {
-                match Pin::new(&mut self.body).poll_frame(cx) {
+            if self.framing == Framing::Empty && !self.ended {
+                // No body goes out (204, 304, a refused status): it is not
+                // read at all, as with hyper.
+                self.ended = true;
+                self.body = None;
+            }
+            while let (false, true, Some(body)) = (self.ended, self.out.len() < FILL, self.body.as_mut()) {
+                match Pin::new(body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(data) = frame.into_data() {
                             self.push(data)?;
@@ -355,9 +368,14 @@ where
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => {
-                    // keepalive_timeout, header_timeout, or the socket failed.
+                    // keepalive_timeout or header_timeout: closed politely
+                    // (FIN, and close_notify over TLS); or the socket failed.
                     tracing::trace!(error = %e, "idle connection closed");
-                    self.state = State::Done;
+                    let timed_out = e.kind() == io::ErrorKind::TimedOut;
+                    self.state = match mem::replace(&mut self.state, State::Done) {
+                        State::Parked { io, .. } if timed_out => State::Closing { io },
+                        _ => State::Done,
+                    };
                     return Poll::Ready(());
                 }
                 Poll::Ready(Ok(())) if buf.filled().len() == before => {
@@ -411,7 +429,11 @@ where
             match &mut this.state {
                 // Finish the request in flight, then close.
                 State::Active { conn, .. } => Pin::new(&mut **conn).graceful_shutdown(),
-                State::Parked { .. } => this.state = State::Done,
+                State::Parked { .. } => {
+                    if let State::Parked { io, .. } = mem::replace(&mut this.state, State::Done) {
+                        this.state = State::Closing { io };
+                    }
+                }
                 State::Exchange { .. } | State::Closing { .. } | State::Done => {}
             }
         }
@@ -449,12 +471,13 @@ where
                                         parts.status,
                                         &parts.headers,
                                         body.size_hint(),
+                                        body.is_end_stream(),
                                         this.stopping,
                                         &mut out,
                                     );
                                     let left = if let Framing::Length(n) = framing { n } else { 0 };
                                     *sending = Some(Box::new(Sending {
-                                        body,
+                                        body: Some(body),
                                         framing,
                                         left,
                                         ended: false,
@@ -483,7 +506,11 @@ where
                     };
                 }
                 State::Closing { io } => {
-                    let _ = ready!(Pin::new(io).poll_shutdown(cx));
+                    // One attempt, never a wait: a client that stopped
+                    // reading must not keep the connection (no timer runs
+                    // here). Plain TCP shuts down at once; a TLS
+                    // close_notify that does not fit is dropped.
+                    let _ = Pin::new(io).poll_shutdown(cx);
                     this.state = State::Done;
                 }
                 State::Active { conn, parking, abandoned } => {
