@@ -46,18 +46,10 @@ pub enum BodyError {
 
 /// A client's request body: hyper's (HTTP/2, and HTTP/1.1 requests hyper
 /// parsed), or none at all (the body-less requests `h1fast` parses itself).
+#[derive(Debug)]
 pub enum ClientBody {
     Empty,
     Hyper(Incoming),
-}
-
-impl std::fmt::Debug for ClientBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClientBody::Empty => f.write_str("ClientBody::Empty"),
-            ClientBody::Hyper(b) => b.fmt(f),
-        }
-    }
 }
 
 impl Body for ClientBody {

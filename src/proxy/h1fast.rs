@@ -40,9 +40,9 @@ const MAX_FIELDS: usize = 32;
 
 /// Header fields that send a request to hyper: they announce a body, an
 /// upgrade or interim responses, or change the keep-alive rules.
-fn needs_hyper(name: &[u8]) -> bool {
-    const FIELDS: [&[u8]; 5] = [b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"];
-    FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f))
+fn needs_hyper(name: &HeaderName) -> bool {
+    [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION, header::UPGRADE, header::EXPECT]
+        .contains(name)
 }
 
 /// What [`parse`] made of the bytes read so far.
@@ -74,9 +74,6 @@ pub fn parse(buf: &[u8], max_head: usize) -> Parsed {
         return Parsed::Hyper;
     }
     let (Some(path), headers) = (req.path, &*req.headers) else { return Parsed::Hyper };
-    if headers.iter().any(|h| needs_hyper(h.name.as_bytes())) {
-        return Parsed::Hyper;
-    }
     // One copy of the head; the path and every value are slices of it.
     let head = Bytes::copy_from_slice(buf);
     let part = |s: &[u8]| {
@@ -87,6 +84,9 @@ pub fn parse(buf: &[u8], max_head: usize) -> Parsed {
     let mut map = HeaderMap::with_capacity(headers.len());
     for h in headers {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parsed::Hyper };
+        if needs_hyper(&name) {
+            return Parsed::Hyper;
+        }
         let Ok(value) = HeaderValue::from_maybe_shared(part(h.value)) else { return Parsed::Hyper };
         map.append(name, value);
     }

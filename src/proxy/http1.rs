@@ -134,17 +134,14 @@ type FutSlot<F> = Option<Pin<Box<Option<F>>>>;
 
 /// A response on its way to the client.
 struct Sending {
-    /// Dropped as soon as it has ended, before the last bytes are written
-    /// (as hyper does): its guards end the request's accounting (the
-    /// server's in-flight count, the connection's activity) before the
-    /// client can see the whole answer and send its next request, perhaps
-    /// on another connection.
+    /// `None` once it has ended: it is dropped then, before the last bytes
+    /// are written (as hyper does), so its guards end the request's
+    /// accounting (the server's in-flight count, the connection's activity)
+    /// before the client can see the whole answer and send its next
+    /// request, perhaps on another connection.
     body: Option<ProxyBody>,
+    /// How the body goes out; `Length` counts the bytes still to come.
     framing: Framing,
-    /// Bytes the body may still yield (`Framing::Length`).
-    left: u64,
-    /// The body yielded its last frame (and the framing's end is in `out`).
-    ended: bool,
     /// Encoded bytes not yet written, from `pos`.
     out: Vec<u8>,
     pos: usize,
@@ -157,15 +154,22 @@ fn broken(what: &'static str) -> io::Error {
 }
 
 impl Sending {
+    /// `out` holds the encoded head. A body that does not go out (204,
+    /// 304, a refused status) is not read at all, as with hyper.
+    fn new(body: ProxyBody, framing: Framing, out: Vec<u8>, close: bool) -> Self {
+        let body = (framing != Framing::Empty).then_some(body);
+        Sending { body, framing, out, pos: 0, close }
+    }
+
     /// Adds one frame of the body to `out`.
     fn push(&mut self, data: Bytes) -> io::Result<()> {
-        match self.framing {
-            Framing::Length(_) => {
+        match &mut self.framing {
+            Framing::Length(left) => {
                 let n = data.len() as u64;
-                if n > self.left {
+                if n > *left {
                     return Err(broken("response body longer than its content-length"));
                 }
-                self.left -= n;
+                *left -= n;
                 self.out.extend_from_slice(&data);
             }
             Framing::Chunked if !data.is_empty() => {
@@ -178,12 +182,11 @@ impl Sending {
         Ok(())
     }
 
-    /// The body ended: the framing's end.
+    /// The body ended: it is dropped, and the framing's end goes to `out`.
     fn finish(&mut self) -> io::Result<()> {
-        self.ended = true;
         self.body = None;
         match self.framing {
-            Framing::Length(_) if self.left > 0 => Err(broken("response body shorter than its content-length")),
+            Framing::Length(left) if left > 0 => Err(broken("response body shorter than its content-length")),
             Framing::Chunked => {
                 self.out.extend_from_slice(b"0\r\n\r\n");
                 Ok(())
@@ -201,13 +204,7 @@ impl Sending {
     ) -> Poll<io::Result<bool>> {
         loop {
             let mut waiting = false;
-            if self.framing == Framing::Empty && !self.ended {
-                // No body goes out (204, 304, a refused status): it is not
-                // read at all, as with hyper.
-                self.ended = true;
-                self.body = None;
-            }
-            while let (false, true, Some(body)) = (self.ended, self.out.len() < FILL, self.body.as_mut()) {
+            while let (true, Some(body)) = (self.out.len() < FILL, self.body.as_mut()) {
                 match Pin::new(body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(data) = frame.into_data() {
@@ -231,11 +228,12 @@ impl Sending {
             }
             self.out.clear();
             self.pos = 0;
-            if self.ended || waiting {
+            let ended = self.body.is_none();
+            if ended || waiting {
                 // Everything so far leaves now (TLS records included)
                 // while the body has nothing more yet.
                 ready!(Pin::new(&mut *io).poll_flush(cx))?;
-                if self.ended {
+                if ended {
                     return Poll::Ready(Ok(!self.close));
                 }
                 if client_gone(io, cx) {
@@ -448,23 +446,17 @@ where
                             let Some(mut fut) = this.fut.as_mut().and_then(|f| f.as_mut().as_pin_mut()) else {
                                 unreachable!("an exchange without a response has its future")
                             };
+                            // `None`: the client left before the answer.
                             let answer = match fut.as_mut().poll(cx) {
-                                Poll::Ready(answer) => answer,
-                                Poll::Pending if client_gone(io, cx) => {
-                                    tracing::debug!("client closed the connection before the answer");
-                                    if let Some(f) = this.fut.as_mut() {
-                                        f.set(None);
-                                    }
-                                    this.state = State::Done;
-                                    return Poll::Ready(Ok(()));
-                                }
+                                Poll::Ready(answer) => Some(answer),
+                                Poll::Pending if client_gone(io, cx) => None,
                                 Poll::Pending => return Poll::Pending,
                             };
                             if let Some(f) = this.fut.as_mut() {
                                 f.set(None);
                             }
                             match answer {
-                                Ok(response) => {
+                                Some(Ok(response)) => {
                                     let (parts, body) = response.into_parts();
                                     let mut out = Vec::with_capacity(256);
                                     let (framing, close) = h1fast::encode_head(
@@ -475,21 +467,16 @@ where
                                         this.stopping,
                                         &mut out,
                                     );
-                                    let left = if let Framing::Length(n) = framing { n } else { 0 };
-                                    *sending = Some(Box::new(Sending {
-                                        body: Some(body),
-                                        framing,
-                                        left,
-                                        ended: false,
-                                        out,
-                                        pos: 0,
-                                        close,
-                                    }));
+                                    *sending = Some(Box::new(Sending::new(body, framing, out, close)));
                                     continue;
                                 }
                                 // The service closes without an answer (as
                                 // hyper does with a service error).
-                                Err(e) => Err(io::Error::other(e.into())),
+                                Some(Err(e)) => Err(io::Error::other(e.into())),
+                                None => Err(io::Error::new(
+                                    io::ErrorKind::ConnectionAborted,
+                                    "client closed the connection before the answer",
+                                )),
                             }
                         }
                     };
