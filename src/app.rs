@@ -172,7 +172,12 @@ pub fn run(path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
     }
     .context("cannot start the async runtime")?;
     let path = path.map(Path::to_path_buf);
+    let busy_poll = cfg.node.busy_poll;
     runtime.block_on(async move {
+        if !busy_poll.is_zero() {
+            // Ends with the runtime, after the drain.
+            tokio::spawn(crate::busy_poll::run(busy_poll));
+        }
         let node = Node::start_with_path(cfg, path).await?;
         wait_for_signals(&node).await;
         node.stop().await;

@@ -37,6 +37,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod balance;
+pub mod busy_poll;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

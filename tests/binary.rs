@@ -75,6 +75,15 @@ impl NodeProcess {
             .unwrap()
     }
 
+    /// CPU time used so far (user + system), in clock ticks.
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap().success();
         assert!(ok, "kill {sig} failed");
@@ -167,6 +176,35 @@ async fn one_gib_each_way_streams_with_rss_under_64_mib() {
 
     let peak = node.peak_rss_kib();
     assert!(peak < 64 * 1024, "node peak RSS {peak} KiB is not under 64 MiB");
+}
+
+/// With `node.busy_poll` set, requests are served as usual and a node with
+/// no traffic sleeps: it uses next to no CPU before the first request and
+/// after the last one. (That it keeps polling while traffic flows is the
+/// poller's unit test, `busy_poll::tests`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_poll_serves_and_an_idle_node_uses_no_cpu() {
+    let b = Backend::start("b").await;
+    let (node, _dir) = NodeProcess::start(&config(&servers(&[(&b, "")]), "[node]\nworkers = 1\nbusy_poll = \"20ms\""));
+    let ticks_per_s = 100; // USER_HZ on Linux
+    let idle_cpu = |node: &NodeProcess| {
+        let t0 = node.cpu_ticks();
+        std::thread::sleep(Duration::from_secs(1));
+        node.cpu_ticks() - t0
+    };
+    let before = idle_cpu(&node);
+    assert!(before * 5 <= ticks_per_s, "an idle node used {before} ticks of CPU in 1 s before any request");
+
+    let c = client();
+    for i in 0..200 {
+        let (status, _, body) = get(&c, node.addr, &format!("/r{i}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(b.hits(), 200);
+    // Well past the 20 ms window: the poller has gone to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = idle_cpu(&node);
+    assert!(after * 5 <= ticks_per_s, "the node used {after} ticks of CPU in the second after its last request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,3 +236,15 @@ fn failback_is_for_primary_pools_only() {
     let text = BASE.replace("name = \"api\"\n", "name = \"api\"\nfailback = true\n");
     assert!(one_error(&text).ends_with("pools[0].failback: applies only to balance = \"primary\""));
 }
+
+#[test]
+fn busy_poll_out_of_range_or_not_a_duration() {
+    let text = format!("[node]\nbusy_poll = \"200ms\"\n{BASE}");
+    assert_eq!(one_error(&text), "node.toml:2:13: node.busy_poll: must be 0s..=100ms (0s: off), got 200ms");
+    let text = format!("[node]\nbusy_poll = \"fast\"\n{BASE}");
+    assert!(one_error(&text).starts_with("node.toml:2:13: node.busy_poll: expected a duration such as"));
+    let ok = parse_str(&format!("[node]\nbusy_poll = \"1ms\"\n{BASE}"), "node.toml", Path::new(".")).unwrap();
+    assert_eq!(ok.node.busy_poll, std::time::Duration::from_millis(1));
+    let off = parse_str(BASE, "node.toml", Path::new(".")).unwrap();
+    assert!(off.node.busy_poll.is_zero(), "busy polling must be off by default");
+}

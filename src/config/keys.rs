@@ -13,6 +13,7 @@ pub const KEYS: &[&str] = &[
     "node.name",
     "node.data_dir",
     "node.workers",
+    "node.busy_poll",
     "admin",
     "admin.enabled",
     "admin.listen",

@@ -57,6 +57,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Runtime worker threads; 1 runs a single-threaded runtime.
     pub workers: usize,
+    /// How long the runtime keeps polling for I/O after the last request
+    /// instead of sleeping ([`crate::busy_poll`]); zero: off.
+    pub busy_poll: Duration,
 }
 
 /// The `[cluster]` table: gossip with peers.

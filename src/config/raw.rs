@@ -37,6 +37,7 @@ pub struct RawNode {
     pub name: Option<String>,
     pub data_dir: Option<String>,
     pub workers: Option<i64>,
+    pub busy_poll: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

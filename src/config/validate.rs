@@ -127,6 +127,13 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
                 n => n as usize,
             }
         },
+        busy_poll: {
+            let d = cx.duration(&raw.node.busy_poll, np.key("busy_poll"), Duration::ZERO);
+            if d > Duration::from_millis(100) {
+                cx.err(np.key("busy_poll"), format!("must be 0s..=100ms (0s: off), got {d:?}"));
+            }
+            d
+        },
     };
 
     // [admin]

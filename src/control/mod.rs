@@ -205,6 +205,7 @@ impl Control {
             ("log.level", old_cfg.log.level != cfg.log.level),
             ("log.format", old_cfg.log.format != cfg.log.format),
             ("node.workers", old_cfg.node.workers != cfg.node.workers),
+            ("node.busy_poll", old_cfg.node.busy_poll != cfg.node.busy_poll),
             ("node.data_dir", old_cfg.node.data_dir != cfg.node.data_dir),
         ] {
             if changed {

@@ -176,6 +176,7 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
         if *ctx.shutdown.borrow() {
             return;
         }
+        crate::busy_poll::traffic();
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let runtime = l.runtime.clone();

@@ -261,6 +261,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, CloseConnection> {
     let started = Instant::now();
     metrics::inc(&COUNTERS.requests);
+    crate::busy_poll::traffic();
     if req.version() == Version::HTTP_2 {
         conn.activity.mark_http2();
     }
