@@ -254,7 +254,8 @@ if [[ -n ${PID[node]:-} ]]; then
   grep -E "^(# (HELP|TYPE) )?sysmanage_tls_handshake" "$OUT/metrics-after.raw" >"$OUT/metrics-after.txt" || echo "(no sysmanage_tls_handshake* lines in /metrics)" >"$OUT/metrics-after.txt"
   # Handshakes the node should have counted: one per request in the Connection: close runs,
   # plus up to CONNS per keep-alive run and warm-up, plus a few probes (curl, s_client).
-  hs=$(cat "$OUT"/wrk-r*-hs-*-node.txt 2>/dev/null | awk '/requests in/{s+=$1} END{print s+0}')
+  # (no hs files when MODES has no hs mode: cat fails, which must not end the script)
+  hs=$({ cat "$OUT"/wrk-r*-hs-*-node.txt 2>/dev/null || true; } | awk '/requests in/{s+=$1} END{print s+0}')
   echo "# requests in the node's Connection: close runs (one handshake each): $hs" >>"$OUT/metrics-after.txt"
 fi
 for t in $TARGETS; do
