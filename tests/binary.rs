@@ -75,13 +75,17 @@ impl NodeProcess {
             .unwrap()
     }
 
-    /// CPU time used so far (user + system), in clock ticks.
+    /// CPU time used so far (user + system), in clock ticks (1/100 s).
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        let secs = sysmanage_node::admin::prometheus::cpu_seconds(&self.pid().to_string()).unwrap();
+        (secs * 100.0).round() as u64
+    }
+
+    /// CPU ticks used over the next second.
+    async fn cpu_ticks_in_a_second(&self) -> u64 {
+        let t0 = self.cpu_ticks();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.cpu_ticks() - t0
     }
 
     fn signal(&self, sig: &str) {
@@ -187,12 +191,7 @@ async fn busy_poll_serves_and_an_idle_node_uses_no_cpu() {
     let b = Backend::start("b").await;
     let (node, _dir) = NodeProcess::start(&config(&servers(&[(&b, "")]), "[node]\nworkers = 1\nbusy_poll = \"20ms\""));
     let ticks_per_s = 100; // USER_HZ on Linux
-    let idle_cpu = |node: &NodeProcess| {
-        let t0 = node.cpu_ticks();
-        std::thread::sleep(Duration::from_secs(1));
-        node.cpu_ticks() - t0
-    };
-    let before = idle_cpu(&node);
+    let before = node.cpu_ticks_in_a_second().await;
     assert!(before * 5 <= ticks_per_s, "an idle node used {before} ticks of CPU in 1 s before any request");
 
     let c = client();
@@ -203,7 +202,7 @@ async fn busy_poll_serves_and_an_idle_node_uses_no_cpu() {
     assert_eq!(b.hits(), 200);
     // Well past the 20 ms window: the poller has gone to sleep.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = idle_cpu(&node);
+    let after = node.cpu_ticks_in_a_second().await;
     assert!(after * 5 <= ticks_per_s, "the node used {after} ticks of CPU in the second after its last request");
 }
 

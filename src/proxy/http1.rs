@@ -127,6 +127,16 @@ enum State<I, S: RequestService> {
     Done,
 }
 
+impl<I, S: RequestService> State<I, S> {
+    /// A parked connection goes to `Closing` (one polite shutdown attempt);
+    /// any other state ends.
+    fn close_parked(&mut self) {
+        if let State::Parked { io, .. } = mem::replace(self, State::Done) {
+            *self = State::Closing { io };
+        }
+    }
+}
+
 /// The service's future of the fast path's current request, in an
 /// allocation kept for the connection's next request while the client
 /// sends back to back (see [`Http1Serve::fut`]).
@@ -369,11 +379,11 @@ where
                     // keepalive_timeout or header_timeout: closed politely
                     // (FIN, and close_notify over TLS); or the socket failed.
                     tracing::trace!(error = %e, "idle connection closed");
-                    let timed_out = e.kind() == io::ErrorKind::TimedOut;
-                    self.state = match mem::replace(&mut self.state, State::Done) {
-                        State::Parked { io, .. } if timed_out => State::Closing { io },
-                        _ => State::Done,
-                    };
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        self.state.close_parked();
+                    } else {
+                        self.state = State::Done;
+                    }
                     return Poll::Ready(());
                 }
                 Poll::Ready(Ok(())) if buf.filled().len() == before => {
@@ -427,11 +437,7 @@ where
             match &mut this.state {
                 // Finish the request in flight, then close.
                 State::Active { conn, .. } => Pin::new(&mut **conn).graceful_shutdown(),
-                State::Parked { .. } => {
-                    if let State::Parked { io, .. } = mem::replace(&mut this.state, State::Done) {
-                        this.state = State::Closing { io };
-                    }
-                }
+                State::Parked { .. } => this.state.close_parked(),
                 State::Exchange { .. } | State::Closing { .. } | State::Done => {}
             }
         }
