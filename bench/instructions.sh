@@ -27,7 +27,7 @@ curl -s -o /dev/null http://127.0.0.1:9001/ || { echo "no backend on :9001 (run 
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sysmanage-instr.XXXXXX")
 # Busy polling off: under callgrind its turns would count as instructions of the requests.
-sed -e 's/127.0.0.1:8085/127.0.0.1:8095/' -e 's/^busy_poll = .*/busy_poll = "0s"/' "$ROOT/bench/node.toml" >"$WORK/node.toml"
+sed -e 's/127.0.0.1:8085/127.0.0.1:8095/' -e 's/^busy_poll = .*/busy_poll = "0s"/' -e "/^busy_poll_coalesce = /d" "$ROOT/bench/node.toml" >"$WORK/node.toml"
 SCHEME=http
 if [[ ${TLS:-0} == 1 ]]; then
   # HTTPS keep-alive: a self-signed certificate written by the binary itself.

@@ -172,11 +172,11 @@ pub fn run(path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
     }
     .context("cannot start the async runtime")?;
     let path = path.map(Path::to_path_buf);
-    let busy_poll = cfg.node.busy_poll;
+    let (busy_poll, coalesce) = (cfg.node.busy_poll, cfg.node.busy_poll_coalesce);
     runtime.block_on(async move {
         if !busy_poll.is_zero() {
             // Ends with the runtime, after the drain.
-            tokio::spawn(crate::busy_poll::run(busy_poll));
+            tokio::spawn(crate::busy_poll::run(busy_poll, coalesce));
         }
         let node = Node::start_with_path(cfg, path).await?;
         wait_for_signals(&node).await;

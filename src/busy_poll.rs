@@ -13,6 +13,19 @@
 //! node uses no CPU. The price is a busy core while traffic flows, which is
 //! why it is off by default.
 //!
+//! Coalescing (`node.busy_poll_coalesce`): polling as often as it can, a
+//! node that is not saturated answers each request as soon as it arrives,
+//! so its clients and servers get their packets one at a time and each
+//! wakes up (and is switched to) once per request. When they share cores,
+//! as wrk and the backends do in the benchmark harness, those switches are
+//! a large part of what a request costs. With a coalescing wait set, after
+//! a turn of the event loop that served at most [`LIGHT_TURN`] requests the
+//! poller spins for that long (no system call) before the next poll, so the
+//! events of that time are handled together and the responses and upstream
+//! requests leave in bursts, like those of a proxy that is busier. A turn
+//! that served more is not followed by a wait: a saturated node spends no
+//! time waiting. The price is up to that wait added to a request's latency.
+//!
 //! One poller per process: `sysmanage-node run` starts it (tests that start
 //! nodes in-process do not).
 
@@ -33,6 +46,24 @@ pub struct Poller {
     /// and times the poller went to sleep: for tests and the curious.
     spins: AtomicU64,
     sleeps: AtomicU64,
+    /// Coalescing waits taken (`node.busy_poll_coalesce`).
+    waits: AtomicU64,
+}
+
+/// With `node.busy_poll_coalesce` set, a turn of the event loop that served
+/// at most this many requests is followed by a coalescing wait; a busier
+/// turn is not (the node has no time to spare then).
+pub const LIGHT_TURN: u64 = 3;
+
+/// Spins (no system call, no sleep) until `deadline`; returns the time then.
+fn spin_until(deadline: Instant) -> Instant {
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return now;
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// The process's poller (started by `sysmanage-node run` when
@@ -47,8 +78,8 @@ pub fn traffic() {
 
 /// The poller for `sysmanage-node run`: activity is the process's request
 /// count. Runs until its task is dropped.
-pub async fn run(window: Duration) {
-    POLLER.poll(window, || COUNTERS.requests.load(Ordering::Relaxed)).await
+pub async fn run(window: Duration, coalesce: Duration) {
+    POLLER.poll(window, coalesce, || COUNTERS.requests.load(Ordering::Relaxed)).await
 }
 
 impl Default for Poller {
@@ -64,6 +95,7 @@ impl Poller {
             wake: Notify::const_new(),
             spins: AtomicU64::new(0),
             sleeps: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
         }
     }
 
@@ -82,24 +114,37 @@ impl Poller {
         (self.spins.load(Ordering::Relaxed), self.sleeps.load(Ordering::Relaxed))
     }
 
+    /// Coalescing waits taken so far.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+
     /// Whether the poller is sleeping.
     pub fn is_idle(&self) -> bool {
         self.idle.load(Ordering::Relaxed)
     }
 
     /// Keeps the runtime polling while `activity` changed within `window`,
-    /// then sleeps until [`Poller::traffic`]; and again.
-    pub async fn poll(&self, window: Duration, activity: impl Fn() -> u64) {
+    /// then sleeps until [`Poller::traffic`]; and again. With `coalesce`
+    /// set, a turn that saw at most [`LIGHT_TURN`] new requests is followed
+    /// by a wait of that long before the next poll (see the module docs).
+    pub async fn poll(&self, window: Duration, coalesce: Duration, activity: impl Fn() -> u64) {
         loop {
             let mut seen = activity();
             let mut until = Instant::now() + window;
+            let mut last_turn = seen;
             loop {
                 // Deferred wake-up: with nothing else to run, tokio polls the
                 // I/O driver with a zero timeout and then runs this task again.
                 tokio::task::yield_now().await;
                 self.spins.fetch_add(1, Ordering::Relaxed);
-                let now = Instant::now();
+                let mut now = Instant::now();
                 let current = activity();
+                if !coalesce.is_zero() && current.wrapping_sub(last_turn) <= LIGHT_TURN {
+                    now = spin_until(now + coalesce);
+                    self.waits.fetch_add(1, Ordering::Relaxed);
+                }
+                last_turn = activity();
                 if current != seen {
                     seen = current;
                     until = now + window;
@@ -137,7 +182,7 @@ mod tests {
         static P: Poller = Poller::new();
         let counter = Arc::new(AtomicU64::new(0));
         let c = counter.clone();
-        let poller = tokio::spawn(P.poll(Duration::from_millis(30), move || c.load(Ordering::Relaxed)));
+        let poller = tokio::spawn(P.poll(Duration::from_millis(30), Duration::ZERO, move || c.load(Ordering::Relaxed)));
 
         // Traffic for 100 ms (longer than the window): the poller never sleeps.
         let start = Instant::now();
@@ -163,5 +208,33 @@ mod tests {
         wait_until("the poller polls again", || P.stats().0 > spins2).await;
         assert!(!P.is_idle());
         poller.abort();
+    }
+
+    /// With `coalesce` set, a light turn (here: no new requests) is followed
+    /// by a wait of that long, so turns are at least that far apart; a busy
+    /// turn (more than `LIGHT_TURN` new requests) is not.
+    #[tokio::test(flavor = "current_thread")]
+    async fn coalesce_waits_after_light_turns_only() {
+        static LIGHT: Poller = Poller::new();
+        let coalesce = Duration::from_millis(2);
+        let poller = tokio::spawn(LIGHT.poll(Duration::from_secs(5), coalesce, || 7));
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let elapsed = start.elapsed();
+        let (turns, _) = LIGHT.stats();
+        poller.abort();
+        let most = (elapsed.as_micros() / coalesce.as_micros()) as u64 + 1;
+        assert!(turns <= most, "{turns} turns in {elapsed:?}: the waits did not hold the poller back");
+        assert!(LIGHT.waits() >= 5, "only {} coalescing waits", LIGHT.waits());
+
+        static BUSY: Poller = Poller::new();
+        let served = Arc::new(AtomicU64::new(0));
+        let s = served.clone();
+        // Every read of the request count shows LIGHT_TURN + 1 more requests.
+        let activity = move || s.fetch_add(LIGHT_TURN + 1, Ordering::Relaxed);
+        let poller = tokio::spawn(BUSY.poll(Duration::from_secs(5), coalesce, activity));
+        wait_until("the busy poller takes 100 turns", || BUSY.stats().0 >= 100).await;
+        poller.abort();
+        assert_eq!(BUSY.waits(), 0, "waited after busy turns");
     }
 }

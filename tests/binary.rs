@@ -182,14 +182,18 @@ async fn one_gib_each_way_streams_with_rss_under_64_mib() {
     assert!(peak < 64 * 1024, "node peak RSS {peak} KiB is not under 64 MiB");
 }
 
-/// With `node.busy_poll` set, requests are served as usual and a node with
-/// no traffic sleeps: it uses next to no CPU before the first request and
-/// after the last one. (That it keeps polling while traffic flows is the
-/// poller's unit test, `busy_poll::tests`.)
+/// With `node.busy_poll` (and `node.busy_poll_coalesce`) set, requests are
+/// served as usual and a node with no traffic sleeps: it uses next to no CPU
+/// before the first request and after the last one. (That it keeps polling
+/// while traffic flows, and waits only after light turns, is the poller's
+/// unit tests, `busy_poll::tests`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_poll_serves_and_an_idle_node_uses_no_cpu() {
     let b = Backend::start("b").await;
-    let (node, _dir) = NodeProcess::start(&config(&servers(&[(&b, "")]), "[node]\nworkers = 1\nbusy_poll = \"20ms\""));
+    let (node, _dir) = NodeProcess::start(&config(
+        &servers(&[(&b, "")]),
+        "[node]\nworkers = 1\nbusy_poll = \"20ms\"\nbusy_poll_coalesce = \"10us\"",
+    ));
     let ticks_per_s = 100; // USER_HZ on Linux
     let before = node.cpu_ticks_in_a_second().await;
     assert!(before * 5 <= ticks_per_s, "an idle node used {before} ticks of CPU in 1 s before any request");

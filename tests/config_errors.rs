@@ -248,3 +248,26 @@ fn busy_poll_out_of_range_or_not_a_duration() {
     let off = parse_str(BASE, "node.toml", Path::new(".")).unwrap();
     assert!(off.node.busy_poll.is_zero(), "busy polling must be off by default");
 }
+
+#[test]
+fn busy_poll_coalesce_out_of_range_or_without_busy_polling() {
+    let text = format!("[node]\nbusy_poll = \"1ms\"\nbusy_poll_coalesce = \"2ms\"\n{BASE}");
+    assert_eq!(one_error(&text), "node.toml:3:22: node.busy_poll_coalesce: must be 0s..=1ms (0s: off), got 2ms");
+    let text = format!("[node]\nbusy_poll_coalesce = \"10us\"\n{BASE}");
+    assert_eq!(
+        one_error(&text),
+        "node.toml:2:22: node.busy_poll_coalesce: needs node.busy_poll: batching happens inside the busy-poll loop, \
+         which is off"
+    );
+    let text = format!("[node]\nbusy_poll = \"1ms\"\nbusy_poll_coalesce = \"10\"\n{BASE}");
+    assert!(one_error(&text).ends_with("\"10\" has no unit"), "{}", one_error(&text));
+    let ok = parse_str(
+        &format!("[node]\nbusy_poll = \"1ms\"\nbusy_poll_coalesce = \"10us\"\n{BASE}"),
+        "node.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    assert_eq!(ok.node.busy_poll_coalesce, std::time::Duration::from_micros(10));
+    let off = parse_str(BASE, "node.toml", Path::new(".")).unwrap();
+    assert!(off.node.busy_poll_coalesce.is_zero(), "coalescing must be off by default");
+}

@@ -14,6 +14,7 @@ pub const KEYS: &[&str] = &[
     "node.data_dir",
     "node.workers",
     "node.busy_poll",
+    "node.busy_poll_coalesce",
     "admin",
     "admin.enabled",
     "admin.listen",

@@ -60,6 +60,10 @@ pub struct NodeConfig {
     /// How long the runtime keeps polling for I/O after the last request
     /// instead of sleeping ([`crate::busy_poll`]); zero: off.
     pub busy_poll: Duration,
+    /// While busy polling, how long to wait after a turn of the event loop
+    /// that served few requests before polling again, so that events arrive
+    /// in batches ([`crate::busy_poll`]); zero: off.
+    pub busy_poll_coalesce: Duration,
 }
 
 /// The `[cluster]` table: gossip with peers.

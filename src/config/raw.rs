@@ -38,6 +38,7 @@ pub struct RawNode {
     pub data_dir: Option<String>,
     pub workers: Option<i64>,
     pub busy_poll: Option<String>,
+    pub busy_poll_coalesce: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 /// Parses a duration written as one or more `<number><unit>` parts, with units
-/// `ms`, `s`, `m`, `h`, `d`. A bare `0` is accepted as zero.
+/// `us`, `ms`, `s`, `m`, `h`, `d`. A bare `0` is accepted as zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let expected = "expected a duration such as \"500ms\", \"5s\", \"1m\" or \"1h30m\"";
     let s = text.trim();
@@ -30,19 +30,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let millis_per_unit: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
+        let micros_per_unit: u64 = match unit {
+            "us" => 1,
+            "ms" => 1_000,
+            "s" => 1_000_000,
+            "m" => 60_000_000,
+            "h" => 3_600_000_000,
+            "d" => 86_400_000_000,
             "" => return Err(format!("{expected}: \"{text}\" has no unit")),
             other => return Err(format!("{expected}: unknown unit \"{other}\" in \"{text}\"")),
         };
         let part =
-            number.checked_mul(millis_per_unit).ok_or_else(|| format!("{expected}, got \"{text}\" (too large)"))?;
+            number.checked_mul(micros_per_unit).ok_or_else(|| format!("{expected}, got \"{text}\" (too large)"))?;
         total = total
-            .checked_add(Duration::from_millis(part))
+            .checked_add(Duration::from_micros(part))
             .ok_or_else(|| format!("{expected}, got \"{text}\" (too large)"))?;
     }
     Ok(total)
@@ -82,6 +83,9 @@ mod tests {
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("10us").unwrap(), Duration::from_micros(10));
+        assert_eq!(parse_duration("1ms500us").unwrap(), Duration::from_micros(1500));
+        assert!(parse_duration("18446744073709551615d").unwrap_err().contains("too large"));
         assert!(parse_duration("5").unwrap_err().contains("has no unit"));
         assert!(parse_duration("5x").unwrap_err().contains("unknown unit \"x\""));
         assert!(parse_duration("").unwrap_err().contains("empty"));

@@ -110,6 +110,10 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
 
     // [node]
     let np = root.key("node");
+    let busy_poll = cx.duration(&raw.node.busy_poll, np.key("busy_poll"), Duration::ZERO);
+    if busy_poll > Duration::from_millis(100) {
+        cx.err(np.key("busy_poll"), format!("must be 0s..=100ms (0s: off), got {busy_poll:?}"));
+    }
     let node = NodeConfig {
         name: match raw.node.name.as_deref().map(str::trim) {
             Some("") => {
@@ -127,10 +131,17 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
                 n => n as usize,
             }
         },
-        busy_poll: {
-            let d = cx.duration(&raw.node.busy_poll, np.key("busy_poll"), Duration::ZERO);
-            if d > Duration::from_millis(100) {
-                cx.err(np.key("busy_poll"), format!("must be 0s..=100ms (0s: off), got {d:?}"));
+        busy_poll,
+        busy_poll_coalesce: {
+            let key = np.key("busy_poll_coalesce");
+            let d = cx.duration(&raw.node.busy_poll_coalesce, key.clone(), Duration::ZERO);
+            if d > Duration::from_millis(1) {
+                cx.err(key, format!("must be 0s..=1ms (0s: off), got {d:?}"));
+            } else if !d.is_zero() && busy_poll.is_zero() {
+                cx.err(
+                    key,
+                    "needs node.busy_poll: batching happens inside the busy-poll loop, which is off".to_string(),
+                );
             }
             d
         },

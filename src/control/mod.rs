@@ -206,6 +206,7 @@ impl Control {
             ("log.format", old_cfg.log.format != cfg.log.format),
             ("node.workers", old_cfg.node.workers != cfg.node.workers),
             ("node.busy_poll", old_cfg.node.busy_poll != cfg.node.busy_poll),
+            ("node.busy_poll_coalesce", old_cfg.node.busy_poll_coalesce != cfg.node.busy_poll_coalesce),
             ("node.data_dir", old_cfg.node.data_dir != cfg.node.data_dir),
         ] {
             if changed {
