@@ -15,8 +15,8 @@
 //!
 //! Coalescing (`node.busy_poll_coalesce`): polling as often as it can, a
 //! node that is not saturated answers each request as soon as it arrives,
-//! so its clients and servers get their packets one at a time and each
-//! wakes up (and is switched to) once per request. When they share cores,
+//! so its clients and servers get their packets a few at a time and wake
+//! up (and are switched to) more often per request. When they share cores,
 //! as wrk and the backends do in the benchmark harness, those switches are
 //! a large part of what a request costs. With a coalescing wait set, after
 //! a turn of the event loop that served at most [`LIGHT_TURN`] requests the
