@@ -24,6 +24,7 @@ pub const RATELIMITED: &str = "sysmanage_ratelimited_total";
 pub const SESSIONS: &str = "sysmanage_sessions";
 pub const AFFINITY: &str = "sysmanage_affinity_total";
 pub const TUNNEL_BYTES: &str = "sysmanage_tunnel_bytes_total";
+pub const BUSY_POLL: &str = "sysmanage_busy_poll_total";
 pub const CLUSTER_NODES: &str = "sysmanage_cluster_nodes";
 pub const CLUSTER_SYNCING: &str = "sysmanage_cluster_syncing";
 pub const CLUSTER_DATAGRAMS: &str = "sysmanage_cluster_datagrams_total";

@@ -153,6 +153,7 @@ pub fn render(
     ] {
         let _ = writeln!(out, "{}{{result=\"{result}\"}} {}", m::AFFINITY, c.load(Ordering::Relaxed));
     }
+    render_busy_poll(&mut out, &crate::busy_poll::POLLER);
     header(&mut out, m::SESSIONS, "gauge", "Live sticky sessions per server.");
     if let Some(sessions) = sessions {
         for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
@@ -221,6 +222,18 @@ pub fn render(
     out
 }
 
+/// The busy poller's counters (`node.busy_poll`): turns (zero-timeout polls),
+/// sleeps (a window without requests) and coalescing waits. All zero when
+/// busy polling is off. They tell an operator why an idle-looking node
+/// shows a busy core: it was polling.
+pub fn render_busy_poll(out: &mut String, poller: &crate::busy_poll::Poller) {
+    header(out, m::BUSY_POLL, "counter", "Busy-poller events: turn (a zero-timeout poll), sleep, wait (coalescing).");
+    let (turns, sleeps) = poller.stats();
+    for (event, n) in [("turn", turns), ("sleep", sleeps), ("wait", poller.waits())] {
+        let _ = writeln!(out, "{}{{event=\"{event}\"}} {n}", m::BUSY_POLL);
+    }
+}
+
 /// The cluster families. A standalone node (`None`) is a cluster of one:
 /// one live member, no gossip.
 pub fn render_cluster(out: &mut String, cluster: Option<(&crate::api::ClusterStatus, crate::cluster::TransportStats)>) {
@@ -279,4 +292,38 @@ pub fn render_cluster(out: &mut String, cluster: Option<(&crate::api::ClusterSta
         m::CLUSTER_SESSIONS,
         COUNTERS.sessions_not_gossiped.load(Ordering::Relaxed)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::busy_poll::Poller;
+    use std::time::Duration;
+
+    /// The busy-poll family shows the poller's own counts: here a poller
+    /// that turned with waits (no requests, so every turn is light) until
+    /// it slept.
+    #[tokio::test(flavor = "current_thread")]
+    async fn busy_poll_family_shows_the_pollers_counts() {
+        static P: Poller = Poller::new();
+        let mut idle = String::new();
+        render_busy_poll(&mut idle, &P);
+        assert!(idle.contains("# TYPE sysmanage_busy_poll_total counter"), "{idle}");
+        assert!(idle.contains("sysmanage_busy_poll_total{event=\"turn\"} 0\n"), "{idle}");
+
+        let poller = tokio::spawn(P.poll(Duration::from_millis(5), Duration::from_micros(100), || 0));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !P.is_idle() {
+            assert!(std::time::Instant::now() < deadline, "the poller never slept");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        poller.abort();
+        let (turns, sleeps) = P.stats();
+        assert!(turns > 0 && sleeps == 1 && P.waits() > 0, "turns {turns}, sleeps {sleeps}, waits {}", P.waits());
+        let mut out = String::new();
+        render_busy_poll(&mut out, &P);
+        for (event, n) in [("turn", turns), ("sleep", sleeps), ("wait", P.waits())] {
+            assert!(out.contains(&format!("sysmanage_busy_poll_total{{event=\"{event}\"}} {n}\n")), "{out}");
+        }
+    }
 }
