@@ -140,11 +140,14 @@ impl Poller {
                 self.spins.fetch_add(1, Ordering::Relaxed);
                 let mut now = Instant::now();
                 let current = activity();
-                if !coalesce.is_zero() && current.wrapping_sub(last_turn) <= LIGHT_TURN {
+                last_turn = if !coalesce.is_zero() && current.wrapping_sub(last_turn) <= LIGHT_TURN {
                     now = spin_until(now + coalesce);
                     self.waits.fetch_add(1, Ordering::Relaxed);
-                }
-                last_turn = activity();
+                    // Other workers may have served requests meanwhile.
+                    activity()
+                } else {
+                    current
+                };
                 if current != seen {
                     seen = current;
                     until = now + window;

@@ -138,10 +138,7 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
             if d > Duration::from_millis(1) {
                 cx.err(key, format!("must be 0s..=1ms (0s: off), got {d:?}"));
             } else if !d.is_zero() && busy_poll.is_zero() {
-                cx.err(
-                    key,
-                    "needs node.busy_poll: batching happens inside the busy-poll loop, which is off".to_string(),
-                );
+                cx.err(key, "needs node.busy_poll: batching happens inside the busy-poll loop, which is off");
             }
             d
         },
