@@ -175,6 +175,39 @@ async fn post_whose_body_reached_the_server_is_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_alternate_servers_up_to_the_limit_and_only_on_listed_statuses() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    a.set_mode(Mode::Status(502));
+    b.set_mode(Mode::Status(502));
+    let pool = format!(
+        "balance = \"round_robin\"\nretries = 3\nretry_on = [\"http_502\"]\nmax_fails = 1000\n{}",
+        servers(&[(&a, ""), (&b, "")])
+    );
+    let node = start_node(&config(&pool, "")).await;
+    let addr = node.addr("http").unwrap();
+    let c = client();
+    for i in 0..10 {
+        let before = (a.hits(), b.hits());
+        let (status, _, _) = get(&c, addr, "/x").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "request {i}");
+        // One try and three retries; never the same server twice in a
+        // row, so with two servers each gets two of the four.
+        let tries = (a.hits() - before.0, b.hits() - before.1);
+        assert_eq!(tries, (2, 2), "request {i}: tries on (a, b)");
+    }
+    // 503 is not in retry_on: passed through after one try.
+    a.set_mode(Mode::Status(503));
+    b.set_mode(Mode::Status(503));
+    for i in 0..4 {
+        let before = a.hits() + b.hits();
+        let (status, _, _) = get(&c, addr, "/x").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "request {i}");
+        assert_eq!(a.hits() + b.hits() - before, 1, "request {i}: a status not in retry_on was retried");
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_health_keeps_a_failing_server_out_for_fail_timeout() {
     let (good, bad) = (Backend::start("good").await, Backend::start("bad").await);
     bad.set_mode(Mode::Status(502));

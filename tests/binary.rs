@@ -1,12 +1,13 @@
 //! The real binary as a separate process: `check-config`, commands not yet
-//! available, streaming 1 GiB each way with bounded memory, and graceful
-//! shutdown on SIGTERM.
+//! available, streaming 1 GiB each way with bounded memory, graceful
+//! shutdown on SIGTERM and SIGINT, and the access log in both formats.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 struct NodeProcess {
     child: Child,
     addr: SocketAddr,
+    /// Every line it wrote to stderr so far (its log).
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// The address of a `listening` log line, in the text (`addr=A`) or the
+/// JSON (`"addr":"A"`) format.
+fn listening_addr(line: &str) -> Option<&str> {
+    if !line.contains("listening") {
+        return None;
+    }
+    if let Some(rest) = line.split("addr=").nth(1) {
+        return rest.split_whitespace().next();
+    }
+    line.split("\"addr\":\"").nth(1).and_then(|rest| rest.split('"').next())
 }
 
 impl NodeProcess {
@@ -39,13 +54,14 @@ impl NodeProcess {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    if line.contains("listening") {
-                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
-                    }
+                if let Some(addr) = listening_addr(&line) {
+                    let _ = tx.send(addr.to_string());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
@@ -57,7 +73,7 @@ impl NodeProcess {
                 panic!("node did not print its listening address within 20 s");
             }
         };
-        (NodeProcess { child, addr: addr.parse().unwrap() }, dir)
+        (NodeProcess { child, addr: addr.parse().unwrap(), log }, dir)
     }
 
     fn pid(&self) -> u32 {
@@ -86,6 +102,11 @@ impl NodeProcess {
         let t0 = self.cpu_ticks();
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.cpu_ticks() - t0
+    }
+
+    /// The log lines that contain `needle`.
+    fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
     }
 
     fn signal(&self, sig: &str) {
@@ -212,13 +233,22 @@ async fn busy_poll_serves_and_an_idle_node_uses_no_cpu() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
+    signal_lets_in_flight_requests_finish_then_exits_zero("-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_lets_in_flight_requests_finish_then_exits_zero() {
+    signal_lets_in_flight_requests_finish_then_exits_zero("-INT").await;
+}
+
+async fn signal_lets_in_flight_requests_finish_then_exits_zero(sig: &str) {
     let b = Backend::start("b").await;
     b.set_mode(Mode::Delay(Duration::from_millis(1500)));
     let (mut node, _dir) = NodeProcess::start(&config(&servers(&[(&b, "")]), "[limits]\nshutdown_timeout = \"10s\""));
     let addr = node.addr;
     let in_flight = tokio::spawn(async move { get(&client(), addr, "/slow").await });
     wait_until(Duration::from_secs(5), "request reached the backend", || async { b.hits() == 1 }).await;
-    node.signal("-TERM");
+    node.signal(sig);
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "b"), "in-flight request was cut");
     let code = tokio::task::spawn_blocking(move || {
@@ -303,4 +333,62 @@ fn check_config_loads_certificates_like_run() {
     assert_eq!(code, 1, "{out}");
     assert!(err.contains("listener https: TLS: certificate file"), "{err}");
     assert!(err.contains("missing.crt: not found"), "{err}");
+}
+
+/// The access log lines of a node with the access log on, in `format`:
+/// one for a proxied request, one for a request its server failed (the
+/// node answers 502 or 503 itself).
+async fn access_log_lines(format: &str) -> Vec<String> {
+    let b = Backend::start("b").await;
+    let cfg = config(&servers(&[(&b, "")]), "")
+        .replace("access_log = false", &format!("access_log = true\nformat = \"{format}\""));
+    let (node, _dir) = NodeProcess::start(&cfg);
+    let c = client();
+    assert_eq!(get(&c, node.addr, "/logged?q=1").await.0, StatusCode::OK);
+    b.set_mode(Mode::Reset);
+    wait_until(Duration::from_secs(5), "the node answers an error once its server fails", || async {
+        get(&c, node.addr, "/gone").await.0 != StatusCode::OK
+    })
+    .await;
+    wait_until(Duration::from_secs(5), "both requests logged", || async {
+        !node.log_lines("/logged").is_empty() && !node.log_lines("/gone").is_empty()
+    })
+    .await;
+    let mut lines = node.log_lines("/logged");
+    lines.truncate(1);
+    lines.push(node.log_lines("/gone").remove(0));
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_text_line_per_request() {
+    let lines = access_log_lines("text").await;
+    let ok = &lines[0];
+    for field in ["access", "method=GET", "path=/logged", "status=200", "bytes=1", "route=\"default\"", "server=\"b\""]
+    {
+        assert!(ok.contains(field), "{field} missing from the access log line: {ok}");
+    }
+    assert!(ok.contains("client=127.0.0.1"), "client IP missing: {ok}");
+    assert!(!ok.contains("q=1"), "the query string is logged: {ok}");
+    assert!(ok.contains("duration_ms="), "duration missing: {ok}");
+    let failed = &lines[1];
+    assert!(failed.contains("path=/gone") && failed.contains("status=50"), "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_json_object_per_request() {
+    let lines = access_log_lines("json").await;
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).expect("access log line is JSON");
+    assert_eq!(v["target"], "access", "{v}");
+    assert_eq!(v["method"], "GET", "{v}");
+    assert_eq!(v["path"], "/logged", "{v}");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["bytes"], 1, "{v}");
+    assert_eq!(v["route"], "default", "{v}");
+    assert_eq!(v["server"], "b", "{v}");
+    assert_eq!(v["client"], "127.0.0.1", "{v}");
+    assert!(v["duration_ms"].as_f64().is_some_and(|d| d >= 0.0), "{v}");
+    let failed: serde_json::Value = serde_json::from_str(&lines[1]).expect("access log line is JSON");
+    assert_eq!(failed["path"], "/gone", "{failed}");
+    assert!(failed["status"].as_u64().is_some_and(|s| (502..=504).contains(&s)), "{failed}");
 }
