@@ -17,6 +17,7 @@ pub const BACKEND_RESPONSE: &str = "sysmanage_backend_response_seconds";
 pub const HEALTH_CHECKS: &str = "sysmanage_health_checks_total";
 pub const STATE_CHANGES: &str = "sysmanage_backend_state_changes_total";
 pub const RETRIES_TOTAL: &str = "sysmanage_retries_total";
+pub const MALFORMED_TOTAL: &str = "sysmanage_malformed_requests_total";
 pub const WEBSOCKET_TUNNELS: &str = "sysmanage_websocket_tunnels";
 pub const TLS_HANDSHAKE: &str = "sysmanage_tls_handshake_seconds";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sysmanage_tls_handshake_failures_total";
@@ -40,6 +41,9 @@ pub struct Counters {
     pub websocket_tunnels: AtomicU64,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
+    /// Request heads answered 400 before any route (not HTTP/1.x, or a
+    /// `Content-Length` that is not one number).
+    pub malformed: AtomicU64,
     /// Responses by class: 1xx..5xx at index 1..5.
     pub responses: [AtomicU64; 6],
     /// Upstream failures (connect, timeout, invalid, reset).
@@ -73,6 +77,7 @@ pub static COUNTERS: Counters = Counters {
     websocket_tunnels: ZERO,
     requests: ZERO,
     retries: ZERO,
+    malformed: ZERO,
     responses: [ZERO; 6],
     upstream_errors: ZERO,
     no_server: ZERO,

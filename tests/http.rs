@@ -183,18 +183,29 @@ async fn malformed_requests_get_400_and_the_node_keeps_serving() {
     let b = Backend::start("b").await;
     let node = start_node(&config(&servers(&[(&b, "")]), "")).await;
     let addr = node.addr("http").unwrap();
-    for (bad, want) in [
-        (&b"GARBAGE\r\n\r\n"[..], "400"),
-        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", "400"),
-        (b"GET / HTTP/1.1\r\nBad Header Name: x\r\n\r\n", "400"),
-        // A version we do not speak: 505 HTTP Version Not Supported.
-        (b"GET / HTTP/9.9\r\n\r\n", "400"),
-        (b"\x00\x01\x02\x03\r\n\r\n", "400"),
-        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", "400"),
+    let malformed = || sysmanage_node::metrics::COUNTERS.malformed.load(std::sync::atomic::Ordering::Relaxed);
+    let before = malformed();
+    const HEAD: &str = "400 Bad Request: malformed request head\n";
+    const LENGTH: &str = "400 Bad Request: invalid Content-Length\n";
+    for (bad, text) in [
+        (&b"GARBAGE\r\n\r\n"[..], HEAD),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", LENGTH),
+        (b"GET / HTTP/1.1\r\nBad Header Name: x\r\n\r\n", HEAD),
+        (b"GET / HTTP/9.9\r\n\r\n", HEAD),
+        (b"\x00\x01\x02\x03\r\n\r\n", HEAD),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", LENGTH),
     ] {
         let resp = raw(addr, bad, Duration::from_secs(5)).await;
-        assert!(resp.starts_with(&format!("HTTP/1.1 {want} ")), "{bad:?} -> {resp:?}, want {want}");
+        assert!(resp.starts_with("HTTP/1.1 400 "), "{bad:?} -> {resp:?}");
+        // A short plain-text answer, and the connection closed after it.
+        assert!(resp.contains("\r\ncontent-type: text/plain"), "{bad:?} -> {resp:?}");
+        assert!(resp.contains("\r\nconnection: close\r\n"), "{bad:?} -> {resp:?}");
+        assert!(resp.ends_with(&format!("\r\n\r\n{text}")), "{bad:?} -> {resp:?}, want {text:?}");
     }
+    // Counted (other tests of this binary may add to it).
+    assert!(malformed() - before >= 6, "malformed requests not counted");
+    let seen = metric(&scrape(&node).await, "sysmanage_malformed_requests_total");
+    assert!(seen.is_some_and(|n| n >= 6.0), "sysmanage_malformed_requests_total: {seen:?}");
     assert_eq!(b.hits(), 0);
     assert_eq!(get(&client(), addr, "/").await.0, StatusCode::OK);
     node.stop().await;

@@ -123,6 +123,8 @@ pub fn render(
     let _ = writeln!(out, "{} {}", m::MEMORY_USAGE, resident_memory_bytes().unwrap_or(0));
     header(&mut out, m::RETRIES_TOTAL, "counter", "Requests sent again to another server.");
     let _ = writeln!(out, "{} {}", m::RETRIES_TOTAL, COUNTERS.retries.load(Ordering::Relaxed));
+    header(&mut out, m::MALFORMED_TOTAL, "counter", "Malformed request heads answered 400 before any route.");
+    let _ = writeln!(out, "{} {}", m::MALFORMED_TOTAL, COUNTERS.malformed.load(Ordering::Relaxed));
     header(&mut out, m::HEALTH_CHECKS, "counter", "Active health checks by result.");
     let _ = writeln!(out, "{}{{result=\"success\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_ok.load(Ordering::Relaxed));
     let _ =

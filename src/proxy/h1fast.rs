@@ -57,6 +57,35 @@ pub enum Parsed {
     Partial,
     /// Anything else: hyper takes these bytes.
     Hyper,
+    /// A head that is not a request: not HTTP/1.x syntax, or a
+    /// `Content-Length` that is not one number. The node answers 400 with
+    /// this text and closes (hyper would answer an empty 400).
+    Malformed(&'static str),
+}
+
+/// The 400 body for a head that does not parse.
+pub const MALFORMED_HEAD: &str = "400 Bad Request: malformed request head\n";
+/// The 400 body for a `Content-Length` that is not one number.
+pub const BAD_CONTENT_LENGTH: &str = "400 Bad Request: invalid Content-Length\n";
+
+/// Whether every `Content-Length` field holds the same decimal number (a
+/// field may repeat it as a comma-separated list, RFC 9110 section 8.6).
+fn content_length_ok(headers: &[httparse::Header<'_>]) -> bool {
+    let mut seen = None;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
+        for part in h.value.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return false;
+            }
+            let Some(n) = std::str::from_utf8(part).ok().and_then(|p| p.parse::<u64>().ok()) else { return false };
+            if seen.is_some_and(|s| s != n) {
+                return false;
+            }
+            seen = Some(n);
+        }
+    }
+    true
 }
 
 /// Parses `buf` as one request head. Only a complete HTTP/1.1 `GET` head
@@ -68,8 +97,13 @@ pub fn parse(buf: &[u8], max_head: usize) -> Parsed {
     let len = match req.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
-        _ => return Parsed::Hyper,
+        // Too long (hyper answers 431), or more fields than `fields` holds.
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => return Parsed::Hyper,
+        Err(_) => return Parsed::Malformed(MALFORMED_HEAD),
     };
+    if !content_length_ok(req.headers) {
+        return Parsed::Malformed(BAD_CONTENT_LENGTH);
+    }
     if len != buf.len() || len > max_head || req.version != Some(1) || req.method != Some("GET") {
         return Parsed::Hyper;
     }
@@ -298,10 +332,9 @@ mod tests {
             b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             // Pipelined: the next request is already here.
             b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
-            // Malformed: hyper answers 400.
-            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
-            b"GET /\x01 HTTP/1.1\r\n\r\n",
-            b"GARBAGE\r\n\r\n",
+            // One length, said twice or as a list: hyper frames the body.
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
             // Longer than allowed: hyper answers 431.
             &[b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 9000], b"\r\n\r\n"].concat(),
         ];
@@ -315,6 +348,30 @@ mod tests {
         ]
         .concat();
         assert!(matches!(parse(&many, 8192), Parsed::Hyper));
+    }
+
+    #[test]
+    fn malformed_heads_are_answered_here() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", MALFORMED_HEAD),
+            (b"GET /\x01 HTTP/1.1\r\n\r\n", MALFORMED_HEAD),
+            (b"GARBAGE\r\n\r\n", MALFORMED_HEAD),
+            (b"GET / HTTP/9.9\r\n\r\n", MALFORMED_HEAD),
+            // Not complete yet, but already wrong: no need to wait.
+            (b"\x00\x01\x02", MALFORMED_HEAD),
+            (b"POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", BAD_CONTENT_LENGTH),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", BAD_CONTENT_LENGTH),
+            (b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n", BAD_CONTENT_LENGTH),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello", BAD_CONTENT_LENGTH),
+            (b"POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", BAD_CONTENT_LENGTH),
+            (b"POST / HTTP/1.1\r\ncontent-length: 99999999999999999999999\r\n\r\n", BAD_CONTENT_LENGTH),
+        ];
+        for (c, want) in cases {
+            match parse(c, 8192) {
+                Parsed::Malformed(text) => assert_eq!(text, *want, "{:?}", String::from_utf8_lossy(c)),
+                other => panic!("{other:?} for {:?}", String::from_utf8_lossy(c)),
+            }
+        }
     }
 
     fn head(status: StatusCode, headers: &[(&str, &str)], body: SizeHint, close: bool) -> (String, Framing, bool) {

@@ -410,6 +410,19 @@ where
                 }
                 self.state = State::Exchange { io, svc, sending: None };
             }
+            Parsed::Malformed(text) => {
+                // Counted and answered like the service's own errors; the
+                // connection closes after the answer.
+                crate::metrics::count_response(400);
+                crate::metrics::COUNTERS.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(error = text.trim_end(), "malformed request: answered 400");
+                let (parts, body) = super::forward::text_response(http::StatusCode::BAD_REQUEST, text).into_parts();
+                let mut out = Vec::with_capacity(128);
+                let (framing, _) =
+                    h1fast::encode_head(parts.status, &parts.headers, body.size_hint(), false, true, &mut out);
+                self.state =
+                    State::Exchange { io, svc, sending: Some(Box::new(Sending::new(body, framing, out, true))) };
+            }
             _ => self.start_hyper(io, svc, buf.filled()),
         }
         Poll::Ready(())
