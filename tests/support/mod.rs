@@ -36,8 +36,10 @@ pub enum Mode {
     Ok,
     /// This status, with the name as body.
     Status(u16),
-    /// Close the connection without answering.
+    /// Close the connection without answering (new connections at accept).
     Reset,
+    /// Read the request and its body, then close without answering.
+    ResetAfterRead,
     /// Answer 200 after this long.
     Delay(Duration),
 }
@@ -193,7 +195,7 @@ async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response
                 *r.status_mut() = StatusCode::from_u16(s).unwrap();
                 return Ok(r);
             }
-            if mode == Mode::Reset {
+            if matches!(mode, Mode::Reset | Mode::ResetAfterRead) {
                 return Err(Reset);
             }
             return Ok(Response::new(full(format!("{n}"))));
@@ -219,7 +221,7 @@ async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response
             *r.status_mut() = StatusCode::from_u16(s).unwrap();
             Ok(r)
         }
-        Mode::Reset => Err(Reset),
+        Mode::Reset | Mode::ResetAfterRead => Err(Reset),
         Mode::Delay(d) => {
             tokio::time::sleep(d).await;
             Ok(Response::new(full(st.name.clone())))
