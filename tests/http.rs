@@ -679,3 +679,23 @@ async fn a_client_that_leaves_mid_request_ends_the_server_exchange() {
         node.stop().await;
     }
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_connection_that_never_sent_a_request() {
+    let b = Backend::start("b").await;
+    let node = start_node(&config(&servers(&[(&b, "")]), "[limits]\nheader_timeout = \"30s\"")).await;
+    let addr = node.addr("http").unwrap();
+    // Connected, never sends a byte (as a client's spare keep-alive
+    // connection may): the node waits for its first bytes.
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    wait_until(Duration::from_secs(5), "the node accepted the silent connection", || async {
+        sysmanage_node::metrics::COUNTERS.active_connections.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
+    // It must not hold the drain until its header_timeout (30 s here) or
+    // the shutdown_timeout runs out.
+    tokio::time::timeout(Duration::from_secs(5), node.stop())
+        .await
+        .expect("shutdown waited for a connection that never sent a request");
+    drop(silent);
+}

@@ -329,13 +329,27 @@ where
     });
     let h2 = match alpn_h2 {
         Some(true) => true,
-        _ => match sniff_h2(&mut io).await {
-            Ok(h2) => h2,
-            Err(e) => {
-                tracing::debug!(client = %addrs.client, error = %e, "client connection ended before a request");
-                return None;
+        _ => {
+            // A client that connected but has sent nothing yet must not
+            // hold a graceful shutdown for its whole `header_timeout`.
+            let mut shutdown = ctx.shutdown.clone();
+            let stopping = async move {
+                if shutdown.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let sniffed = tokio::select! {
+                sniffed = sniff_h2(&mut io) => sniffed,
+                () = stopping => Err(std::io::Error::other("shutting down")),
+            };
+            match sniffed {
+                Ok(h2) => h2,
+                Err(e) => {
+                    tracing::debug!(client = %addrs.client, error = %e, "client connection ended before a request");
+                    return None;
+                }
             }
-        },
+        }
     };
     Some((io, svc, h2))
 }
