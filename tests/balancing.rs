@@ -137,20 +137,31 @@ async fn failing_server_causes_no_client_errors_for_gets() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn post_whose_body_reached_the_server_is_not_retried() {
+/// Servers a and b, both answering 502, behind a round-robin pool that
+/// retries three times on `retry_on`.
+async fn two_failing_servers(retry_on: &str) -> (Backend, Backend, sysmanage_node::app::Node) {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     a.set_mode(Mode::Status(502));
     b.set_mode(Mode::Status(502));
     let pool = format!(
-        "balance = \"round_robin\"\nretries = 3\nretry_on = [\"error\", \"http_502\"]\nmax_fails = 1000\n{}",
+        "balance = \"round_robin\"\nretries = 3\nretry_on = {retry_on}\nmax_fails = 1000\n{}",
         servers(&[(&a, ""), (&b, "")])
     );
     let node = start_node(&config(&pool, "")).await;
+    (a, b, node)
+}
+
+/// A POST of the 7 bytes `payload` to `/upload`.
+fn upload(addr: std::net::SocketAddr) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from_static(b"payload"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_whose_body_reached_the_server_is_not_retried() {
+    let (a, b, node) = two_failing_servers(r#"["error", "http_502"]"#).await;
     let addr = node.addr("http").unwrap();
     let c = client();
-    let req = Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from_static(b"payload"))).unwrap();
-    let (status, _, body) = send(&c, req).await;
+    let (status, _, body) = send(&c, upload(addr)).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(body, "7", "the server's own 502 answer is passed through");
     assert_eq!(a.hits() + b.hits(), 1, "POST was sent more than once");
@@ -160,8 +171,7 @@ async fn post_whose_body_reached_the_server_is_not_retried() {
     a.set_mode(Mode::ResetAfterRead);
     b.set_mode(Mode::ResetAfterRead);
     let before = a.hits() + b.hits();
-    let req = Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from_static(b"payload"))).unwrap();
-    let (status, _, _) = send(&c, req).await;
+    let (status, _, _) = send(&c, upload(addr)).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(a.hits() + b.hits() - before, 1, "POST read by servers more than once after a reset");
 
@@ -169,8 +179,7 @@ async fn post_whose_body_reached_the_server_is_not_retried() {
     // server: allowed, and the client still gets 502 (both reset).
     a.set_mode(Mode::Reset);
     b.set_mode(Mode::Reset);
-    let req = Request::post(format!("http://{addr}/upload")).body(Full::new(Bytes::from_static(b"payload"))).unwrap();
-    assert_eq!(send(&c, req).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(send(&c, upload(addr)).await.0, StatusCode::BAD_GATEWAY);
 
     // The same GET is retried on the other server (and fails there too: 502).
     let before = a.attempts() + b.attempts();
@@ -182,14 +191,7 @@ async fn post_whose_body_reached_the_server_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_alternate_servers_up_to_the_limit_and_only_on_listed_statuses() {
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    a.set_mode(Mode::Status(502));
-    b.set_mode(Mode::Status(502));
-    let pool = format!(
-        "balance = \"round_robin\"\nretries = 3\nretry_on = [\"http_502\"]\nmax_fails = 1000\n{}",
-        servers(&[(&a, ""), (&b, "")])
-    );
-    let node = start_node(&config(&pool, "")).await;
+    let (a, b, node) = two_failing_servers(r#"["http_502"]"#).await;
     let addr = node.addr("http").unwrap();
     let c = client();
     for i in 0..10 {

@@ -35,7 +35,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::{BodyError, UpstreamBody};
-use super::headers::Forwarded;
+use super::headers::{fold_content_length, BadContentLength, Forwarded};
 use super::idle_timer::IdleTimer;
 use super::upstream::ServerPool;
 use super::upstream_io::ServerIo;
@@ -470,18 +470,10 @@ impl Facts {
     /// A `Content-Length` value: every one (and every comma-separated item)
     /// must be the same number.
     fn content_length(&mut self, v: &HeaderValue) -> Result<(), HeadError> {
-        for item in v.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(invalid("invalid Content-Length"));
-            }
-            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            if self.length.is_some_and(|f| f != n) {
-                return Err(invalid("conflicting Content-Length values"));
-            }
-            self.length = Some(n);
-        }
-        Ok(())
+        fold_content_length(v.as_bytes(), &mut self.length).map_err(|e| match e {
+            BadContentLength::Invalid => invalid("invalid Content-Length"),
+            BadContentLength::Conflicting => invalid("conflicting Content-Length values"),
+        })
     }
 
     /// `Transfer-Encoding`: the last coding of the last field decides.

@@ -34,6 +34,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::SizeHint;
 
 use super::body::ClientBody;
+use super::headers::fold_content_length;
 
 /// Most request header fields the fast path takes; more go to hyper.
 const MAX_FIELDS: usize = 32;
@@ -68,24 +69,14 @@ pub const MALFORMED_HEAD: &str = "400 Bad Request: malformed request head\n";
 /// The 400 body for a `Content-Length` that is not one number.
 pub const BAD_CONTENT_LENGTH: &str = "400 Bad Request: invalid Content-Length\n";
 
-/// Whether every `Content-Length` field holds the same decimal number (a
-/// field may repeat it as a comma-separated list, RFC 9110 section 8.6).
+/// Whether every `Content-Length` field holds the same decimal number
+/// (the rule of [`fold_content_length`], as for servers' answers).
 fn content_length_ok(headers: &[httparse::Header<'_>]) -> bool {
-    let mut seen = None;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
-        for part in h.value.split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return false;
-            }
-            let Some(n) = std::str::from_utf8(part).ok().and_then(|p| p.parse::<u64>().ok()) else { return false };
-            if seen.is_some_and(|s| s != n) {
-                return false;
-            }
-            seen = Some(n);
-        }
-    }
-    true
+    let mut length = None;
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .all(|h| fold_content_length(h.value, &mut length).is_ok())
 }
 
 /// Parses `buf` as one request head. Only a complete HTTP/1.1 `GET` head

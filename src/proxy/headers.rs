@@ -195,6 +195,33 @@ impl SecurityHeaders {
     }
 }
 
+/// Why a `Content-Length` field was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadContentLength {
+    /// An item that is not a decimal number of at most 19 digits.
+    Invalid,
+    /// A number other than the one seen before.
+    Conflicting,
+}
+
+/// Adds one `Content-Length` field value to `length` (the number seen so
+/// far): every comma-separated item must be the same decimal number, in
+/// this field and the ones before (RFC 9110 section 8.6).
+pub fn fold_content_length(value: &[u8], length: &mut Option<u64>) -> Result<(), BadContentLength> {
+    for item in value.split(|&b| b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return Err(BadContentLength::Invalid);
+        }
+        let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err(BadContentLength::Conflicting);
+        }
+        *length = Some(n);
+    }
+    Ok(())
+}
+
 /// Whether a request asks to switch to WebSocket (HTTP/1.1 Upgrade).
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     let upgrade = headers

@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use std::future::Future;
@@ -29,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::body::ClientBody;
-use super::closing::Closing;
+use super::closing::{Closing, Slot};
 use super::conn::{ActiveGuard, ClientIo, ConnActivity};
 use super::http1::{Http1Config, Http1Serve, RequestService, ViaHyper};
 use super::service::{handle, ConnInfo, Shared};
@@ -331,17 +332,19 @@ where
         Some(true) => true,
         _ => {
             // A client that connected but has sent nothing yet must not
-            // hold a graceful shutdown for its whole `header_timeout`.
-            let mut shutdown = ctx.shutdown.clone();
-            let stopping = async move {
-                if shutdown.wait_for(|stop| *stop).await.is_err() {
-                    std::future::pending::<()>().await;
+            // hold a graceful shutdown for its whole `header_timeout`: it
+            // waits on `closing` like a connection between requests (and
+            // registers there only if its first bytes are not in yet).
+            let mut sniff = pin!(sniff_h2(&mut io));
+            let mut slot = Slot::default();
+            let sniffed = std::future::poll_fn(|cx| match sniff.as_mut().poll(cx) {
+                Poll::Pending if ctx.closing.poll(&mut slot, cx) => {
+                    Poll::Ready(Err(std::io::Error::other("shutting down")))
                 }
-            };
-            let sniffed = tokio::select! {
-                sniffed = sniff_h2(&mut io) => sniffed,
-                () = stopping => Err(std::io::Error::other("shutting down")),
-            };
+                polled => polled,
+            })
+            .await;
+            ctx.closing.leave(&mut slot);
             match sniffed {
                 Ok(h2) => h2,
                 Err(e) => {
