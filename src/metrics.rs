@@ -18,6 +18,33 @@ pub const HEALTH_CHECKS: &str = "sysmanage_health_checks_total";
 pub const STATE_CHANGES: &str = "sysmanage_backend_state_changes_total";
 pub const RETRIES_TOTAL: &str = "sysmanage_retries_total";
 pub const MALFORMED_TOTAL: &str = "sysmanage_malformed_requests_total";
+pub const MALFORMED_RESPONSES: &str = "sysmanage_malformed_responses_total";
+
+/// The `reason` labels of [`MALFORMED_TOTAL`], by index of
+/// `Counters::malformed` (the proxy's `wire::RequestFault` in this order).
+pub const MALFORMED_REQUEST_REASONS: [&str; 9] = [
+    "head",
+    "content_length",
+    "transfer_encoding",
+    "length_and_encoding",
+    "host",
+    "path",
+    "too_large",
+    "hyper",
+    "body",
+];
+/// The `reason` labels of [`MALFORMED_RESPONSES`], by index of
+/// `Counters::malformed_responses` (the proxy's `wire::ResponseFault`).
+pub const MALFORMED_RESPONSE_REASONS: [&str; 8] = [
+    "head",
+    "content_length",
+    "too_large",
+    "interim",
+    "unexpected_upgrade",
+    "chunked",
+    "body_after_bodiless",
+    "bytes_after_body",
+];
 pub const WEBSOCKET_TUNNELS: &str = "sysmanage_websocket_tunnels";
 pub const TLS_HANDSHAKE: &str = "sysmanage_tls_handshake_seconds";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sysmanage_tls_handshake_failures_total";
@@ -41,9 +68,12 @@ pub struct Counters {
     pub websocket_tunnels: AtomicU64,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
-    /// Request heads answered 400 before any route (not HTTP/1.x, or a
-    /// `Content-Length` that is not one number).
-    pub malformed: AtomicU64,
+    /// Requests refused as malformed, by reason
+    /// ([`MALFORMED_REQUEST_REASONS`]).
+    pub malformed: [AtomicU64; MALFORMED_REQUEST_REASONS.len()],
+    /// Servers' answers refused or distrusted, by reason
+    /// ([`MALFORMED_RESPONSE_REASONS`]).
+    pub malformed_responses: [AtomicU64; MALFORMED_RESPONSE_REASONS.len()],
     /// Responses by class: 1xx..5xx at index 1..5.
     pub responses: [AtomicU64; 6],
     /// Upstream failures (connect, timeout, invalid, reset).
@@ -77,7 +107,8 @@ pub static COUNTERS: Counters = Counters {
     websocket_tunnels: ZERO,
     requests: ZERO,
     retries: ZERO,
-    malformed: ZERO,
+    malformed: [ZERO; MALFORMED_REQUEST_REASONS.len()],
+    malformed_responses: [ZERO; MALFORMED_RESPONSE_REASONS.len()],
     responses: [ZERO; 6],
     upstream_errors: ZERO,
     no_server: ZERO,

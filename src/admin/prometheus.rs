@@ -123,8 +123,19 @@ pub fn render(
     let _ = writeln!(out, "{} {}", m::MEMORY_USAGE, resident_memory_bytes().unwrap_or(0));
     header(&mut out, m::RETRIES_TOTAL, "counter", "Requests sent again to another server.");
     let _ = writeln!(out, "{} {}", m::RETRIES_TOTAL, COUNTERS.retries.load(Ordering::Relaxed));
-    header(&mut out, m::MALFORMED_TOTAL, "counter", "Malformed request heads answered 400 before any route.");
-    let _ = writeln!(out, "{} {}", m::MALFORMED_TOTAL, COUNTERS.malformed.load(Ordering::Relaxed));
+    header(&mut out, m::MALFORMED_TOTAL, "counter", "Requests refused as malformed (400, 431), by reason.");
+    for (reason, n) in m::MALFORMED_REQUEST_REASONS.iter().zip(&COUNTERS.malformed) {
+        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {}", m::MALFORMED_TOTAL, n.load(Ordering::Relaxed));
+    }
+    header(
+        &mut out,
+        m::MALFORMED_RESPONSES,
+        "counter",
+        "Servers' answers refused (502) or whose connection was not reused, by reason.",
+    );
+    for (reason, n) in m::MALFORMED_RESPONSE_REASONS.iter().zip(&COUNTERS.malformed_responses) {
+        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {}", m::MALFORMED_RESPONSES, n.load(Ordering::Relaxed));
+    }
     header(&mut out, m::HEALTH_CHECKS, "counter", "Active health checks by result.");
     let _ = writeln!(out, "{}{{result=\"success\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_ok.load(Ordering::Relaxed));
     let _ =

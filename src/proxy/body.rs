@@ -45,7 +45,7 @@ pub enum BodyError {
 }
 
 /// A client's request body: hyper's (HTTP/2, and HTTP/1.1 requests hyper
-/// parsed), or none at all (the body-less requests `h1fast` parses itself).
+/// parsed), or none at all (the body-less requests the fast path parses itself).
 #[derive(Debug)]
 pub enum ClientBody {
     Empty,

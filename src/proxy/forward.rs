@@ -25,11 +25,15 @@ use super::affinity::Affinity;
 use super::body::{BodyError, ClientBody, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
-use super::h1client::{self, HeadError, SendError, ServerBody};
-use super::headers::{forwarded, remove_hop_by_hop};
+use super::h1client::{self, SendError, ServerBody};
+use super::headers::forwarded;
 use super::tunnel;
 use super::upstream::{ConnectError, PoolOptions, ServerPool};
 use super::upstream_io::ServerIo;
+use super::wire::fields::remove_hop_by_hop;
+use super::wire::request::{encode_head, BodyFraming};
+use super::wire::response::{Head, HeadError};
+use super::wire::{report_request, report_response, RequestFault, ResponseFault};
 use crate::config::PoolConfig;
 use crate::health::EventLog;
 use crate::metrics::{self, COUNTERS};
@@ -180,11 +184,7 @@ impl Forward<'_> {
                     self.activity.body_finished();
                     UpstreamBody::Full(Some(collected.to_bytes()))
                 }
-                Err(BodyError::TooLarge(_)) => {
-                    return (Err(ProxyError::BodyTooLarge { limit: self.max_body }), outcome)
-                }
-                Err(BodyError::ClientTimeout(d)) => return (Err(ProxyError::ClientTimeout { after: d }), outcome),
-                Err(e) => return (Err(ProxyError::ClientBody { detail: e.to_string() }), outcome),
+                Err(e) => return (Err(self.client_body_error(e)), outcome),
             }
         } else {
             UpstreamBody::Stream(StreamSlot::new(LimitedIncoming::new(
@@ -214,23 +214,23 @@ impl Forward<'_> {
                 headers.get(header::HOST),
             )
         });
-        // The body's framing on the wire, then the head, encoded once for
+        // The body's framing on the wire, decided here from what was parsed
+        // (the length hyper or h2 checked, or the bytes kept) and written
+        // as the head's only framing field; the head is encoded once for
         // every attempt.
-        let chunked = match &body {
-            UpstreamBody::Full(Some(b)) => {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
-                false
-            }
-            // hyper refused requests whose Content-Length does not parse.
-            UpstreamBody::Stream(_) if content_length.is_none() => {
-                headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-                true
-            }
-            _ => false,
+        let framing = match (&body, content_length) {
+            (UpstreamBody::Full(Some(b)), _) => BodyFraming::Length(b.len() as u64),
+            (UpstreamBody::Stream(_), Some(n)) => BodyFraming::Length(n),
+            (UpstreamBody::Stream(_), None) => BodyFraming::Chunked,
+            // An empty body the client framed: said as a zero length (a
+            // POST without any length may be refused with 411).
+            (_, Some(_)) => BodyFraming::Length(0),
+            (_, None) => BodyFraming::None,
         };
+        let chunked = framing == BodyFraming::Chunked;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let method = parts.method;
-        let head = h1client::encode_head(&method, target, &headers, fwd.as_ref());
+        let head = encode_head(&method, target, &headers, fwd.as_ref(), framing);
         drop(headers);
         let head_request = method == Method::HEAD;
         let may_repeat = idempotent(&method);
@@ -344,7 +344,7 @@ impl Forward<'_> {
         idx: usize,
         request: &Outgoing<'_>,
         sent: std::time::Instant,
-    ) -> Result<(h1client::Head, ServerIo, BytesMut), Failure> {
+    ) -> Result<(Head, ServerIo, BytesMut), Failure> {
         let Outgoing { head, body, chunked, head_request, may_repeat } = *request;
         let cfg = &self.pool.cfg;
         let name = &self.pool.servers[idx].name;
@@ -371,16 +371,18 @@ impl Forward<'_> {
                     continue;
                 }
                 Err(SendError::Io { err, written }) => return Err(send_failure(err, written, name, cfg)),
-                Err(SendError::Body(e)) => return Err(body_failure(e, self.max_body)),
+                Err(SendError::Body(e)) => return Err(self.body_failure(e)),
             }
             let read = h1client::read_head(&mut io, &mut buf, head_request);
-            // read_timeout runs from the end of the request: for a body
-            // kept in memory that is (within microseconds) when the attempt
-            // started; a streamed upload may have taken long.
-            let from = if resendable { sent } else { std::time::Instant::now() };
-            let deadline = tokio::time::Instant::from_std(from) + cfg.read_timeout;
+            // read_timeout runs from when the server has the whole request:
+            // the time the client took to send its body is not the
+            // server's.
+            let deadline = tokio::time::Instant::now() + cfg.read_timeout;
             match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(mut h)) => {
+                    if let Some(fault) = h.distrust {
+                        report_response(fault, name, &"answer taken, connection not reused");
+                    }
                     if let UpstreamBody::Stream(s) = body {
                         // Answered before the whole body was sent: the
                         // connection is out of step.
@@ -395,7 +397,12 @@ impl Forward<'_> {
                         .map_err(|e| connect_failure(e, name, cfg))?;
                     pooled = false;
                 }
-                Ok(Err(e)) => return Err(head_failure(e, name, cfg)),
+                Ok(Err(e)) => {
+                    if let Some(fault) = e.fault() {
+                        report_response(fault, name, &e);
+                    }
+                    return Err(head_failure(e, name, cfg));
+                }
                 Err(_) => {
                     return Err(Failure::Retryable {
                         err: ProxyError::Timeout {
@@ -426,7 +433,7 @@ impl Forward<'_> {
     #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
-        head: h1client::Head,
+        head: Head,
         io: ServerIo,
         buf: BytesMut,
         in_flight: InFlight,
@@ -446,10 +453,16 @@ impl Forward<'_> {
                     idx,
                 );
             }
-            let mut parts = head.parts;
-            parts.status = StatusCode::BAD_GATEWAY;
-            remove_hop_by_hop(&mut parts.headers, false);
-            return Response::from_parts(parts, ProxyBody::empty());
+            // A switch nobody asked for: the connection is dropped (never
+            // pooled) and the client gets a 502.
+            drop(io);
+            report_response(
+                ResponseFault::UnexpectedUpgrade,
+                &self.pool.servers[idx].name,
+                &"101 Switching Protocols to a request without Upgrade",
+            );
+            drop(in_flight);
+            return text_response(StatusCode::BAD_GATEWAY, "502 Bad Gateway: the server failed to answer\n");
         }
         let body = ServerBody::new(io, self.upstreams[idx].clone(), &head, buf, self.pool.cfg.read_timeout);
         let mut parts = head.parts;
@@ -548,20 +561,35 @@ fn send_failure(err: std::io::Error, written: bool, server: &str, cfg: &PoolConf
     }
 }
 
-/// The client's body failed while it was being sent: the client's fault,
-/// never retried.
-fn body_failure(e: BodyError, max_body: u64) -> Failure {
-    Failure::Fatal(match e {
-        BodyError::ClientTimeout(d) => ProxyError::ClientTimeout { after: d },
-        BodyError::TooLarge(_) => ProxyError::BodyTooLarge { limit: max_body },
-        other => ProxyError::ClientBody { detail: crate::model::error_chain(&other) },
-    })
+impl Forward<'_> {
+    /// The client's body failed while it was being sent: the client's
+    /// fault, never retried. A body that does not decode is counted as
+    /// malformed.
+    fn body_failure(&self, e: BodyError) -> Failure {
+        Failure::Fatal(self.client_body_error(e))
+    }
+
+    fn client_body_error(&self, e: BodyError) -> ProxyError {
+        match e {
+            BodyError::ClientTimeout(d) => ProxyError::ClientTimeout { after: d },
+            BodyError::TooLarge(_) => ProxyError::BodyTooLarge { limit: self.max_body },
+            other => {
+                let detail = crate::model::error_chain(&other);
+                if let BodyError::Client(e) = &other {
+                    if !e.is_incomplete_message() && !e.is_closed() && !e.is_canceled() && !e.is_timeout() {
+                        report_request(RequestFault::Body, Some(self.client_ip), &detail);
+                    }
+                }
+                ProxyError::ClientBody { detail }
+            }
+        }
+    }
 }
 
 /// Reading the response head failed.
 fn head_failure(e: HeadError, server: &str, cfg: &PoolConfig) -> Failure {
     match e {
-        HeadError::Invalid(detail) => Failure::Retryable {
+        HeadError::Invalid { detail, .. } => Failure::Retryable {
             err: ProxyError::InvalidResponse { server: server.to_string(), detail },
             reached: true,
             wanted: cfg.retry_on.invalid_response || cfg.retry_on.error,

@@ -15,11 +15,9 @@
 //! and the connection goes back to its pool the moment the body's last byte
 //! is read.
 //!
-//! Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304;
-//! `Transfer-Encoding` (chunked last, else read to close) before
-//! `Content-Length` (repeated values must agree); otherwise read to close.
-//! A response with both, or read to close, or `Connection: close`, or
-//! HTTP/1.0 without keep-alive, is never reused.
+//! The bytes on the wire (the request head, the response head's parsing,
+//! framing and reuse rules, chunked coding) are `wire`'s; this file moves
+//! them between the socket and the request.
 
 use std::future::poll_fn;
 use std::io;
@@ -29,59 +27,20 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::{BodyError, UpstreamBody};
-use super::headers::{fold_content_length, BadContentLength, Forwarded};
 use super::idle_timer::IdleTimer;
 use super::upstream::ServerPool;
 use super::upstream_io::ServerIo;
-
-/// Largest response head accepted (status line and header fields).
-pub const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields in a response head (hyper's default too).
-const MAX_HEADERS: usize = 100;
+use super::wire::chunked::{self, Decoded};
+use super::wire::response::{parse_head, Framing, Head, HeadError, Parsed, MAX_HEAD, MAX_HEADERS, MAX_INTERIM};
+use super::wire::{report_response, ResponseFault};
 /// The read buffer's first size: a typical response head and small body.
 const READ_BUF: usize = 4 * 1024;
 /// Most bytes asked for in one body read.
 const BODY_READ: usize = 64 * 1024;
-/// Longest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 4 * 1024;
-
-/// Encodes a request head: request line and header fields (lower-case
-/// names, as hyper writes them), with the forwarding headers of `fwd` in
-/// place of any of those names in `headers`.
-pub fn encode_head(method: &Method, target: &str, headers: &HeaderMap, fwd: Option<&Forwarded>) -> Bytes {
-    let mut len = method.as_str().len() + target.len() + 13 + fwd.map_or(0, Forwarded::len_hint);
-    for (k, v) in headers {
-        len += k.as_str().len() + v.len() + 4;
-    }
-    let mut out = Vec::with_capacity(len + 2);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (k, v) in headers {
-        // `Expect: 100-continue` was the client's question to us (hyper
-        // answered it when the body was first read); the body goes to the
-        // server without waiting, so the server is not asked.
-        if (fwd.is_some() && Forwarded::replaces(k)) || k == header::EXPECT {
-            continue;
-        }
-        out.extend_from_slice(k.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(f) = fwd {
-        f.write(&mut out);
-    }
-    out.extend_from_slice(b"\r\n");
-    Bytes::from(out)
-}
 
 /// Why sending a request failed.
 #[derive(Debug)]
@@ -110,6 +69,7 @@ pub async fn write_request(
     let streams = matches!(body, UpstreamBody::Stream(_));
     let mut written = false;
     let mut body_done = !streams;
+    let mut interim = 0;
     poll_fn(|cx| loop {
         if streams {
             // What the server sends while the body streams: interim (1xx)
@@ -117,10 +77,14 @@ pub async fn write_request(
             // (or a close, or bytes that are no answer) stops it, for
             // `read_head` to report.
             match early_answer(buf) {
-                Early::Interim(len) => {
+                // Past MAX_INTERIM, the answer is left for `read_head` to
+                // refuse.
+                Early::Interim(len) if interim < MAX_INTERIM => {
+                    interim += 1;
                     buf.advance(len);
                     continue;
                 }
+                Early::Interim(_) => return Poll::Ready(Ok(())),
                 Early::Final => return Poll::Ready(Ok(())),
                 Early::Incomplete => {}
             }
@@ -151,7 +115,9 @@ pub async fn write_request(
                     continue;
                 }
                 if chunked {
-                    queue.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                    let mut line = Vec::with_capacity(18);
+                    chunked::size_line(data.len(), &mut line);
+                    queue.push(Bytes::from(line));
                     queue.push(data);
                     queue.push(Bytes::from_static(b"\r\n"));
                 } else {
@@ -278,49 +244,29 @@ fn poll_read(io: &mut ServerIo, cx: &mut Context<'_>, buf: &mut BytesMut, want: 
     Poll::Ready(Ok(rb.filled().len()))
 }
 
-/// Why reading a response head failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HeadError {
-    #[error("the server closed the connection before sending a response")]
-    Closed,
-    #[error("the server closed the connection in the middle of the response head")]
-    Truncated,
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// How the response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// A parsed response head.
-pub struct Head {
-    pub parts: http::response::Parts,
-    pub framing: Framing,
-    /// The connection may carry another request after this response.
-    pub reusable: bool,
-    /// Hop-by-hop fields may remain in `parts.headers` (a 101, or fields
-    /// named in `Connection`); the fixed ones were left out otherwise.
-    pub hop_by_hop_left: bool,
-}
-
 /// Reads the response head, skipping interim (1xx other than 101)
 /// responses. Bytes after the head stay in `buf`.
 pub async fn read_head(io: &mut ServerIo, buf: &mut BytesMut, head_request: bool) -> Result<Head, HeadError> {
+    let mut interim = 0;
     poll_fn(|cx| loop {
         if !buf.is_empty() {
             match parse_head(buf, head_request)? {
                 Parsed::Head(h) => return Poll::Ready(Ok(h)),
-                Parsed::Interim => continue,
+                Parsed::Interim if interim == MAX_INTERIM => {
+                    return Poll::Ready(Err(HeadError::Invalid {
+                        fault: ResponseFault::Interim,
+                        detail: format!("more than {MAX_INTERIM} interim (1xx) answers"),
+                    }))
+                }
+                Parsed::Interim => {
+                    interim += 1;
+                    continue;
+                }
                 Parsed::Partial if buf.len() >= MAX_HEAD => {
-                    return Poll::Ready(Err(HeadError::Invalid(format!("response head larger than {MAX_HEAD} bytes"))))
+                    return Poll::Ready(Err(HeadError::Invalid {
+                        fault: ResponseFault::TooLarge,
+                        detail: format!("response head larger than {MAX_HEAD} bytes"),
+                    }))
                 }
                 Parsed::Partial => {}
             }
@@ -331,182 +277,6 @@ pub async fn read_head(io: &mut ServerIo, buf: &mut BytesMut, head_request: bool
         }
     })
     .await
-}
-
-enum Parsed {
-    Head(Head),
-    /// A 1xx response was skipped.
-    Interim,
-    Partial,
-}
-
-fn invalid(what: impl Into<String>) -> HeadError {
-    HeadError::Invalid(what.into())
-}
-
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, HeadError> {
-    // Offsets of names and values in `buf`, so that values can share the
-    // frozen head instead of being copied one by one.
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, code, minor, n) = {
-        // Uninitialised: filling 100 empty headers first costs more than
-        // parsing a typical head.
-        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut []);
-        let len =
-            match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-                Err(e) => return Err(invalid(format!("malformed response head: {e}"))),
-            };
-        let base = buf.as_ptr() as usize;
-        let n = resp.headers.len();
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (name as u32, h.name.len() as u32, value as u32, h.value.len() as u32);
-        }
-        (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), n)
-    };
-    let head = buf.split_to(len).freeze();
-    let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
-    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(Parsed::Interim);
-    }
-    // One pass: framing and connection facts are noted as the fields go
-    // by, and hop-by-hop fields are left out (kept for a 101, whose
-    // `Upgrade` the tunnel needs). Room for the security headers added
-    // later, so the map does not grow per response.
-    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = HeaderMap::with_capacity(n + 4);
-    let mut facts = Facts::default();
-    for &(ns, nl, vs, vl) in &spans[..n] {
-        let name = HeaderName::from_bytes(&head[ns as usize..(ns + nl) as usize])
-            .map_err(|_| invalid("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
-            .map_err(|_| invalid(format!("invalid value for header {name}")))?;
-        if name == header::CONTENT_LENGTH {
-            facts.content_length(&value)?;
-        } else if name == header::TRANSFER_ENCODING {
-            facts.transfer_encoding(&value);
-        } else if name == header::CONNECTION {
-            facts.connection(&value);
-            if !upgrade {
-                // Put back below if it names other fields, for
-                // `remove_hop_by_hop` to read.
-                match facts.connection_values.0 {
-                    None => facts.connection_values.0 = Some(value),
-                    Some(_) => facts.connection_values.1.push(value),
-                }
-                continue;
-            }
-        }
-        if !upgrade && is_hop_by_hop(&name) {
-            continue;
-        }
-        headers.append(name, value);
-    }
-    if facts.names_others {
-        let (first, rest) = std::mem::take(&mut facts.connection_values);
-        for v in first.into_iter().chain(rest) {
-            headers.append(header::CONNECTION, v);
-        }
-    }
-    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-    let mut reusable = match version {
-        Version::HTTP_10 => facts.keep_alive,
-        _ => !facts.close,
-    };
-    let framing = if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::Empty
-    } else if facts.transfer_encoding {
-        if facts.length.is_some() {
-            // Both: Transfer-Encoding wins, and the connection is not
-            // trusted with another request (RFC 9112 §6.3).
-            headers.remove(header::CONTENT_LENGTH);
-            reusable = false;
-        }
-        if facts.chunked_last {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
-    } else if let Some(n) = facts.length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
-    };
-    if framing == Framing::UntilClose {
-        reusable = false;
-    }
-    let mut resp = http::Response::new(());
-    *resp.status_mut() = status;
-    *resp.version_mut() = version;
-    *resp.headers_mut() = headers;
-    let (parts, ()) = resp.into_parts();
-    let hop_by_hop_left = upgrade || facts.names_others;
-    Ok(Parsed::Head(Head { parts, framing, reusable, hop_by_hop_left }))
-}
-
-/// What the header fields say about framing and the connection.
-#[derive(Default)]
-struct Facts {
-    length: Option<u64>,
-    transfer_encoding: bool,
-    chunked_last: bool,
-    close: bool,
-    keep_alive: bool,
-    /// `Connection` names other fields (hop-by-hop by that listing).
-    names_others: bool,
-    /// The `Connection` fields (the first inline: servers send one).
-    connection_values: (Option<HeaderValue>, Vec<HeaderValue>),
-}
-
-impl Facts {
-    /// A `Content-Length` value: every one (and every comma-separated item)
-    /// must be the same number.
-    fn content_length(&mut self, v: &HeaderValue) -> Result<(), HeadError> {
-        fold_content_length(v.as_bytes(), &mut self.length).map_err(|e| match e {
-            BadContentLength::Invalid => invalid("invalid Content-Length"),
-            BadContentLength::Conflicting => invalid("conflicting Content-Length values"),
-        })
-    }
-
-    /// `Transfer-Encoding`: the last coding of the last field decides.
-    fn transfer_encoding(&mut self, v: &HeaderValue) {
-        self.transfer_encoding = true;
-        let last = v.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
-        self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-    }
-
-    fn connection(&mut self, v: &HeaderValue) {
-        for token in v.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                self.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
-                self.names_others = true;
-            }
-        }
-    }
-}
-
-/// The fixed hop-by-hop fields (RFC 9110 §7.6.1), compared without hashing.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
 }
 
 /// A server's response body, decoded from its connection as the client
@@ -526,18 +296,11 @@ pub struct ServerBody {
 /// What `poll_frame` returns.
 type PollFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum State {
     Length(u64),
     UntilClose,
-    /// Expecting a chunk-size line.
-    ChunkSize,
-    /// Inside a chunk, with this many data bytes left.
-    ChunkData(u64),
-    /// The CRLF after a chunk's data.
-    ChunkEnd,
-    /// Trailer fields after the last chunk, up to an empty line.
-    Trailers,
+    Chunked(chunked::Decoder),
     Done,
 }
 
@@ -546,12 +309,13 @@ impl ServerBody {
         let state = match head.framing {
             Framing::Empty | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
+            Framing::Chunked => State::Chunked(chunked::Decoder::default()),
             Framing::UntilClose => State::UntilClose,
         };
+        let done = matches!(state, State::Done);
         let mut body =
             ServerBody { io: Some(io), pool, reusable: head.reusable, buf, state, idle: IdleTimer::new(read_timeout) };
-        if state == State::Done {
+        if done {
             body.finish();
         }
         body
@@ -562,7 +326,15 @@ impl ServerBody {
     fn finish(&mut self) {
         self.state = State::Done;
         if let Some(io) = self.io.take() {
-            if self.reusable && self.buf.is_empty() {
+            if !self.buf.is_empty() {
+                // Bytes the server sent past its own answer: whatever they
+                // are, they must not become the next request's answer.
+                report_response(
+                    ResponseFault::BytesAfterBody,
+                    &self.pool.addr().to_string(),
+                    &format_args!("{} bytes after the end of the body; connection closed", self.buf.len()),
+                );
+            } else if self.reusable {
                 self.pool.put_back(io);
             }
         }
@@ -591,40 +363,25 @@ impl ServerBody {
         Poll::Ready(Some(Err(e)))
     }
 
-    fn fail(&mut self, what: &'static str) -> PollFrame {
-        self.abort(BodyError::Server(io::Error::new(io::ErrorKind::InvalidData, what)))
-    }
-
     /// Takes up to `n` buffered bytes as a data frame.
     fn take(&mut self, n: u64) -> Bytes {
         let n = (n.min(self.buf.len() as u64)) as usize;
         self.buf.split_to(n).freeze()
     }
 
-    /// One line (without its CRLF) from the buffer, if a whole one is there.
-    fn line(&mut self) -> Option<Bytes> {
-        let end = self.buf.iter().position(|&b| b == b'\n')?;
-        let mut line = self.buf.split_to(end + 1);
-        line.truncate(end);
-        if line.last() == Some(&b'\r') {
-            line.truncate(end - 1);
+    /// Reads more of a body that must not end yet; `Some` is what to
+    /// return now (pending, or the failure; `cut`: where a close came).
+    fn need_more(&mut self, cx: &mut Context<'_>, want: u64, cut: &'static str) -> Option<PollFrame> {
+        match self.fill(cx, want) {
+            Poll::Pending => Some(Poll::Pending),
+            Poll::Ready(Ok(true)) => None,
+            Poll::Ready(Ok(false)) => Some(self.abort(BodyError::Server(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the server closed the connection {cut}"),
+            )))),
+            Poll::Ready(Err(e)) => Some(self.abort(e)),
         }
-        Some(line.freeze())
     }
-}
-
-/// The size of a chunk from its size line (`1a;ext=1` → 26).
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 15 {
-        return None;
-    }
-    let rest = line[digits..].trim_ascii_start();
-    if !rest.is_empty() && rest[0] != b';' {
-        return None;
-    }
-    let s = std::str::from_utf8(&line[..digits]).ok()?;
-    u64::from_str_radix(s, 16).ok()
 }
 
 impl Body for ServerBody {
@@ -634,9 +391,10 @@ impl Body for ServerBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> PollFrame {
         let this = self.get_mut();
         loop {
-            match this.state {
+            match &mut this.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(left) => {
+                    let left = *left;
                     if !this.buf.is_empty() {
                         let data = this.take(left);
                         let left = left - data.len() as u64;
@@ -666,49 +424,30 @@ impl Body for ServerBody {
                         Err(e) => return this.abort(e),
                     }
                 }
-                State::ChunkData(left) => {
-                    if !this.buf.is_empty() {
-                        let data = this.take(left);
-                        let left = left - data.len() as u64;
-                        this.state = if left == 0 { State::ChunkEnd } else { State::ChunkData(left) };
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                State::Chunked(decoder) => match decoder.decode(&mut this.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
                     }
-                    if let Some(p) = this.need_more(cx, left, "in the middle of a chunked body") {
-                        return p;
-                    }
-                }
-                State::ChunkSize | State::ChunkEnd | State::Trailers => {
-                    let Some(line) = this.line() else {
-                        if this.buf.len() > MAX_LINE {
-                            return this.fail("chunk-size or trailer line too long");
-                        }
-                        if let Some(p) = this.need_more(cx, READ_BUF as u64, "in the middle of a chunked body") {
+                    Ok(Decoded::NeedMore(want)) => {
+                        if let Some(p) =
+                            this.need_more(cx, want.max(READ_BUF as u64), "in the middle of a chunked body")
+                        {
                             return p;
                         }
-                        continue;
-                    };
-                    match this.state {
-                        State::ChunkSize => match chunk_size(&line) {
-                            Some(0) => this.state = State::Trailers,
-                            Some(n) => this.state = State::ChunkData(n),
-                            None => return this.fail("invalid chunk size"),
-                        },
-                        State::ChunkEnd if line.is_empty() => this.state = State::ChunkSize,
-                        State::ChunkEnd => return this.fail("chunk data longer than its size"),
-                        _ if line.is_empty() => {
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        // A trailer field: not passed on.
-                        _ => {}
                     }
-                }
+                    Err(e) => {
+                        report_response(ResponseFault::Chunked, &this.pool.addr().to_string(), &e);
+                        return this.abort(BodyError::Server(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                },
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state == State::Done
+        matches!(self.state, State::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -716,22 +455,6 @@ impl Body for ServerBody {
             State::Done => SizeHint::with_exact(0),
             State::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
-        }
-    }
-}
-
-impl ServerBody {
-    /// Reads more of a body that must not end yet; `Some` is what to
-    /// return now (pending, or the failure; `cut`: where a close came).
-    fn need_more(&mut self, cx: &mut Context<'_>, want: u64, cut: &'static str) -> Option<PollFrame> {
-        match self.fill(cx, want) {
-            Poll::Pending => Some(Poll::Pending),
-            Poll::Ready(Ok(true)) => None,
-            Poll::Ready(Ok(false)) => Some(self.abort(BodyError::Server(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the server closed the connection {cut}"),
-            )))),
-            Poll::Ready(Err(e)) => Some(self.abort(e)),
         }
     }
 }
@@ -770,139 +493,5 @@ impl AsyncWrite for Upgraded {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str, head_request: bool) -> Result<(Head, BytesMut), HeadError> {
-        let mut buf = BytesMut::from(text);
-        loop {
-            match parse_head(&mut buf, head_request)? {
-                Parsed::Head(h) => return Ok((h, buf)),
-                Parsed::Interim => continue,
-                Parsed::Partial => return Err(HeadError::Truncated),
-            }
-        }
-    }
-
-    #[test]
-    fn encodes_the_request_line_and_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("example.org"));
-        h.append("x-a", HeaderValue::from_static("1"));
-        h.append("x-a", HeaderValue::from_static("2"));
-        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        let head = encode_head(&Method::POST, "/p?q=1", &h, None);
-        assert_eq!(
-            &head[..],
-            b"POST /p?q=1 HTTP/1.1\r\nhost: example.org\r\nx-a: 1\r\nx-a: 2\r\nx-real-ip: 6.6.6.6\r\n\r\n"
-        );
-        let ip = "192.0.2.1".parse().unwrap();
-        let fwd = super::super::headers::forwarded(&h, ip, ip, false, "http", None);
-        let head = encode_head(&Method::GET, "/", &h, Some(&fwd));
-        let text = std::str::from_utf8(&head).unwrap();
-        assert!(!text.contains("6.6.6.6"), "the client's X-Real-IP is replaced: {text}");
-        assert!(text.ends_with("x-real-ip: 192.0.2.1\r\nx-forwarded-proto: http\r\n\r\n"), "{text}");
-    }
-
-    #[test]
-    fn a_content_length_response_keeps_its_body_bytes_and_is_reusable() {
-        let (h, rest) = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Y: z\r\n\r\nhello", false).unwrap();
-        assert_eq!(h.parts.status, StatusCode::OK);
-        assert_eq!(h.framing, Framing::Length(5));
-        assert!(h.reusable);
-        assert_eq!(h.parts.headers["x-y"], "z");
-        assert_eq!(&rest[..], b"hello");
-    }
-
-    #[test]
-    fn interim_responses_are_skipped() {
-        let (h, _) = parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", false).unwrap();
-        assert_eq!(h.parts.status, StatusCode::NO_CONTENT);
-        assert_eq!(h.framing, Framing::Empty);
-    }
-
-    #[test]
-    fn framing_rules() {
-        let f = |t: &str, head: bool| parse(t, head).map(|(h, _)| (h.framing, h.reusable));
-        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true).unwrap(), (Framing::Empty, true));
-        assert_eq!(f("HTTP/1.1 304 Not Modified\r\n\r\n", false).unwrap(), (Framing::Empty, true));
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false).unwrap(),
-            (Framing::Chunked, true)
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", false).unwrap(),
-            (Framing::Chunked, false),
-            "both: chunked wins, the connection is not reused"
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap(),
-            (Framing::UntilClose, false)
-        );
-        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n", false).unwrap(), (Framing::UntilClose, false));
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false).unwrap(),
-            (Framing::Length(1), false)
-        );
-        assert_eq!(f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap(), (Framing::Length(1), false));
-        assert_eq!(
-            f("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false).unwrap(),
-            (Framing::Length(1), true)
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nContent-Length: 4\r\n\r\n", false).unwrap(),
-            (Framing::Length(4), true)
-        );
-    }
-
-    #[test]
-    fn hop_by_hop_fields_are_left_out_in_the_same_pass() {
-        let (h, _) = parse(
-            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
-            false,
-        )
-        .unwrap();
-        assert_eq!(h.parts.headers.len(), 1, "{:?}", h.parts.headers);
-        assert!(!h.hop_by_hop_left);
-        assert_eq!(h.framing, Framing::Chunked);
-        // Fields named in Connection: the Connection field stays for
-        // `remove_hop_by_hop` to read.
-        let (h, _) =
-            parse("HTTP/1.1 200 OK\r\nX-Secret: s\r\nConnection: x-secret\r\nContent-Length: 0\r\n\r\n", false)
-                .unwrap();
-        assert!(h.hop_by_hop_left);
-        assert_eq!(h.parts.headers["connection"], "x-secret");
-        // A 101 keeps Connection and Upgrade for the tunnel.
-        let (h, _) =
-            parse("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", false)
-                .unwrap();
-        assert_eq!(h.parts.headers["upgrade"], "websocket");
-        assert!(h.hop_by_hop_left);
-    }
-
-    #[test]
-    fn bad_heads_are_refused_with_a_reason() {
-        let err = |t: &str| parse(t, false).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n").contains("conflicting"));
-        assert!(err("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n").contains("invalid Content-Length"));
-        assert!(err("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n").contains("invalid"));
-        assert!(err("SSH-2.0-OpenSSH\r\n\r\n").contains("malformed response head"));
-        assert!(err("HTTP/1.1 099 Odd\r\n\r\n").contains("invalid status code"));
-    }
-
-    #[test]
-    fn chunk_sizes() {
-        assert_eq!(chunk_size(b"1a"), Some(26));
-        assert_eq!(chunk_size(b"0"), Some(0));
-        assert_eq!(chunk_size(b"A;name=value"), Some(10));
-        assert_eq!(chunk_size(b"10 ;x"), Some(16));
-        assert_eq!(chunk_size(b""), None);
-        assert_eq!(chunk_size(b"g"), None);
-        assert_eq!(chunk_size(b"1 2"), None);
-        assert_eq!(chunk_size(b"ffffffffffffffffff"), None);
     }
 }

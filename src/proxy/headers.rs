@@ -1,9 +1,9 @@
-//! Header rewriting between client and server: hop-by-hop removal, the
-//! `X-Forwarded-*` family, and the seed's security headers.
+//! Header rewriting between client and server: the `X-Forwarded-*` family
+//! and the seed's security headers (hop-by-hop removal is `wire::fields`).
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -12,63 +12,6 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FRAME_OPTIONS: HeaderName = HeaderName::from_static("x-frame-options");
 pub static X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 pub static X_XSS_PROTECTION: HeaderName = HeaderName::from_static("x-xss-protection");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHENTICATE,
-    ]
-}
-
-/// Removes hop-by-hop headers, including every header named in
-/// `Connection`. With `keep_upgrade` (a WebSocket handshake being passed
-/// through) `Connection: upgrade` and `Upgrade` stay.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Fast path, the common case: one pass over the few names present, no
-    // hashing, when none of them is hop-by-hop.
-    let hop = |k: &HeaderName| fixed_hop_by_hop().contains(&k) || k == header::PROXY_AUTHORIZATION;
-    if !keep_upgrade && !headers.keys().any(hop) {
-        return;
-    }
-    // Names listed in Connection: collected first, since removing while
-    // iterating the same map is not possible. Rare, so a small Vec is fine.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(s) = value.to_str() {
-            for token in s.split(',') {
-                let token = token.trim();
-                if token.is_empty() || (keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
-                }
-            }
-        }
-    }
-    for name in named {
-        headers.remove(name);
-    }
-    for name in fixed_hop_by_hop() {
-        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
-            continue;
-        }
-        headers.remove(name);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    headers.remove(header::PROXY_AUTHORIZATION);
-}
 
 /// Sets `X-Real-IP` to the client, `X-Forwarded-For`, `X-Forwarded-Proto`
 /// and `X-Forwarded-Host`. When the peer is a trusted proxy its
@@ -195,75 +138,9 @@ impl SecurityHeaders {
     }
 }
 
-/// Why a `Content-Length` field was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadContentLength {
-    /// An item that is not a decimal number of at most 19 digits.
-    Invalid,
-    /// A number other than the one seen before.
-    Conflicting,
-}
-
-/// Adds one `Content-Length` field value to `length` (the number seen so
-/// far): every comma-separated item must be the same decimal number, in
-/// this field and the ones before (RFC 9110 section 8.6).
-pub fn fold_content_length(value: &[u8], length: &mut Option<u64>) -> Result<(), BadContentLength> {
-    for item in value.split(|&b| b == b',') {
-        let item = item.trim_ascii();
-        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-            return Err(BadContentLength::Invalid);
-        }
-        let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        if length.is_some_and(|l| l != n) {
-            return Err(BadContentLength::Conflicting);
-        }
-        *length = Some(n);
-    }
-    Ok(())
-}
-
-/// Whether a request asks to switch to WebSocket (HTTP/1.1 Upgrade).
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")));
-    let connection = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    upgrade && connection
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn removes_fixed_and_named_hop_by_hop() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
-        h.insert("x-keep", HeaderValue::from_static("yes"));
-        remove_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1);
-        assert_eq!(h["x-keep"], "yes");
-    }
-
-    #[test]
-    fn keeps_upgrade_for_websocket() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_websocket_upgrade(&h));
-        remove_hop_by_hop(&mut h, true);
-        assert_eq!(h[header::UPGRADE], "websocket");
-        assert_eq!(h[header::CONNECTION], "upgrade");
-    }
 
     #[test]
     fn ips_format_as_display_does() {
@@ -302,6 +179,6 @@ mod tests {
             "x-forwarded-for: 192.0.2.7\r\nx-real-ip: 192.0.2.7\r\nx-forwarded-proto: http\r\n",
             "a spoofed chain is not passed on"
         );
-        assert!(Forwarded::replaces(&X_REAL_IP) && !Forwarded::replaces(&header::HOST));
+        assert!(Forwarded::replaces(&X_REAL_IP) && !Forwarded::replaces(&http::header::HOST));
     }
 }

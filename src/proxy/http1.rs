@@ -2,9 +2,10 @@
 //!
 //! Between requests [`Http1Serve`] holds only the socket (in `ClientIo`,
 //! with its timers) and the service. It reads the next request head itself
-//! into a buffer on the stack: a body-less `GET` that `h1fast::parse` takes
-//! is served here (the service's future, then the response written with
-//! `h1fast::encode_head`, the body copied into one buffer per write); any
+//! into a buffer on the stack: a body-less `GET` that `wire::request::parse`
+//! takes is served here (the service's future, then the response written
+//! with `wire::response::encode_head`, the body copied into one buffer per
+//! write); a head that breaks the framing rules is answered 400 here; any
 //! other request starts a hyper connection with the bytes already read.
 //!
 //! hyper keeps a read buffer, a write buffer and its dispatcher state for
@@ -46,7 +47,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::body::{ClientBody, ProxyBody};
 use super::closing::{Closing, Slot};
 use super::conn::{ClientIo, ConnActivity};
-use super::h1fast::{self, Framing, Parsed};
+use super::wire::request::{self as wire_request, Parsed};
+use super::wire::response::{encode_head, SendFraming as Framing};
+use super::wire::{chunked, report_request, RequestFault};
 
 /// The service of a connection's requests, whoever parsed them.
 pub trait RequestService:
@@ -157,6 +160,8 @@ struct Sending {
     pos: usize,
     /// The connection ends after this response.
     close: bool,
+    /// Some of `out` has been written: the client has seen the head.
+    started: bool,
 }
 
 fn broken(what: &'static str) -> io::Error {
@@ -168,7 +173,15 @@ impl Sending {
     /// 304, a refused status) is not read at all, as with hyper.
     fn new(body: ProxyBody, framing: Framing, out: Vec<u8>, close: bool) -> Self {
         let body = (framing != Framing::Empty).then_some(body);
-        Sending { body, framing, out, pos: 0, close }
+        Sending { body, framing, out, pos: 0, close, started: false }
+    }
+
+    /// A plain-text answer of the node's own that ends the connection.
+    fn refusal(status: http::StatusCode, text: &'static str) -> Self {
+        let (parts, body) = super::forward::text_response(status, text).into_parts();
+        let mut out = Vec::with_capacity(160);
+        let (framing, _) = encode_head(parts.status, &parts.headers, body.size_hint(), false, true, &mut out);
+        Sending::new(body, framing, out, true)
     }
 
     /// Adds one frame of the body to `out`.
@@ -183,7 +196,7 @@ impl Sending {
                 self.out.extend_from_slice(&data);
             }
             Framing::Chunked if !data.is_empty() => {
-                h1fast::chunk_size_line(data.len(), &mut self.out);
+                chunked::size_line(data.len(), &mut self.out);
                 self.out.extend_from_slice(&data);
                 self.out.extend_from_slice(b"\r\n");
             }
@@ -221,6 +234,20 @@ impl Sending {
                             self.push(data)?;
                         }
                     }
+                    Poll::Ready(Some(Err(e))) if !self.started => {
+                        // Nothing has reached the client yet (the server's
+                        // body failed before the first write): a 502 in
+                        // place of the answer, as when the head failed.
+                        tracing::debug!(error = %e, "response body failed before any byte was sent: answered 502");
+                        crate::metrics::count_response(502);
+                        *self = Sending::refusal(
+                            http::StatusCode::BAD_GATEWAY,
+                            "502 Bad Gateway: the server failed to answer\n",
+                        );
+                    }
+                    // Once the head is out, closing without the body's end
+                    // (a short length, no last chunk) is the abort the client
+                    // sees.
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
                     Poll::Ready(None) => self.finish()?,
                     Poll::Pending => {
@@ -232,7 +259,10 @@ impl Sending {
             while self.pos < self.out.len() {
                 match ready!(Pin::new(&mut *io).poll_write(cx, &self.out[self.pos..])) {
                     Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => self.pos += n,
+                    Ok(n) => {
+                        self.pos += n;
+                        self.started = true;
+                    }
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
@@ -291,6 +321,8 @@ pub struct Http1Serve<I, S: RequestService> {
     closing: Arc<Closing>,
     slot: Slot,
     stopping: bool,
+    /// The client's address, for the log of a refused request.
+    client: std::net::IpAddr,
     /// Parks so far, for the tests.
     #[cfg(test)]
     parks: Arc<std::sync::atomic::AtomicU32>,
@@ -308,6 +340,7 @@ where
         activity: Arc<ConnActivity>,
         config: Arc<Http1Config>,
         closing: Arc<Closing>,
+        client: std::net::IpAddr,
     ) -> Self {
         io.set_parkable(true);
         Http1Serve {
@@ -318,6 +351,7 @@ where
             closing,
             slot: Slot::default(),
             stopping: false,
+            client,
             #[cfg(test)]
             parks: Default::default(),
         }
@@ -338,6 +372,15 @@ where
     fn ended(&mut self, result: hyper::Result<()>) -> Option<hyper::Result<()>> {
         let state = mem::replace(&mut self.state, State::Done);
         self.activity.park_done();
+        if let Err(e) = &result {
+            // A head hyper refused (later requests of a connection it
+            // serves): counted and logged like the fast path's refusals.
+            if e.is_parse_too_large() {
+                report_request(RequestFault::TooLarge, Some(self.client), e);
+            } else if e.is_parse() {
+                report_request(RequestFault::Hyper, Some(self.client), e);
+            }
+        }
         let State::Active { conn, parking: true, .. } = state else { return Some(result) };
         if result.is_err() {
             return Some(result);
@@ -392,7 +435,7 @@ where
                     self.state = State::Done;
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(())) => match h1fast::parse(buf.filled(), max_head) {
+                Poll::Ready(Ok(())) => match wire_request::parse(buf.filled(), max_head) {
                     Parsed::Partial => continue,
                     parsed => break parsed,
                 },
@@ -410,18 +453,14 @@ where
                 }
                 self.state = State::Exchange { io, svc, sending: None };
             }
-            Parsed::Malformed(text) => {
+            Parsed::Malformed(fault) => {
                 // Counted and answered like the service's own errors; the
                 // connection closes after the answer.
                 crate::metrics::count_response(400);
-                crate::metrics::COUNTERS.malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(error = text.trim_end(), "malformed request: answered 400");
-                let (parts, body) = super::forward::text_response(http::StatusCode::BAD_REQUEST, text).into_parts();
-                let mut out = Vec::with_capacity(128);
-                let (framing, _) =
-                    h1fast::encode_head(parts.status, &parts.headers, body.size_hint(), false, true, &mut out);
-                self.state =
-                    State::Exchange { io, svc, sending: Some(Box::new(Sending::new(body, framing, out, true))) };
+                let text = wire_request::refusal_text(fault);
+                report_request(fault, Some(self.client), &text.trim_end());
+                let sending = Sending::refusal(http::StatusCode::BAD_REQUEST, text);
+                self.state = State::Exchange { io, svc, sending: Some(Box::new(sending)) };
             }
             _ => self.start_hyper(io, svc, buf.filled()),
         }
@@ -478,7 +517,7 @@ where
                                 Some(Ok(response)) => {
                                     let (parts, body) = response.into_parts();
                                     let mut out = Vec::with_capacity(256);
-                                    let (framing, close) = h1fast::encode_head(
+                                    let (framing, close) = encode_head(
                                         parts.status,
                                         &parts.headers,
                                         body.size_hint(),
@@ -589,7 +628,8 @@ mod tests {
         let mut builder = http1::Builder::new();
         builder.keep_alive(true).header_read_timeout(None).timer(TokioTimer::new());
         let config = Arc::new(Http1Config { hyper: builder, max_head: 8192 });
-        let serve = Http1Serve::new(io, svc, activity, config, Arc::new(Closing::default()));
+        let serve =
+            Http1Serve::new(io, svc, activity, config, Arc::new(Closing::default()), "127.0.0.1".parse().unwrap());
         let parks = serve.parks.clone();
         tokio::spawn(serve);
         (client, parks)

@@ -249,7 +249,7 @@ async fn setup(
         if h2 {
             return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
         }
-        let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), ctx.closing.clone());
+        let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), ctx.closing.clone(), addrs.client.ip());
         return Some(Either::Left(serve.map(log_end as fn(hyper::Result<()>))));
     };
     let started = Instant::now();
@@ -272,7 +272,7 @@ async fn setup(
     if h2 {
         return Some(Either::Right(Box::pin(serve_http2(io, svc, activity, ctx))));
     }
-    let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), ctx.closing.clone());
+    let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), ctx.closing.clone(), addrs.client.ip());
     Some(Either::Right(Box::pin(serve.map(log_end))))
 }
 

@@ -15,12 +15,15 @@ use super::body::{ClientBody, ProxyBody};
 use super::conn::{ActiveGuard, ConnActivity};
 use super::error::ProxyError;
 use super::forward::{pool_options, text_response, Forward};
-use super::headers::{is_websocket_upgrade, SecurityHeaders, X_FORWARDED_FOR};
+use super::headers::{SecurityHeaders, X_FORWARDED_FOR};
 use super::listener::ListenerRuntime;
 use super::route_stats::RouteStats;
 use super::routing::{host_without_port, match_route, RequestKey};
 use super::static_files::{self, StaticError};
 use super::upstream::{PoolOptions, ServerPool};
+use super::wire::fields::is_websocket_upgrade;
+use super::wire::report_request;
+use super::wire::request::{check, refusal_text};
 use crate::balance::hash_bytes;
 use crate::config::{PathMatch, RateKey, RateKind, RouteAction};
 use crate::metrics::{self, COUNTERS};
@@ -256,7 +259,7 @@ pub struct CloseConnection(pub &'static str);
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     guard: ActiveGuard,
 ) -> Result<Response<ProxyBody>, CloseConnection> {
     let started = Instant::now();
@@ -267,10 +270,20 @@ pub async fn handle(
     }
     let state = shared.state.load_full();
     let cfg = &state.snapshot.config;
-    let websocket = is_websocket_upgrade(req.headers());
     let method = req.method().clone();
-    let path_for_log = if state.access_log { Some(req.uri().path().to_string()) } else { None };
     let (client_ip, via_trusted_proxy) = conn.client_ip(req.headers());
+    if let Err(refused) = check(&mut req, conn.local) {
+        // Before any route: `Host` and the path are what routing reads.
+        report_request(refused.fault, Some(client_ip), &refused.detail);
+        let mut response = text_response(StatusCode::BAD_REQUEST, refusal_text(refused.fault));
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let path_for_log = state.access_log.then(|| req.uri().path().to_string());
+        let timing = Timing { started, answered: None };
+        finish(&state, &conn, &mut response, timing, &method, path_for_log, None, None, client_ip, guard);
+        return Ok(response);
+    }
+    let websocket = is_websocket_upgrade(req.headers());
+    let path_for_log = if state.access_log { Some(req.uri().path().to_string()) } else { None };
 
     if let Some(port) = conn.listener.redirect_to_https {
         if !conn.listener.redirect_except.iter().any(|p| p == req.uri().path()) {
