@@ -152,7 +152,9 @@ pub fn check<B>(req: &mut Request<B>, local: SocketAddr) -> Result<(), Refused> 
     let headers = req.headers_mut();
     let mut hosts = headers.get_all(header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
-    if http1 && second.is_some() {
+    // Two Host fields: refused (RFC 9112 §3.2), also over HTTP/2 unless
+    // `:authority` (which replaces them all) is there.
+    if second.is_some() && (http1 || authority.is_none()) {
         return Err(refused(RequestFault::Host, "more than one Host field"));
     }
     if let Some(a) = authority {
@@ -429,6 +431,17 @@ mod tests {
         let mut r = Request::get("/").version(Version::HTTP_10).body(()).unwrap();
         check(&mut r, "10.0.0.1:80".parse().unwrap()).unwrap();
         assert_eq!(r.headers()["host"], "10.0.0.1:80");
+        // HTTP/2: `:authority` replaces any Host; two Hosts without it are
+        // refused.
+        let mut r = Request::get("http://a.example/x").version(Version::HTTP_2).body(()).unwrap();
+        r.headers_mut().append(header::HOST, HeaderValue::from_static("b"));
+        r.headers_mut().append(header::HOST, HeaderValue::from_static("c"));
+        check(&mut r, "10.0.0.1:80".parse().unwrap()).unwrap();
+        assert_eq!(r.headers().get_all(header::HOST).iter().collect::<Vec<_>>(), ["a.example"]);
+        let mut r = Request::get("/x").version(Version::HTTP_2).body(()).unwrap();
+        r.headers_mut().append(header::HOST, HeaderValue::from_static("b"));
+        r.headers_mut().append(header::HOST, HeaderValue::from_static("c"));
+        assert_eq!(check(&mut r, "10.0.0.1:80".parse().unwrap()).map_err(|e| e.fault), Err(RequestFault::Host));
     }
 
     #[test]

@@ -165,7 +165,9 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Head
     }
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     let mut reusable = match version {
-        Version::HTTP_10 => facts.keep_alive,
+        // `Transfer-Encoding` in HTTP/1.0 is faulty framing (RFC 9112
+        // §6.1): read it, but close the connection after.
+        Version::HTTP_10 => facts.keep_alive && !facts.transfer_encoding,
         _ => !facts.close,
     };
     let mut distrust = None;
@@ -464,6 +466,10 @@ mod tests {
             (Framing::Length(1), false)
         );
         assert_eq!(f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap(), (Framing::Length(1), false));
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap(),
+            (Framing::Chunked, false)
+        );
         assert_eq!(
             f("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false).unwrap(),
             (Framing::Length(1), true)
