@@ -10,9 +10,9 @@
 //!   no obs-fold, no whitespace before the colon, no CR, LF or NUL in a
 //!   value, token characters in names. The body's framing is decided from
 //!   what was parsed, before any hop-by-hop handling (§6.1-§6.3): a single
-//!   `Transfer-Encoding` whose only coding is `chunked`, or one
-//!   `Content-Length` (repeated values must be the same number), or no
-//!   body. Both together, any other coding, `Transfer-Encoding` in
+//!   `Transfer-Encoding` whose only coding is `chunked`, or
+//!   `Content-Length` (one number per field, repeated fields the same
+//!   number), or no body. Both together, any other coding, `Transfer-Encoding` in
 //!   HTTP/1.0, or a length that is not one number: 400, and the connection
 //!   closes. HTTP/1.1 needs exactly one `Host` (§3.2); an absolute-form
 //!   target's authority replaces `Host` (§3.2.2). Field names with `_` are
