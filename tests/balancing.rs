@@ -268,3 +268,79 @@ async fn no_server_available_is_503_and_a_timeout_is_504() {
     assert!(body.contains("no server available"), "{body}");
     node.stop().await;
 }
+
+/// The active server of each `primary` pool, from the admin status.
+async fn active_servers(admin: std::net::SocketAddr) -> HashMap<String, String> {
+    let (status, _, body) = get(&client(), admin, "/api/v1/status").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let s: sysmanage_node::api::Status = serde_json::from_str(&body).unwrap();
+    s.pools.iter().filter_map(|p| Some((p.name.clone(), p.servers.iter().find(|s| s.active)?.name.clone()))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_pools_over_the_same_servers_share_one_active_server() {
+    // SysManage's setup: agents and API pools over the same two servers.
+    // The API pool checks far less often, so on its own it would notice a
+    // failure seconds later and send the API elsewhere meanwhile.
+    let (s1, s2) = (Backend::start("s1").await, Backend::start("s2").await);
+    let list = servers(&[(&s1, ""), (&s2, "")]);
+    let toml = format!(
+        r#"
+[log]
+level = "error"
+access_log = false
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "http"
+bind = "127.0.0.1:0"
+
+[[pools]]
+name = "agents"
+balance = "primary"
+checks = [{{ path = "/api/health", interval = "100ms", timeout = "100ms", fall = 1, rise = 1 }}]
+{list}
+
+[[pools]]
+name = "api"
+balance = "primary"
+checks = [{{ path = "/api/health", interval = "5s", timeout = "100ms", fall = 1, rise = 1 }}]
+{list}
+
+[[routes]]
+name = "agents"
+path_prefix = "/api/agent/"
+pool = "agents"
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+pool = "api"
+"#
+    );
+    let node = start_node(&toml).await;
+    let (addr, admin) = (node.addr("http").unwrap(), node.admin.unwrap());
+    let both = |server: &str| {
+        HashMap::from([("agents".to_string(), server.to_string()), ("api".to_string(), server.to_string())])
+    };
+    wait_until(Duration::from_secs(5), "both pools name s1", || async { active_servers(admin).await == both("s1") })
+        .await;
+
+    s1.set_health(503);
+    wait_until(Duration::from_secs(3), "the agents pool fails over", || async {
+        active_servers(admin).await.get("agents").map(String::as_str) == Some("s2")
+    })
+    .await;
+    // Well before the API pool's own check (5 s) could notice.
+    assert_eq!(active_servers(admin).await, both("s2"), "the API pool follows at once");
+    assert_eq!(get(&client(), addr, "/api/v1/hosts").await.2, "s2");
+    assert_eq!(get(&client(), addr, "/api/agent/auth").await.2, "s2");
+
+    // s1 returns: no failback for either pool.
+    s1.set_health(200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(active_servers(admin).await, both("s2"));
+    node.stop().await;
+}

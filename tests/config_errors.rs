@@ -238,6 +238,47 @@ fn failback_is_for_primary_pools_only() {
 }
 
 #[test]
+fn a_hash_affinity_policy_cannot_apply_to_a_primary_pool() {
+    let text = BASE.replace(
+        "name = \"api\"\n",
+        "name = \"api\"\nbalance = \"primary\"\naffinity = { key = \"cookie:s\", policy = \"hash\" }\n",
+    );
+    assert!(
+        one_error(&text).ends_with(
+            "pools[0].affinity.policy: \"hash\" cannot apply with balance = \"primary\": new keys always go to the \
+             pool's active server; remove policy (or set \"least_loaded\")"
+        ),
+        "{}",
+        one_error(&text)
+    );
+    let ok = BASE.replace(
+        "name = \"api\"\n",
+        "name = \"api\"\nbalance = \"primary\"\naffinity = { key = \"cookie:s\", policy = \"least_loaded\" }\n",
+    );
+    assert!(parse_str(&ok, "node.toml", Path::new(".")).is_ok());
+}
+
+#[test]
+fn primary_pools_over_the_same_servers_must_agree_on_failback() {
+    let two = |failback: &str| {
+        format!(
+            "{BASE}\n[[pools]]\nname = \"agents\"\nbalance = \"primary\"\n{failback}\
+             servers = [{{ addr = \"127.0.0.1:8080\" }}]\n"
+        )
+        .replace("name = \"api\"\n", "name = \"api\"\nbalance = \"primary\"\n")
+    };
+    assert!(
+        one_error(&two("failback = true\n")).ends_with(
+            "pools[1].failback: pool \"agents\" has the same servers as pool \"api\", and the two share one active \
+             server: set failback the same in both"
+        ),
+        "{}",
+        one_error(&two("failback = true\n"))
+    );
+    assert!(parse_str(&two(""), "node.toml", Path::new(".")).is_ok());
+}
+
+#[test]
 fn busy_poll_out_of_range_or_not_a_duration() {
     let text = format!("[node]\nbusy_poll = \"200ms\"\n{BASE}");
     assert_eq!(one_error(&text), "node.toml:2:13: node.busy_poll: must be 0s..=100ms (0s: off), got 200ms");

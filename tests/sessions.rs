@@ -507,3 +507,49 @@ async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
     assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
     assert!(err.contains(&locked), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_pool_puts_every_new_agent_on_the_active_server_and_all_of_them_move_on_failover() {
+    let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
+    let dir = tempfile::tempdir().unwrap();
+    // What an operator writes who wants agents pinned and one active server:
+    // least_loaded would spread new agents over both servers.
+    let pool = format!(
+        "balance = \"primary\"\nretries = 1\n\
+         affinity = {{ key = \"query:token\", extract = \"sysmanage-token:hostname\", \
+         policy = \"least_loaded\", on_missing = \"balance\" }}\n\
+         checks = [{{ path = \"/api/health\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }}]\n{}",
+        ws_servers(&[&s1, &s2], "")
+    );
+    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let admin = node.admin.unwrap();
+    let mut open = Vec::new();
+    for i in 0..100 {
+        let (ws, name) = agent_connect(addr, &format!("host-{i:03}")).await.unwrap();
+        assert_eq!(name, "s1", "new agent {i} was not put on the active server");
+        open.push(ws);
+    }
+    assert_eq!((s1.upgrades(), s2.upgrades()), (100, 0));
+    assert_eq!(session_counts(admin).await, BTreeMap::from([("s1".to_string(), 100)]));
+    // The API goes to the same server.
+    assert_eq!(get(&client(), addr, "/api/v1/hosts").await.2, "s1");
+
+    s1.kill();
+    for ws in &mut open {
+        let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("the tunnel ends");
+        assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    }
+    drop(open);
+    wait_until(Duration::from_secs(5), "checks mark the killed server down", || async {
+        server_states(admin).await["s1"].0 == "down"
+    })
+    .await;
+    for i in 0..100 {
+        let (_ws, name) = agent_connect(addr, &format!("host-{i:03}")).await.unwrap();
+        assert_eq!(name, "s2", "agent {i} did not follow the active server");
+    }
+    assert_eq!(session_counts(admin).await, BTreeMap::from([("s2".to_string(), 100)]));
+    assert_eq!(get(&client(), addr, "/api/v1/hosts").await.2, "s2");
+    node.stop().await;
+}

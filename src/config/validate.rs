@@ -394,6 +394,24 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
     for (i, rp) in raw.pools.iter().enumerate() {
         pools.push(validate_pool(&mut cx, rp, root.key("pools").index(i), &mut names, base));
     }
+    // `primary` pools over the same servers share one active server
+    // (control::primary), so they must agree on failing back.
+    for (i, p) in pools.iter().enumerate() {
+        let servers = |q: &PoolConfig| q.servers.iter().map(|s| (s.addr, s.backup)).collect::<Vec<_>>();
+        let lead = pools[..i]
+            .iter()
+            .find(|q| q.balance == Balance::Primary && p.balance == Balance::Primary && servers(q) == servers(p));
+        if let Some(q) = lead.filter(|q| q.failback != p.failback) {
+            cx.err(
+                root.key("pools").index(i).key("failback"),
+                format!(
+                    "pool \"{}\" has the same servers as pool \"{}\", and the two share one active server: set \
+                     failback the same in both",
+                    p.name, q.name
+                ),
+            );
+        }
+    }
 
     // [[routes]]
     let mut names = HashSet::new();
@@ -618,6 +636,14 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
         }
         let policy = match a.policy.as_deref() {
             None | Some("least_loaded") => AffinityPolicy::LeastLoaded,
+            Some("hash") if balance == Balance::Primary => {
+                cx.err(
+                    ap.key("policy"),
+                    "\"hash\" cannot apply with balance = \"primary\": new keys always go to the pool's active \
+                     server; remove policy (or set \"least_loaded\")",
+                );
+                AffinityPolicy::LeastLoaded
+            }
             Some("hash") => AffinityPolicy::Hash,
             Some(other) => {
                 cx.err(ap.key("policy"), format!("expected \"least_loaded\" or \"hash\", got \"{other}\""));

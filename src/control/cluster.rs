@@ -4,8 +4,8 @@
 //! - peers' health views are kept per live peer; a peer's `down` wakes the
 //!   local checks of that server ([`ServerState::probe_now`]);
 //! - `primary` pools: the active server is chosen from the majority view
-//!   ([`crate::state::choose_primary`]) and published, so every node sends
-//!   to the same server and a restarted node adopts the others' choice;
+//!   ([`super::primary`]) and published, so every node sends to the same
+//!   server and a restarted node adopts the others' choice;
 //! - peers' connection counts are summed into
 //!   [`ServerState::remote_connections`] for `least_loaded`;
 //! - session records written here go out as TTL keys (a bounded window);
@@ -32,9 +32,8 @@ use crate::cluster::{
     ServerHealth, SessionEntry,
 };
 use crate::health::{AdminState, ServerState};
-use crate::model::Balance;
 use crate::sessions::{Hlc, SessionRecord};
-use crate::state::{choose_primary, PrimaryVotes, Snapshot};
+use crate::state::Snapshot;
 
 pub mod catchup;
 
@@ -86,6 +85,17 @@ impl ClusterView {
     }
 
     /// Peers that see the server up, and peers that reported on it.
+    /// How many live peers published each server as `pool`'s active one.
+    pub fn primary_tally(&self, pool: &str) -> HashMap<String, usize> {
+        let mut tally = HashMap::new();
+        for p in self.peers().values() {
+            if let Some(s) = p.primary.get(pool) {
+                *tally.entry(s.clone()).or_default() += 1;
+            }
+        }
+        tally
+    }
+
     pub fn peer_votes(&self, pool: &str, server: &str) -> (usize, usize) {
         let key = (pool.to_string(), server.to_string());
         let peers = self.peers();
@@ -610,7 +620,7 @@ async fn reconcile(rt: &ClusterRuntime, control: &Control, published: &mut Publi
         }
     }
     // Primaries.
-    for (pool, server) in update_primaries(&snap, Some(&rt.view), control) {
+    for (pool, server) in super::primary::update(&snap, Some(&rt.view), control) {
         if published.primary.get(&pool) != Some(&server) {
             out.push((GossipKey::primary(&pool), GossipValue::Primary(server.clone())));
             published.primary.insert(pool, server);
@@ -621,60 +631,4 @@ async fn reconcile(rt: &ClusterRuntime, control: &Control, published: &mut Publi
             tracing::warn!("cluster state not published: {e}");
         }
     }
-}
-
-/// Recomputes the active server of every `primary` pool from this node's
-/// view and the peers' (`None`: a standalone node) and marks it. Returns
-/// each pool's active server.
-pub fn update_primaries(snap: &Snapshot, view: Option<&ClusterView>, control: &Control) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for pool in snap.pools.iter().filter(|p| p.cfg.balance == Balance::Primary) {
-        let name = &pool.cfg.name;
-        let votes: Vec<PrimaryVotes> = pool
-            .servers
-            .iter()
-            .map(|s| {
-                let local = s.state.is_up() && s.state.admin_state() == AdminState::Normal;
-                let (up, reported) = view.map_or((0, 0), |v| v.peer_votes(name, &s.name));
-                PrimaryVotes { backup: s.backup, up: up + usize::from(local), voters: reported + 1 }
-            })
-            .collect();
-        let current = pool.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
-        let preferred = view.and_then(|v| {
-            let peers = v.peers();
-            let mut tally: HashMap<&str, usize> = HashMap::new();
-            for p in peers.values() {
-                if let Some(s) = p.primary.get(name) {
-                    *tally.entry(s.as_str()).or_default() += 1;
-                }
-            }
-            // Most votes; ties go to the earlier server in the list.
-            let best = pool
-                .servers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| tally.get(s.name.as_str()).map(|n| (i, *n)))
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
-            best.map(|(i, _)| i)
-        });
-        let chosen = choose_primary(&votes, current, preferred, pool.cfg.failback);
-        for (i, s) in pool.servers.iter().enumerate() {
-            s.state.active_primary.store(Some(i) == chosen, Ordering::Relaxed);
-        }
-        if chosen != current {
-            let from = current.map_or("none", |i| pool.servers[i].name.as_str());
-            let to = chosen.map_or("none", |i| pool.servers[i].name.as_str());
-            tracing::warn!(pool = %name, from, to, "primary: active server changed");
-            control.events.push(
-                "primary",
-                Some(name),
-                chosen.map(|i| pool.servers[i].name.as_str()),
-                format!("active server {from} -> {to}"),
-            );
-        }
-        if let Some(i) = chosen {
-            out.push((name.clone(), pool.servers[i].name.clone()));
-        }
-    }
-    out
 }

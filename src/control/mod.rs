@@ -7,6 +7,7 @@
 //! serialised by an async mutex, so two reloads never interleave.
 
 pub mod cluster;
+pub mod primary;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
@@ -357,7 +358,7 @@ async fn ramp_ticker(control: Weak<Control>) {
         if control.cluster().is_none() {
             // A standalone node is its own majority (the cluster task does
             // this in a cluster).
-            cluster::update_primaries(&snap, None, &control);
+            primary::update(&snap, None, &control);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{AffinityConfig, AffinityPolicy};
 use crate::metrics::COUNTERS;
+use crate::model::Balance;
 use crate::sessions::{unix_now_ms, AffinityKey, Candidate, Policy, Sessions};
 use crate::state::Pool;
 
@@ -20,7 +21,8 @@ pub struct Affinity<'a> {
 impl Affinity<'_> {
     /// The server for `key`: its recorded server while that one can take
     /// sessions (a draining server keeps its own); otherwise a server chosen
-    /// by the policy, recorded with the pool's TTL.
+    /// by the policy (in a `primary` pool: the active server), recorded with
+    /// the pool's TTL.
     pub fn server_for(&self, pool: &Pool, key: &str, now_ms: u64) -> Option<usize> {
         let table = &self.sessions.table;
         let name = &pool.cfg.name;
@@ -40,7 +42,38 @@ impl Affinity<'_> {
             }
             reassign = true;
         }
-        let counts = table.counts_per_server(name);
+        let pick = if pool.cfg.balance == Balance::Primary {
+            // One active server for every key: SysManage reaches an agent
+            // only through the server process that holds its WebSocket, so
+            // new agents go where the API goes, whatever the policy.
+            pool.select(0, &[], now_ms)?
+        } else {
+            self.policy_pick(pool, key, now_ms)?
+        };
+        let server = &pool.servers[pick].name;
+        if reassign {
+            COUNTERS.affinity_reassigned.fetch_add(1, Ordering::Relaxed);
+            let rec = table.assign(name, key, server, self.cfg.ttl, unix);
+            self.sessions.persist(rec);
+            Some(pick)
+        } else {
+            COUNTERS.affinity_misses.fetch_add(1, Ordering::Relaxed);
+            let claim = table.claim(name, key, server, self.cfg.ttl, unix);
+            if let Some(rec) = claim.written {
+                self.sessions.persist(rec);
+            }
+            // Another request created the key first: follow it if it can.
+            match pool.servers.iter().position(|s| *s.name == *claim.server) {
+                Some(i) if pool.session_available(i, now_ms) => Some(i),
+                _ => Some(pick),
+            }
+        }
+    }
+
+    /// A server for a new key by the pool's policy (`least_loaded` or
+    /// `hash`), among servers taking new traffic.
+    fn policy_pick(&self, pool: &Pool, key: &str, now_ms: u64) -> Option<usize> {
+        let counts = self.sessions.table.counts_per_server(&pool.cfg.name);
         let candidates: Vec<Candidate> = pool
             .servers
             .iter()
@@ -61,30 +94,12 @@ impl Affinity<'_> {
             AffinityPolicy::LeastLoaded => Policy::LeastLoaded,
             AffinityPolicy::Hash => Policy::Hash,
         };
-        let pick = policy.pick(&candidates, key).or_else(|| {
+        policy.pick(&candidates, key).or_else(|| {
             // Every non-backup server is out: backups take new sessions.
             let backups: Vec<Candidate> =
                 candidates.iter().map(|c| Candidate { available: pool.available(c.index, now_ms), ..*c }).collect();
             policy.pick(&backups, key)
-        })?;
-        let server = &pool.servers[pick].name;
-        if reassign {
-            COUNTERS.affinity_reassigned.fetch_add(1, Ordering::Relaxed);
-            let rec = table.assign(name, key, server, self.cfg.ttl, unix);
-            self.sessions.persist(rec);
-            Some(pick)
-        } else {
-            COUNTERS.affinity_misses.fetch_add(1, Ordering::Relaxed);
-            let claim = table.claim(name, key, server, self.cfg.ttl, unix);
-            if let Some(rec) = claim.written {
-                self.sessions.persist(rec);
-            }
-            // Another request created the key first: follow it if it can.
-            match pool.servers.iter().position(|s| *s.name == *claim.server) {
-                Some(i) if pool.session_available(i, now_ms) => Some(i),
-                _ => Some(pick),
-            }
-        }
+        })
     }
 
     /// The request ended up on `idx` after a retry: the key follows it.

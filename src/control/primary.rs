@@ -1,0 +1,104 @@
+//! The active server of `primary` pools, on a standalone node or in a
+//! cluster: chosen from the majority view ([`choose_primary`]) and marked
+//! in each server's `active_primary`, which the request path reads.
+//!
+//! Pools over the same servers (the same addresses, backups included, in
+//! the same order) share one choice: SysManage's usual setup has an agents
+//! pool behind the WebSocket route and an API pool for everything else,
+//! and SysManage reaches an agent only through the server process that
+//! holds its WebSocket, so the two must never name different servers. The
+//! group's servers count as up only where they are up in every pool of the
+//! group, and the first pool's `failback` applies (validation makes them
+//! agree).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use super::cluster::ClusterView;
+use super::Control;
+use crate::health::AdminState;
+use crate::model::Balance;
+use crate::state::{choose_primary, PrimaryVotes, Snapshot};
+
+/// The `primary` pools of `snap` grouped by server list (indices into
+/// `snap.pools`), each group in config order, groups by their first pool.
+pub fn groups(snap: &Snapshot) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let servers = |i: usize| -> Vec<(std::net::SocketAddr, bool)> {
+        snap.pools[i].servers.iter().map(|s| (s.addr, s.backup)).collect()
+    };
+    for (i, pool) in snap.pools.iter().enumerate() {
+        if pool.cfg.balance != Balance::Primary {
+            continue;
+        }
+        match groups.iter_mut().find(|g| servers(g[0]) == servers(i)) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
+/// Recomputes the active server of every `primary` pool from this node's
+/// view and the peers' (`None`: a standalone node) and marks it. Returns
+/// each pool's active server (to publish).
+pub fn update(snap: &Snapshot, view: Option<&ClusterView>, control: &Control) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for group in groups(snap) {
+        let pools: Vec<&crate::state::Pool> = group.iter().map(|&i| &snap.pools[i]).collect();
+        let lead = pools[0];
+        let votes: Vec<PrimaryVotes> = (0..lead.servers.len())
+            .map(|i| {
+                let local = pools.iter().all(|p| {
+                    let s = &p.servers[i].state;
+                    s.is_up() && s.admin_state() == AdminState::Normal
+                });
+                // Peers: up where every pool of the group is up for them.
+                let (up, reported) = view.map_or((0, 0), |v| {
+                    pools
+                        .iter()
+                        .map(|p| v.peer_votes(&p.cfg.name, &p.servers[i].name))
+                        .fold((usize::MAX, 0), |(up, rep), (u, r)| (up.min(u), rep.max(r)))
+                });
+                let up = if up == usize::MAX { 0 } else { up };
+                PrimaryVotes { backup: lead.servers[i].backup, up: up + usize::from(local), voters: reported + 1 }
+            })
+            .collect();
+        let current = lead.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
+        let preferred = view.and_then(|v| {
+            // The peers' published choices, for every pool of the group.
+            let mut tally: HashMap<usize, usize> = HashMap::new();
+            for p in &pools {
+                for (server, n) in v.primary_tally(&p.cfg.name) {
+                    if let Some(i) = p.servers.iter().position(|s| s.name == server) {
+                        *tally.entry(i).or_default() += n;
+                    }
+                }
+            }
+            // Most votes; ties go to the earlier server in the list.
+            tally.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(i, _)| i)
+        });
+        let chosen = choose_primary(&votes, current, preferred, lead.cfg.failback);
+        for p in &pools {
+            let before = p.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
+            for (i, s) in p.servers.iter().enumerate() {
+                s.state.active_primary.store(Some(i) == chosen, Ordering::Relaxed);
+            }
+            if chosen != before {
+                let from = before.map_or("none", |i| p.servers[i].name.as_str());
+                let to = chosen.map_or("none", |i| p.servers[i].name.as_str());
+                tracing::warn!(pool = %p.cfg.name, from, to, "active server changed");
+                control.events.push(
+                    "primary",
+                    Some(&p.cfg.name),
+                    chosen.map(|i| p.servers[i].name.as_str()),
+                    format!("active server {from} -> {to}"),
+                );
+            }
+            if let Some(i) = chosen {
+                out.push((p.cfg.name.clone(), p.servers[i].name.clone()));
+            }
+        }
+    }
+    out
+}
