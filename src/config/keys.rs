@@ -29,6 +29,7 @@ pub const KEYS: &[&str] = &[
     "limits.max_header_size",
     "limits.max_connections",
     "limits.shutdown_timeout",
+    "limits.tunnel_close_spread",
     "log",
     "log.level",
     "log.format",
@@ -76,6 +77,7 @@ pub const KEYS: &[&str] = &[
     "pools.name",
     "pools.balance",
     "pools.failback",
+    "pools.close_tunnels_on_down",
     "pools.keepalive",
     "pools.keepalive_timeout",
     "pools.connect_timeout",
@@ -133,5 +135,6 @@ pub const KEYS: &[&str] = &[
     "routes.redirect.to",
     "routes.redirect.status",
     "routes.tunnel_timeout",
+    "routes.tunnel_fin_timeout",
     "routes.on_unavailable",
 ];

@@ -108,6 +108,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long in-flight requests may run after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// WebSocket tunnels closed together (node shutdown, a server marked
+    /// down) close spread over this window, so that thousands of agents
+    /// do not reconnect in the same millisecond.
+    pub tunnel_close_spread: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +253,9 @@ pub struct PoolConfig {
     /// `primary` only: go back to an earlier server in the list when it
     /// recovers (default: stay on the current one until it fails).
     pub failback: bool,
+    /// Close a server's WebSocket tunnels when active checks mark it down
+    /// (HAProxy's `on-marked-down shutdown-sessions`).
+    pub close_tunnels_on_down: bool,
     /// Idle keep-alive connections kept per server.
     pub keepalive: usize,
     pub keepalive_timeout: Duration,
@@ -357,6 +364,9 @@ pub struct RouteConfig {
     pub rate_limit: Option<usize>,
     /// A WebSocket tunnel with no bytes either way for this long is closed.
     pub tunnel_timeout: Duration,
+    /// Once one side of a tunnel has closed, the other gets this long to
+    /// finish (HAProxy's `timeout client-fin` / `server-fin`).
+    pub tunnel_fin_timeout: Duration,
     /// No server for an Upgrade: close the connection without a response
     /// (`true`, the default: agents treat that as transient) or answer 503.
     pub close_when_unavailable: bool,

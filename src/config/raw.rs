@@ -65,6 +65,7 @@ pub struct RawLimits {
     pub max_header_size: Option<String>,
     pub max_connections: Option<i64>,
     pub shutdown_timeout: Option<String>,
+    pub tunnel_close_spread: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +148,7 @@ pub struct RawPool {
     pub name: Option<String>,
     pub balance: Option<String>,
     pub failback: Option<bool>,
+    pub close_tunnels_on_down: Option<bool>,
     pub keepalive: Option<i64>,
     pub keepalive_timeout: Option<String>,
     pub connect_timeout: Option<String>,
@@ -234,6 +236,7 @@ pub struct RawRoute {
     pub cache_control: Option<String>,
     pub redirect: Option<RawRedirect>,
     pub tunnel_timeout: Option<String>,
+    pub tunnel_fin_timeout: Option<String>,
     pub on_unavailable: Option<String>,
 }
 

@@ -202,7 +202,11 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
         max_header_size: max_header_size.clamp(8192, 1 << 20) as usize,
         max_connections: cx.int(l.max_connections, lp.key("max_connections"), 1, 1_000_000, 10_000) as usize,
         shutdown_timeout: cx.duration(&l.shutdown_timeout, lp.key("shutdown_timeout"), Duration::from_secs(30)),
+        tunnel_close_spread: cx.duration(&l.tunnel_close_spread, lp.key("tunnel_close_spread"), Duration::from_secs(2)),
     };
+    if limits.tunnel_close_spread > Duration::from_secs(60) {
+        cx.err(lp.key("tunnel_close_spread"), format!("must be 0s..=60s, got {:?}", limits.tunnel_close_spread));
+    }
 
     // [log]
     let gp = root.key("log");
@@ -698,6 +702,7 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
             f => f.unwrap_or(false),
         },
         balance,
+        close_tunnels_on_down: rp.close_tunnels_on_down.unwrap_or(true),
         keepalive: cx.int(rp.keepalive, p.key("keepalive"), 0, 100_000, 32) as usize,
         keepalive_timeout: cx.duration(&rp.keepalive_timeout, p.key("keepalive_timeout"), Duration::from_secs(60)),
         connect_timeout,
@@ -964,6 +969,10 @@ fn validate_route(
     if tunnel_timeout < Duration::from_secs(1) {
         cx.err(p.key("tunnel_timeout"), "must be at least 1s (agents heartbeat every 30 s; keep it well above 60 s)");
     }
+    let tunnel_fin_timeout = cx.duration(&rr.tunnel_fin_timeout, p.key("tunnel_fin_timeout"), Duration::from_secs(10));
+    if tunnel_fin_timeout < Duration::from_millis(100) {
+        cx.err(p.key("tunnel_fin_timeout"), "must be at least 100ms");
+    }
     let close_when_unavailable = match rr.on_unavailable.as_deref() {
         None | Some("close") => true,
         Some("status") => false,
@@ -972,8 +981,14 @@ fn validate_route(
             true
         }
     };
-    if !websocket && (rr.tunnel_timeout.is_some() || rr.on_unavailable.is_some()) {
-        let key = if rr.tunnel_timeout.is_some() { "tunnel_timeout" } else { "on_unavailable" };
+    if !websocket && (rr.tunnel_timeout.is_some() || rr.tunnel_fin_timeout.is_some() || rr.on_unavailable.is_some()) {
+        let key = if rr.tunnel_timeout.is_some() {
+            "tunnel_timeout"
+        } else if rr.tunnel_fin_timeout.is_some() {
+            "tunnel_fin_timeout"
+        } else {
+            "on_unavailable"
+        };
         cx.err(p.key(key), "only applies to websocket = true routes");
     }
     Some(RouteConfig {
@@ -982,6 +997,7 @@ fn validate_route(
         action,
         rate_limit,
         tunnel_timeout,
+        tunnel_fin_timeout,
         close_when_unavailable,
     })
 }

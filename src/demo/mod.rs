@@ -227,9 +227,12 @@ name = "agent-auth"
 rate = "50/s"
 burst = 100
 
+# SysManage's recommended setup: one active server for the API and every
+# agent (it reaches an agent only through the process holding its WebSocket);
+# both pools are `primary` over the same servers, so they share that server.
 [[pools]]
 name = "api"
-balance = "round_robin"
+balance = "primary"
 retries = 2
 servers = [{servers}]
 checks = [
@@ -239,12 +242,15 @@ checks = [
 
 [[pools]]
 name = "agents"
-balance = "least_conn"
+balance = "primary"
+# The default, said here: checks that mark a server down close its tunnels
+# (spread over limits.tunnel_close_spread), so its agents reconnect at once.
+close_tunnels_on_down = true
 servers = [{servers}]
 checks = [{{ path = "/api/health", interval = "1s", fall = 2, rise = 1 }}]
 # The nodes share their session tables: an agent reaches the same backend
-# through any node, and new agents go to the least loaded backend counting
-# every node's sessions and connections.
+# through any node, and new agents go to the active backend that every node
+# agreed on.
 affinity = {{ key = "query:token", extract = "sysmanage-token:hostname", policy = "least_loaded", ttl = "10m" }}
 
 [[routes]]

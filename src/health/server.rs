@@ -102,6 +102,10 @@ pub struct ServerState {
     pub passive: super::PassiveHealth,
     /// Woken when the server goes into maintenance: its tunnels close.
     pub kick: tokio::sync::Notify,
+    /// Woken when active checks mark the server down: its tunnels close
+    /// (spread over `limits.tunnel_close_spread`) where the pool says
+    /// `close_tunnels_on_down`.
+    pub marked_down: tokio::sync::Notify,
     /// Woken when a peer reports the server down: its checks probe at once
     /// and then quickly until they agree or it answers.
     pub probe_now: tokio::sync::Notify,
@@ -148,6 +152,7 @@ impl ServerState {
             slow_start_ms: AtomicU64::new(0),
             passive: super::PassiveHealth::new(1, std::time::Duration::from_secs(10)),
             kick: tokio::sync::Notify::new(),
+            marked_down: tokio::sync::Notify::new(),
             probe_now: tokio::sync::Notify::new(),
             peer_down_reports: AtomicU64::new(0),
             active_primary: std::sync::atomic::AtomicBool::new(false),
@@ -216,7 +221,10 @@ impl ServerState {
         };
         let after = if up { before & !bit } else { before | bit };
         let t = match (before == 0, after == 0) {
-            (true, false) => Transition::WentDown,
+            (true, false) => {
+                self.marked_down.notify_waiters();
+                Transition::WentDown
+            }
             (false, true) => {
                 let now = crate::clock::now_ms();
                 self.recovered_at_ms.store(now, Ordering::Relaxed);

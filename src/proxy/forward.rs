@@ -94,8 +94,10 @@ pub struct Forward<'a> {
     /// Record per-server response statistics.
     pub metrics: bool,
     pub websocket: bool,
-    /// Idle limit of a WebSocket tunnel (the route's `tunnel_timeout`).
-    pub tunnel_timeout: Duration,
+    /// A WebSocket tunnel's limits (the route's `tunnel_timeout` and
+    /// `tunnel_fin_timeout`, the pool's `close_tunnels_on_down`,
+    /// `limits.tunnel_close_spread`).
+    pub tunnel: tunnel::Limits,
     /// Turns true at shutdown: tunnels close.
     pub closing: &'a tokio::sync::watch::Sender<bool>,
     /// Sticky sessions of this pool, if it has them.
@@ -484,7 +486,7 @@ impl Forward<'_> {
         let busy = ActiveGuard::new(self.activity);
         let pool = self.pool.cfg.name.clone();
         let state = self.pool.servers[idx].state.clone();
-        let idle = self.tunnel_timeout;
+        let limits = self.tunnel;
         let closing = self.closing.subscribe();
         tokio::spawn(async move {
             let _busy = busy;
@@ -505,7 +507,7 @@ impl Forward<'_> {
                         }
                     };
                     let (end, up, down) =
-                        tunnel::run(client, server, idle, &state.kick, closing, touch_every, refresh).await;
+                        tunnel::run(client, server, limits, &state, closing, touch_every, refresh).await;
                     tracing::debug!(%pool, server = %state.name, ?end, up, down, "websocket tunnel ended");
                 }
                 Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),

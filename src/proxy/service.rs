@@ -382,7 +382,12 @@ pub async fn handle(
                         body_timeout: cfg.limits.body_timeout,
                         metrics: state.metrics,
                         websocket: websocket && route.matcher.websocket,
-                        tunnel_timeout: route.tunnel_timeout,
+                        tunnel: super::tunnel::Limits {
+                            idle: route.tunnel_timeout,
+                            fin: route.tunnel_fin_timeout,
+                            spread: cfg.limits.tunnel_close_spread,
+                            close_on_down: pool_ref.cfg.close_tunnels_on_down,
+                        },
                         closing: &shared.closing,
                         affinity: match (&pool_ref.cfg.affinity, &state.affinity_keys[*pool], &state.sessions) {
                             (Some(cfg), Some(key), Some(sessions)) => Some(Affinity { key, cfg, sessions }),

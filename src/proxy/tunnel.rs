@@ -1,7 +1,12 @@
-//! A WebSocket tunnel after the 101: bytes copied both ways until either
-//! side closes (half-close passed through), the tunnel is idle for the
-//! route's `tunnel_timeout`, the server is put in maintenance, or the node
-//! shuts down (agents then reconnect to another node). Bytes are counted as they pass; the
+//! A WebSocket tunnel after the 101: bytes copied both ways until both
+//! sides have closed (a half-close is passed through, and the other side
+//! then has the route's `tunnel_fin_timeout` to finish), the tunnel is idle
+//! for the route's `tunnel_timeout`, the server is put in maintenance, or
+//! is marked down by active checks (pools with `close_tunnels_on_down`),
+//! or the node shuts down (agents then reconnect to another node). The last
+//! two close every tunnel of the server or node, so each waits a random
+//! part of `limits.tunnel_close_spread` first: thousands of agents do not
+//! reconnect in the same millisecond. Bytes are counted as they pass; the
 //! session's TTL is refreshed while the tunnel lives.
 
 use std::io;
@@ -25,15 +30,41 @@ pub const TUNNEL_BUFFER: usize = 2 * 1024;
 pub enum End {
     Closed,
     Idle,
+    /// One side closed and the other did not finish within the fin timeout.
+    HalfClosed,
     Maintenance,
+    ServerDown,
     Shutdown,
     Error,
+}
+
+/// How long a tunnel may live in each of its states.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// No byte either way for this long closes the tunnel.
+    pub idle: Duration,
+    /// After one side closed, the other gets this long.
+    pub fin: Duration,
+    /// Closing with the others (shutdown, server down): a random delay up
+    /// to this first.
+    pub spread: Duration,
+    /// Close when the server is marked down.
+    pub close_on_down: bool,
+}
+
+/// What both sides of a tunnel share: when a byte last passed, and when
+/// one side first closed (0: neither has).
+struct Activity {
+    last_ms: AtomicU64,
+    fin_ms: AtomicU64,
+    /// Wakes the tunnel's loop when a side closes (its timer changes).
+    fin: tokio::sync::Notify,
 }
 
 /// One side of the tunnel, counting what is read from it.
 struct Counted<T> {
     inner: T,
-    last_ms: Arc<AtomicU64>,
+    activity: Arc<Activity>,
     /// Where the bytes read from this side are added.
     total: &'static AtomicU64,
 }
@@ -41,11 +72,18 @@ struct Counted<T> {
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
             self.total.fetch_add(n as u64, Ordering::Relaxed);
-            self.last_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
+            self.activity.last_ms.store(crate::clock::now_ms(), Ordering::Relaxed);
+        } else if room && matches!(r, Poll::Ready(Ok(()))) {
+            // This side closed: the other now has the fin timeout.
+            let now = crate::clock::now_ms().max(1);
+            if self.activity.fin_ms.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                self.activity.fin.notify_one();
+            }
         }
         r
     }
@@ -65,20 +103,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 
 /// Copies until the tunnel ends; `touch` runs every `touch_every` while it
 /// lives (session TTL refresh).
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     client: Upgraded,
     server: S,
-    idle: Duration,
-    kick: &tokio::sync::Notify,
+    limits: Limits,
+    state: &crate::health::ServerState,
     mut closing: tokio::sync::watch::Receiver<bool>,
     touch_every: Duration,
     mut touch: impl FnMut(),
 ) -> (End, u64, u64) {
-    let last = Arc::new(AtomicU64::new(crate::clock::now_ms()));
-    let mut client = Counted { inner: TokioIo::new(client), last_ms: last.clone(), total: &COUNTERS.tunnel_bytes_up };
-    let mut server = Counted { inner: server, last_ms: last.clone(), total: &COUNTERS.tunnel_bytes_down };
-    let kicked = kick.notified();
-    tokio::pin!(kicked);
+    let activity = Arc::new(Activity {
+        last_ms: AtomicU64::new(crate::clock::now_ms()),
+        fin_ms: AtomicU64::new(0),
+        fin: tokio::sync::Notify::new(),
+    });
+    let mut client =
+        Counted { inner: TokioIo::new(client), activity: activity.clone(), total: &COUNTERS.tunnel_bytes_up };
+    let mut server = Counted { inner: server, activity: activity.clone(), total: &COUNTERS.tunnel_bytes_down };
+    let kicked = state.kick.notified();
+    let marked_down = state.marked_down.notified();
+    tokio::pin!(kicked, marked_down);
     // `touch_every` is a quarter of the session TTL (at least 1 s by config),
     // so at least 250 ms; the floor only keeps `interval` off zero. A floor
     // of 1 s let sessions with a TTL under 2 s expire while their tunnel
@@ -91,10 +136,24 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // reads (BENCHMARKS.md, idle tunnels).
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, TUNNEL_BUFFER, TUNNEL_BUFFER);
     tokio::pin!(copy);
-    let idle_ms = idle.as_millis() as u64;
+    let idle_ms = limits.idle.as_millis() as u64;
+    let fin_ms = limits.fin.as_millis() as u64;
+    // A close decided with the others (shutdown, server down): when, and why.
+    let mut close_at: Option<(u64, End)> = None;
+    let mut shutting = false;
+    let mut down = false;
     loop {
-        let since = crate::clock::now_ms().saturating_sub(last.load(Ordering::Relaxed));
-        let wait = Duration::from_millis(idle_ms.saturating_sub(since).max(1));
+        let now = crate::clock::now_ms();
+        let mut deadline = activity.last_ms.load(Ordering::Relaxed) + idle_ms;
+        let fin_at = match activity.fin_ms.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            t => t + fin_ms,
+        };
+        deadline = deadline.min(fin_at);
+        if let Some((at, _)) = close_at {
+            deadline = deadline.min(at);
+        }
+        let wait = Duration::from_millis(deadline.saturating_sub(now).max(1));
         tokio::select! {
             r = &mut copy => {
                 return match r {
@@ -103,14 +162,45 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 };
             }
             _ = tokio::time::sleep(wait) => {
-                let since = crate::clock::now_ms().saturating_sub(last.load(Ordering::Relaxed));
-                if since >= idle_ms {
+                let now = crate::clock::now_ms();
+                if let Some((at, why)) = close_at {
+                    if now >= at {
+                        return (why, 0, 0);
+                    }
+                }
+                if now >= fin_at {
+                    return (End::HalfClosed, 0, 0);
+                }
+                if now.saturating_sub(activity.last_ms.load(Ordering::Relaxed)) >= idle_ms {
                     return (End::Idle, 0, 0);
                 }
             }
+            // A side closed: the loop's timer now includes the fin timeout.
+            _ = activity.fin.notified() => {}
             _ = &mut kicked => return (End::Maintenance, 0, 0),
-            _ = closing.wait_for(|c| *c) => return (End::Shutdown, 0, 0),
+            _ = &mut marked_down, if limits.close_on_down && !down => {
+                down = true;
+                close_at = Some(soonest(close_at, spread_from_now(limits.spread), End::ServerDown));
+            }
+            _ = closing.wait_for(|c| *c), if !shutting => {
+                shutting = true;
+                close_at = Some(soonest(close_at, spread_from_now(limits.spread), End::Shutdown));
+            }
             _ = touch_tick.tick() => touch(),
         }
+    }
+}
+
+/// Now plus a random part of `spread`, in `clock::now_ms` time.
+fn spread_from_now(spread: Duration) -> u64 {
+    let ms = spread.as_millis() as u64;
+    crate::clock::now_ms() + if ms == 0 { 0 } else { fastrand::u64(0..ms) }
+}
+
+/// The earlier of a close already decided and a new one.
+fn soonest(current: Option<(u64, End)>, at: u64, why: End) -> (u64, End) {
+    match current {
+        Some((t, w)) if t <= at => (t, w),
+        _ => (at, why),
     }
 }

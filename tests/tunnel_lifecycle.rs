@@ -1,0 +1,201 @@
+//! WebSocket tunnels that follow health and shut down gently: a server
+//! marked down by its checks loses its tunnels (spread over
+//! `limits.tunnel_close_spread`) while other pools keep theirs, a
+//! half-closed tunnel ends after `tunnel_fin_timeout`, and a stopping node
+//! closes its tunnels spread over the same window instead of all at once.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use support::ws::*;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Three WebSocket routes, each to its own pool of one server.
+fn three_pools(s1: &WsBackend, s2: &WsBackend, s3: &WsBackend, spread: &str) -> String {
+    let checks = r#"checks = [{ path = "/api/health", interval = "100ms", timeout = "100ms", fall = 2, rise = 1 }]"#;
+    let pool = |name: &str, b: &WsBackend, extra: &str| {
+        format!(
+            "[[pools]]\nname = \"{name}\"\nretries = 0\n{checks}\n{extra}\nservers = [{{ addr = \"{}\", name = \"{}\" }}]\n",
+            b.addr,
+            b.name()
+        )
+    };
+    let route = |name: &str, prefix: &str| {
+        format!("[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nwebsocket = true\npool = \"{name}\"\n")
+    };
+    format!(
+        "[log]\nlevel = \"error\"\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [limits]\ntunnel_close_spread = \"{spread}\"\n\
+         [[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n{}{}{}{}{}{}",
+        pool("agents", s1, ""),
+        pool("other", s2, ""),
+        pool("keep", s3, "close_tunnels_on_down = false"),
+        route("agents", "/api/agent/connect"),
+        route("other", "/other/connect"),
+        route("keep", "/keep/connect"),
+    )
+}
+
+async fn open(node: SocketAddr, target: &str, n: usize) -> Vec<Ws> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(ws_connect_with(node, target, &[], unlimited()).await.unwrap().0);
+    }
+    out
+}
+
+/// Waits for each tunnel to end; the time each took from `since`.
+async fn closed_after(tunnels: Vec<Ws>, since: Instant, limit: Duration) -> Vec<Duration> {
+    let waits = tunnels.into_iter().map(|mut ws| async move {
+        loop {
+            match tokio::time::timeout(limit, ws.next()).await {
+                Err(_) => panic!("a tunnel was still open {limit:?} later"),
+                Ok(Some(Ok(Message::Text(_) | Message::Binary(_) | Message::Ping(_) | Message::Pong(_)))) => {}
+                Ok(_) => return since.elapsed(),
+            }
+        }
+    });
+    futures_util::future::join_all(waits).await
+}
+
+fn tunnels_gauge(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sysmanage_websocket_tunnels ").and_then(|v| v.trim().parse().ok()))
+        .expect("sysmanage_websocket_tunnels in /metrics")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_marked_down_loses_its_tunnels_spread_over_the_window_and_other_pools_keep_theirs() {
+    let (s1, s2, s3) = (WsBackend::start("s1").await, WsBackend::start("s2").await, WsBackend::start("s3").await);
+    let node = start_node(&three_pools(&s1, &s2, &s3, "1s")).await;
+    let addr = node.addr("http").unwrap();
+    let agents = open(addr, "/api/agent/connect", 20).await;
+    let mut others = open(addr, "/other/connect", 3).await;
+    let mut kept = open(addr, "/keep/connect", 3).await;
+
+    // s1 and s3 fail their checks (a hung SysManage server looks the same
+    // to the checks: no good answer); s2 stays healthy.
+    let failed = Instant::now();
+    s1.set_health(503);
+    s3.set_health(503);
+    let took = closed_after(agents, failed, Duration::from_secs(5)).await;
+    let (first, last) = (*took.iter().min().unwrap(), *took.iter().max().unwrap());
+    eprintln!("tunnels of the down server closed {first:?}..{last:?} after its checks started failing");
+    // Detection: fall = 2 at 100 ms (plus the probe timeout); then at most
+    // the 1 s spread.
+    assert!(last < Duration::from_millis(2000), "closed {last:?} after the failure");
+    assert!(last - first >= Duration::from_millis(250), "not spread: all within {:?}", last - first);
+    // The healthy pool's tunnels, and those of the pool that keeps its
+    // tunnels, still carry messages.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for ws in others.iter_mut().chain(kept.iter_mut()) {
+        assert_eq!(roundtrip(ws, Message::text("still here")).await, Message::text("still here"));
+    }
+    node.stop().await;
+}
+
+/// A server that answers every Upgrade with 101, then reads and never
+/// writes or closes (a hung peer once one side has gone).
+async fn silent_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                // Read to the end and keep the socket open, silent.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn raw_upgrade(node: SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(node).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{:?}", String::from_utf8_lossy(&got));
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_half_closed_tunnel_ends_after_its_fin_timeout_and_the_gauge_drops() {
+    let server = silent_server().await;
+    let route_extra = "tunnel_fin_timeout = \"300ms\"";
+    let toml = format!(
+        "[log]\nlevel = \"error\"\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[pools]]\nname = \"p\"\nservers = [{{ addr = \"{server}\" }}]\n\
+         [[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nwebsocket = true\npool = \"p\"\n{route_extra}\n"
+    );
+    let node = start_node(&toml).await;
+    let addr = node.addr("http").unwrap();
+    let admin = node.admin.unwrap();
+    let gauge = || async { tunnels_gauge(&get(&client(), admin, "/metrics").await.2) };
+    let mut client_side = raw_upgrade(addr).await;
+    wait_until(Duration::from_secs(3), "the tunnel is counted", || async { gauge().await >= 1 }).await;
+    let before = gauge().await;
+
+    // The client closes its side; the server never finishes.
+    client_side.shutdown().await.unwrap();
+    let closed = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), client_side.read(&mut buf))
+        .await
+        .expect("the node ends a half-closed tunnel")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no bytes, just the end");
+    let took = closed.elapsed();
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "ended after {took:?}");
+    wait_until(Duration::from_secs(3), "the gauge drops", || async { gauge().await < before }).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_node_closes_its_tunnels_spread_over_the_window() {
+    let (s1, s2, s3) = (WsBackend::start("s1").await, WsBackend::start("s2").await, WsBackend::start("s3").await);
+    let node = start_node(&three_pools(&s1, &s2, &s3, "1s")).await;
+    let addr = node.addr("http").unwrap();
+    let agents = open(addr, "/api/agent/connect", 20).await;
+    let stopping = Instant::now();
+    let stop = tokio::spawn(node.stop());
+    let took = closed_after(agents, stopping, Duration::from_secs(5)).await;
+    let (first, last) = (*took.iter().min().unwrap(), *took.iter().max().unwrap());
+    eprintln!("tunnels closed {first:?}..{last:?} after the stop began");
+    assert!(last < Duration::from_millis(1800), "the last tunnel closed {last:?} after the stop");
+    assert!(last - first >= Duration::from_millis(250), "not spread: all within {:?}", last - first);
+    tokio::time::timeout(Duration::from_secs(5), stop).await.expect("the node stops").unwrap();
+}
