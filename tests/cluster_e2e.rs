@@ -435,3 +435,76 @@ async fn a_node_with_another_secret_is_refused_and_says_why() {
     assert!(body.contains("cluster secret"), "{body}");
     let _ = (a.ip, intruder.ip);
 }
+
+/// The active server of every `primary` pool in this node's status.
+async fn active_by_pool(p: &Proc) -> BTreeMap<String, String> {
+    let v = p.json("/api/v1/status").await;
+    v["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|pool| {
+            let s = pool["servers"].as_array()?.iter().find(|s| s["active"] == true)?;
+            Some((pool["name"].as_str()?.to_string(), s["name"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_and_api_pools_name_the_same_active_server_on_every_node_through_a_failover_and_a_restart() {
+    let (b1, b2) = (Backend::start("s1").await, Backend::start("s2").await);
+    let servers = support::servers(&[(&b1, ""), (&b2, "")]);
+    // SysManage's setup: the agents pool (here the default route) and an
+    // API pool over the same servers. Only A's agents pool checks often;
+    // every API pool checks every 10 s.
+    let api = format!(
+        "\n[[pools]]\nname = \"api\"\nbalance = \"primary\"\n{SLOW_CHECK}\n{servers}\n\n\
+         [[routes]]\nname = \"api\"\npath_prefix = \"/api/\"\npool = \"api\"\n"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let mut a =
+        Proc::new(root.path(), 7, &format!("balance = \"primary\"\n{FAST_CHECK}\n{servers}\n{api}"), SECRET, &[]);
+    let slow = format!("balance = \"primary\"\n{SLOW_CHECK}\n{servers}\n{api}");
+    let mut b = Proc::new(root.path(), 8, &slow, SECRET, &[a.gossip]);
+    let mut c = Proc::new(root.path(), 9, &slow, SECRET, &[a.gossip]);
+    a.start(None).await;
+    b.start(None).await;
+    c.start(None).await;
+    all_live(&[&a, &b, &c], 3).await;
+    let both = |s: &str| BTreeMap::from([("agents".to_string(), s.to_string()), ("api".to_string(), s.to_string())]);
+    for p in [&a, &b, &c] {
+        wait_until(Duration::from_secs(10), &format!("{} names s1 for both pools", p.name), || async {
+            active_by_pool(p).await == both("s1")
+        })
+        .await;
+    }
+
+    b1.set_health(503);
+    wait_until(Duration::from_secs(8), "A's agents pool fails over", || async {
+        active_by_pool(&a).await.get("agents").map(String::as_str) == Some("s2")
+    })
+    .await;
+    assert_eq!(active_by_pool(&a).await, both("s2"), "A's API pool follows at once, not 10 s later");
+    for p in [&b, &c] {
+        wait_until(Duration::from_secs(5), &format!("{} fails over both pools", p.name), || async {
+            active_by_pool(p).await == both("s2")
+        })
+        .await;
+    }
+
+    // s1 recovers (no failback), and C restarts: it adopts s2 for both pools.
+    b1.set_health(200);
+    c.kill9();
+    c.start(None).await;
+    all_live(&[&a, &b, &c], 3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for p in [&a, &b, &c] {
+        wait_until(Duration::from_secs(10), &format!("{} names s2 for both pools", p.name), || async {
+            active_by_pool(p).await == both("s2")
+        })
+        .await;
+        assert_eq!(p.backend().await, "s2", "{}: agents", p.name);
+        let (status, _, body) = support::get(&support::client(), p.http, "/api/v1/hosts").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "s2"), "{}: API", p.name);
+    }
+}

@@ -199,3 +199,48 @@ async fn a_stopping_node_closes_its_tunnels_spread_over_the_window() {
     assert!(last - first >= Duration::from_millis(250), "not spread: all within {:?}", last - first);
     tokio::time::timeout(Duration::from_secs(5), stop).await.expect("the node stops").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_of_a_hung_active_server_are_on_the_next_one_within_5_s() {
+    let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
+    let dir = tempfile::tempdir().unwrap();
+    // The recommended SysManage setup, with the issue's check settings:
+    // every second, three failures take a server down.
+    let pool = format!(
+        "balance = \"primary\"\n{TOKEN_AFFINITY}\n\
+         checks = [{{ path = \"/api/health\", interval = \"1s\", fall = 3, rise = 2 }}]\n{}",
+        ws_servers(&[&s1, &s2], "")
+    );
+    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let addr = node.addr("http").unwrap();
+    let mut agents = Vec::new();
+    for i in 0..20 {
+        let (ws, name) = agent_connect(addr, &format!("agent-{i}")).await.unwrap();
+        assert_eq!(name, "s1");
+        agents.push(ws);
+    }
+    // Let a few checks pass first, so the hang lands anywhere in a cycle.
+    tokio::time::sleep(Duration::from_millis(1500 + fastrand::u64(0..1000))).await;
+    s1.hang();
+    let hung = Instant::now();
+    // Each agent reconnects as soon as its tunnel ends (a real agent adds
+    // its own backoff, 7-14 s for SysManage's).
+    let reconnects = agents.into_iter().enumerate().map(|(i, mut ws)| async move {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
+                Err(_) => panic!("agent-{i}'s tunnel to the hung server was still open after 15 s"),
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => break,
+            }
+        }
+        let (_ws, name) = agent_connect(addr, &format!("agent-{i}")).await.unwrap();
+        (name, hung.elapsed())
+    });
+    let back = futures_util::future::join_all(reconnects).await;
+    let slowest = back.iter().map(|(_, t)| *t).max().unwrap();
+    let fastest = back.iter().map(|(_, t)| *t).min().unwrap();
+    eprintln!("agents of the hung server back on the next one {fastest:?}..{slowest:?} after the hang");
+    assert!(back.iter().all(|(name, _)| name == "s2"), "{back:?}");
+    assert!(slowest <= Duration::from_secs(5), "the last agent was back {slowest:?} after the hang");
+    node.stop().await;
+}

@@ -202,7 +202,11 @@ pub(super) fn validate(raw: RawConfig, label: &str, base: &Path) -> Result<Confi
         max_header_size: max_header_size.clamp(8192, 1 << 20) as usize,
         max_connections: cx.int(l.max_connections, lp.key("max_connections"), 1, 1_000_000, 10_000) as usize,
         shutdown_timeout: cx.duration(&l.shutdown_timeout, lp.key("shutdown_timeout"), Duration::from_secs(30)),
-        tunnel_close_spread: cx.duration(&l.tunnel_close_spread, lp.key("tunnel_close_spread"), Duration::from_secs(2)),
+        tunnel_close_spread: cx.duration(
+            &l.tunnel_close_spread,
+            lp.key("tunnel_close_spread"),
+            Duration::from_millis(500),
+        ),
     };
     if limits.tunnel_close_spread > Duration::from_secs(60) {
         cx.err(lp.key("tunnel_close_spread"), format!("must be 0s..=60s, got {:?}", limits.tunnel_close_spread));

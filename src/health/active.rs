@@ -129,10 +129,15 @@ async fn run_check(
             }
             events.push("health", Some(&server.pool), Some(&server.name), format!("{state}: {reason}"));
         }
-        // After a peer's "down", probe quickly until this check agrees (or
-        // the server answers), so failover beats `interval × fall`.
+        // After a failure or a peer's "down", probe quickly until this check
+        // agrees (or the server answers), so failover beats `interval × fall`.
         if result.is_ok() || down {
             suspect = false;
+        } else {
+            // A failure that has not taken the server down yet: confirm it
+            // quickly (HAProxy's `fastinter`), so a hung server is out after
+            // `fall` timeouts rather than `fall` intervals and timeouts.
+            suspect = true;
         }
         // A report that arrived while this probe ran.
         let reports = server.peer_down_reports.load(Ordering::Relaxed);
@@ -152,9 +157,10 @@ async fn run_check(
     }
 }
 
-/// Probe period while a peer reports a server down and this node's check
-/// has not decided yet.
-const SUSPECT_INTERVAL: Duration = Duration::from_millis(200);
+/// Probe period after a failed check that has not taken the server down
+/// yet, or while a peer reports it down and this node's check has not
+/// decided.
+const SUSPECT_INTERVAL: Duration = Duration::from_millis(100);
 
 async fn probe(server: &ServerState, check: &CheckConfig, client: &CheckClient) -> Result<(), String> {
     match &check.kind {

@@ -59,6 +59,9 @@ pub struct WsState {
     /// Plain HTTP requests (all paths but /api/health).
     pub http_hits: AtomicU64,
     pub health_status: AtomicU16,
+    /// Hung, as a SIGSTOPped process: connections are still accepted by
+    /// the kernel, nothing is answered any more.
+    pub hung: std::sync::atomic::AtomicBool,
     /// The last request's target (path and query) and headers.
     pub last: Mutex<Option<(String, HeaderMap)>>,
     /// Close frames received from clients: (code, reason).
@@ -105,6 +108,7 @@ impl WsBackend {
             open: AtomicI64::new(0),
             http_hits: AtomicU64::new(0),
             health_status: AtomicU16::new(200),
+            hung: std::sync::atomic::AtomicBool::new(false),
             last: Mutex::new(None),
             closes: Mutex::new(Vec::new()),
             pongs: Mutex::new(Vec::new()),
@@ -158,6 +162,12 @@ impl WsBackend {
         self.state.health_status.store(status, Ordering::SeqCst);
     }
 
+    /// From now on nothing is answered: not health checks, not requests,
+    /// not messages on open WebSockets (a hung server process).
+    pub fn hang(&self) {
+        self.state.hung.store(true, Ordering::SeqCst);
+    }
+
     pub fn last_target(&self) -> String {
         self.state.last.lock().unwrap().as_ref().map(|l| l.0.clone()).unwrap_or_default()
     }
@@ -178,6 +188,9 @@ impl WsBackend {
 type Body = Full<Bytes>;
 
 async fn serve(st: Arc<WsState>, mut req: Request<Incoming>) -> Result<Response<Body>, std::convert::Infallible> {
+    if st.hung.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     if req.uri().path() == "/api/health" {
         let mut r = Response::new(Full::new(Bytes::from_static(b"{\"status\":\"healthy\"}")));
         *r.status_mut() = StatusCode::from_u16(st.health_status.load(Ordering::SeqCst)).unwrap();
@@ -224,6 +237,9 @@ where
         return;
     }
     while let Some(Ok(msg)) = ws.next().await {
+        if st.hung.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         let reply = match msg {
             Message::Text(t) => {
                 if let Some(rest) = t.strip_prefix("close ") {
