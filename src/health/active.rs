@@ -84,7 +84,6 @@ async fn run_check(
     tokio::time::sleep(offset).await;
     let mut down = server.check_is_down(idx);
     let (mut fails, mut oks) = (0u32, 0u32);
-    let mut suspect = false;
     loop {
         let started = tokio::time::Instant::now();
         let result = probe(&server, &check, &client).await;
@@ -129,29 +128,21 @@ async fn run_check(
             }
             events.push("health", Some(&server.pool), Some(&server.name), format!("{state}: {reason}"));
         }
-        // After a failure or a peer's "down", probe quickly until this check
-        // agrees (or the server answers), so failover beats `interval × fall`.
-        if result.is_ok() || down {
-            suspect = false;
-        } else {
-            // A failure that has not taken the server down yet: confirm it
-            // quickly (HAProxy's `fastinter`), so a hung server is out after
-            // `fall` timeouts rather than `fall` intervals and timeouts.
-            suspect = true;
-        }
-        // A report that arrived while this probe ran.
+        // After a failure that has not taken the server down yet (HAProxy's
+        // `fastinter`), or a peer's "down" (a report that arrived while this
+        // probe ran), probe again quickly until this check decides: a hung
+        // server is out after about `fall` timeouts, and failover beats the
+        // slowest node's `interval × fall`.
         let reports = server.peer_down_reports.load(Ordering::Relaxed);
-        if reports != reports_seen {
-            reports_seen = reports;
-            suspect |= !down;
-        }
+        let reported = reports != reports_seen;
+        reports_seen = reports;
+        let suspect = !down && (result.is_err() || reported);
         let wait = if suspect { check.interval.min(SUSPECT_INTERVAL) } else { jittered(check.interval) };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = server.probe_now.notified(), if !down => {
                 reports_seen = server.peer_down_reports.load(Ordering::Relaxed);
                 tracing::debug!(pool = %server.pool, server = %server.name, "a peer sees the server down: probing now");
-                suspect = true;
             }
         }
     }
