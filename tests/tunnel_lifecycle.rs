@@ -254,3 +254,79 @@ async fn agents_of_a_hung_active_server_are_on_the_next_one_within_5_s() {
     assert!(slowest <= Duration::from_secs(5), "the last agent was back {slowest:?} after the hang");
     node.stop().await;
 }
+
+/// A keep-alive HTTP server that answers `/api/health` with `health` and
+/// anything else with 200; counts the connections that carried a request
+/// other than a check and that the node has since closed.
+async fn counting_server(
+    health: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> SocketAddr {
+    use std::sync::atomic::Ordering;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (health, closed) = (health.clone(), closed.clone());
+            tokio::spawn(async move {
+                let mut proxied = false;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        if proxied {
+                            closed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let status = if head.starts_with("GET /api/health ") {
+                            health.load(Ordering::SeqCst)
+                        } else {
+                            proxied = true;
+                            200
+                        };
+                        let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n\r\nok");
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_marked_down_has_its_idle_connections_closed_too() {
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+    let health = std::sync::Arc::new(AtomicU16::new(200));
+    let closed = std::sync::Arc::new(AtomicUsize::new(0));
+    let server = counting_server(health.clone(), closed.clone()).await;
+    let toml = format!(
+        "[log]\nlevel = \"error\"\naccess_log = false\n\
+         [[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+         [[pools]]\nname = \"p\"\nkeepalive_timeout = \"60s\"\nservers = [{{ addr = \"{server}\" }}]\n\
+         checks = [{{ path = \"/api/health\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }}]\n\
+         [[routes]]\nname = \"all\"\npath_prefix = \"/\"\npool = \"p\"\n"
+    );
+    let node = start_node(&toml).await;
+    let addr = node.addr("http").unwrap();
+    assert_eq!(get(&client(), addr, "/x").await.2, "ok");
+    // The node keeps that connection for reuse (keepalive_timeout 60 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(closed.load(Ordering::SeqCst), 0, "the idle connection was closed before the server went down");
+    health.store(503, Ordering::SeqCst);
+    let down = Instant::now();
+    wait_until(Duration::from_secs(5), "the node closes its idle connection to the down server", || async {
+        closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eprintln!("idle connection closed {:?} after the checks started failing", down.elapsed());
+    node.stop().await;
+}

@@ -144,7 +144,7 @@ impl ProxyState {
                 .find(|u| u.addr() == addr && u.options() == opts && u.tls_source() == p.tls.as_ref())
                 .cloned()
         };
-        let upstreams = cfg
+        let upstreams: Vec<Vec<Arc<ServerPool>>> = cfg
             .pools
             .iter()
             .map(|p| {
@@ -157,6 +157,13 @@ impl ProxyState {
                     .collect()
             })
             .collect();
+        // Pools that close a down server's tunnels close its idle
+        // connections too (the pools' sweepers follow the servers' health).
+        for ((conns, p), pool) in upstreams.iter().zip(&cfg.pools).zip(&snapshot.pools) {
+            for (c, s) in conns.iter().zip(&pool.servers) {
+                c.follow_health(p.close_tunnels_on_down.then_some(&s.state));
+            }
+        }
         let affinity_keys = cfg
             .pools
             .iter()

@@ -56,11 +56,16 @@ pub struct ServerPool {
     /// every connection fails with that reason (never plain text instead).
     tls: Option<Result<UpstreamTls, String>>,
     idle: Mutex<Vec<Idle>>,
+    /// The server's health, for a pool that closes a down server's
+    /// connections (`close_tunnels_on_down`): while the checks call it
+    /// down, the sweeper drops its idle connections (a hung server keeps
+    /// nothing of ours open). Set at each config load.
+    health: Mutex<Option<std::sync::Weak<crate::health::ServerState>>>,
 }
 
 impl ServerPool {
     pub fn new(addr: SocketAddr, opts: PoolOptions, tls: Option<Result<UpstreamTls, String>>) -> Arc<Self> {
-        let pool = Arc::new(ServerPool { addr, opts, tls, idle: Mutex::new(Vec::new()) });
+        let pool = Arc::new(ServerPool { addr, opts, tls, idle: Mutex::new(Vec::new()), health: Mutex::new(None) });
         if opts.keepalive > 0 && opts.proxy_protocol.is_none() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(sweep(Arc::downgrade(&pool)));
@@ -151,9 +156,27 @@ impl ServerPool {
         idle.push(Idle { io, since: Instant::now() });
     }
 
-    /// Closes idle connections that timed out or that the server closed.
+    /// Follow `state` (the server's health) to close idle connections
+    /// while it is down; `None`: keep them.
+    pub fn follow_health(&self, state: Option<&Arc<crate::health::ServerState>>) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = state.map(Arc::downgrade);
+    }
+
+    /// Closes idle connections that timed out or that the server closed,
+    /// and all of them while the followed health says down.
     fn sweep_once(&self) {
+        let down = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .is_some_and(|s| !s.is_up());
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if down {
+            idle.clear();
+            return;
+        }
         let timeout = self.opts.keepalive_timeout;
         idle.retain(|c| c.since.elapsed() < timeout && c.io.idle_and_open());
     }
