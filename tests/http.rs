@@ -217,6 +217,24 @@ async fn malformed_requests_get_400_and_the_node_keeps_serving() {
     assert!(length.is_some_and(|n| n >= 2.0), "reason=content_length: {length:?}");
     assert_eq!(b.hits(), 0);
     assert_eq!(get(&client(), addr, "/").await.0, StatusCode::OK);
+
+    // Refused by hyper rather than the fast path: a head too long for the
+    // fast path's buffer (431), and a second request on a connection hyper
+    // already serves (a POST first) with a list for a length. Both are
+    // counted too.
+    let too_large =
+        || async { metric(&scrape(&node).await, "sysmanage_malformed_requests_total{reason=\"too_large\"}") };
+    let by_hyper = || async { metric(&scrape(&node).await, "sysmanage_malformed_requests_total{reason=\"hyper\"}") };
+    let (large_before, hyper_before) = (too_large().await.unwrap(), by_hyper().await.unwrap());
+    let big = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    assert!(raw(addr, big.as_bytes(), Duration::from_secs(5)).await.starts_with("HTTP/1.1 431"));
+    let two = "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nokPOST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2, 2\r\n\r\nok";
+    let resp = raw(addr, two.as_bytes(), Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.contains("HTTP/1.1 400"), "{resp}");
+    wait_until(Duration::from_secs(2), "hyper's refusals are counted", || async {
+        too_large().await > Some(large_before) && by_hyper().await > Some(hyper_before)
+    })
+    .await;
     node.stop().await;
 }
 
