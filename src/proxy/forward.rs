@@ -378,8 +378,13 @@ impl Forward<'_> {
             let read = h1client::read_head(&mut io, &mut buf, head_request);
             // read_timeout runs from when the server has the whole request:
             // the time the client took to send its body is not the
-            // server's.
-            let deadline = tokio::time::Instant::now() + cfg.read_timeout;
+            // server's. Without a body that is when the attempt started
+            // (one clock read less per request).
+            let from = match body {
+                UpstreamBody::Empty => sent,
+                _ => std::time::Instant::now(),
+            };
+            let deadline = tokio::time::Instant::from_std(from) + cfg.read_timeout;
             match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(mut h)) => {
                     if let Some(fault) = h.distrust {

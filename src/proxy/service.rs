@@ -283,7 +283,11 @@ pub async fn handle(
         // Before any route: `Host` and the path are what routing reads.
         report_request(refused.fault, Some(client_ip), &refused.detail);
         let mut response = text_response(StatusCode::BAD_REQUEST, refusal_text(refused.fault));
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if req.version() != Version::HTTP_2 {
+            // HTTP/1: the connection ends after the answer (an HTTP/2
+            // stream ends by itself; `Connection` is not allowed there).
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let path_for_log = state.access_log.then(|| req.uri().path().to_string());
         let timing = Timing { started, answered: None };
         finish(&state, &conn, &mut response, timing, &method, path_for_log, None, None, client_ip, guard);

@@ -44,7 +44,7 @@
 //! hyper still parses the request heads of connections it serves (bodies,
 //! upgrades, HTTP/2); the fast path checks the first head of each such
 //! connection with these rules before handing it over, hyper's own rules
-//! agree on everything that changes framing (the `wire_differential` fuzz
+//! agree on everything that changes framing (the `http1_differential` fuzz
 //! target holds them to it), and the service applies the `Host`, `_` and
 //! path rules to every request whoever parsed it.
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Uri, Version};
 
 use super::fields::fold_content_length;
@@ -189,10 +189,31 @@ pub fn check<B>(req: &mut Request<B>, local: SocketAddr) -> Result<(), Refused> 
     normalize_target(req, http1)
 }
 
-/// `Host` = uri-host [ ":" port ] (RFC 9110 §7.2), no user information;
-/// empty is allowed (RFC 9112 §3.2).
+/// `Host` = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): a
+/// reg-name or IPv4 address (unreserved, percent-encoded and sub-delim
+/// characters), or an IP literal in brackets, then an optional port; no
+/// user information. Empty is allowed (RFC 9112 §3.2). Checked by hand,
+/// once per request: parsing it into an `Authority` would copy it.
 fn valid_host(v: &[u8]) -> bool {
-    v.is_empty() || (!v.contains(&b'@') && Authority::try_from(v).is_ok_and(|a| a.as_str().len() == v.len()))
+    let (host, port) = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &v[1..end];
+                if literal.is_empty() || !literal.iter().all(|&b| b.is_ascii_hexdigit() || b":.".contains(&b)) {
+                    return false;
+                }
+                (&v[..0], &v[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match v.iter().position(|&b| b == b':') {
+            Some(colon) => (&v[..colon], &v[colon..]),
+            None => (v, &v[..0]),
+        },
+    };
+    let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b);
+    let port_ok = port.is_empty() || (port[0] == b':' && port.len() <= 6 && port[1..].iter().all(u8::is_ascii_digit));
+    host.iter().all(reg_name) && port_ok
 }
 
 /// Removes every field whose name has `_`: no standard field has one, and
@@ -426,6 +447,14 @@ mod tests {
         assert_eq!(checked(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n").err(), Some(RequestFault::Host));
         assert_eq!(checked(b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n").err(), Some(RequestFault::Host));
         assert_eq!(checked(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n").err(), Some(RequestFault::Host));
+        for bad in ["a:b", "a:1:2", "a:1234567", "[::1", "[]", "[zz]", "a,b c", "a?b", "a#b"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+        for good in
+            ["a.example", "a.example:8080", "127.0.0.1:80", "[::1]", "[2001:db8::7]:443", "xn--bcher-kva.de", "a_b", ""]
+        {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
         let r = checked(b"GET / HTTP/1.1\r\nHost: a.example:8080\r\n\r\n").unwrap();
         assert_eq!(r.headers()["host"], "a.example:8080");
         assert!(checked(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").is_ok(), "an empty Host is allowed");
