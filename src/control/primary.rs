@@ -54,13 +54,12 @@ pub fn update(snap: &Snapshot, view: Option<&ClusterView>, control: &Control) ->
                     s.is_up() && s.admin_state() == AdminState::Normal
                 });
                 // Peers: up where every pool of the group is up for them.
-                let (up, reported) = view.map_or((0, 0), |v| {
-                    pools
-                        .iter()
-                        .map(|p| v.peer_votes(&p.cfg.name, &p.servers[i].name))
-                        .fold((usize::MAX, 0), |(up, rep), (u, r)| (up.min(u), rep.max(r)))
-                });
-                let up = if up == usize::MAX { 0 } else { up };
+                let votes: Vec<(usize, usize)> = match view {
+                    Some(v) => pools.iter().map(|p| v.peer_votes(&p.cfg.name, &p.servers[i].name)).collect(),
+                    None => Vec::new(),
+                };
+                let up = votes.iter().map(|v| v.0).min().unwrap_or(0);
+                let reported = votes.iter().map(|v| v.1).max().unwrap_or(0);
                 PrimaryVotes { backup: lead.servers[i].backup, up: up + usize::from(local), voters: reported + 1 }
             })
             .collect();
