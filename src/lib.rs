@@ -6,30 +6,28 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: clap definitions.
-//! - [`admin`]: the admin HTTP API (health, metrics, status, actions).
-//! - [`api`]: serde types of the admin API, shared with its clients.
-//! - [`app`]: composition root: load config, bind, spawn, signals, drain.
-//! - [`ctl`]: `ctl` and `health` commands: clients of the admin API.
-//! - [`tui`]: `top`, the terminal dashboard over the admin API.
-//! - [`init`]: `init`: a commented config, secrets and a certificate.
-//! - [`demo`]: `demo`: sample backends, three nodes and traffic on loopback.
-//! - [`control`]: the single writer: reloads, admin actions, health tasks.
-//! - [`proxy`]: listeners, per-request service, forwarding, static files.
-//! - [`proxy_protocol`]: PROXY protocol v1/v2 header: read, parse, encode.
-//! - [`state`]: the immutable snapshot the request path reads.
-//! - [`tls`]: rustls server/upstream configs, SNI certificate store with
-//!   hot reload, PEM loading, self-signed certificates.
-//! - [`balance`]: selection algorithms, pure and synchronous.
-//! - [`ratelimit`]: per-key rate-limit zones (token bucket, rolling window).
-//! - [`health`]: server runtime state, active checks, passive health, events.
-//! - [`sessions`]: affinity keys, session table, redb store, sweeper.
-//! - [`cluster`]: gossip (chitchat) over an encrypted UDP transport, the
-//!   cluster secret, gossip keys, members and typed change events.
-//! - [`config`]: TOML → validated [`config::Config`] with located errors.
-//! - [`metrics`]: lock-free counters and metric names.
-//! - [`model`]: plain shared types.
-//! - [`clock`]: monotonic milliseconds for atomics.
+//! Two kinds of modules: the node, and the tools that talk to it.
+//!
+//! **The node.** [`runtime`] starts one ([`runtime::Node`]) and waits for
+//! signals; [`proxy`] is the data plane (inbound → route → outbound, with
+//! [`proxy::wire`] owning HTTP/1.1 on the wire); [`control`] is the single
+//! writer (reloads, admin actions, health tasks, the cluster's replication)
+//! that publishes the immutable [`state::Snapshot`] the request path reads;
+//! [`cluster`] gossips over an encrypted UDP transport; [`sessions`] holds
+//! the sticky sessions (table, redb store, sweeper); [`health`] the servers'
+//! runtime state, active checks and passive health; [`admin`] the admin HTTP
+//! API; [`config`] turns TOML into a validated [`config::Config`]. Below
+//! them: [`tls`], [`ratelimit`], [`balance`], [`proxy_protocol`],
+//! [`metrics`], [`busy_poll`], [`model`], [`clock`].
+//!
+//! **The tools.** [`app`] dispatches the command line ([`cli`]): `run` and
+//! `join` go to [`runtime`]; [`ctl`] (`ctl`, `health`) and [`tui`] (`top`)
+//! are clients of the admin API (its types are [`api`]); [`init`] writes a
+//! first configuration; [`demo`] starts sample backends, three nodes and
+//! traffic on loopback.
+//!
+//! Which module may use which is written down in `docs/ARCHITECTURE.md` and
+//! checked by `tests/architecture.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -52,6 +50,7 @@ pub mod model;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod runtime;
 pub mod sessions;
 pub mod state;
 pub mod tls;

@@ -18,7 +18,7 @@ struct Admin {
 }
 
 impl Admin {
-    fn new(node: &sysmanage_node::app::Node) -> Self {
+    fn new(node: &sysmanage_node::runtime::Node) -> Self {
         Admin { base: format!("http://{}", node.admin.expect("admin enabled")), c: client() }
     }
     async fn call(&self, method: Method, path: &str, token: Option<&str>, body: &str) -> (StatusCode, String) {

@@ -139,7 +139,7 @@ async fn failing_server_causes_no_client_errors_for_gets() {
 
 /// Servers a and b, both answering 502, behind a round-robin pool that
 /// retries three times on `retry_on`.
-async fn two_failing_servers(retry_on: &str) -> (Backend, Backend, sysmanage_node::app::Node) {
+async fn two_failing_servers(retry_on: &str) -> (Backend, Backend, sysmanage_node::runtime::Node) {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     a.set_mode(Mode::Status(502));
     b.set_mode(Mode::Status(502));

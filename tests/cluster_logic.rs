@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::{free_port, wait_until, Backend};
-use sysmanage_node::app::Node;
+use sysmanage_node::runtime::Node;
 use sysmanage_node::sessions::unix_now_ms;
 
 const SECRET: &str = "7e1d2c3b4a5968778695a4b3c2d1e0f0e1d2c3b4a5968778695a4b3c2d1e0f0";

@@ -302,7 +302,7 @@ async fn reload_api_swaps_the_certificate_while_an_open_connection_keeps_serving
 /// `Node::start`'s error as `sysmanage-node run` prints it (`{:#}`).
 async fn start_error(cfg: &str) -> String {
     let parsed = sysmanage_node::config::parse_str(cfg, "test.toml", std::path::Path::new(".")).unwrap();
-    match sysmanage_node::app::Node::start(parsed).await {
+    match sysmanage_node::runtime::Node::start(parsed).await {
         Ok(node) => {
             node.stop().await;
             panic!("node started with:\n{cfg}");

@@ -127,7 +127,7 @@ async fn init_config_starts_a_node() {
     std::fs::write(&path, config).unwrap();
     let cfg = sysmanage_node::config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(cfg.admin.token.is_some(), "the admin token is read");
-    let node = sysmanage_node::app::Node::start_with_path(cfg, Some(path)).await.expect("node starts");
+    let node = sysmanage_node::runtime::Node::start_with_path(cfg, Some(path)).await.expect("node starts");
     let http = node.addr("http").unwrap();
     assert!(node.addr("https").is_some());
     let (status, _, body) = support::get(&support::client(), http, "/health").await;

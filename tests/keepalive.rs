@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use support::*;
-use sysmanage_node::proxy::conn::PARK_AFTER;
+use sysmanage_node::proxy::inbound::conn::PARK_AFTER;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 /// A node whose zones and routes are `zones_and_routes` (routes before the
 /// default one), on a listener with these extra attributes.
-async fn node_with(b: &Backend, listener_attrs: &str, zones_and_routes: &str) -> sysmanage_node::app::Node {
+async fn node_with(b: &Backend, listener_attrs: &str, zones_and_routes: &str) -> sysmanage_node::runtime::Node {
     let listeners = format!("[[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n{listener_attrs}\n");
     start_node(&config_listeners(&listeners, &servers(&[(b, "")]), zones_and_routes, "")).await
 }

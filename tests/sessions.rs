@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use support::ws::*;
 use support::*;
-use sysmanage_node::app::Node;
+use sysmanage_node::runtime::Node;
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");

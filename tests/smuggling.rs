@@ -29,7 +29,7 @@ use raw_backend::{answer, Action, ConnLog, RawBackend, Seen};
 use strict_h1::{parse_prefix, parse_response, Framing, Parsed, ParsedRequest, ParsedResponse, Tail};
 use support::tls::{client_trusting, tls_connect, write_cert, BOTH};
 use support::{config_listeners, h2_client, scrape, start_node};
-use sysmanage_node::app::Node;
+use sysmanage_node::runtime::Node;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

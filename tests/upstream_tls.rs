@@ -9,7 +9,7 @@ use support::tls::write_cert;
 use support::*;
 
 /// A TLS backend: another node with an HTTPS listener answering itself.
-async fn tls_backend(cert: &support::tls::CertFiles) -> sysmanage_node::app::Node {
+async fn tls_backend(cert: &support::tls::CertFiles) -> sysmanage_node::runtime::Node {
     let toml = format!(
         r#"
 [log]

@@ -74,7 +74,7 @@ fn metric(text: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {series} in metrics"))
 }
 
-async fn metrics(node: &sysmanage_node::app::Node) -> String {
+async fn metrics(node: &sysmanage_node::runtime::Node) -> String {
     get(&client(), node.admin.unwrap(), "/metrics").await.2
 }
 

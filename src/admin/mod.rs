@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{ActionResult, ApiError};
-use crate::control::{Control, ControlError};
+use crate::control::{Command, Control, ControlError, Done};
 use crate::health::AdminState;
 
 pub use sampler::Sampler;
@@ -93,12 +93,6 @@ pub(crate) fn error(status: StatusCode, error: String, details: Vec<String>) -> 
     (status, Json(ApiError { error, details })).into_response()
 }
 
-/// Constant-time comparison (length aside), so the token cannot be guessed
-/// byte by byte from response times.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `Ok` when the request carries the configured bearer token.
 pub(crate) fn authorize(st: &AdminContext, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let snap = st.control.snapshot();
@@ -112,7 +106,7 @@ pub(crate) fn authorize(st: &AdminContext, headers: &HeaderMap) -> Result<(), Bo
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
-        Some(g) if ct_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
+        Some(g) if crate::cluster::secret::ct_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => Err(Box::new(unauthorized("wrong admin token"))),
         None => Err(Box::new(unauthorized("missing admin token: send Authorization: Bearer <token>"))),
     }
@@ -126,9 +120,12 @@ fn unauthorized(msg: &str) -> Response {
 
 pub(crate) fn control_error(e: ControlError) -> Response {
     match e {
-        ControlError::UnknownPool { .. } | ControlError::UnknownServer { .. } => {
-            error(StatusCode::NOT_FOUND, e.to_string(), vec![])
-        }
+        ControlError::UnknownPool { .. }
+        | ControlError::UnknownServer { .. }
+        | ControlError::NoSessions
+        | ControlError::NoSession { .. }
+        | ControlError::NoAffinityPool { .. }
+        | ControlError::NoSessionServer { .. } => error(StatusCode::NOT_FOUND, e.to_string(), vec![]),
         ControlError::BadWeight(_) => error(StatusCode::BAD_REQUEST, e.to_string(), vec![]),
         ControlError::Sessions(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), vec![]),
         ControlError::Config(errs) => error(
@@ -137,6 +134,12 @@ pub(crate) fn control_error(e: ControlError) -> Response {
             errs.0.iter().map(|x| x.to_string()).collect(),
         ),
     }
+}
+
+/// A command answered with the wrong kind of [`Done`]: a bug, answered 500.
+pub(crate) fn unexpected(done: Done) -> Response {
+    tracing::error!(?done, "the control plane answered a command with an unexpected result");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error: unexpected result of the command".into(), vec![])
 }
 
 async fn server_action(
@@ -159,10 +162,12 @@ async fn server_action(
             )
         }
     };
-    match st.control.set_admin_state(&pool, &server, to).await {
-        Ok(from) => {
-            Json(ActionResult { pool, server, from: from.as_str().into(), to: to.as_str().into() }).into_response()
+    let command = Command::SetAdminState { pool: pool.clone(), server: server.clone(), state: to };
+    match st.control.execute(command).await {
+        Ok(Done::AdminState { was }) => {
+            Json(ActionResult { pool, server, from: was.as_str().into(), to: to.as_str().into() }).into_response()
         }
+        Ok(other) => unexpected(other),
         Err(e) => control_error(e),
     }
 }
@@ -191,8 +196,11 @@ async fn set_weight(
             )
         }
     };
-    match st.control.set_weight(&pool, &server, weight).await {
-        Ok(from) => Json(ActionResult { pool, server, from: from.to_string(), to: weight.to_string() }).into_response(),
+    match st.control.execute(Command::SetWeight { pool: pool.clone(), server: server.clone(), weight }).await {
+        Ok(Done::Weight { was }) => {
+            Json(ActionResult { pool, server, from: was.to_string(), to: weight.to_string() }).into_response()
+        }
+        Ok(other) => unexpected(other),
         Err(e) => control_error(e),
     }
 }
@@ -201,18 +209,9 @@ async fn reload(State(st): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return *r;
     }
-    match st.control.reload().await {
-        Ok(report) => Json(report).into_response(),
+    match st.control.execute(Command::Reload).await {
+        Ok(Done::Reloaded(report)) => Json(report).into_response(),
+        Ok(other) => unexpected(other),
         Err(e) => control_error(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn constant_time_compare() {
-        assert!(super::ct_eq(b"secret", b"secret"));
-        assert!(!super::ct_eq(b"secret", b"secreT"));
-        assert!(!super::ct_eq(b"secret", b"secret2"));
     }
 }

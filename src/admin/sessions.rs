@@ -9,8 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{authorize, error, Shared};
+use super::{authorize, control_error, error, unexpected, Shared};
 use crate::api::{SessionRecordView, SessionsView};
+use crate::control::{Command, ControlError, Done};
 use crate::sessions::{unix_now_ms, SessionRecord};
 
 #[derive(Deserialize)]
@@ -30,7 +31,7 @@ fn view(r: &SessionRecord) -> SessionRecordView {
 }
 
 fn no_sessions() -> Response {
-    error(StatusCode::NOT_FOUND, "no pool has affinity: there are no sessions".into(), vec![])
+    control_error(ControlError::NoSessions)
 }
 
 pub async fn list(State(st): State<Shared>, Query(q): Query<KeyQuery>) -> Response {
@@ -63,20 +64,11 @@ pub async fn unpin(State(st): State<Shared>, Path(key): Path<String>, headers: H
     if let Err(r) = authorize(&st, &headers) {
         return *r;
     }
-    let Some(sessions) = st.control.sessions() else { return no_sessions() };
-    let snap = st.control.snapshot();
-    let mut removed = Vec::new();
-    for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
-        if let Some(tomb) = sessions.table.remove(&p.cfg.name, &key, unix_now_ms()) {
-            removed.push(p.cfg.name.clone());
-            sessions.persist(tomb);
-        }
+    match st.control.execute(Command::UnpinSession { key: key.clone() }).await {
+        Ok(Done::Unpinned { pools }) => Json(serde_json::json!({ "key": key, "unpinned_from": pools })).into_response(),
+        Ok(other) => unexpected(other),
+        Err(e) => control_error(e),
     }
-    if removed.is_empty() {
-        return error(StatusCode::NOT_FOUND, format!("no session for key \"{key}\""), vec![]);
-    }
-    st.control.events.push("admin", None, None, format!("session \"{key}\" unpinned"));
-    Json(serde_json::json!({ "key": key, "unpinned_from": removed })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -94,7 +86,9 @@ pub async fn move_to(
     if let Err(r) = authorize(&st, &headers) {
         return *r;
     }
-    let Some(sessions) = st.control.sessions() else { return no_sessions() };
+    if st.control.sessions().is_none() {
+        return no_sessions();
+    }
     let target: MoveBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -105,20 +99,9 @@ pub async fn move_to(
             )
         }
     };
-    let snap = st.control.snapshot();
-    let Some(pool) = snap.pool(&target.pool).filter(|p| p.cfg.affinity.is_some()) else {
-        return error(StatusCode::NOT_FOUND, format!("no pool with affinity named \"{}\"", target.pool), vec![]);
-    };
-    if !pool.servers.iter().any(|s| s.name == target.server) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("pool \"{}\" has no server named \"{}\"", target.pool, target.server),
-            vec![],
-        );
+    match st.control.execute(Command::MoveSession { key, pool: target.pool, server: target.server }).await {
+        Ok(Done::Moved(rec)) => Json(view(&rec)).into_response(),
+        Ok(other) => unexpected(other),
+        Err(e) => control_error(e),
     }
-    let ttl = pool.cfg.affinity.as_ref().map(|a| a.ttl).unwrap_or_default();
-    let rec = sessions.table.assign(&target.pool, &key, &target.server, ttl, unix_now_ms());
-    sessions.persist(rec.clone());
-    st.control.events.push("admin", Some(&target.pool), Some(&target.server), format!("session \"{key}\" moved here"));
-    Json(view(&rec)).into_response()
 }

@@ -196,8 +196,22 @@ pub fn write_secret_file(path: &Path, secret: &str, force: bool) -> Result<(), S
     file.sync_all().map_err(write_err)
 }
 
+/// Constant-time comparison (length aside), so that a token (the admin
+/// API's bearer token, the catch-up endpoint's secret) cannot be guessed
+/// byte by byte from response times.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn constant_time_compare() {
+        assert!(super::ct_eq(b"secret", b"secret"));
+        assert!(!super::ct_eq(b"secret", b"secreT"));
+        assert!(!super::ct_eq(b"secret", b"secret2"));
+    }
+
     use super::*;
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Every error names the file, line and column, the key, and what was
 //! expected, e.g. `node.toml:14:9: pools[0].servers[2].weight: must be
-//! 1..=256, got 0`. Called by `app` (run, reload) and `cli` (check-config);
-//! reads files, touches nothing else.
+//! 1..=256, got 0`. Called by `runtime` (run), `control` (reload) and
+//! `app` (check-config); reads files, touches nothing else.
 
 mod keys;
 mod locate;
@@ -30,7 +30,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
 
 /// A validated configuration. Indexes between sections (route → pool) are
 /// checked, so users of it never look a name up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where it came from, for messages (`node.toml` or `<embedded default>`).
     pub source: String,
@@ -51,7 +51,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
     pub name: String,
     pub data_dir: PathBuf,
@@ -67,7 +67,7 @@ pub struct NodeConfig {
 }
 
 /// The `[cluster]` table: gossip with peers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSettings {
     /// Gossip (UDP) and the cluster API (TCP, same port).
     pub listen: SocketAddr,
@@ -81,7 +81,7 @@ pub struct ClusterSettings {
     pub gossip_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     /// Where the admin API listens; `None` when disabled.
     pub listen: Option<SocketAddr>,
@@ -90,7 +90,7 @@ pub struct AdminConfig {
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// A client must send a whole request head within this time.
     pub header_timeout: Duration,
@@ -120,14 +120,14 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub level: String,
     pub format: LogFormat,
     pub access_log: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HeaderConfig {
     /// Add the seed's security headers to every response.
     pub security: bool,
@@ -139,7 +139,7 @@ pub struct HeaderConfig {
     pub hsts: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
@@ -154,7 +154,7 @@ pub struct ListenerConfig {
     pub trusted_proxies: Vec<Cidr>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsConfig {
     /// Certificates; the first is the default (no or unknown SNI).
     pub certificates: Vec<CertificateConfig>,
@@ -166,7 +166,7 @@ pub struct TlsConfig {
     pub ciphers: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CertificateConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -246,7 +246,7 @@ pub enum SendProxyProtocol {
     V2,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub balance: Balance,
@@ -297,7 +297,7 @@ pub struct UpstreamTlsConfig {
     pub server_name: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AffinityConfig {
     /// `cookie:NAME`, `query:NAME` or `header:NAME`.
     pub key: String,
@@ -317,7 +317,7 @@ pub enum AffinityPolicy {
     Hash,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
     Http {
         method: Method,
@@ -332,7 +332,7 @@ pub enum CheckKind {
     Tcp,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckConfig {
     pub kind: CheckKind,
     pub interval: Duration,
@@ -343,7 +343,7 @@ pub struct CheckConfig {
     pub rise: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Name used in logs, metrics and the API (defaults to the address text).
     pub name: String,
@@ -356,7 +356,7 @@ pub struct ServerConfig {
     pub max_conns: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub name: String,
     pub matcher: RouteMatch,
@@ -372,13 +372,13 @@ pub struct RouteConfig {
     pub close_when_unavailable: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PathMatch {
     Exact(String),
     Prefix(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteMatch {
     pub path: PathMatch,
     /// Lower-case host without port.
@@ -388,7 +388,7 @@ pub struct RouteMatch {
     pub websocket: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RouteAction {
     Proxy { pool: usize },
     Respond { status: u16, body: Bytes, content_type: String },

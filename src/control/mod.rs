@@ -1,12 +1,15 @@
 //! The single writer of the node's desired state. It owns the config, the
 //! registry of server runtime state and the health-check tasks; it applies
-//! typed commands (reload, admin state, weight) one at a time and publishes a
-//! new immutable snapshot for the proxy.
+//! typed commands ([`command::Command`]: reload, admin state, weight,
+//! session moves) one at a time and publishes a new immutable snapshot for
+//! the proxy; [`diff`] says what a reload changes.
 //!
-//! Called by `app` (start, SIGHUP) and `admin` (API actions). Commands are
+//! Called by `runtime` (start, SIGHUP) and `admin` (API actions). Commands are
 //! serialised by an async mutex, so two reloads never interleave.
 
 pub mod cluster;
+pub mod command;
+pub mod diff;
 pub mod primary;
 
 use std::path::PathBuf;
@@ -16,9 +19,11 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
+pub use self::command::{Command, Done};
+use self::diff::Change;
 use crate::config::{self, Config, ConfigErrors};
 use crate::health::active::{check_client, spawn_checks, CheckClient};
-use crate::health::{AdminState, EventLog};
+use crate::health::EventLog;
 use crate::proxy::{ProxyState, Shared};
 use crate::sessions::Sessions;
 use crate::state::{Registry, Snapshot};
@@ -35,6 +40,14 @@ pub enum ControlError {
     Config(ConfigErrors),
     #[error("{0}")]
     Sessions(#[from] crate::sessions::StoreError),
+    #[error("no pool has affinity: there are no sessions")]
+    NoSessions,
+    #[error("no session for key \"{key}\"")]
+    NoSession { key: String },
+    #[error("no pool with affinity named \"{pool}\"")]
+    NoAffinityPool { pool: String },
+    #[error("pool \"{pool}\" has no server named \"{server}\"")]
+    NoSessionServer { pool: String, server: String },
 }
 
 /// What a reload did.
@@ -181,39 +194,7 @@ impl Control {
         };
         *self.sessions.lock().unwrap_or_else(|e| e.into_inner()) = sessions.clone();
         let old = self.shared.state.load_full();
-        let old_cfg = &old.snapshot.config;
-        let mut warnings = Vec::new();
-        // Listeners (bind, tls, redirects, PROXY protocol, trusted proxies)
-        // are built at start; certificate files reload in place.
-        let listeners = |c: &Config| format!("{:?}", c.listeners);
-        if listeners(old_cfg) != listeners(&cfg) {
-            warnings.push(
-                "listener changes (bind, tls settings, redirect_to_https, redirect_except, accept_proxy_protocol, \
-                 trusted_proxies) take effect at the next restart; certificate files are reloaded now"
-                    .to_string(),
-            );
-        }
-        if old_cfg.admin.listen != cfg.admin.listen {
-            warnings.push("admin.listen changes take effect at the next restart".to_string());
-        }
-        let (ol, nl) = (&old_cfg.limits, &cfg.limits);
-        for (key, changed) in [
-            ("limits.max_connections", ol.max_connections != nl.max_connections),
-            ("limits.max_header_size", ol.max_header_size != nl.max_header_size),
-            ("limits.header_timeout", ol.header_timeout != nl.header_timeout),
-            ("limits.keepalive_timeout", ol.keepalive_timeout != nl.keepalive_timeout),
-            ("limits.shutdown_timeout", ol.shutdown_timeout != nl.shutdown_timeout),
-            ("log.level", old_cfg.log.level != cfg.log.level),
-            ("log.format", old_cfg.log.format != cfg.log.format),
-            ("node.workers", old_cfg.node.workers != cfg.node.workers),
-            ("node.busy_poll", old_cfg.node.busy_poll != cfg.node.busy_poll),
-            ("node.busy_poll_coalesce", old_cfg.node.busy_poll_coalesce != cfg.node.busy_poll_coalesce),
-            ("node.data_dir", old_cfg.node.data_dir != cfg.node.data_dir),
-        ] {
-            if changed {
-                warnings.push(format!("{key} changes take effect at the next restart"));
-            }
-        }
+        let warnings: Vec<String> = diff::diff(&old.snapshot.config, &cfg).iter().filter_map(Change::warning).collect();
         let report = ReloadReport {
             source: cfg.source.clone(),
             pools: cfg.pools.len(),
@@ -235,56 +216,6 @@ impl Control {
         );
         tracing::info!(source = %report.source, "config reloaded");
         report
-    }
-
-    fn find(&self, pool: &str, server: &str) -> Result<Arc<crate::health::ServerState>, ControlError> {
-        let snap = self.snapshot();
-        let Some(p) = snap.pool(pool) else {
-            let known: Vec<&str> = snap.pools.iter().map(|p| p.cfg.name.as_str()).collect();
-            return Err(ControlError::UnknownPool { pool: pool.to_string(), known: known.join(", ") });
-        };
-        match p.servers.iter().find(|s| s.name == server) {
-            Some(s) => Ok(s.state.clone()),
-            None => {
-                let known: Vec<&str> = p.servers.iter().map(|s| s.name.as_str()).collect();
-                Err(ControlError::UnknownServer {
-                    pool: pool.to_string(),
-                    server: server.to_string(),
-                    known: known.join(", "),
-                })
-            }
-        }
-    }
-
-    /// Drain, maintenance or enable (back to normal).
-    pub async fn set_admin_state(
-        &self,
-        pool: &str,
-        server: &str,
-        state: AdminState,
-    ) -> Result<AdminState, ControlError> {
-        let _one_writer = self.inner.lock().await;
-        let s = self.find(pool, server)?;
-        let old = s.set_admin_state(state);
-        if old != state {
-            tracing::info!(%pool, %server, from = old.as_str(), to = state.as_str(), "admin state changed");
-            self.events.push("admin", Some(pool), Some(server), format!("{} -> {}", old.as_str(), state.as_str()));
-        }
-        Ok(old)
-    }
-
-    /// Sets a server's weight until the next reload.
-    pub async fn set_weight(&self, pool: &str, server: &str, weight: u32) -> Result<u32, ControlError> {
-        if !(1..=256).contains(&weight) {
-            return Err(ControlError::BadWeight(weight));
-        }
-        let _one_writer = self.inner.lock().await;
-        let s = self.find(pool, server)?;
-        let old = s.base_weight();
-        s.set_weight_override(weight);
-        tracing::info!(%pool, %server, from = old, to = weight, "weight changed");
-        self.events.push("admin", Some(pool), Some(server), format!("weight {old} -> {weight}"));
-        Ok(old)
     }
 }
 

@@ -8,7 +8,7 @@
 //! SIGTERM, or `--duration`) stops everything; the files (configs, admin
 //! token, session stores) live in a temporary directory removed at exit.
 //!
-//! Called by `app`. Starts nodes through [`crate::app::Node`] like `run`
+//! Called by `app`. Starts nodes through [`crate::runtime::Node`] like `run`
 //! does; touches nothing outside its temporary directory and 127.0.0.1.
 //!
 //! The three nodes form a cluster (node 1 is the others' seed, the secret
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::app::Node;
+use crate::runtime::Node;
 use backend::SampleBackend;
 use traffic::Traffic;
 

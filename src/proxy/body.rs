@@ -5,9 +5,8 @@
 //!   so that a retry can resend them; large ones stream from the client
 //!   through a [`StreamSlot`] that can be taken back, untouched, when the
 //!   connection to a server failed before any byte was read from it.
-//! - [`ProxyBody`]: what is sent to the client: a server's streamed body, a
-//!   fixed body, or a file; it holds the connection's activity guard so the
-//!   idle timer restarts only when the response is done.
+//!
+//! What goes back to the client is `outbound::response::ProxyBody`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,15 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::io::AsyncRead;
 
-use super::conn::ActiveGuard;
-use super::forward::InFlight;
-use super::h1client::ServerBody;
-use super::idle_timer::IdleTimer;
+use crate::proxy::idle_timer::IdleTimer;
 
 /// Errors a body can yield.
 #[derive(Debug, thiserror::Error)]
@@ -225,126 +220,6 @@ impl UpstreamBody {
             UpstreamBody::Empty => UpstreamBody::Empty,
             UpstreamBody::Full(b) => UpstreamBody::Full(b.clone()),
             UpstreamBody::Stream(s) => UpstreamBody::Stream(s.clone()),
-        }
-    }
-}
-
-/// A response body on its way to the client.
-pub struct ProxyBody {
-    kind: Kind,
-    _active: Option<ActiveGuard>,
-    _in_flight: Option<InFlight>,
-}
-
-enum Kind {
-    Empty,
-    Full(Option<Bytes>),
-    Upstream(ServerBody),
-    File(FileBody),
-}
-
-pub struct FileBody {
-    file: tokio::fs::File,
-    remaining: u64,
-    buf: BytesMut,
-}
-
-const FILE_CHUNK: usize = 64 * 1024;
-
-impl ProxyBody {
-    pub fn empty() -> Self {
-        ProxyBody { kind: Kind::Empty, _active: None, _in_flight: None }
-    }
-    pub fn full(b: impl Into<Bytes>) -> Self {
-        ProxyBody { kind: Kind::Full(Some(b.into())), _active: None, _in_flight: None }
-    }
-    /// A server's response body (it fails if the server sends nothing for
-    /// `read_timeout`, nginx's `proxy_read_timeout`, between two reads).
-    pub fn upstream(body: ServerBody) -> Self {
-        ProxyBody { kind: Kind::Upstream(body), _active: None, _in_flight: None }
-    }
-    pub fn file(file: tokio::fs::File, len: u64) -> Self {
-        ProxyBody {
-            kind: Kind::File(FileBody { file, remaining: len, buf: BytesMut::new() }),
-            _active: None,
-            _in_flight: None,
-        }
-    }
-    /// Counts the request as in flight to its server until the body is done.
-    pub fn with_in_flight(mut self, in_flight: InFlight) -> Self {
-        self._in_flight = Some(in_flight);
-        self
-    }
-    /// Attaches the connection's activity guard: the connection counts as
-    /// busy until this body is finished or dropped.
-    pub fn set_guard(&mut self, guard: ActiveGuard) {
-        self._active = Some(guard);
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        match &mut this.kind {
-            Kind::Empty => Poll::Ready(None),
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
-            Kind::File(f) => f.poll_chunk(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Empty => true,
-            Kind::Full(b) => b.is_none(),
-            Kind::Upstream(b) => b.is_end_stream(),
-            Kind::File(f) => f.remaining == 0,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Empty => SizeHint::with_exact(0),
-            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Upstream(b) => b.size_hint(),
-            Kind::File(f) => SizeHint::with_exact(f.remaining),
-        }
-    }
-}
-
-impl FileBody {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let want = (self.remaining as usize).min(FILE_CHUNK);
-        if self.buf.capacity() < want {
-            self.buf.reserve(want);
-        }
-        // Safe API only: grow the buffer with zeros, read into it, trim.
-        self.buf.resize(want, 0);
-        let mut read_buf = tokio::io::ReadBuf::new(&mut self.buf[..want]);
-        match Pin::new(&mut self.file).poll_read(cx, &mut read_buf) {
-            Poll::Pending => {
-                self.buf.clear();
-                Poll::Pending
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(BodyError::File(e)))),
-            Poll::Ready(Ok(())) => {
-                let n = read_buf.filled().len();
-                if n == 0 {
-                    // The file shrank while being sent: end the body short so
-                    // the client sees a truncated response, not a hang.
-                    self.remaining = 0;
-                    return Poll::Ready(Some(Err(BodyError::File(std::io::ErrorKind::UnexpectedEof.into()))));
-                }
-                self.remaining -= n as u64;
-                self.buf.truncate(n);
-                Poll::Ready(Some(Ok(Frame::data(self.buf.split().freeze()))))
-            }
         }
     }
 }

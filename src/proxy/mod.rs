@@ -1,40 +1,36 @@
-//! The data plane: listeners, the per-request service, forwarding to pools,
-//! static files and WebSocket tunnels.
+//! The data plane, in the order a request passes through it:
+//!
+//! 1. [`inbound`]: the listener accepts, the connection's I/O wrapper runs
+//!    its timers, HTTP/1.1 (the node's fast path, or hyper) or HTTP/2
+//!    reads the request head.
+//! 2. [`route`]: the request is checked ([`wire::request::check`]: `Host`,
+//!    path normalisation), a route matched, its rate limit applied, and its
+//!    action run: a fixed answer, a redirect, a static file, or
+//! 3. [`outbound`]: forwarding to the route's pool: server choice,
+//!    retries, HTTP/1.1 to the server over a pooled connection, the
+//!    response body or the WebSocket tunnel back to the client.
+//!
+//! Beside them, used by all three and importing none of them: [`wire`]
+//! (every byte of HTTP/1.1 on the wire, both directions), [`body`] (request
+//! bodies), [`activity`] (a connection's activity, shared by its requests),
+//! [`headers`], [`error`] and [`idle_timer`]. Dependencies run one way:
+//! inbound → route → outbound → the modules beside them
+//! (`tests/architecture.rs` checks it).
 //!
 //! Reads the immutable [`crate::state::Snapshot`] through an `ArcSwap`;
-//! never imports `admin`, `control`, `cluster` or the session store. Nothing
-//! here holds a lock across an `.await`.
-//!
-//! Request flow: [`listener`] accepts and wraps the socket in
-//! [`conn::ClientIo`] (timeouts) → [`http1`] reads the head ([`wire`]: the
-//! fast path, or hyper) → [`service::handle`] checks it
-//! ([`wire::request::check`]: `Host`, path normalisation) and matches a
-//! route ([`routing`]) → the action: [`forward`] (server choice, retries,
-//! [`headers`] rewriting, [`h1client`] speaking HTTP/1.1 to the server over
-//! an [`upstream`] connection, [`body`] streaming), [`static_files`], a
-//! fixed response or a redirect → security headers, metrics, access log.
-//! Every byte on the HTTP/1.1 wire, in both directions, is [`wire`]'s.
+//! never imports `admin`, `control`, `cluster` or the session store's
+//! writer. Nothing here holds a lock across an `.await`.
 
-pub mod affinity;
+pub mod activity;
 pub mod body;
-pub mod closing;
-pub mod conn;
 pub mod error;
-pub mod forward;
-pub mod h1client;
 pub mod headers;
-pub mod http1;
 pub mod idle_timer;
-pub mod listener;
-pub mod route_stats;
-pub mod routing;
-pub mod service;
-pub mod static_files;
-pub mod tunnel;
-pub mod upstream;
-pub mod upstream_io;
+pub mod inbound;
+pub mod outbound;
+pub mod route;
 pub mod wire;
 
-pub use listener::{bind_all, serve, ServeOptions};
-pub use route_stats::RouteStats;
-pub use service::{ProxyState, Shared};
+pub use inbound::listener::{bind_all, serve, ServeOptions};
+pub use route::stats::RouteStats;
+pub use route::{ProxyState, Shared};

@@ -11,7 +11,7 @@
 //! - [`sweeper`]: the background task that drops expired records.
 //!
 //! Called by `proxy` (key, table, policy), `cluster` (records, table), and
-//! `app` (store, sweeper). Depends on `balance` only for its stable hashes.
+//! `control` (opens the store, which starts the sweeper). Depends on `balance` only for its stable hashes.
 //! The request path touches only the table: it never waits on the store,
 //! which is fed through a non-blocking queue.
 

@@ -1,7 +1,7 @@
 //! The TTL sweeper: a background task that drops expired records and old
 //! tombstones from the table and asks the store to do the same.
 //!
-//! Spawned by `app`. It holds the table through a `Weak`, so it ends on its
+//! Spawned when the sessions open. It holds the table through a `Weak`, so it ends on its
 //! own once the table is dropped; it never blocks (the store's sweep is a
 //! queued write).
 

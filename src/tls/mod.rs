@@ -6,9 +6,9 @@
 //! `proxy` runs the handshake on accepted sockets with [`accept`] (a
 //! [`TlsServerStream`], see `stream` for why not tokio-rustls's acceptor)
 //! and a config from [`server_config`], and upstream connections with [`upstream_config`];
-//! `app` calls [`install_crypto_provider`] once at start, [`CertStore::reload`]
-//! on SIGHUP and polls [`CertStore::files_changed`] (or runs
-//! [`spawn_cert_watcher`]); `cli`'s `cert self-signed` and `init` call
+//! `proxy` calls [`install_crypto_provider`] before building configs,
+//! `control` calls [`CertStore::reload`] on a reload, `runtime` runs
+//! [`spawn_cert_watcher`] (which polls [`CertStore::files_changed`]); `cli`'s `cert self-signed` and `init` call
 //! [`write_self_signed`]. This module reads certificate files and writes
 //! self-signed ones; it touches no other state and never logs secrets.
 //!

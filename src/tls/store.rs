@@ -10,8 +10,9 @@
 //! session id) skips the certificate and keeps the identity it first saw
 //! until its ticket expires (6 h), as with nginx.
 //!
-//! Called by `app` (build at start, `reload` on SIGHUP, the polling
-//! watcher) and by `proxy` through the rustls `ServerConfig`.
+//! Built by `proxy`'s listeners at start, reloaded by `control` on a
+//! reload and by the polling watcher `runtime` starts, and read by rustls
+//! through the `ServerConfig`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;

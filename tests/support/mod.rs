@@ -26,8 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
-use sysmanage_node::app::Node;
 use sysmanage_node::config::parse_str;
+use sysmanage_node::runtime::Node;
 
 /// What a fake backend does with ordinary requests.
 #[derive(Debug, Clone, PartialEq)]

@@ -57,7 +57,7 @@ pub async fn serve(
 async fn sessions(State(st): State<ApiState>, headers: HeaderMap) -> Response {
     let given =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| crate::admin::ct_eq(g.trim().as_bytes(), st.token.as_bytes())) {
+    if !given.is_some_and(|g| crate::cluster::secret::ct_eq(g.trim().as_bytes(), st.token.as_bytes())) {
         tracing::warn!("cluster API: a request without the cluster secret's token was refused");
         return (StatusCode::UNAUTHORIZED, "cluster API: missing or wrong token (is the cluster secret the same?)\n")
             .into_response();

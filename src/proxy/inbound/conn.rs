@@ -1,5 +1,5 @@
-//! One client connection: its activity tracking and the I/O wrapper that
-//! enforces the header read timeout and the keep-alive idle timeout.
+//! One client connection's I/O wrapper, which enforces the header read
+//! timeout and the keep-alive idle timeout.
 //!
 //! hyper's own `header_read_timeout` also runs while a keep-alive connection
 //! waits for its next request, so it cannot express "10 s to send a request
@@ -52,129 +52,16 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Shared between a connection's I/O wrapper and the requests on it.
-#[derive(Debug, Default)]
-pub struct ConnActivity {
-    /// Requests (or tunnels) in progress on this connection.
-    active: AtomicU32,
-    /// Requests started so far: a request answered before the reader looked
-    /// again still moves the connection from its header timer to idle.
-    started: AtomicU64,
-    /// What the connection holds until its last user (the connection task or
-    /// a WebSocket tunnel taken over from it) is gone: its place under
-    /// `max_connections`, and the shutdown drain's sender.
-    holds: Mutex<Option<Box<dyn Send + Sync + std::fmt::Debug>>>,
-    /// HTTP/2 connections exchange control frames while idle; those bytes do
-    /// not start a request head.
-    http2: AtomicBool,
-    /// The reader waiting while a request was busy: woken when the last
-    /// request ends, so the idle timer starts even if no byte arrives.
-    reader: AtomicWaker,
-    /// The last request came with a body that may not have been read to its
-    /// end: hyper might still have to drain it, so the connection is not
-    /// parked until a later request (or the end of that body) says so.
-    body_open: AtomicBool,
-    /// Parking handshake between [`ClientIo`] and the HTTP/1.1 driver:
-    /// [`PARK_NONE`], [`PARK_WANTED`] or [`PARK_ENDING`].
-    park: AtomicU8,
-}
-
-/// No parking in progress.
-const PARK_NONE: u8 = 0;
-/// The reader found the connection idle with nothing to read.
-const PARK_WANTED: u8 = 1;
-/// The driver is ending hyper's connection to park it: shutdown must not
-/// close the socket.
-const PARK_ENDING: u8 = 2;
-
-impl ConnActivity {
-    /// Activity that keeps `hold` (e.g. a semaphore permit) alive as long as
-    /// the connection or any tunnel made from it, and counts the connection
-    /// in `sysmanage_active_connections` for as long.
-    pub fn holding(hold: Box<dyn Send + Sync + std::fmt::Debug>) -> Self {
-        crate::metrics::COUNTERS.active_connections.fetch_add(1, Ordering::Relaxed);
-        ConnActivity {
-            active: AtomicU32::new(0),
-            started: AtomicU64::new(0),
-            holds: Mutex::new(Some(hold)),
-            http2: AtomicBool::new(false),
-            reader: AtomicWaker::new(),
-            body_open: AtomicBool::new(false),
-            park: AtomicU8::new(PARK_NONE),
-        }
-    }
-
-    /// The current request's body was read to its end.
-    pub fn body_finished(&self) {
-        self.body_open.store(false, Ordering::Relaxed);
-    }
-
-    /// For the driver: true once if the reader asked to park; from then on
-    /// until [`ConnActivity::park_done`] the socket is not shut down.
-    pub fn take_park_request(&self) -> bool {
-        // Called after every poll of hyper's connection: a plain load first
-        // keeps the usual answer (no request) free of a locked instruction.
-        self.park.load(Ordering::Acquire) == PARK_WANTED
-            && self.park.compare_exchange(PARK_WANTED, PARK_ENDING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-    }
-
-    /// For the driver: parking finished or was abandoned.
-    pub fn park_done(&self) {
-        self.park.store(PARK_NONE, Ordering::Release);
-    }
-
-    pub fn mark_http2(&self) {
-        if !self.http2.load(Ordering::Relaxed) {
-            self.http2.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Marks its connection busy for as long as it lives.
-#[derive(Debug)]
-pub struct ActiveGuard(Arc<ConnActivity>);
-
-impl Drop for ConnActivity {
-    fn drop(&mut self) {
-        if self.holds.get_mut().map(|h| h.is_some()).unwrap_or(false) {
-            crate::metrics::COUNTERS.active_connections.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-impl ActiveGuard {
-    pub fn new(activity: &Arc<ConnActivity>) -> Self {
-        activity.started.fetch_add(1, Ordering::Relaxed);
-        activity.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(activity.clone())
-    }
-
-    /// A request was parsed (taken when hyper calls the service, before its
-    /// future first runs, so no moment between parsing and answering looks
-    /// idle); `has_body`: its body is not known to be empty.
-    pub fn for_request(activity: &Arc<ConnActivity>, has_body: bool) -> Self {
-        activity.body_open.store(has_body, Ordering::Relaxed);
-        Self::new(activity)
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.reader.wake();
-        }
-    }
-}
+use crate::proxy::activity::{ConnActivity, PARK_ENDING, PARK_NONE, PARK_WANTED};
 
 /// How long a connection whose client sends requests back to back must
 /// stay idle before it is parked.
@@ -516,6 +403,7 @@ use std::future::Future;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::activity::ActiveGuard;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn client_io() -> (ClientIo<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<ConnActivity>) {

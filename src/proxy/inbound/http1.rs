@@ -37,19 +37,21 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body;
+
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::body::{ClientBody, ProxyBody};
 use super::closing::{Closing, Slot};
-use super::conn::{ClientIo, ConnActivity};
-use super::wire::request::{self as wire_request, Parsed};
-use super::wire::response::{encode_head, SendFraming as Framing};
-use super::wire::{chunked, report_request, RequestFault};
+use super::conn::ClientIo;
+use super::sending::Sending;
+use crate::proxy::activity::ConnActivity;
+use crate::proxy::body::ClientBody;
+use crate::proxy::outbound::response::ProxyBody;
+use crate::proxy::wire::request::{self as wire_request, Parsed};
+use crate::proxy::wire::{report_request, RequestFault};
 
 /// The service of a connection's requests, whoever parsed them.
 pub trait RequestService:
@@ -92,10 +94,6 @@ pub struct Http1Config {
 /// The fast path reads a request head into a buffer of this size on the
 /// stack; longer heads go to hyper.
 const HEAD_BUF: usize = 4096;
-
-/// A response body is copied into the write buffer until it holds this
-/// much, then written.
-const FILL: usize = 64 * 1024;
 
 type Conn<I, S> = http1::UpgradeableConnection<TokioIo<ClientIo<I>>, ViaHyper<S>>;
 
@@ -145,151 +143,11 @@ impl<I, S: RequestService> State<I, S> {
 /// sends back to back (see [`Http1Serve::fut`]).
 type FutSlot<F> = Option<Pin<Box<Option<F>>>>;
 
-/// A response on its way to the client.
-struct Sending {
-    /// `None` once it has ended: it is dropped then, before the last bytes
-    /// are written (as hyper does), so its guards end the request's
-    /// accounting (the server's in-flight count, the connection's activity)
-    /// before the client can see the whole answer and send its next
-    /// request, perhaps on another connection.
-    body: Option<ProxyBody>,
-    /// How the body goes out; `Length` counts the bytes still to come.
-    framing: Framing,
-    /// Encoded bytes not yet written, from `pos`.
-    out: Vec<u8>,
-    pos: usize,
-    /// The connection ends after this response.
-    close: bool,
-    /// Some of `out` has been written: the client has seen the head.
-    started: bool,
-}
-
-fn broken(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what)
-}
-
-impl Sending {
-    /// `out` holds the encoded head. A body that does not go out (204,
-    /// 304, a refused status) is not read at all, as with hyper.
-    fn new(body: ProxyBody, framing: Framing, out: Vec<u8>, close: bool) -> Self {
-        let body = (framing != Framing::Empty).then_some(body);
-        Sending { body, framing, out, pos: 0, close, started: false }
-    }
-
-    /// A plain-text answer of the node's own that ends the connection.
-    fn refusal(status: http::StatusCode, text: &'static str) -> Self {
-        let (parts, body) = super::forward::text_response(status, text).into_parts();
-        let mut out = Vec::with_capacity(160);
-        let (framing, _) = encode_head(parts.status, &parts.headers, body.size_hint(), false, true, &mut out);
-        Sending::new(body, framing, out, true)
-    }
-
-    /// Adds one frame of the body to `out`.
-    fn push(&mut self, data: Bytes) -> io::Result<()> {
-        match &mut self.framing {
-            Framing::Length(left) => {
-                let n = data.len() as u64;
-                if n > *left {
-                    return Err(broken("response body longer than its content-length"));
-                }
-                *left -= n;
-                self.out.extend_from_slice(&data);
-            }
-            Framing::Chunked if !data.is_empty() => {
-                chunked::size_line(data.len(), &mut self.out);
-                self.out.extend_from_slice(&data);
-                self.out.extend_from_slice(b"\r\n");
-            }
-            Framing::Chunked | Framing::Empty => {}
-        }
-        Ok(())
-    }
-
-    /// The body ended: it is dropped, and the framing's end goes to `out`.
-    fn finish(&mut self) -> io::Result<()> {
-        self.body = None;
-        match self.framing {
-            Framing::Length(left) if left > 0 => Err(broken("response body shorter than its content-length")),
-            Framing::Chunked => {
-                self.out.extend_from_slice(b"0\r\n\r\n");
-                Ok(())
-            }
-            Framing::Length(_) | Framing::Empty => Ok(()),
-        }
-    }
-
-    /// Writes the response; `Ok(true)` when it is all sent and the
-    /// connection stays open.
-    fn poll_send<T: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        io: &mut ClientIo<T>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<bool>> {
-        loop {
-            let mut waiting = false;
-            while let (true, Some(body)) = (self.out.len() < FILL, self.body.as_mut()) {
-                match Pin::new(body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            self.push(data)?;
-                        }
-                    }
-                    Poll::Ready(Some(Err(e))) if !self.started => {
-                        // Nothing has reached the client yet (the server's
-                        // body failed before the first write): a 502 in
-                        // place of the answer, as when the head failed.
-                        tracing::debug!(error = %e, "response body failed before any byte was sent: answered 502");
-                        crate::metrics::count_response(502);
-                        *self = Sending::refusal(
-                            http::StatusCode::BAD_GATEWAY,
-                            "502 Bad Gateway: the server failed to answer\n",
-                        );
-                    }
-                    // Once the head is out, closing without the body's end
-                    // (a short length, no last chunk) is the abort the client
-                    // sees.
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
-                    Poll::Ready(None) => self.finish()?,
-                    Poll::Pending => {
-                        waiting = true;
-                        break;
-                    }
-                }
-            }
-            while self.pos < self.out.len() {
-                match ready!(Pin::new(&mut *io).poll_write(cx, &self.out[self.pos..])) {
-                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => {
-                        self.pos += n;
-                        self.started = true;
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-            }
-            self.out.clear();
-            self.pos = 0;
-            let ended = self.body.is_none();
-            if ended || waiting {
-                // Everything so far leaves now (TLS records included)
-                // while the body has nothing more yet.
-                ready!(Pin::new(&mut *io).poll_flush(cx))?;
-                if ended {
-                    return Poll::Ready(Ok(!self.close));
-                }
-                if client_gone(io, cx) {
-                    return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
-                }
-                return Poll::Pending;
-            }
-        }
-    }
-}
-
 /// While a fast-path request is in flight: true if the client closed its
 /// side or the socket failed, so the exchange (and the request to the
 /// server) is dropped, as hyper does. Bytes that arrive meanwhile (the
 /// next, pipelined request) are kept for the next head.
-fn client_gone<T: AsyncRead + Unpin>(io: &mut ClientIo<T>, cx: &mut Context<'_>) -> bool {
+pub(super) fn client_gone<T: AsyncRead + Unpin>(io: &mut ClientIo<T>, cx: &mut Context<'_>) -> bool {
     if io.has_rewound() {
         return false;
     }
@@ -466,6 +324,93 @@ where
         }
         Poll::Ready(())
     }
+
+    /// A fast-path exchange: the service's answer, then its bytes to the
+    /// client; `Ready` when the state changed (the next head, closing, or
+    /// the end).
+    fn poll_exchange(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let State::Exchange { io, sending, .. } = &mut self.state else { return Poll::Ready(()) };
+        let sent = loop {
+            match sending {
+                Some(sending) => break ready!(sending.poll_send(io, cx)),
+                None => match ready!(poll_answer::<I, S>(&mut self.fut, io, cx)) {
+                    Ok(response) => *sending = Some(Box::new(Sending::answer(response, self.stopping))),
+                    Err(e) => break Err(e),
+                },
+            }
+        };
+        let State::Exchange { io, svc, .. } = mem::replace(&mut self.state, State::Done) else {
+            unreachable!("matched Exchange above")
+        };
+        self.state = match sent {
+            Ok(true) if !self.stopping => State::Parked { io, svc },
+            Ok(_) => State::Closing { io },
+            Err(e) => {
+                tracing::debug!(error = %e, "client connection ended with an error");
+                State::Done
+            }
+        };
+        Poll::Ready(())
+    }
+
+    /// hyper serves the connection: `Ready(Some(result))` when it is over,
+    /// `Ready(None)` when it was parked (the state changed).
+    fn poll_active(&mut self, cx: &mut Context<'_>) -> Poll<Option<hyper::Result<()>>> {
+        let State::Active { conn, parking, abandoned } = &mut self.state else { return Poll::Ready(None) };
+        if let Poll::Ready(r) = Pin::new(&mut **conn).poll(cx) {
+            return Poll::Ready(self.ended(r));
+        }
+        if self.stopping || *abandoned || !self.activity.take_park_request() {
+            return Poll::Pending;
+        }
+        // hyper waits for a next request with nothing left to send: a
+        // graceful shutdown ends an idle connection at once, and `ClientIo`
+        // keeps the socket open.
+        Pin::new(&mut **conn).graceful_shutdown();
+        match Pin::new(&mut **conn).poll(cx) {
+            Poll::Ready(r) => {
+                *parking = true;
+                Poll::Ready(self.ended(r))
+            }
+            Poll::Pending => {
+                // Not idle after all: hyper closes the connection after
+                // its exchange, as asked.
+                *abandoned = true;
+                self.activity.park_done();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The service's answer to a fast-path request; an error if it gave none
+/// (it closes the connection, as hyper does with a service error) or the
+/// client left before it.
+fn poll_answer<I, S>(
+    fut: &mut FutSlot<S::Future>,
+    io: &mut ClientIo<I>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Response<ProxyBody>>>
+where
+    I: AsyncRead + Unpin,
+    S: RequestService,
+{
+    let Some(mut pending) = fut.as_mut().and_then(|f| f.as_mut().as_pin_mut()) else {
+        unreachable!("an exchange without a response has its future")
+    };
+    let answer = match pending.as_mut().poll(cx) {
+        Poll::Ready(answer) => Some(answer),
+        Poll::Pending if client_gone(io, cx) => None,
+        Poll::Pending => return Poll::Pending,
+    };
+    if let Some(f) = fut.as_mut() {
+        f.set(None);
+    }
+    Poll::Ready(match answer {
+        Some(Ok(response)) => Ok(response),
+        Some(Err(e)) => Err(io::Error::other(e.into())),
+        None => Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client closed the connection before the answer")),
+    })
 }
 
 impl<I, S: RequestService> Drop for Http1Serve<I, S> {
@@ -497,59 +442,7 @@ where
             match &mut this.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Parked { .. } => ready!(this.poll_head(cx)),
-                State::Exchange { io, sending, .. } => {
-                    let sent = match sending {
-                        Some(sending) => ready!(sending.poll_send(io, cx)),
-                        None => {
-                            let Some(mut fut) = this.fut.as_mut().and_then(|f| f.as_mut().as_pin_mut()) else {
-                                unreachable!("an exchange without a response has its future")
-                            };
-                            // `None`: the client left before the answer.
-                            let answer = match fut.as_mut().poll(cx) {
-                                Poll::Ready(answer) => Some(answer),
-                                Poll::Pending if client_gone(io, cx) => None,
-                                Poll::Pending => return Poll::Pending,
-                            };
-                            if let Some(f) = this.fut.as_mut() {
-                                f.set(None);
-                            }
-                            match answer {
-                                Some(Ok(response)) => {
-                                    let (parts, body) = response.into_parts();
-                                    let mut out = Vec::with_capacity(256);
-                                    let (framing, close) = encode_head(
-                                        parts.status,
-                                        &parts.headers,
-                                        body.size_hint(),
-                                        body.is_end_stream(),
-                                        this.stopping,
-                                        &mut out,
-                                    );
-                                    *sending = Some(Box::new(Sending::new(body, framing, out, close)));
-                                    continue;
-                                }
-                                // The service closes without an answer (as
-                                // hyper does with a service error).
-                                Some(Err(e)) => Err(io::Error::other(e.into())),
-                                None => Err(io::Error::new(
-                                    io::ErrorKind::ConnectionAborted,
-                                    "client closed the connection before the answer",
-                                )),
-                            }
-                        }
-                    };
-                    let State::Exchange { io, svc, .. } = mem::replace(&mut this.state, State::Done) else {
-                        unreachable!("matched Exchange above")
-                    };
-                    this.state = match sent {
-                        Ok(true) if !this.stopping => State::Parked { io, svc },
-                        Ok(_) => State::Closing { io },
-                        Err(e) => {
-                            tracing::debug!(error = %e, "client connection ended with an error");
-                            State::Done
-                        }
-                    };
-                }
+                State::Exchange { .. } => ready!(this.poll_exchange(cx)),
                 State::Closing { io } => {
                     // One attempt, never a wait: a client that stopped
                     // reading must not keep the connection (no timer runs
@@ -558,35 +451,9 @@ where
                     let _ = Pin::new(io).poll_shutdown(cx);
                     this.state = State::Done;
                 }
-                State::Active { conn, parking, abandoned } => {
-                    if let Poll::Ready(r) = Pin::new(&mut **conn).poll(cx) {
-                        match this.ended(r) {
-                            Some(r) => return Poll::Ready(r),
-                            None => continue,
-                        }
-                    }
-                    if this.stopping || *abandoned || !this.activity.take_park_request() {
-                        return Poll::Pending;
-                    }
-                    // hyper waits for a next request with nothing left to
-                    // send: a graceful shutdown ends an idle connection at
-                    // once, and `ClientIo` keeps the socket open.
-                    Pin::new(&mut **conn).graceful_shutdown();
-                    match Pin::new(&mut **conn).poll(cx) {
-                        Poll::Ready(r) => {
-                            *parking = true;
-                            match this.ended(r) {
-                                Some(r) => return Poll::Ready(r),
-                                None => continue,
-                            }
-                        }
-                        Poll::Pending => {
-                            // Not idle after all: hyper closes the
-                            // connection after its exchange, as asked.
-                            *abandoned = true;
-                            this.activity.park_done();
-                            return Poll::Pending;
-                        }
+                State::Active { .. } => {
+                    if let Some(result) = ready!(this.poll_active(cx)) {
+                        return Poll::Ready(result);
                     }
                 }
             }
@@ -607,7 +474,8 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::proxy::conn::{ActiveGuard, PARK_AFTER};
+    use crate::proxy::activity::ActiveGuard;
+    use crate::proxy::inbound::conn::PARK_AFTER;
 
     /// A client connected to an [`Http1Serve`] that answers "ok" to every
     /// request, and the count of its parks.

@@ -29,13 +29,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::body::ClientBody;
 use super::closing::{Closing, Slot};
-use super::conn::{ActiveGuard, ClientIo, ConnActivity};
+use super::conn::ClientIo;
 use super::http1::{Http1Config, Http1Serve, RequestService, ViaHyper};
-use super::service::{handle, ConnInfo, Shared};
-use crate::config::{Cidr, Config, Limits, TlsConfig};
+use crate::config::{Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
+use crate::proxy::activity::{ActiveGuard, ConnActivity};
+use crate::proxy::body::ClientBody;
+use crate::proxy::route::context::{CloseConnection, ConnInfo, ListenerPolicy};
+use crate::proxy::route::{handle, Shared};
 use crate::tls::{CertSource, CertStore, ServerTlsOptions};
 
 /// Connection-level settings, copied out of the config at start.
@@ -52,21 +54,14 @@ pub struct Listener {
     pub runtime: Arc<ListenerRuntime>,
 }
 
+/// A listener's settings: those of the connection (TLS, the PROXY
+/// protocol header) and those its requests read ([`ListenerPolicy`]).
 pub struct ListenerRuntime {
-    pub name: String,
     /// The server config TLS handshakes on this listener use.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub cert_store: Option<Arc<CertStore>>,
-    pub redirect_to_https: Option<u16>,
-    pub redirect_except: Vec<String>,
     pub accept_proxy_protocol: bool,
-    pub trusted_proxies: Vec<Cidr>,
-}
-
-impl ListenerRuntime {
-    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|c| c.contains(ip))
-    }
+    pub policy: Arc<ListenerPolicy>,
 }
 
 /// The messages carry their cause, as this crate's errors do (e.g.
@@ -238,7 +233,7 @@ async fn setup(
                 }
             }
             Err(e) => {
-                tracing::debug!(listener = %listener.name, %peer, error = %e, "closing: bad or missing PROXY protocol header");
+                tracing::debug!(listener = %listener.policy.name, %peer, error = %e, "closing: bad or missing PROXY protocol header");
                 return None;
             }
         }
@@ -257,12 +252,12 @@ async fn setup(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(listener = %listener.name, %peer, error = %e, "TLS handshake failed");
+            tracing::debug!(listener = %listener.policy.name, %peer, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
             COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(listener = %listener.name, %peer, "TLS handshake timed out (header_timeout)");
+            tracing::debug!(listener = %listener.policy.name, %peer, "TLS handshake timed out (header_timeout)");
             return None;
         }
     };
@@ -278,12 +273,12 @@ async fn setup(
 
 /// The per-request service of one connection.
 trait ProxyService:
-    RequestService<Error = super::service::CloseConnection, Future: Send + 'static> + Clone + Unpin + Send + 'static
+    RequestService<Error = CloseConnection, Future: Send + 'static> + Clone + Unpin + Send + 'static
 {
 }
 
 impl<T> ProxyService for T where
-    T: RequestService<Error = super::service::CloseConnection, Future: Send + 'static> + Clone + Unpin + Send + 'static
+    T: RequestService<Error = CloseConnection, Future: Send + 'static> + Clone + Unpin + Send + 'static
 {
 }
 
@@ -319,7 +314,7 @@ where
         tcp_peer: addrs.tcp_peer,
         local: addrs.local,
         tls: alpn_h2.is_some(),
-        listener,
+        listener: listener.policy.clone(),
         activity,
     });
     let shared = ctx.shared.clone();
@@ -419,13 +414,15 @@ pub async fn bind_all(cfg: &Config) -> Result<Vec<Listener>, ListenerError> {
             }
         };
         let runtime = Arc::new(ListenerRuntime {
-            name: l.name.clone(),
             tls,
             cert_store,
-            redirect_to_https: l.redirect_to_https,
-            redirect_except: l.redirect_except.clone(),
             accept_proxy_protocol: l.accept_proxy_protocol,
-            trusted_proxies: l.trusted_proxies.clone(),
+            policy: Arc::new(ListenerPolicy {
+                name: l.name.clone(),
+                redirect_to_https: l.redirect_to_https,
+                redirect_except: l.redirect_except.clone(),
+                trusted_proxies: l.trusted_proxies.clone(),
+            }),
         });
         out.push(Listener { name: l.name.clone(), socket, runtime });
     }

@@ -11,66 +11,39 @@
 //!   bodies stream and can be resent only if no part was read yet.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use super::affinity::Affinity;
-use super::body::{BodyError, ClientBody, LimitedIncoming, ProxyBody, StreamSlot, UpstreamBody};
-use super::conn::{ActiveGuard, ConnActivity};
-use super::error::ProxyError;
+use super::failure::{connect_failure, head_failure, read_timeout, send_failure, Failure};
 use super::h1client::{self, SendError, ServerBody};
-use super::headers::forwarded;
+use super::pool::ServerPool;
+use super::response::{text_response, InFlight, ProxyBody};
+use super::server_io::ServerIo;
 use super::tunnel;
-use super::upstream::{ConnectError, PoolOptions, ServerPool};
-use super::upstream_io::ServerIo;
-use super::wire::fields::remove_hop_by_hop;
-use super::wire::request::{encode_head, BodyFraming};
-use super::wire::response::{Head, HeadError};
-use super::wire::{report_request, report_response, RequestFault, ResponseFault};
-use crate::config::PoolConfig;
+use super::upgrade::SessionTouch;
 use crate::health::EventLog;
 use crate::metrics::{self, COUNTERS};
-use crate::sessions::Sessions;
+use crate::proxy::activity::ConnActivity;
+use crate::proxy::body::{BodyError, ClientBody, LimitedIncoming, StreamSlot, UpstreamBody};
+use crate::proxy::error::ProxyError;
+use crate::proxy::headers::forwarded;
+use crate::proxy::wire::fields::remove_hop_by_hop;
+use crate::proxy::wire::request::{encode_head, BodyFraming};
+use crate::proxy::wire::response::{Head, HeadError};
+use crate::proxy::wire::{report_request, report_response, RequestFault, ResponseFault};
 use crate::state::{Pool, Server};
 
 /// Bodies up to this size (by `Content-Length`) are kept in memory so that a
 /// failed attempt can be retried with the same body.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
-
-/// Connection settings of a pool's servers.
-pub fn pool_options(cfg: &PoolConfig) -> PoolOptions {
-    PoolOptions {
-        keepalive: cfg.keepalive,
-        keepalive_timeout: cfg.keepalive_timeout,
-        connect_timeout: cfg.connect_timeout,
-        send_timeout: cfg.send_timeout,
-        proxy_protocol: cfg.send_proxy_protocol,
-    }
-}
-
-/// Counts a request as in flight to a server until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<AtomicU32>);
-
-impl InFlight {
-    fn new(counter: &Arc<AtomicU32>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Request facts the forwarder needs besides the request itself.
 pub struct Forward<'a> {
@@ -110,15 +83,6 @@ pub struct Forward<'a> {
     pub forwarded: bool,
 }
 
-/// What a tunnel needs to keep its session alive.
-struct SessionTouch {
-    sessions: Arc<Sessions>,
-    pool: String,
-    key: String,
-    server: String,
-    ttl: Duration,
-}
-
 /// The request as every attempt sends it.
 #[derive(Clone, Copy)]
 struct Outgoing<'a> {
@@ -130,6 +94,26 @@ struct Outgoing<'a> {
     head_request: bool,
     /// The method may be sent again (idempotent).
     may_repeat: bool,
+}
+
+/// The request head and what the attempts need to know of the request.
+struct Encoded {
+    head: Bytes,
+    chunked: bool,
+    head_request: bool,
+    may_repeat: bool,
+}
+
+impl Encoded {
+    fn outgoing<'a>(&'a self, body: &'a UpstreamBody) -> Outgoing<'a> {
+        Outgoing {
+            head: &self.head,
+            body,
+            chunked: self.chunked,
+            head_request: self.head_request,
+            may_repeat: self.may_repeat,
+        }
+    }
 }
 
 /// What happened, for the access log.
@@ -144,99 +128,33 @@ fn idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
-enum Failure {
-    /// Try another server if the rules allow; `reached`: bytes of the request
-    /// may have reached the server.
-    Retryable { err: ProxyError, reached: bool, wanted: bool },
-    /// Stop now with this error.
-    Fatal(ProxyError),
-}
-
 impl Forward<'_> {
+    /// Forwards the request: its session key and body first, its head
+    /// encoded once, then one attempt per server until one answers or the
+    /// retry rules say stop.
     pub async fn run(&self, mut req: Request<ClientBody>) -> (Result<Response<ProxyBody>, ProxyError>, Outcome) {
         let mut outcome = Outcome { server: None, attempts: 0, answered: None };
         let client_upgrade = self.websocket.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let cfg = &self.pool.cfg;
-        let session_key = match &self.affinity {
-            None => None,
-            Some(a) => match a.key.extract(&parts.uri, &parts.headers) {
-                Ok(k) => Some(k),
-                Err(e) if a.cfg.reject_missing => {
-                    return (Err(ProxyError::MissingSessionId { reason: e.to_string() }), outcome)
-                }
-                Err(_) => None,
-            },
+        let mut session_key = match self.session_key(&parts) {
+            Ok(key) => key,
+            Err(e) => return (Err(e), outcome),
         };
-
         let content_length =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if content_length.is_some_and(|n| n > self.max_body) {
             return (Err(ProxyError::BodyTooLarge { limit: self.max_body }), outcome);
         }
-        // Allocated only for requests with a body.
+        // Allocated only for requests with a streamed body.
         let mut exceeded: Option<Arc<AtomicBool>> = None;
-        let body = if body.is_end_stream() {
-            UpstreamBody::Empty
-        } else if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
-            let limited =
-                LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), self.body_timeout, Default::default());
-            match limited.collect().await {
-                Ok(collected) => {
-                    self.activity.body_finished();
-                    UpstreamBody::Full(Some(collected.to_bytes()))
-                }
-                Err(e) => return (Err(self.client_body_error(e)), outcome),
-            }
-        } else {
-            UpstreamBody::Stream(StreamSlot::new(LimitedIncoming::new(
-                body,
-                self.max_body,
-                self.body_timeout,
-                exceeded.insert(Default::default()).clone(),
-            )))
+        let body = match self.request_body(body, content_length, &mut exceeded).await {
+            Ok(body) => body,
+            Err(e) => return (Err(e), outcome),
         };
+        let encoded = self.encode_request(parts, &body, content_length);
+        let request = encoded.outgoing(&body);
 
-        let mut headers = parts.headers;
-        remove_hop_by_hop(&mut headers, self.websocket);
-        if !headers.contains_key(header::HOST) {
-            if let Some(a) = parts.uri.authority() {
-                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    headers.insert(header::HOST, v);
-                }
-            }
-        }
-        let fwd = self.forwarded.then(|| {
-            forwarded(
-                &headers,
-                self.client_ip,
-                self.peer_ip,
-                self.via_trusted_proxy,
-                self.proto,
-                headers.get(header::HOST),
-            )
-        });
-        // The body's framing on the wire, decided here from what was parsed
-        // (the length hyper or h2 checked, or the bytes kept) and written
-        // as the head's only framing field; the head is encoded once for
-        // every attempt.
-        let framing = match (&body, content_length) {
-            (UpstreamBody::Full(Some(b)), _) => BodyFraming::Length(b.len() as u64),
-            (UpstreamBody::Stream(_), Some(n)) => BodyFraming::Length(n),
-            (UpstreamBody::Stream(_), None) => BodyFraming::Chunked,
-            // An empty body the client framed: said as a zero length (a
-            // POST without any length may be refused with 411).
-            (_, Some(_)) => BodyFraming::Length(0),
-            (_, None) => BodyFraming::None,
-        };
-        let chunked = framing == BodyFraming::Chunked;
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let method = parts.method;
-        let head = encode_head(&method, target, &headers, fwd.as_ref(), framing);
-        drop(headers);
-        let head_request = method == Method::HEAD;
-        let may_repeat = idempotent(&method);
-
+        let cfg = &self.pool.cfg;
         let max_attempts = 1 + cfg.retries as usize;
         let mut tried = [usize::MAX; 17];
         let mut last_err: Option<ProxyError> = None;
@@ -258,48 +176,15 @@ impl Forward<'_> {
             }
             let server = &self.pool.servers[idx];
             let in_flight = InFlight::new(&server.state.in_flight);
-            let request = Outgoing { head: &head, body: &body, chunked, head_request, may_repeat };
-            let result = self.exchange(idx, &request, attempt_started).await;
-            let is_last = attempt + 1 == max_attempts;
-            let failure = match result {
+            let failure = match self.exchange(idx, &request, attempt_started).await {
                 Ok((resp, io, buf)) => {
                     let status = resp.parts.status.as_u16();
-                    if self.metrics {
-                        let answered = std::time::Instant::now();
-                        outcome.answered = Some(answered);
-                        let us = answered.saturating_duration_since(attempt_started).as_micros() as u64;
-                        server.state.stats.record_response(status, us);
+                    self.record_answer(server, status, attempt_started, &mut outcome);
+                    let last = attempt + 1 == max_attempts;
+                    if self.retry_status(server, status, &request, last, &tried[..=attempt], now) {
+                        continue;
                     }
-                    if cfg.retry_on.status(status) {
-                        if server.state.passive.record_failure(crate::clock::now_ms()) {
-                            self.passive_down(server, &format!("answered {status}"));
-                        }
-                        let resendable = may_repeat && !matches!(body, UpstreamBody::Stream(_));
-                        if resendable
-                            && !is_last
-                            && self.pool.select(self.client_hash, &tried[..=attempt], now).is_some()
-                        {
-                            tracing::warn!(pool = %cfg.name, server = %server.name, status, "retrying: server answered with a status listed in retry_on");
-                            continue;
-                        }
-                    } else {
-                        server.state.passive.record_success();
-                    }
-                    let touch = match (&self.affinity, session_key) {
-                        (Some(a), Some(key)) => {
-                            if attempt > 0 {
-                                a.moved(self.pool, &key, idx);
-                            }
-                            Some(SessionTouch {
-                                sessions: a.sessions.clone(),
-                                pool: cfg.name.clone(),
-                                key,
-                                server: server.name.clone(),
-                                ttl: a.cfg.ttl,
-                            })
-                        }
-                        _ => None,
-                    };
+                    let touch = self.session_touch(session_key.take(), attempt, idx);
                     return (Ok(self.respond(resp, io, buf, in_flight, client_upgrade, touch, idx)), outcome);
                 }
                 Err(_) if exceeded.as_ref().is_some_and(|e| e.load(Ordering::Relaxed)) => {
@@ -311,19 +196,9 @@ impl Forward<'_> {
             match failure {
                 Failure::Fatal(err) => return (Err(err), outcome),
                 Failure::Retryable { err, reached, wanted } => {
-                    metrics::inc(&COUNTERS.upstream_errors);
-                    server.state.stats.record_error();
-                    if server.state.passive.record_failure(crate::clock::now_ms()) {
-                        self.passive_down(server, err.kind());
-                    }
-                    let body_here = match &body {
-                        UpstreamBody::Stream(s) => !s.touched(),
-                        _ => true,
-                    };
-                    let resendable = body_here && (may_repeat || !reached);
-                    tracing::warn!(pool = %cfg.name, server = %server.name, error = %err, attempt = attempt + 1, "upstream attempt failed");
+                    let again = self.attempt_failed(server, &err, attempt, &request, reached, wanted);
                     last_err = Some(err);
-                    if !(wanted && resendable) {
+                    if !again {
                         break;
                     }
                 }
@@ -334,6 +209,175 @@ impl Forward<'_> {
             ProxyError::NoServer { pool: cfg.name.clone() }
         });
         (Err(err), outcome)
+    }
+
+    /// The request's session key for a pool with affinity; a request
+    /// without one is refused if the pool says `reject_missing`.
+    fn session_key(&self, parts: &http::request::Parts) -> Result<Option<String>, ProxyError> {
+        let Some(a) = &self.affinity else { return Ok(None) };
+        match a.key.extract(&parts.uri, &parts.headers) {
+            Ok(k) => Ok(Some(k)),
+            Err(e) if a.cfg.reject_missing => Err(ProxyError::MissingSessionId { reason: e.to_string() }),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The body as every attempt sends it: none, read whole (a length up to
+    /// [`RETRY_BODY_MAX`], so that a retry can resend it), or streamed
+    /// (`exceeded` then tells whether it went over `max_body`).
+    async fn request_body(
+        &self,
+        body: ClientBody,
+        content_length: Option<u64>,
+        exceeded: &mut Option<Arc<AtomicBool>>,
+    ) -> Result<UpstreamBody, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(UpstreamBody::Empty);
+        }
+        if content_length.is_some_and(|n| n <= RETRY_BODY_MAX) {
+            let limited =
+                LimitedIncoming::new(body, self.max_body.min(RETRY_BODY_MAX), self.body_timeout, Default::default());
+            return match limited.collect().await {
+                Ok(collected) => {
+                    self.activity.body_finished();
+                    Ok(UpstreamBody::Full(Some(collected.to_bytes())))
+                }
+                Err(e) => Err(self.client_body_error(e)),
+            };
+        }
+        let exceeded = exceeded.insert(Default::default()).clone();
+        Ok(UpstreamBody::Stream(StreamSlot::new(LimitedIncoming::new(
+            body,
+            self.max_body,
+            self.body_timeout,
+            exceeded,
+        ))))
+    }
+
+    /// The request head as every attempt sends it, encoded once: the
+    /// client's fields without hop-by-hop ones, `Host` (from the target's
+    /// authority if the client sent none), the `X-Forwarded-*` fields, and
+    /// one framing field decided here from what was parsed (the length
+    /// hyper or h2 checked, or the bytes kept), never copied.
+    fn encode_request(&self, parts: http::request::Parts, body: &UpstreamBody, content_length: Option<u64>) -> Encoded {
+        let mut headers = parts.headers;
+        remove_hop_by_hop(&mut headers, self.websocket);
+        if !headers.contains_key(header::HOST) {
+            if let Some(a) = parts.uri.authority() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    headers.insert(header::HOST, v);
+                }
+            }
+        }
+        let fwd = self.forwarded.then(|| {
+            forwarded(
+                &headers,
+                self.client_ip,
+                self.peer_ip,
+                self.via_trusted_proxy,
+                self.proto,
+                headers.get(header::HOST),
+            )
+        });
+        let framing = match (body, content_length) {
+            (UpstreamBody::Full(Some(b)), _) => BodyFraming::Length(b.len() as u64),
+            (UpstreamBody::Stream(_), Some(n)) => BodyFraming::Length(n),
+            (UpstreamBody::Stream(_), None) => BodyFraming::Chunked,
+            // An empty body the client framed: said as a zero length (a
+            // POST without any length may be refused with 411).
+            (_, Some(_)) => BodyFraming::Length(0),
+            (_, None) => BodyFraming::None,
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let method = parts.method;
+        Encoded {
+            head: encode_head(&method, target, &headers, fwd.as_ref(), framing),
+            chunked: framing == BodyFraming::Chunked,
+            head_request: method == Method::HEAD,
+            may_repeat: idempotent(&method),
+        }
+    }
+
+    /// Per-server response statistics (when metrics are on) and the time
+    /// the response head was read.
+    fn record_answer(&self, server: &Server, status: u16, attempt_started: std::time::Instant, outcome: &mut Outcome) {
+        if self.metrics {
+            let answered = std::time::Instant::now();
+            outcome.answered = Some(answered);
+            let us = answered.saturating_duration_since(attempt_started).as_micros() as u64;
+            server.state.stats.record_response(status, us);
+        }
+    }
+
+    /// Passive health for an answer, and whether to try another server
+    /// instead: its status is listed in `retry_on`, the request can be sent
+    /// again, and another server is there to take it.
+    fn retry_status(
+        &self,
+        server: &Server,
+        status: u16,
+        request: &Outgoing<'_>,
+        last: bool,
+        tried: &[usize],
+        now: u64,
+    ) -> bool {
+        let cfg = &self.pool.cfg;
+        if !cfg.retry_on.status(status) {
+            server.state.passive.record_success();
+            return false;
+        }
+        if server.state.passive.record_failure(crate::clock::now_ms()) {
+            self.passive_down(server, &format!("answered {status}"));
+        }
+        let resendable = request.may_repeat && !matches!(request.body, UpstreamBody::Stream(_));
+        if resendable && !last && self.pool.select(self.client_hash, tried, now).is_some() {
+            tracing::warn!(pool = %cfg.name, server = %server.name, status, "retrying: server answered with a status listed in retry_on");
+            return true;
+        }
+        false
+    }
+
+    /// The session a WebSocket tunnel keeps alive (moved to server `idx`
+    /// first if an earlier attempt failed on its server).
+    fn session_touch(&self, key: Option<String>, attempt: usize, idx: usize) -> Option<SessionTouch> {
+        let (a, key) = (self.affinity.as_ref()?, key?);
+        if attempt > 0 {
+            a.moved(self.pool, &key, idx);
+        }
+        Some(SessionTouch {
+            sessions: a.sessions.clone(),
+            pool: self.pool.cfg.name.clone(),
+            key,
+            server: self.pool.servers[idx].name.clone(),
+            ttl: a.cfg.ttl,
+        })
+    }
+
+    /// Counts a failed attempt against its server; true if the request may
+    /// go to another server (the failure kind is in `retry_on`, and the
+    /// request can be sent again: idempotent or not sent at all, with its
+    /// body still here).
+    fn attempt_failed(
+        &self,
+        server: &Server,
+        err: &ProxyError,
+        attempt: usize,
+        request: &Outgoing<'_>,
+        reached: bool,
+        wanted: bool,
+    ) -> bool {
+        metrics::inc(&COUNTERS.upstream_errors);
+        server.state.stats.record_error();
+        if server.state.passive.record_failure(crate::clock::now_ms()) {
+            self.passive_down(server, err.kind());
+        }
+        let body_here = match request.body {
+            UpstreamBody::Stream(s) => !s.touched(),
+            _ => true,
+        };
+        let resendable = body_here && (request.may_repeat || !reached);
+        tracing::warn!(pool = %self.pool.cfg.name, server = %server.name, error = %err, attempt = attempt + 1, "upstream attempt failed");
+        wanted && resendable
     }
 
     /// One attempt on server `idx`: a pooled connection if one is ready,
@@ -353,10 +397,7 @@ impl Forward<'_> {
         let upstream = &self.upstreams[idx];
         let (mut io, mut pooled) = match upstream.take_idle(sent) {
             Some(io) => (io, true),
-            None => (
-                upstream.connect(self.client_addr, self.local_addr).await.map_err(|e| connect_failure(e, name, cfg))?,
-                false,
-            ),
+            None => (self.connect(idx).await?, false),
         };
         let resendable = !matches!(body, UpstreamBody::Stream(_));
         loop {
@@ -365,11 +406,7 @@ impl Forward<'_> {
             match h1client::write_request(&mut io, head, &mut attempt_body, chunked, &mut buf).await {
                 Ok(()) => {}
                 Err(SendError::Io { written: false, .. }) if pooled => {
-                    io = upstream
-                        .connect(self.client_addr, self.local_addr)
-                        .await
-                        .map_err(|e| connect_failure(e, name, cfg))?;
-                    pooled = false;
+                    (io, pooled) = (self.connect(idx).await?, false);
                     continue;
                 }
                 Err(SendError::Io { err, written }) => return Err(send_failure(err, written, name, cfg)),
@@ -386,23 +423,9 @@ impl Forward<'_> {
             };
             let deadline = tokio::time::Instant::from_std(from) + cfg.read_timeout;
             match tokio::time::timeout_at(deadline, read).await {
-                Ok(Ok(mut h)) => {
-                    if let Some(fault) = h.distrust {
-                        report_response(fault, name, &"answer taken, connection not reused");
-                    }
-                    if let UpstreamBody::Stream(s) = body {
-                        // Answered before the whole body was sent: the
-                        // connection is out of step.
-                        h.reusable &= s.finished();
-                    }
-                    return Ok((h, io, buf));
-                }
+                Ok(Ok(h)) => return Ok((answered(h, body, name), io, buf)),
                 Ok(Err(HeadError::Closed)) if pooled && resendable && may_repeat => {
-                    io = upstream
-                        .connect(self.client_addr, self.local_addr)
-                        .await
-                        .map_err(|e| connect_failure(e, name, cfg))?;
-                    pooled = false;
+                    (io, pooled) = (self.connect(idx).await?, false);
                 }
                 Ok(Err(e)) => {
                     if let Some(fault) = e.fault() {
@@ -410,18 +433,18 @@ impl Forward<'_> {
                     }
                     return Err(head_failure(e, name, cfg));
                 }
-                Err(_) => {
-                    return Err(Failure::Retryable {
-                        err: ProxyError::Timeout {
-                            server: name.clone(),
-                            timeout_ms: cfg.read_timeout.as_millis() as u64,
-                        },
-                        reached: true,
-                        wanted: cfg.retry_on.timeout,
-                    })
-                }
+                Err(_) => return Err(read_timeout(name, cfg)),
             }
         }
+    }
+
+    /// A new connection to server `idx`.
+    async fn connect(&self, idx: usize) -> Result<ServerIo, Failure> {
+        let name = &self.pool.servers[idx].name;
+        self.upstreams[idx]
+            .connect(self.client_addr, self.local_addr)
+            .await
+            .map_err(|e| connect_failure(e, name, &self.pool.cfg))
     }
 
     fn passive_down(&self, server: &Server, reason: &str) {
@@ -478,94 +501,6 @@ impl Forward<'_> {
         }
         Response::from_parts(parts, ProxyBody::upstream(body).with_in_flight(in_flight))
     }
-
-    fn tunnel(
-        &self,
-        mut parts: http::response::Parts,
-        server: h1client::Upgraded,
-        in_flight: InFlight,
-        client_upgrade: hyper::upgrade::OnUpgrade,
-        touch: Option<SessionTouch>,
-        idx: usize,
-    ) -> Response<ProxyBody> {
-        let busy = ActiveGuard::new(self.activity);
-        let pool = self.pool.cfg.name.clone();
-        let state = self.pool.servers[idx].state.clone();
-        let limits = self.tunnel;
-        let closing = self.closing.subscribe();
-        tokio::spawn(async move {
-            let _busy = busy;
-            let _in_flight = in_flight;
-            COUNTERS.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
-            let _tunnel = TunnelCount;
-            match client_upgrade.await {
-                Ok(client) => {
-                    let touch_every = touch.as_ref().map_or(Duration::from_secs(3600), |t| t.ttl / 4);
-                    let refresh = || {
-                        if let Some(t) = &touch {
-                            let now = crate::sessions::unix_now_ms();
-                            if let crate::sessions::Touch::Refreshed(rec) =
-                                t.sessions.table.touch(&t.pool, &t.key, &t.server, t.ttl, now)
-                            {
-                                t.sessions.persist(rec);
-                            }
-                        }
-                    };
-                    let (end, up, down) =
-                        tunnel::run(client, server, limits, &state, closing, touch_every, refresh).await;
-                    tracing::debug!(%pool, server = %state.name, ?end, up, down, "websocket tunnel ended");
-                }
-                Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),
-            }
-        });
-        let keep: HeaderMap = parts.headers.clone();
-        remove_hop_by_hop(&mut parts.headers, true);
-        if let Some(v) = keep.get(header::UPGRADE) {
-            parts.headers.insert(header::UPGRADE, v.clone());
-        }
-        Response::from_parts(parts, ProxyBody::empty())
-    }
-}
-
-/// Counts an open WebSocket tunnel until dropped.
-struct TunnelCount;
-
-impl Drop for TunnelCount {
-    fn drop(&mut self) {
-        COUNTERS.websocket_tunnels.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn connect_failure(e: ConnectError, server: &str, cfg: &PoolConfig) -> Failure {
-    match e {
-        ConnectError::Timeout(d) => Failure::Retryable {
-            err: ProxyError::Timeout { server: server.to_string(), timeout_ms: d.as_millis() as u64 },
-            reached: false,
-            wanted: cfg.retry_on.timeout,
-        },
-        other => Failure::Retryable {
-            err: ProxyError::Connect { server: server.to_string(), detail: other.to_string() },
-            reached: false,
-            wanted: cfg.retry_on.error,
-        },
-    }
-}
-
-/// Writing the request failed; `written`: some of it reached the server.
-fn send_failure(err: std::io::Error, written: bool, server: &str, cfg: &PoolConfig) -> Failure {
-    if err.kind() == std::io::ErrorKind::TimedOut {
-        // send_timeout on the socket: the server stopped reading our request.
-        return Failure::Retryable {
-            err: ProxyError::Timeout { server: server.to_string(), timeout_ms: cfg.send_timeout.as_millis() as u64 },
-            reached: written,
-            wanted: cfg.retry_on.timeout,
-        };
-    }
-    Failure::Retryable {
-        err: ProxyError::Upstream { server: server.to_string(), detail: format!("sending the request: {err}") },
-        reached: written,
-        wanted: cfg.retry_on.error,
-    }
 }
 
 impl Forward<'_> {
@@ -593,26 +528,15 @@ impl Forward<'_> {
     }
 }
 
-/// Reading the response head failed.
-fn head_failure(e: HeadError, server: &str, cfg: &PoolConfig) -> Failure {
-    match e {
-        HeadError::Invalid { detail, .. } => Failure::Retryable {
-            err: ProxyError::InvalidResponse { server: server.to_string(), detail },
-            reached: true,
-            wanted: cfg.retry_on.invalid_response || cfg.retry_on.error,
-        },
-        other => Failure::Retryable {
-            err: ProxyError::Upstream { server: server.to_string(), detail: other.to_string() },
-            reached: true,
-            wanted: cfg.retry_on.error,
-        },
+/// A server's response head, taken: a distrusted framing is reported, and
+/// an answer that came before the whole streamed body was sent leaves the
+/// connection out of step (not reused).
+fn answered(mut head: Head, body: &UpstreamBody, server: &str) -> Head {
+    if let Some(fault) = head.distrust {
+        report_response(fault, server, &"answer taken, connection not reused");
     }
-}
-
-/// A fixed plain-text response.
-pub fn text_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
+    if let UpstreamBody::Stream(s) = body {
+        head.reusable &= s.finished();
+    }
+    head
 }

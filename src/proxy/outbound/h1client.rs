@@ -30,13 +30,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::body::{BodyError, UpstreamBody};
-use super::idle_timer::IdleTimer;
-use super::upstream::ServerPool;
-use super::upstream_io::ServerIo;
-use super::wire::chunked::{self, Decoded};
-use super::wire::response::{parse_head, Framing, Head, HeadError, Parsed, MAX_HEAD, MAX_HEADERS, MAX_INTERIM};
-use super::wire::{report_response, ResponseFault};
+use super::pool::ServerPool;
+use super::server_io::ServerIo;
+use crate::proxy::body::{BodyError, UpstreamBody};
+use crate::proxy::idle_timer::IdleTimer;
+use crate::proxy::wire::chunked::{self, Decoded};
+use crate::proxy::wire::response::{parse_head, Framing, Head, HeadError, Parsed, MAX_HEAD, MAX_HEADERS, MAX_INTERIM};
+use crate::proxy::wire::{report_response, ResponseFault};
 /// The read buffer's first size: a typical response head and small body.
 const READ_BUF: usize = 4 * 1024;
 /// Most bytes asked for in one body read.
@@ -72,27 +72,10 @@ pub async fn write_request(
     let mut interim = 0;
     poll_fn(|cx| loop {
         if streams {
-            // What the server sends while the body streams: interim (1xx)
-            // answers are dropped and the upload goes on; a final answer
-            // (or a close, or bytes that are no answer) stops it, for
-            // `read_head` to report.
-            match early_answer(buf) {
-                // Past MAX_INTERIM, the answer is left for `read_head` to
-                // refuse.
-                Early::Interim(len) if interim < MAX_INTERIM => {
-                    interim += 1;
-                    buf.advance(len);
-                    continue;
-                }
-                Early::Interim(_) => return Poll::Ready(Ok(())),
-                Early::Final => return Poll::Ready(Ok(())),
-                Early::Incomplete => {}
-            }
-            match poll_read(io, cx, buf, READ_BUF) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(_)) => continue,
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(SendError::Io { err, written })),
-                Poll::Pending => {}
+            match poll_heard(io, cx, buf, &mut interim) {
+                Heard::Again => continue,
+                Heard::Stop(r) => return Poll::Ready(r.map_err(|err| SendError::Io { err, written })),
+                Heard::Nothing => {}
             }
         }
         if !queue.is_empty() {
@@ -110,18 +93,8 @@ pub async fn write_request(
         }
         match ready!(Pin::new(&mut *body).poll_frame(cx)) {
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    let mut line = Vec::with_capacity(18);
-                    chunked::size_line(data.len(), &mut line);
-                    queue.push(Bytes::from(line));
-                    queue.push(data);
-                    queue.push(Bytes::from_static(b"\r\n"));
-                } else {
-                    queue.push(data);
+                if let Ok(data) = frame.into_data() {
+                    queue.push_data(data, chunked);
                 }
             }
             Some(Err(e)) => return Poll::Ready(Err(SendError::Body(e))),
@@ -134,6 +107,38 @@ pub async fn write_request(
         }
     })
     .await
+}
+
+/// What the server said while the request body streams.
+enum Heard {
+    /// Nothing yet.
+    Nothing,
+    /// Something (an interim answer, dropped; or bytes to look at): look again.
+    Again,
+    /// Stop sending: a final answer (or a close, or bytes that are no
+    /// answer, or more than `MAX_INTERIM` interim answers) is there for
+    /// `read_head` to take or report; or reading failed.
+    Stop(io::Result<()>),
+}
+
+/// Reads what the server sends while the body streams: interim (1xx)
+/// answers are dropped and the upload goes on; anything else stops it.
+fn poll_heard(io: &mut ServerIo, cx: &mut Context<'_>, buf: &mut BytesMut, interim: &mut usize) -> Heard {
+    match early_answer(buf) {
+        Early::Interim(len) if *interim < MAX_INTERIM => {
+            *interim += 1;
+            buf.advance(len);
+            return Heard::Again;
+        }
+        Early::Interim(_) | Early::Final => return Heard::Stop(Ok(())),
+        Early::Incomplete => {}
+    }
+    match poll_read(io, cx, buf, READ_BUF) {
+        Poll::Ready(Ok(0)) => Heard::Stop(Ok(())),
+        Poll::Ready(Ok(_)) => Heard::Again,
+        Poll::Ready(Err(err)) => Heard::Stop(Err(err)),
+        Poll::Pending => Heard::Nothing,
+    }
 }
 
 /// What the server sent while the request body was still streaming.
@@ -174,6 +179,23 @@ struct Queue {
 }
 
 impl Queue {
+    /// A piece of the body, chunk-framed if `chunked` (empty pieces are
+    /// skipped: an empty chunk would end the body).
+    fn push_data(&mut self, data: Bytes, chunked: bool) {
+        if data.is_empty() {
+            return;
+        }
+        if chunked {
+            let mut line = Vec::with_capacity(18);
+            chunked::size_line(data.len(), &mut line);
+            self.push(Bytes::from(line));
+            self.push(data);
+            self.push(Bytes::from_static(b"\r\n"));
+        } else {
+            self.push(data);
+        }
+    }
+
     fn push(&mut self, b: Bytes) {
         if b.is_empty() {
             return;

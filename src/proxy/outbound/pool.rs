@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::upstream_io::{ServerIo, ServerStream};
+use super::server_io::{ServerIo, ServerStream};
+use crate::config::PoolConfig;
 
 /// How connections to one server are made and kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,17 @@ pub struct PoolOptions {
     /// Send a PROXY protocol header first; such a connection carries one
     /// client only, so it is never pooled.
     pub proxy_protocol: Option<crate::config::SendProxyProtocol>,
+}
+
+/// Connection settings of a pool's servers.
+pub fn pool_options(cfg: &PoolConfig) -> PoolOptions {
+    PoolOptions {
+        keepalive: cfg.keepalive,
+        keepalive_timeout: cfg.keepalive_timeout,
+        connect_timeout: cfg.connect_timeout,
+        send_timeout: cfg.send_timeout,
+        proxy_protocol: cfg.send_proxy_protocol,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

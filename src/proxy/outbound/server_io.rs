@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::idle_timer::IdleTimer;
+use crate::proxy::idle_timer::IdleTimer;
 
 /// The transport to a server: plain TCP, or TLS over it.
 pub enum ServerStream {

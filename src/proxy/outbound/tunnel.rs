@@ -136,24 +136,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // reads (BENCHMARKS.md, idle tunnels).
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, TUNNEL_BUFFER, TUNNEL_BUFFER);
     tokio::pin!(copy);
-    let idle_ms = limits.idle.as_millis() as u64;
-    let fin_ms = limits.fin.as_millis() as u64;
-    // A close decided with the others (shutdown, server down): when, and why.
-    let mut close_at: Option<(u64, End)> = None;
-    let mut shutting = false;
-    let mut down = false;
+    let mut timers =
+        Timers { idle_ms: limits.idle.as_millis() as u64, fin_ms: limits.fin.as_millis() as u64, close_at: None };
+    let (mut shutting, mut down) = (false, false);
     loop {
-        let now = crate::clock::now_ms();
-        let mut deadline = activity.last_ms.load(Ordering::Relaxed) + idle_ms;
-        let fin_at = match activity.fin_ms.load(Ordering::Relaxed) {
-            0 => u64::MAX,
-            t => t + fin_ms,
-        };
-        deadline = deadline.min(fin_at);
-        if let Some((at, _)) = close_at {
-            deadline = deadline.min(at);
-        }
-        let wait = Duration::from_millis(deadline.saturating_sub(now).max(1));
+        let wait = Duration::from_millis(timers.next(&activity).saturating_sub(crate::clock::now_ms()).max(1));
         tokio::select! {
             r = &mut copy => {
                 return match r {
@@ -162,17 +149,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 };
             }
             _ = tokio::time::sleep(wait) => {
-                let now = crate::clock::now_ms();
-                if let Some((at, why)) = close_at {
-                    if now >= at {
-                        return (why, 0, 0);
-                    }
-                }
-                if now >= fin_at {
-                    return (End::HalfClosed, 0, 0);
-                }
-                if now.saturating_sub(activity.last_ms.load(Ordering::Relaxed)) >= idle_ms {
-                    return (End::Idle, 0, 0);
+                if let Some(end) = timers.expired(&activity, crate::clock::now_ms()) {
+                    return (end, 0, 0);
                 }
             }
             // A side closed: the loop's timer now includes the fin timeout.
@@ -180,14 +158,56 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             _ = &mut kicked => return (End::Maintenance, 0, 0),
             _ = &mut marked_down, if limits.close_on_down && !down => {
                 down = true;
-                close_at = Some(soonest(close_at, spread_from_now(limits.spread), End::ServerDown));
+                timers.close_with_others(limits.spread, End::ServerDown);
             }
             _ = closing.wait_for(|c| *c), if !shutting => {
                 shutting = true;
-                close_at = Some(soonest(close_at, spread_from_now(limits.spread), End::Shutdown));
+                timers.close_with_others(limits.spread, End::Shutdown);
             }
             _ = touch_tick.tick() => touch(),
         }
+    }
+}
+
+/// The tunnel's deadlines, in `clock::now_ms` time: silence (`idle_ms`
+/// since the last byte), a half-closed tunnel (`fin_ms` after one side
+/// closed), and a close decided with the others (shutdown, server down).
+struct Timers {
+    idle_ms: u64,
+    fin_ms: u64,
+    close_at: Option<(u64, End)>,
+}
+
+impl Timers {
+    /// The fin deadline, if a side has closed.
+    fn fin_at(&self, activity: &Activity) -> u64 {
+        match activity.fin_ms.load(Ordering::Relaxed) {
+            0 => u64::MAX,
+            t => t + self.fin_ms,
+        }
+    }
+
+    /// The soonest deadline.
+    fn next(&self, activity: &Activity) -> u64 {
+        let idle = activity.last_ms.load(Ordering::Relaxed) + self.idle_ms;
+        let closing = self.close_at.map_or(u64::MAX, |(at, _)| at);
+        idle.min(self.fin_at(activity)).min(closing)
+    }
+
+    /// Why the tunnel ends at `now`, if a deadline has passed.
+    fn expired(&self, activity: &Activity, now: u64) -> Option<End> {
+        match self.close_at {
+            Some((at, why)) if now >= at => Some(why),
+            _ if now >= self.fin_at(activity) => Some(End::HalfClosed),
+            _ if now.saturating_sub(activity.last_ms.load(Ordering::Relaxed)) >= self.idle_ms => Some(End::Idle),
+            _ => None,
+        }
+    }
+
+    /// A close decided with the other tunnels: at a random instant within
+    /// `spread`, unless one is due sooner.
+    fn close_with_others(&mut self, spread: Duration, why: End) {
+        self.close_at = Some(soonest(self.close_at, spread_from_now(spread), why));
     }
 }
 

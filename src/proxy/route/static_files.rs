@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use super::body::ProxyBody;
+use crate::proxy::outbound::response::ProxyBody;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum StaticError {

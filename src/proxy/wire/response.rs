@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Version};
 use http_body::SizeHint;
@@ -92,46 +92,75 @@ fn invalid(fault: ResponseFault, what: impl Into<String>) -> HeadError {
     HeadError::Invalid { fault, detail: what.into() }
 }
 
+/// Where a field's name and value are in the head: offsets and lengths.
+type Span = (u32, u32, u32, u32);
+
 /// Parses a response head at the start of `buf` (consumed, with an interim
 /// answer); `head_request`: the request was HEAD, so no body follows.
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, HeadError> {
     // Offsets of names and values in `buf`, so that values can share the
     // frozen head instead of being copied one by one.
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, code, minor, n) = {
-        // Uninitialised: filling 100 empty headers first costs more than
-        // parsing a typical head.
-        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut []);
-        let len =
-            match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
-                Ok(httparse::Status::Complete(len)) => len,
-                Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-                Err(e) => return Err(invalid(ResponseFault::Head, format!("malformed response head: {e}"))),
-            };
-        let base = buf.as_ptr() as usize;
-        let n = resp.headers.len();
-        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *span = (name as u32, h.name.len() as u32, value as u32, h.value.len() as u32);
-        }
-        (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), n)
-    };
+    let Some((len, code, minor, n)) = scan(buf, &mut spans)? else { return Ok(Parsed::Partial) };
     let head = buf.split_to(len).freeze();
     let status =
         StatusCode::from_u16(code).map_err(|_| invalid(ResponseFault::Head, format!("invalid status code {code}")))?;
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(Parsed::Interim);
     }
-    // One pass: framing and connection facts are noted as the fields go
-    // by, and hop-by-hop fields are left out (kept for a 101, whose
-    // `Upgrade` the tunnel needs). Room for the security headers added
-    // later, so the map does not grow per response.
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = HeaderMap::with_capacity(n + 4);
+    let (mut headers, mut facts) = fields(&head, &spans[..n], upgrade)?;
+    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let (framing, reusable, distrust) = framing(status, version, head_request, &facts, &mut headers);
+    let hop_by_hop_left = upgrade || facts.names_others;
+    if facts.names_others {
+        let (first, rest) = std::mem::take(&mut facts.connection_values);
+        for v in first.into_iter().chain(rest) {
+            headers.append(header::CONNECTION, v);
+        }
+    }
+    let mut resp = http::Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    let (parts, ()) = resp.into_parts();
+    Ok(Parsed::Head(Head { parts, framing, reusable, hop_by_hop_left, distrust }))
+}
+
+/// httparse over the head: its length, status code, minor version and
+/// number of fields, the fields' places written to `spans`; `None` while
+/// the head is incomplete.
+#[inline]
+fn scan(buf: &BytesMut, spans: &mut [Span; MAX_HEADERS]) -> Result<Option<(usize, u16, u8, usize)>, HeadError> {
+    // Uninitialised: filling 100 empty headers first costs more than
+    // parsing a typical head.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid(ResponseFault::Head, format!("malformed response head: {e}"))),
+    };
+    let base = buf.as_ptr() as usize;
+    let n = resp.headers.len();
+    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (name as u32, h.name.len() as u32, value as u32, h.value.len() as u32);
+    }
+    Ok(Some((len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), n)))
+}
+
+/// The response's fields, in one pass: framing and connection facts are
+/// noted as the fields go by, and hop-by-hop fields are left out (kept for
+/// a 101, whose `Upgrade` the tunnel needs; `Connection` values that name
+/// other fields are kept aside in the facts). Room for the security
+/// headers added later, so the map does not grow per response.
+#[inline]
+fn fields(head: &Bytes, spans: &[Span], upgrade: bool) -> Result<(HeaderMap, Facts), HeadError> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     let mut facts = Facts::default();
-    for &(ns, nl, vs, vl) in &spans[..n] {
+    for &(ns, nl, vs, vl) in spans {
         let name = HeaderName::from_bytes(&head[ns as usize..(ns + nl) as usize])
             .map_err(|_| invalid(ResponseFault::Head, "invalid header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
@@ -143,7 +172,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Head
         } else if name == header::CONNECTION {
             facts.connection(&value);
             if !upgrade {
-                // Put back below if it names other fields, for
+                // Put back by `parse_head` if it names other fields, for
                 // `remove_hop_by_hop` to read.
                 match facts.connection_values.0 {
                     None => facts.connection_values.0 = Some(value),
@@ -157,13 +186,20 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Head
         }
         headers.append(name, value);
     }
-    if facts.names_others {
-        let (first, rest) = std::mem::take(&mut facts.connection_values);
-        for v in first.into_iter().chain(rest) {
-            headers.append(header::CONNECTION, v);
-        }
-    }
-    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    Ok((headers, facts))
+}
+
+/// How the body is framed (RFC 9112 §6.3), whether the connection may
+/// carry another request after it, and why not if the server's framing is
+/// distrusted.
+#[inline]
+fn framing(
+    status: StatusCode,
+    version: Version,
+    head_request: bool,
+    facts: &Facts,
+    headers: &mut HeaderMap,
+) -> (Framing, bool, Option<ResponseFault>) {
     let mut reusable = match version {
         // `Transfer-Encoding` in HTTP/1.0 is faulty framing (RFC 9112
         // §6.1): read it, but close the connection after.
@@ -203,13 +239,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, Head
     if framing == Framing::UntilClose {
         reusable = false;
     }
-    let mut resp = http::Response::new(());
-    *resp.status_mut() = status;
-    *resp.version_mut() = version;
-    *resp.headers_mut() = headers;
-    let (parts, ()) = resp.into_parts();
-    let hop_by_hop_left = upgrade || facts.names_others;
-    Ok(Parsed::Head(Head { parts, framing, reusable, hop_by_hop_left, distrust }))
+    (framing, reusable, distrust)
 }
 
 /// What the header fields say about framing and the connection.
@@ -282,7 +312,6 @@ pub fn encode_head(
     close: bool,
     dst: &mut Vec<u8>,
 ) -> (SendFraming, bool) {
-    let mut close = close;
     if status.is_informational() {
         // hyper answers a 1xx from a service with an empty 500 (a 101 only
         // follows an upgrade request, which never takes this path).
@@ -291,55 +320,13 @@ pub fn encode_head(
         dst.extend_from_slice(b"connection: close\r\n\r\n");
         return (SendFraming::Empty, true);
     }
-    if status == StatusCode::OK {
-        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-    } else {
-        dst.extend_from_slice(b"HTTP/1.1 ");
-        dst.extend_from_slice(status.as_str().as_bytes());
-        dst.push(b' ');
-        dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
-        dst.extend_from_slice(b"\r\n");
-    }
+    status_line(status, dst);
     let has_body = !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
-    let mut framing = None;
-    let mut wrote_date = false;
-    let mut said_close = false;
-    for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || *name == header::TRAILER {
-            // The framing is decided here; no trailers are sent.
-            continue;
-        }
-        if *name == header::CONTENT_LENGTH {
-            if empty {
-                // hyper drops it and writes `content-length: 0` below
-                // (nothing for 204 and 304).
-                continue;
-            }
-            let len = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.trim().parse::<u64>().ok());
-            match (len, framing) {
-                (Some(len), None) => framing = Some(SendFraming::Length(len)),
-                // A repeated or unreadable length is dropped; the body's own
-                // size decides below.
-                _ => continue,
-            }
-        }
-        if *name == header::DATE {
-            wrote_date = true;
-        }
-        if *name == header::CONNECTION
-            && value.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
-            said_close = true;
-            close = true;
-        }
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
-    }
+    let written = write_fields(headers, empty, dst);
+    let close = close || written.close;
     let framing = if !has_body {
         SendFraming::Empty
-    } else if let Some(f) = framing {
+    } else if let Some(f) = written.framing {
         f
     } else if let Some(len) = if empty { Some(0) } else { body.exact() } {
         dst.extend_from_slice(b"content-length: ");
@@ -350,14 +337,75 @@ pub fn encode_head(
         dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
         SendFraming::Chunked
     };
-    if !wrote_date {
+    if !written.date {
         extend_date(dst);
     }
-    if close && !said_close {
+    if close && !written.close {
         dst.extend_from_slice(b"connection: close\r\n");
     }
     dst.extend_from_slice(b"\r\n");
     (framing, close)
+}
+
+#[inline]
+fn status_line(status: StatusCode, dst: &mut Vec<u8>) {
+    if status == StatusCode::OK {
+        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        dst.extend_from_slice(b"HTTP/1.1 ");
+        dst.extend_from_slice(status.as_str().as_bytes());
+        dst.push(b' ');
+        dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+}
+
+/// What [`write_fields`] saw: the response's own length, a `Date`, a
+/// `Connection: close`.
+struct Written {
+    framing: Option<SendFraming>,
+    date: bool,
+    close: bool,
+}
+
+/// The response's fields, but not its framing ones: `Transfer-Encoding`
+/// and `Trailer` never (the framing is decided by the caller; no trailers
+/// are sent), `Content-Length` once (and not for an `empty` body).
+#[inline]
+fn write_fields(headers: &HeaderMap, empty: bool, dst: &mut Vec<u8>) -> Written {
+    let mut written = Written { framing: None, date: false, close: false };
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING || *name == header::TRAILER {
+            continue;
+        }
+        if *name == header::CONTENT_LENGTH {
+            if empty {
+                // hyper drops it and writes `content-length: 0` (nothing for
+                // 204 and 304).
+                continue;
+            }
+            let len = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.trim().parse::<u64>().ok());
+            match (len, written.framing) {
+                (Some(len), None) => written.framing = Some(SendFraming::Length(len)),
+                // A repeated or unreadable length is dropped; the body's own
+                // size decides.
+                _ => continue,
+            }
+        }
+        if *name == header::DATE {
+            written.date = true;
+        }
+        if *name == header::CONNECTION
+            && value.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            written.close = true;
+        }
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    written
 }
 
 /// `n` in decimal, written at the end of `buf`.

@@ -9,8 +9,8 @@
 //! most [`StoreOptions::commit_interval`] (or [`StoreOptions::max_batch`]
 //! of them) and commits them in one transaction with
 //! `Durability::Immediate`, so the fsync cost is paid per batch, not per
-//! session. `app` opens the store, loads it into the table at start
-//! ([`Store::load_all`]) and flushes it at shutdown.
+//! session. `control` opens the store, which is loaded into the table at
+//! start ([`Store::load_all`]); `runtime` flushes it at shutdown.
 //!
 //! Layout (schema version [`SCHEMA_VERSION`]):
 //! - `meta`: `"schema_version" → u64`; a file with a newer version is refused.

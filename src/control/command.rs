@@ -1,0 +1,165 @@
+//! Everything that changes the node's desired state, as one type: what the
+//! admin API and the signals ask the single writer to do. [`Control::execute`]
+//! applies one [`Command`] at a time (the writer's lock is held throughout,
+//! so two commands never interleave) and says what it did in a [`Done`].
+//!
+//! Peers' gossip (health views, loads, session records) is applied by the
+//! replication task as it arrives, not through here: it changes the view of
+//! the cluster, not the node's own configuration.
+
+use std::sync::Arc;
+
+use super::{Control, ControlError, ReloadReport};
+use crate::config::Config;
+use crate::health::{AdminState, ServerState};
+use crate::sessions::{unix_now_ms, SessionRecord, Sessions};
+
+/// A change to the node, from an operator.
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the config file (or the embedded default) and apply it:
+    /// SIGHUP and `POST /api/v1/reload`.
+    Reload,
+    /// Apply a configuration that is already validated.
+    Apply(Box<Config>),
+    /// Drain, maintenance, or back to normal.
+    SetAdminState { pool: String, server: String, state: AdminState },
+    /// A server's weight until the next reload (1..=256).
+    SetWeight { pool: String, server: String, weight: u32 },
+    /// Forget a session key in every pool with affinity.
+    UnpinSession { key: String },
+    /// Pin a session key to a server of a pool with affinity.
+    MoveSession { key: String, pool: String, server: String },
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub enum Done {
+    Reloaded(ReloadReport),
+    /// The admin state before the command.
+    AdminState {
+        was: AdminState,
+    },
+    /// The weight before the command.
+    Weight {
+        was: u32,
+    },
+    /// The pools the key was unpinned from.
+    Unpinned {
+        pools: Vec<String>,
+    },
+    /// The session's record after the move.
+    Moved(SessionRecord),
+}
+
+impl Control {
+    /// Applies one command; see [`Command`].
+    pub async fn execute(&self, command: Command) -> Result<Done, ControlError> {
+        match command {
+            Command::Reload => self.reload().await.map(Done::Reloaded),
+            Command::Apply(cfg) => Ok(Done::Reloaded(self.apply(*cfg).await)),
+            Command::SetAdminState { pool, server, state } => {
+                self.set_admin_state(&pool, &server, state).await.map(|was| Done::AdminState { was })
+            }
+            Command::SetWeight { pool, server, weight } => {
+                self.set_weight(&pool, &server, weight).await.map(|was| Done::Weight { was })
+            }
+            Command::UnpinSession { key } => self.unpin_session(&key).await.map(|pools| Done::Unpinned { pools }),
+            Command::MoveSession { key, pool, server } => {
+                self.move_session(&key, &pool, &server).await.map(Done::Moved)
+            }
+        }
+    }
+
+    /// Drain, maintenance or enable (back to normal); returns the old state.
+    pub async fn set_admin_state(
+        &self,
+        pool: &str,
+        server: &str,
+        state: AdminState,
+    ) -> Result<AdminState, ControlError> {
+        let _one_writer = self.inner.lock().await;
+        let s = self.find(pool, server)?;
+        let old = s.set_admin_state(state);
+        if old != state {
+            tracing::info!(%pool, %server, from = old.as_str(), to = state.as_str(), "admin state changed");
+            self.events.push("admin", Some(pool), Some(server), format!("{} -> {}", old.as_str(), state.as_str()));
+        }
+        Ok(old)
+    }
+
+    /// Sets a server's weight until the next reload; returns the old one.
+    pub async fn set_weight(&self, pool: &str, server: &str, weight: u32) -> Result<u32, ControlError> {
+        if !(1..=256).contains(&weight) {
+            return Err(ControlError::BadWeight(weight));
+        }
+        let _one_writer = self.inner.lock().await;
+        let s = self.find(pool, server)?;
+        let old = s.base_weight();
+        s.set_weight_override(weight);
+        tracing::info!(%pool, %server, from = old, to = weight, "weight changed");
+        self.events.push("admin", Some(pool), Some(server), format!("weight {old} -> {weight}"));
+        Ok(old)
+    }
+
+    /// Removes `key` from every pool with affinity (the removals are
+    /// stored and gossiped as tombstones); returns those pools.
+    async fn unpin_session(&self, key: &str) -> Result<Vec<String>, ControlError> {
+        let _one_writer = self.inner.lock().await;
+        let sessions = self.sessions_or_err()?;
+        let snap = self.snapshot();
+        let mut removed = Vec::new();
+        for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
+            if let Some(tomb) = sessions.table.remove(&p.cfg.name, key, unix_now_ms()) {
+                removed.push(p.cfg.name.clone());
+                sessions.persist(tomb);
+            }
+        }
+        if removed.is_empty() {
+            return Err(ControlError::NoSession { key: key.to_string() });
+        }
+        self.events.push("admin", None, None, format!("session \"{key}\" unpinned"));
+        Ok(removed)
+    }
+
+    /// Pins `key` to `server` of `pool` (stored and gossiped).
+    async fn move_session(&self, key: &str, pool: &str, server: &str) -> Result<SessionRecord, ControlError> {
+        let _one_writer = self.inner.lock().await;
+        let sessions = self.sessions_or_err()?;
+        let snap = self.snapshot();
+        let Some(p) = snap.pool(pool).filter(|p| p.cfg.affinity.is_some()) else {
+            return Err(ControlError::NoAffinityPool { pool: pool.to_string() });
+        };
+        if !p.servers.iter().any(|s| s.name == server) {
+            return Err(ControlError::NoSessionServer { pool: pool.to_string(), server: server.to_string() });
+        }
+        let ttl = p.cfg.affinity.as_ref().map(|a| a.ttl).unwrap_or_default();
+        let rec = sessions.table.assign(pool, key, server, ttl, unix_now_ms());
+        sessions.persist(rec.clone());
+        self.events.push("admin", Some(pool), Some(server), format!("session \"{key}\" moved here"));
+        Ok(rec)
+    }
+
+    fn sessions_or_err(&self) -> Result<Arc<Sessions>, ControlError> {
+        self.sessions().ok_or(ControlError::NoSessions)
+    }
+
+    fn find(&self, pool: &str, server: &str) -> Result<Arc<ServerState>, ControlError> {
+        let snap = self.snapshot();
+        let Some(p) = snap.pool(pool) else {
+            let known: Vec<&str> = snap.pools.iter().map(|p| p.cfg.name.as_str()).collect();
+            return Err(ControlError::UnknownPool { pool: pool.to_string(), known: known.join(", ") });
+        };
+        match p.servers.iter().find(|s| s.name == server) {
+            Some(s) => Ok(s.state.clone()),
+            None => {
+                let known: Vec<&str> = p.servers.iter().map(|s| s.name.as_str()).collect();
+                Err(ControlError::UnknownServer {
+                    pool: pool.to_string(),
+                    server: server.to_string(),
+                    known: known.join(", "),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The request path's state for one configuration generation
+//! ([`ProxyState`]), built at start and at every reload from the control
+//! plane's snapshot, and [`Shared`], through which every connection reads
+//! the current one.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::stats::RouteStats;
+use crate::config::{RateKey, RateKind};
+use crate::proxy::headers::SecurityHeaders;
+use crate::proxy::outbound::pool::{pool_options, PoolOptions, ServerPool, UpstreamTls};
+use crate::proxy::outbound::response::{text_response, ProxyBody};
+use crate::ratelimit::{Decision, KeySource, Zone, ZoneConfig, ZoneKind};
+use crate::sessions::{AffinityKey, Sessions};
+use crate::state::Snapshot;
+
+/// Everything the request path reads for one config generation.
+pub struct ProxyState {
+    pub snapshot: Arc<Snapshot>,
+    /// Connections of every server, by pool index then server index.
+    pub upstreams: Vec<Vec<Arc<ServerPool>>>,
+    pub security: SecurityHeaders,
+    /// Set the `X-Forwarded-*` headers on requests to servers.
+    pub forwarded: bool,
+    pub access_log: bool,
+    /// Per-request metrics on (config `metrics.enabled`).
+    pub metrics: bool,
+    pub route_stats: RouteStats,
+    /// `Strict-Transport-Security` for HTTPS responses.
+    pub hsts: Option<HeaderValue>,
+    /// One zone per `[[rate_limits]]` entry, by index (`None` only if the
+    /// limiter refused settings that validation let through).
+    pub zones: Vec<Option<RateZone>>,
+    /// The node's sticky sessions (when a pool has `affinity`).
+    pub sessions: Option<Arc<Sessions>>,
+    /// Each pool's parsed affinity key, by pool index.
+    pub affinity_keys: Vec<Option<AffinityKey>>,
+}
+
+/// A rate-limit zone and what to answer over its limit.
+pub struct RateZone {
+    pub config: crate::config::RateLimitConfig,
+    pub zone: Arc<Zone>,
+}
+
+impl ProxyState {
+    /// `Some(response)` when zone `z` refuses this request.
+    pub(super) fn rate_limited(
+        &self,
+        z: usize,
+        client_ip: IpAddr,
+        headers: &http::HeaderMap,
+    ) -> Option<Response<ProxyBody>> {
+        let rz = self.zones.get(z)?.as_ref()?;
+        let key = rz.zone.key_for_request(client_ip, headers)?;
+        match rz.zone.check(key, crate::clock::now_ms()) {
+            Decision::Allow => None,
+            d @ Decision::Reject { .. } => {
+                let status = StatusCode::from_u16(rz.config.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+                let mut r = text_response(status, "429 Too Many Requests: slow down\n");
+                if status != StatusCode::TOO_MANY_REQUESTS {
+                    *r.body_mut() =
+                        ProxyBody::full(format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or("")));
+                }
+                if let Some(secs) = d.retry_after_secs() {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                tracing::debug!(zone = %rz.config.name, client = %client_ip, "rate limited");
+                Some(r)
+            }
+        }
+    }
+}
+
+/// TLS settings for connections to `addr` of pool `p`. Settings that cannot
+/// be built (the CA file went missing after validation) make every
+/// connection fail with the reason, never fall back to plain text.
+fn upstream_tls(p: &crate::config::PoolConfig, addr: std::net::SocketAddr) -> Option<Result<UpstreamTls, String>> {
+    let t = p.tls.as_ref()?;
+    crate::tls::install_crypto_provider();
+    let opts = crate::tls::UpstreamTlsOptions {
+        ca_file: t.ca_file.clone(),
+        insecure_skip_verify: t.insecure_skip_verify,
+        alpn: vec![b"http/1.1".to_vec()],
+    };
+    let config = match crate::tls::upstream_config(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(pool = %p.name, "upstream TLS unusable, connections will fail: {e}");
+            return Some(Err(format!("upstream TLS unusable: {e}")));
+        }
+    };
+    let server_name = match &t.server_name {
+        Some(n) => match rustls_pki_types::ServerName::try_from(n.clone()) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(format!("bad server_name {n:?}: {e}"))),
+        },
+        None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    Some(Ok(UpstreamTls { config, server_name, source: t.clone() }))
+}
+
+fn zone_config(c: &crate::config::RateLimitConfig) -> ZoneConfig {
+    ZoneConfig {
+        name: c.name.clone(),
+        kind: match c.kind {
+            RateKind::Bucket { per_second, burst } => ZoneKind::Bucket { per_second, burst },
+            RateKind::Window { limit, window } => ZoneKind::Window { limit, window },
+        },
+        key: match &c.key {
+            RateKey::ClientIp => KeySource::ClientIp,
+            RateKey::Header(h) => KeySource::Header(h.clone()),
+        },
+        max_keys: c.max_keys,
+    }
+}
+
+impl ProxyState {
+    /// Builds the request path's state for a snapshot. Server connection
+    /// pools (with their idle connections) are taken over from `previous`
+    /// for servers whose address and connection settings did not change.
+    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&ProxyState>, sessions: Option<Arc<Sessions>>) -> Self {
+        let cfg = &snapshot.config;
+        let reuse = |p: &crate::config::PoolConfig, addr: std::net::SocketAddr, opts: PoolOptions| {
+            let prev = previous?;
+            let i = prev.snapshot.config.pools.iter().position(|q| q.name == p.name)?;
+            prev.upstreams[i]
+                .iter()
+                .find(|u| u.addr() == addr && u.options() == opts && u.tls_source() == p.tls.as_ref())
+                .cloned()
+        };
+        let upstreams: Vec<Vec<Arc<ServerPool>>> = cfg
+            .pools
+            .iter()
+            .map(|p| {
+                let opts = pool_options(p);
+                p.servers
+                    .iter()
+                    .map(|s| {
+                        reuse(p, s.addr, opts).unwrap_or_else(|| ServerPool::new(s.addr, opts, upstream_tls(p, s.addr)))
+                    })
+                    .collect()
+            })
+            .collect();
+        // Pools that close a down server's tunnels close its idle
+        // connections too (the pools' sweepers follow the servers' health).
+        for ((conns, p), pool) in upstreams.iter().zip(&cfg.pools).zip(&snapshot.pools) {
+            for (c, s) in conns.iter().zip(&pool.servers) {
+                c.follow_health(p.close_tunnels_on_down.then_some(&s.state));
+            }
+        }
+        let affinity_keys = cfg
+            .pools
+            .iter()
+            .map(|p| p.affinity.as_ref().and_then(|a| AffinityKey::parse(&a.key, a.extract.as_deref()).ok()))
+            .collect();
+        ProxyState {
+            sessions,
+            affinity_keys,
+            upstreams,
+            security: SecurityHeaders::new(cfg.headers.security, &cfg.headers.frame_options),
+            forwarded: cfg.headers.forwarded,
+            access_log: cfg.log.access_log,
+            metrics: cfg.metrics_enabled,
+            hsts: cfg.headers.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
+            zones: cfg
+                .rate_limits
+                .iter()
+                .map(|c| {
+                    // A zone with the same settings keeps its clients' state across a reload.
+                    let kept = previous
+                        .and_then(|p| p.zones.iter().flatten().find(|z| &z.config == c))
+                        .map(|z| z.zone.clone());
+                    let zone = match kept {
+                        Some(z) => z,
+                        None => match Zone::new(zone_config(c)) {
+                            Ok(z) => Arc::new(z),
+                            Err(e) => {
+                                tracing::error!(zone = %c.name, error = %e, "rate limit zone not created");
+                                return None;
+                            }
+                        },
+                    };
+                    Some(RateZone { config: c.clone(), zone })
+                })
+                .collect(),
+            route_stats: RouteStats::new(cfg.routes.iter().map(|r| r.name.as_str()), previous.map(|p| &p.route_stats)),
+            snapshot,
+        }
+    }
+}
+
+/// Shared by every connection of every listener.
+pub struct Shared {
+    pub state: ArcSwap<ProxyState>,
+    /// Turns true when the node shuts down: WebSocket tunnels close at once
+    /// (agents reconnect to another node) while HTTP requests drain.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(state: ProxyState) -> Self {
+        Shared { state: ArcSwap::from_pointee(state), closing: tokio::sync::watch::Sender::new(false) }
+    }
+}
