@@ -242,109 +242,7 @@ pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action:
     let result = async {
         let token = read_token(token_file)?;
         let c = AdminClient::new(admin, token, Duration::from_secs(10));
-        let server_path = |pool: &str, server: &str| format!("/api/v1/pools/{pool}/servers/{server}");
-        let out = match action {
-            CtlAction::Status => {
-                let (s, raw) = c.status().await?;
-                if json {
-                    String::from_utf8_lossy(&raw).into_owned()
-                } else {
-                    status_text(&s)
-                }
-            }
-            CtlAction::Backends => {
-                let (s, raw) = c.status().await?;
-                if json {
-                    String::from_utf8_lossy(&raw).into_owned()
-                } else {
-                    backends_table(&s)
-                }
-            }
-            CtlAction::Members => {
-                let (m, raw): (crate::api::ClusterStatus, _) = c.json(Method::GET, "/api/v1/members", None).await?;
-                if json {
-                    String::from_utf8_lossy(&raw).into_owned()
-                } else {
-                    members_table(&m)
-                }
-            }
-            CtlAction::Sessions { key } => {
-                let path = match &key {
-                    Some(k) => format!("/api/v1/sessions?key={}", percent_encode(k)),
-                    None => "/api/v1/sessions".to_string(),
-                };
-                let (v, raw): (serde_json::Value, _) = c.json(Method::GET, &path, None).await?;
-                if json {
-                    String::from_utf8_lossy(&raw).into_owned()
-                } else if key.is_some() {
-                    let mut s = String::new();
-                    for r in v.as_array().into_iter().flatten() {
-                        s.push_str(&format!(
-                            "{} -> {}/{} (expires {}, origin {})\n",
-                            r["key"].as_str().unwrap_or("?"),
-                            r["pool"].as_str().unwrap_or("?"),
-                            r["server"].as_str().unwrap_or("?"),
-                            humantime::format_rfc3339_seconds(
-                                std::time::UNIX_EPOCH
-                                    + Duration::from_millis(r["expires_at_unix_ms"].as_u64().unwrap_or(0))
-                            ),
-                            r["origin"].as_str().unwrap_or("?"),
-                        ));
-                    }
-                    s
-                } else {
-                    let view: crate::api::SessionsView = serde_json::from_value(v)
-                        .map_err(|e| CtlError::Decode { url: admin.to_string(), detail: e.to_string() })?;
-                    let mut s = format!("{} session records\n", view.total);
-                    for (pool, servers) in &view.pools {
-                        s.push_str(&format!("pool {pool}\n"));
-                        for (server, n) in servers {
-                            s.push_str(&format!("  {server:<24} {n}\n"));
-                        }
-                    }
-                    s
-                }
-            }
-            CtlAction::Drain { ref pool, ref server }
-            | CtlAction::Maintenance { ref pool, ref server }
-            | CtlAction::Enable { ref pool, ref server } => {
-                let verb = match action {
-                    CtlAction::Drain { .. } => "drain",
-                    CtlAction::Maintenance { .. } => "maintenance",
-                    _ => "enable",
-                };
-                let path = format!("{}/{verb}", server_path(pool, server));
-                let (r, raw): (ActionResult, _) = c.json(Method::POST, &path, None).await?;
-                if json {
-                    String::from_utf8_lossy(&raw).into_owned()
-                } else {
-                    format!("{}/{}: {} -> {}\n", r.pool, r.server, r.from, r.to)
-                }
-            }
-            CtlAction::Weight { pool, server, weight } => {
-                let path = format!("{}/weight", server_path(&pool, &server));
-                let body = serde_json::json!({ "weight": weight }).to_string();
-                let (r, raw): (ActionResult, _) = c.json(Method::PUT, &path, Some(body)).await?;
-                if json {
-                    String::from_utf8_lossy(&raw).into_owned()
-                } else {
-                    format!("{}/{}: weight {} -> {}\n", r.pool, r.server, r.from, r.to)
-                }
-            }
-            CtlAction::Reload => {
-                let (v, raw): (serde_json::Value, _) = c.json(Method::POST, "/api/v1/reload", None).await?;
-                if json {
-                    String::from_utf8_lossy(&raw).into_owned()
-                } else {
-                    let mut s = format!("reloaded {}\n", v["source"].as_str().unwrap_or("?"));
-                    for w in v["warnings"].as_array().into_iter().flatten() {
-                        s.push_str(&format!("warning: {}\n", w.as_str().unwrap_or("")));
-                    }
-                    s
-                }
-            }
-        };
-        Ok::<_, CtlError>(out)
+        action_output(&c, admin, json, action).await
     }
     .await;
     match result {
@@ -360,6 +258,116 @@ pub async fn run_ctl(admin: &str, token_file: Option<&Path>, json: bool, action:
             ExitCode::FAILURE
         }
     }
+}
+
+/// Performs `action` through the admin API and returns what to print: the
+/// answer as it came with `--json`, else a table or a line made from it.
+async fn action_output(c: &AdminClient, admin: &str, json: bool, action: CtlAction) -> Result<String, CtlError> {
+    let out = match action {
+        CtlAction::Status => shown(json, c.status().await?, status_text),
+        CtlAction::Backends => shown(json, c.status().await?, backends_table),
+        CtlAction::Members => {
+            let answer: (crate::api::ClusterStatus, _) = c.json(Method::GET, "/api/v1/members", None).await?;
+            shown(json, answer, members_table)
+        }
+        CtlAction::Sessions { key } => sessions_output(c, admin, json, key.as_deref()).await?,
+        CtlAction::Drain { ref pool, ref server }
+        | CtlAction::Maintenance { ref pool, ref server }
+        | CtlAction::Enable { ref pool, ref server } => {
+            let verb = match action {
+                CtlAction::Drain { .. } => "drain",
+                CtlAction::Maintenance { .. } => "maintenance",
+                _ => "enable",
+            };
+            let path = format!("{}/{verb}", server_path(pool, server));
+            let answer: (ActionResult, _) = c.json(Method::POST, &path, None).await?;
+            shown(json, answer, |r| format!("{}/{}: {} -> {}\n", r.pool, r.server, r.from, r.to))
+        }
+        CtlAction::Weight { pool, server, weight } => {
+            let path = format!("{}/weight", server_path(&pool, &server));
+            let body = serde_json::json!({ "weight": weight }).to_string();
+            let answer: (ActionResult, _) = c.json(Method::PUT, &path, Some(body)).await?;
+            shown(json, answer, |r| format!("{}/{}: weight {} -> {}\n", r.pool, r.server, r.from, r.to))
+        }
+        CtlAction::Reload => {
+            let answer: (serde_json::Value, _) = c.json(Method::POST, "/api/v1/reload", None).await?;
+            shown(json, answer, reload_text)
+        }
+    };
+    Ok(out)
+}
+
+/// The admin API path of one server of a pool.
+fn server_path(pool: &str, server: &str) -> String {
+    format!("/api/v1/pools/{pool}/servers/{server}")
+}
+
+/// The answer's body as it came with `--json`, else `text` of the decoded
+/// answer.
+fn shown<T>(json: bool, (value, raw): (T, Bytes), text: impl FnOnce(&T) -> String) -> String {
+    if json {
+        String::from_utf8_lossy(&raw).into_owned()
+    } else {
+        text(&value)
+    }
+}
+
+/// `ctl sessions`: the records of one key (`--key`), else the live
+/// sessions per server of each pool.
+async fn sessions_output(c: &AdminClient, admin: &str, json: bool, key: Option<&str>) -> Result<String, CtlError> {
+    let path = match key {
+        Some(k) => format!("/api/v1/sessions?key={}", percent_encode(k)),
+        None => "/api/v1/sessions".to_string(),
+    };
+    let (v, raw): (serde_json::Value, _) = c.json(Method::GET, &path, None).await?;
+    if json {
+        Ok(String::from_utf8_lossy(&raw).into_owned())
+    } else if key.is_some() {
+        Ok(session_records_text(&v))
+    } else {
+        let view: crate::api::SessionsView = serde_json::from_value(v)
+            .map_err(|e| CtlError::Decode { url: admin.to_string(), detail: e.to_string() })?;
+        Ok(sessions_view_text(&view))
+    }
+}
+
+/// One line per session record: key, pool and server, expiry and origin.
+fn session_records_text(records: &serde_json::Value) -> String {
+    let mut s = String::new();
+    for r in records.as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "{} -> {}/{} (expires {}, origin {})\n",
+            r["key"].as_str().unwrap_or("?"),
+            r["pool"].as_str().unwrap_or("?"),
+            r["server"].as_str().unwrap_or("?"),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(r["expires_at_unix_ms"].as_u64().unwrap_or(0))
+            ),
+            r["origin"].as_str().unwrap_or("?"),
+        ));
+    }
+    s
+}
+
+/// The number of records, then the live sessions per server of each pool.
+fn sessions_view_text(view: &crate::api::SessionsView) -> String {
+    let mut s = format!("{} session records\n", view.total);
+    for (pool, servers) in &view.pools {
+        s.push_str(&format!("pool {pool}\n"));
+        for (server, n) in servers {
+            s.push_str(&format!("  {server:<24} {n}\n"));
+        }
+    }
+    s
+}
+
+/// `ctl reload`: the config loaded, then its warnings.
+fn reload_text(v: &serde_json::Value) -> String {
+    let mut s = format!("reloaded {}\n", v["source"].as_str().unwrap_or("?"));
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        s.push_str(&format!("warning: {}\n", w.as_str().unwrap_or("")));
+    }
+    s
 }
 
 /// `sysmanage-node health`: prints the body; exit 0 healthy, 1 degraded,

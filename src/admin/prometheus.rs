@@ -1,13 +1,13 @@
 //! `GET /metrics`: the Prometheus text exposition format (version 0.0.4),
 //! written by hand from the counters; names come from [`crate::metrics`].
 
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::fmt::{Display, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::metrics::{self as m, Histogram, BUCKETS_US, COUNTERS};
-use crate::state::Snapshot;
+use crate::state::{Pool, Server, Snapshot};
 
 /// CPU time at the previous scrape, for `sysmanage_cpu_usage_percent`.
 pub struct CpuMeter {
@@ -67,9 +67,38 @@ impl CpuMeter {
     }
 }
 
+/// The two comment lines that open a family: what it counts and its type.
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A family's name, type and help text.
+type Family<'a> = (&'a str, &'a str, &'a str);
+
+/// A family of one sample without labels: `name value`.
+fn single(out: &mut String, (name, kind, help): Family, value: impl Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A family whose samples are told apart by one label:
+/// `name{label="key"} value` for each (key, value).
+fn labeled<K: Display, V: Display>(
+    out: &mut String,
+    (name, kind, help): Family,
+    label: &str,
+    samples: impl IntoIterator<Item = (K, V)>,
+) {
+    header(out, name, kind, help);
+    for (key, value) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {value}");
+    }
+}
+
+/// A counter's value now.
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 /// Escapes a label value.
@@ -77,6 +106,8 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A histogram's samples: the cumulative buckets (in seconds), the sum and
+/// the count; `labels` (if any) go before `le`.
 fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let (counts, sum_us) = h.read();
     let mut cumulative = 0u64;
@@ -94,145 +125,156 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_count{braces} {cumulative}");
 }
 
+/// The whole page but the cluster families ([`render_cluster`]), in this
+/// order: the node's traffic, its features, the busy poller, the sticky
+/// sessions, then each server.
 pub fn render(
     snap: &Snapshot,
     proxy: &crate::proxy::ProxyState,
     sessions: Option<&crate::sessions::Sessions>,
     cpu_percent: f64,
 ) -> String {
-    let routes = &proxy.route_stats;
     let mut out = String::with_capacity(8 * 1024);
-    header(&mut out, m::ACTIVE_CONNECTIONS, "gauge", "Client connections open now.");
-    let _ = writeln!(out, "{} {}", m::ACTIVE_CONNECTIONS, COUNTERS.active_connections.load(Ordering::Relaxed));
-    header(&mut out, m::WEBSOCKET_TUNNELS, "gauge", "WebSocket tunnels open now.");
-    let _ = writeln!(out, "{} {}", m::WEBSOCKET_TUNNELS, COUNTERS.websocket_tunnels.load(Ordering::Relaxed));
-    header(&mut out, m::REQUEST_DURATION, "histogram", "Time from request head to response head.");
-    histogram(&mut out, m::REQUEST_DURATION, "", &COUNTERS.request_duration);
-    header(&mut out, m::REQUESTS_TOTAL, "counter", "Requests by method and endpoint (route name).");
-    for (route, method, count) in routes.read() {
+    render_traffic(&mut out, proxy, cpu_percent);
+    render_features(&mut out, proxy);
+    render_busy_poll(&mut out, &crate::busy_poll::POLLER);
+    render_sessions(&mut out, snap, sessions);
+    render_servers(&mut out, snap);
+    out
+}
+
+/// Client connections and tunnels, requests (duration, per route, retries,
+/// malformed ones and malformed answers), this process's CPU and memory,
+/// and the health checks' results.
+fn render_traffic(out: &mut String, proxy: &crate::proxy::ProxyState, cpu_percent: f64) {
+    single(out, (m::ACTIVE_CONNECTIONS, "gauge", "Client connections open now."), load(&COUNTERS.active_connections));
+    single(out, (m::WEBSOCKET_TUNNELS, "gauge", "WebSocket tunnels open now."), load(&COUNTERS.websocket_tunnels));
+    header(out, m::REQUEST_DURATION, "histogram", "Time from request head to response head.");
+    histogram(out, m::REQUEST_DURATION, "", &COUNTERS.request_duration);
+    header(out, m::REQUESTS_TOTAL, "counter", "Requests by method and endpoint (route name).");
+    for (route, method, count) in proxy.route_stats.read() {
         let _ = writeln!(out, "{}{{method=\"{method}\",endpoint=\"{}\"}} {count}", m::REQUESTS_TOTAL, esc(&route));
     }
-    header(
-        &mut out,
-        m::CPU_USAGE,
-        "gauge",
-        "CPU use of this process in percent of one core since the previous scrape.",
-    );
-    let _ = writeln!(out, "{} {:.2}", m::CPU_USAGE, cpu_percent);
-    header(&mut out, m::MEMORY_USAGE, "gauge", "Resident memory of this process in bytes.");
-    let _ = writeln!(out, "{} {}", m::MEMORY_USAGE, resident_memory_bytes().unwrap_or(0));
-    header(&mut out, m::RETRIES_TOTAL, "counter", "Requests sent again to another server.");
-    let _ = writeln!(out, "{} {}", m::RETRIES_TOTAL, COUNTERS.retries.load(Ordering::Relaxed));
-    header(&mut out, m::MALFORMED_TOTAL, "counter", "Requests refused as malformed (400, 431), by reason.");
-    for (reason, n) in m::MALFORMED_REQUEST_REASONS.iter().zip(&COUNTERS.malformed) {
-        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {}", m::MALFORMED_TOTAL, n.load(Ordering::Relaxed));
-    }
-    header(
-        &mut out,
-        m::MALFORMED_RESPONSES,
-        "counter",
-        "Servers' answers refused (502) or whose connection was not reused, by reason.",
-    );
-    for (reason, n) in m::MALFORMED_RESPONSE_REASONS.iter().zip(&COUNTERS.malformed_responses) {
-        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {}", m::MALFORMED_RESPONSES, n.load(Ordering::Relaxed));
-    }
-    header(&mut out, m::HEALTH_CHECKS, "counter", "Active health checks by result.");
-    let _ = writeln!(out, "{}{{result=\"success\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_ok.load(Ordering::Relaxed));
-    let _ =
-        writeln!(out, "{}{{result=\"failure\"}} {}", m::HEALTH_CHECKS, COUNTERS.checks_failed.load(Ordering::Relaxed));
-
-    header(&mut out, m::TLS_HANDSHAKE, "histogram", "Time to complete a TLS handshake with a client.");
-    histogram(&mut out, m::TLS_HANDSHAKE, "", &COUNTERS.tls_handshake);
-    header(&mut out, m::TLS_HANDSHAKE_FAILURES, "counter", "TLS handshakes that failed or timed out.");
-    let _ = writeln!(out, "{} {}", m::TLS_HANDSHAKE_FAILURES, COUNTERS.tls_handshake_failures.load(Ordering::Relaxed));
-    header(&mut out, m::RATELIMITED, "counter", "Requests refused by a rate-limit zone.");
-    for z in proxy.zones.iter().flatten() {
-        let _ = writeln!(out, "{}{{zone=\"{}\"}} {}", m::RATELIMITED, esc(&z.config.name), z.zone.stats().rejected);
-    }
-    header(&mut out, m::TUNNEL_BYTES, "counter", "Bytes through WebSocket tunnels, by direction.");
-    let _ =
-        writeln!(out, "{}{{direction=\"up\"}} {}", m::TUNNEL_BYTES, COUNTERS.tunnel_bytes_up.load(Ordering::Relaxed));
-    let _ = writeln!(
+    let cpu_help = "CPU use of this process in percent of one core since the previous scrape.";
+    single(out, (m::CPU_USAGE, "gauge", cpu_help), format!("{cpu_percent:.2}"));
+    let memory = resident_memory_bytes().unwrap_or(0);
+    single(out, (m::MEMORY_USAGE, "gauge", "Resident memory of this process in bytes."), memory);
+    single(out, (m::RETRIES_TOTAL, "counter", "Requests sent again to another server."), load(&COUNTERS.retries));
+    labeled(
         out,
-        "{}{{direction=\"down\"}} {}",
-        m::TUNNEL_BYTES,
-        COUNTERS.tunnel_bytes_down.load(Ordering::Relaxed)
+        (m::MALFORMED_TOTAL, "counter", "Requests refused as malformed (400, 431), by reason."),
+        "reason",
+        m::MALFORMED_REQUEST_REASONS.iter().zip(COUNTERS.malformed.iter().map(load)),
     );
-    header(&mut out, m::AFFINITY, "counter", "Sticky-session lookups: hit, miss (new key) or reassigned.");
-    for (result, c) in [
-        ("hit", &COUNTERS.affinity_hits),
-        ("miss", &COUNTERS.affinity_misses),
-        ("reassigned", &COUNTERS.affinity_reassigned),
-    ] {
-        let _ = writeln!(out, "{}{{result=\"{result}\"}} {}", m::AFFINITY, c.load(Ordering::Relaxed));
-    }
-    render_busy_poll(&mut out, &crate::busy_poll::POLLER);
-    header(&mut out, m::SESSIONS, "gauge", "Live sticky sessions per server.");
-    if let Some(sessions) = sessions {
-        for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
-            let counts = sessions.table.counts_per_server(&p.cfg.name);
-            for s in &p.servers {
-                let n = counts.get(&s.name).copied().unwrap_or(0);
-                let _ =
-                    writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {n}", m::SESSIONS, esc(&p.cfg.name), esc(&s.name));
-            }
+    labeled(
+        out,
+        (
+            m::MALFORMED_RESPONSES,
+            "counter",
+            "Servers' answers refused (502) or whose connection was not reused, by reason.",
+        ),
+        "reason",
+        m::MALFORMED_RESPONSE_REASONS.iter().zip(COUNTERS.malformed_responses.iter().map(load)),
+    );
+    labeled(
+        out,
+        (m::HEALTH_CHECKS, "counter", "Active health checks by result."),
+        "result",
+        [("success", load(&COUNTERS.checks_ok)), ("failure", load(&COUNTERS.checks_failed))],
+    );
+}
+
+/// TLS handshakes, requests refused by rate limits, bytes through tunnels
+/// and sticky-session lookups.
+fn render_features(out: &mut String, proxy: &crate::proxy::ProxyState) {
+    header(out, m::TLS_HANDSHAKE, "histogram", "Time to complete a TLS handshake with a client.");
+    histogram(out, m::TLS_HANDSHAKE, "", &COUNTERS.tls_handshake);
+    let failures = load(&COUNTERS.tls_handshake_failures);
+    single(out, (m::TLS_HANDSHAKE_FAILURES, "counter", "TLS handshakes that failed or timed out."), failures);
+    labeled(
+        out,
+        (m::RATELIMITED, "counter", "Requests refused by a rate-limit zone."),
+        "zone",
+        proxy.zones.iter().flatten().map(|z| (esc(&z.config.name), z.zone.stats().rejected)),
+    );
+    labeled(
+        out,
+        (m::TUNNEL_BYTES, "counter", "Bytes through WebSocket tunnels, by direction."),
+        "direction",
+        [("up", load(&COUNTERS.tunnel_bytes_up)), ("down", load(&COUNTERS.tunnel_bytes_down))],
+    );
+    labeled(
+        out,
+        (m::AFFINITY, "counter", "Sticky-session lookups: hit, miss (new key) or reassigned."),
+        "result",
+        [
+            ("hit", load(&COUNTERS.affinity_hits)),
+            ("miss", load(&COUNTERS.affinity_misses)),
+            ("reassigned", load(&COUNTERS.affinity_reassigned)),
+        ],
+    );
+}
+
+/// `pool="...",server="..."`: the labels of a server's samples.
+fn server_labels(p: &Pool, s: &Server) -> String {
+    format!("pool=\"{}\",server=\"{}\"", esc(&p.cfg.name), esc(&s.name))
+}
+
+/// Live sticky sessions per server of each pool with affinity (the family
+/// is empty without a session table).
+fn render_sessions(out: &mut String, snap: &Snapshot, sessions: Option<&crate::sessions::Sessions>) {
+    header(out, m::SESSIONS, "gauge", "Live sticky sessions per server.");
+    let Some(sessions) = sessions else { return };
+    for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
+        let counts = sessions.table.counts_per_server(&p.cfg.name);
+        for s in &p.servers {
+            let n = counts.get(&s.name).copied().unwrap_or(0);
+            let _ = writeln!(out, "{}{{{}}} {n}", m::SESSIONS, server_labels(p, s));
         }
     }
+}
 
-    let now = crate::clock::now_ms();
-    header(&mut out, m::BACKEND_UP, "gauge", "1 if the server can take new requests, else 0.");
+/// A family with one sample per server of every pool: `value` of the pool
+/// and the server's index in it.
+fn per_server<V: Display>(
+    out: &mut String,
+    (name, kind, help): Family,
+    snap: &Snapshot,
+    value: impl Fn(&Pool, usize) -> V,
+) {
+    header(out, name, kind, help);
     for p in &snap.pools {
         for (i, s) in p.servers.iter().enumerate() {
-            let up = u8::from(p.available(i, now));
-            let _ =
-                writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {up}", m::BACKEND_UP, esc(&p.cfg.name), esc(&s.name));
+            let _ = writeln!(out, "{name}{{{}}} {}", server_labels(p, s), value(p, i));
         }
     }
-    header(&mut out, m::BACKEND_ACTIVE, "gauge", "Requests in flight to the server.");
-    for p in &snap.pools {
-        for s in &p.servers {
-            let n = s.state.in_flight.load(Ordering::Relaxed);
-            let _ =
-                writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {n}", m::BACKEND_ACTIVE, esc(&p.cfg.name), esc(&s.name));
-        }
-    }
-    header(
-        &mut out,
-        m::BACKEND_REQUESTS,
-        "counter",
-        "Attempts sent to the server by response class (error: no response).",
-    );
+}
+
+/// Each server of every pool: up or not, requests in flight, attempts by
+/// response class, response time and health transitions.
+fn render_servers(out: &mut String, snap: &Snapshot) {
+    let now = crate::clock::now_ms();
+    let up = (m::BACKEND_UP, "gauge", "1 if the server can take new requests, else 0.");
+    per_server(out, up, snap, |p, i| u8::from(p.available(i, now)));
+    let active = (m::BACKEND_ACTIVE, "gauge", "Requests in flight to the server.");
+    per_server(out, active, snap, |p, i| p.servers[i].state.in_flight.load(Ordering::Relaxed));
+    header(out, m::BACKEND_REQUESTS, "counter", "Attempts sent to the server by response class (error: no response).");
     for p in &snap.pools {
         for s in &p.servers {
             for (i, c) in s.state.stats.responses.iter().enumerate() {
                 let code = if i == 0 { "error".to_string() } else { format!("{i}xx") };
-                let _ = writeln!(
-                    out,
-                    "{}{{pool=\"{}\",server=\"{}\",code=\"{code}\"}} {}",
-                    m::BACKEND_REQUESTS,
-                    esc(&p.cfg.name),
-                    esc(&s.name),
-                    c.load(Ordering::Relaxed)
-                );
+                let _ = writeln!(out, "{}{{{},code=\"{code}\"}} {}", m::BACKEND_REQUESTS, server_labels(p, s), load(c));
             }
         }
     }
-    header(&mut out, m::BACKEND_RESPONSE, "histogram", "Time from sending a request to the server's response head.");
+    header(out, m::BACKEND_RESPONSE, "histogram", "Time from sending a request to the server's response head.");
     for p in &snap.pools {
         for s in &p.servers {
-            let labels = format!("pool=\"{}\",server=\"{}\"", esc(&p.cfg.name), esc(&s.name));
-            histogram(&mut out, m::BACKEND_RESPONSE, &labels, &s.state.stats.response_time);
+            histogram(out, m::BACKEND_RESPONSE, &server_labels(p, s), &s.state.stats.response_time);
         }
     }
-    header(&mut out, m::STATE_CHANGES, "counter", "Health transitions of the server.");
-    for p in &snap.pools {
-        for s in &p.servers {
-            let n = s.state.stats.state_changes.load(Ordering::Relaxed);
-            let _ =
-                writeln!(out, "{}{{pool=\"{}\",server=\"{}\"}} {n}", m::STATE_CHANGES, esc(&p.cfg.name), esc(&s.name));
-        }
-    }
-    out
+    let changes = (m::STATE_CHANGES, "counter", "Health transitions of the server.");
+    per_server(out, changes, snap, |p, i| p.servers[i].state.stats.state_changes.load(Ordering::Relaxed));
 }
 
 /// The busy poller's counters (`node.busy_poll`): turns (zero-timeout polls),
@@ -240,11 +282,13 @@ pub fn render(
 /// busy polling is off. They tell an operator why an idle-looking node
 /// shows a busy core: it was polling.
 pub fn render_busy_poll(out: &mut String, poller: &crate::busy_poll::Poller) {
-    header(out, m::BUSY_POLL, "counter", "Busy-poller events: turn (a zero-timeout poll), sleep, wait (coalescing).");
     let (turns, sleeps) = poller.stats();
-    for (event, n) in [("turn", turns), ("sleep", sleeps), ("wait", poller.waits())] {
-        let _ = writeln!(out, "{}{{event=\"{event}\"}} {n}", m::BUSY_POLL);
-    }
+    labeled(
+        out,
+        (m::BUSY_POLL, "counter", "Busy-poller events: turn (a zero-timeout poll), sleep, wait (coalescing)."),
+        "event",
+        [("turn", turns), ("sleep", sleeps), ("wait", poller.waits())],
+    );
 }
 
 /// The cluster families. A standalone node (`None`) is a cluster of one:
@@ -254,56 +298,50 @@ pub fn render_cluster(out: &mut String, cluster: Option<(&crate::api::ClusterSta
         Some((c, t)) => (Some(c), t),
         None => (None, crate::cluster::TransportStats::default()),
     };
-    header(out, m::CLUSTER_NODES, "gauge", "Cluster members by state, this node included.");
-    for state in ["live", "joining", "leaving", "left", "dead"] {
-        let n = match c {
-            Some(c) => c.members.iter().filter(|m| m.state == state).count(),
-            None => usize::from(state == "live"),
-        };
-        let _ = writeln!(out, "{}{{state=\"{state}\"}} {n}", m::CLUSTER_NODES);
-    }
-    header(out, m::CLUSTER_SYNCING, "gauge", "1 while the session table is being fetched from a peer.");
-    let _ = writeln!(out, "{} {}", m::CLUSTER_SYNCING, u8::from(c.is_some_and(|c| c.syncing)));
-    header(out, m::CLUSTER_STATE_BYTES, "gauge", "Size of this node's gossip state (keys, values, versions).");
-    let _ = writeln!(out, "{} {}", m::CLUSTER_STATE_BYTES, c.map_or(0, |c| c.state_bytes));
-    header(out, m::CLUSTER_DATAGRAMS, "counter", "Gossip datagrams sent and received.");
-    let _ = writeln!(out, "{}{{direction=\"sent\"}} {}", m::CLUSTER_DATAGRAMS, t.datagrams_sent);
-    let _ = writeln!(out, "{}{{direction=\"received\"}} {}", m::CLUSTER_DATAGRAMS, t.datagrams_received);
-    header(out, m::CLUSTER_BYTES, "counter", "Gossip bytes (sealed) sent and received.");
-    let _ = writeln!(out, "{}{{direction=\"sent\"}} {}", m::CLUSTER_BYTES, t.bytes_sent);
-    let _ = writeln!(out, "{}{{direction=\"received\"}} {}", m::CLUSTER_BYTES, t.bytes_received);
-    header(out, m::CLUSTER_DROPPED, "counter", "Gossip datagrams dropped on receipt, by reason.");
-    for (reason, n) in [
-        ("too_short", t.too_short),
-        ("too_long", t.too_long),
-        ("bad_version", t.bad_version),
-        ("unknown_key", t.unknown_key),
-        ("auth_failed", t.auth_failed),
-        ("malformed", t.malformed),
-        ("stale", t.stale),
-        ("future", t.future),
-        ("replayed", t.replayed),
-        ("invalid_payload", t.invalid_payload),
-    ] {
-        let _ = writeln!(out, "{}{{reason=\"{reason}\"}} {n}", m::CLUSTER_DROPPED);
-    }
-    header(
+    let members = ["live", "joining", "leaving", "left", "dead"].map(|state| match c {
+        Some(c) => (state, c.members.iter().filter(|m| m.state == state).count()),
+        None => (state, usize::from(state == "live")),
+    });
+    labeled(out, (m::CLUSTER_NODES, "gauge", "Cluster members by state, this node included."), "state", members);
+    let syncing = u8::from(c.is_some_and(|c| c.syncing));
+    single(out, (m::CLUSTER_SYNCING, "gauge", "1 while the session table is being fetched from a peer."), syncing);
+    let help = "Size of this node's gossip state (keys, values, versions).";
+    single(out, (m::CLUSTER_STATE_BYTES, "gauge", help), c.map_or(0, |c| c.state_bytes));
+    let datagrams = [("sent", t.datagrams_sent), ("received", t.datagrams_received)];
+    labeled(out, (m::CLUSTER_DATAGRAMS, "counter", "Gossip datagrams sent and received."), "direction", datagrams);
+    let bytes = [("sent", t.bytes_sent), ("received", t.bytes_received)];
+    labeled(out, (m::CLUSTER_BYTES, "counter", "Gossip bytes (sealed) sent and received."), "direction", bytes);
+    render_cluster_dropped(out, &t);
+    labeled(
         out,
-        m::CLUSTER_SESSIONS,
-        "counter",
-        "Session records from peers that were applied, and records not gossiped (queue full).",
+        (
+            m::CLUSTER_SESSIONS,
+            "counter",
+            "Session records from peers that were applied, and records not gossiped (queue full).",
+        ),
+        "result",
+        [("merged", load(&COUNTERS.sessions_merged)), ("not_gossiped", load(&COUNTERS.sessions_not_gossiped))],
     );
-    let _ = writeln!(
+}
+
+/// Gossip datagrams dropped on receipt, one sample per reason.
+fn render_cluster_dropped(out: &mut String, t: &crate::cluster::TransportStats) {
+    labeled(
         out,
-        "{}{{result=\"merged\"}} {}",
-        m::CLUSTER_SESSIONS,
-        COUNTERS.sessions_merged.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "{}{{result=\"not_gossiped\"}} {}",
-        m::CLUSTER_SESSIONS,
-        COUNTERS.sessions_not_gossiped.load(Ordering::Relaxed)
+        (m::CLUSTER_DROPPED, "counter", "Gossip datagrams dropped on receipt, by reason."),
+        "reason",
+        [
+            ("too_short", t.too_short),
+            ("too_long", t.too_long),
+            ("bad_version", t.bad_version),
+            ("unknown_key", t.unknown_key),
+            ("auth_failed", t.auth_failed),
+            ("malformed", t.malformed),
+            ("stale", t.stale),
+            ("future", t.future),
+            ("replayed", t.replayed),
+            ("invalid_payload", t.invalid_payload),
+        ],
     );
 }
 

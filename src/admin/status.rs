@@ -1,6 +1,7 @@
 //! Status and health endpoints: build the API types from the snapshot, the
 //! server states and the sampler's rates.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
@@ -8,11 +9,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::sampler::Rates;
 use super::Shared;
 use crate::api::*;
 use crate::config::RouteAction;
-use crate::health::AdminState;
+use crate::control::cluster::ClusterView;
+use crate::health::{AdminState, ServerState};
 use crate::metrics::COUNTERS;
+use crate::state::{Pool, Server, Snapshot};
 
 fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
@@ -161,71 +165,75 @@ pub async fn websocket_health(State(st): State<Shared>) -> Json<WebsocketHealth>
     })
 }
 
+/// `GET /api/v1/status`: the node, its listeners, the totals, every pool
+/// with its servers, the recent events and the cluster.
 pub async fn status(State(st): State<Shared>) -> Json<Status> {
     let snap = st.control.snapshot();
     let rates = st.sampler.rates(&st.control);
+    let pools = pools_status(&st, &snap, &rates);
+    let events = snap.events.recent(50);
+    let cluster = cluster_status(&st.control).await;
+    Json(Status {
+        cluster,
+        node: node_info(&st, &snap),
+        listeners: snap
+            .config
+            .listeners
+            .iter()
+            .map(|l| ListenerInfo { name: l.name.clone(), bind: l.bind.to_string() })
+            .collect(),
+        totals: totals(&st, &rates),
+        pools,
+        events,
+    })
+}
+
+/// This node: name, version, uptime, config and whether writes are on.
+fn node_info(st: &super::AdminContext, snap: &Snapshot) -> NodeInfo {
+    NodeInfo {
+        name: snap.config.node.name.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: st.started.elapsed().as_secs(),
+        started_at_unix_ms: st.started_unix_ms,
+        config_source: snap.config.source.clone(),
+        admin_writes: snap.config.admin.token.is_some(),
+    }
+}
+
+/// The node-wide counters now and the sampler's rates.
+fn totals(st: &super::AdminContext, rates: &Rates) -> Totals {
+    Totals {
+        requests: COUNTERS.requests.load(Ordering::Relaxed),
+        requests_per_second: rates.requests_per_second,
+        responses_5xx: COUNTERS.responses[5].load(Ordering::Relaxed),
+        error_rate: rates.error_rate,
+        active_connections: COUNTERS.active_connections.load(Ordering::Relaxed),
+        websocket_tunnels: COUNTERS.websocket_tunnels.load(Ordering::Relaxed),
+        retries: COUNTERS.retries.load(Ordering::Relaxed),
+        rate_limited: Some(
+            st.control.shared.state.load().zones.iter().flatten().map(|z| z.zone.stats().rejected).sum(),
+        ),
+        p50_ms: rates.p50_ms,
+        p95_ms: rates.p95_ms,
+        p99_ms: rates.p99_ms,
+    }
+}
+
+/// Every pool with its servers; the sessions per server where the pool has
+/// affinity, and the nodes' votes when this node is in a cluster.
+fn pools_status(st: &super::AdminContext, snap: &Snapshot, rates: &Rates) -> Vec<PoolStatus> {
     let now = crate::clock::now_ms();
     let sessions = st.control.sessions();
     let view = st.control.cluster().map(|c| c.view.clone());
-    let pools = snap
-        .pools
+    snap.pools
         .iter()
         .map(|p| {
             let counts = match (&sessions, &p.cfg.affinity) {
                 (Some(s), Some(_)) => Some(s.table.counts_per_server(&p.cfg.name)),
                 _ => None,
             };
-            let servers = p
-                .servers
-                .iter()
-                .map(|s| {
-                    let state = &s.state;
-                    let admin = state.admin_state();
-                    let summary = match admin {
-                        AdminState::Maintenance => "maintenance",
-                        AdminState::Draining => "draining",
-                        AdminState::Normal if !state.is_up() => "down",
-                        AdminState::Normal if s.state.passive.is_down(now) => "out",
-                        AdminState::Normal => "up",
-                    };
-                    let r = rates.servers.get(&(p.cfg.name.clone(), s.name.clone())).copied().unwrap_or_default();
-                    let last_check = match state.stats.last_check.load(Ordering::Relaxed) {
-                        0 => None,
-                        v => Some(CheckResult {
-                            ok: v == 1,
-                            latency_ms: state.stats.last_check_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
-                        }),
-                    };
-                    // Peers' votes plus this node's own.
-                    let votes = view.as_ref().map(|v| {
-                        let (up, reported) = v.peer_votes(&p.cfg.name, &s.name);
-                        let local = state.is_up() && admin != AdminState::Maintenance;
-                        (up + usize::from(local), reported + 1)
-                    });
-                    ServerStatus {
-                        name: s.name.clone(),
-                        addr: s.addr.to_string(),
-                        backup: s.backup,
-                        state: summary.into(),
-                        health: if state.is_up() { "up" } else { "down" }.into(),
-                        admin: admin.as_str().into(),
-                        weight: state.base_weight(),
-                        effective_weight: state.effective_weight(),
-                        active_connections: state.in_flight.load(Ordering::Relaxed),
-                        sessions: counts.as_ref().map(|c| c.get(&s.name).copied().unwrap_or(0)),
-                        requests_total: state.stats.total_responses(),
-                        requests_per_second: r.requests_per_second,
-                        p50_ms: r.p50_ms,
-                        p95_ms: r.p95_ms,
-                        last_check,
-                        consecutive_failures: state.stats.consecutive_failures.load(Ordering::Relaxed),
-                        changed_at_unix_ms: state.changed_at_unix_ms.load(Ordering::Relaxed),
-                        nodes_up: votes.map(|(up, _)| up),
-                        nodes_reporting: votes.map(|(_, reporting)| reporting),
-                        active: state.active_primary.load(Ordering::Relaxed),
-                    }
-                })
-                .collect();
+            let servers =
+                p.servers.iter().map(|s| server_status(p, s, counts.as_ref(), rates, view.as_deref(), now)).collect();
             PoolStatus {
                 name: p.cfg.name.clone(),
                 balance: p.cfg.balance.to_string(),
@@ -234,43 +242,74 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
                 servers,
             }
         })
-        .collect();
-    let events = snap.events.recent(50);
-    let cluster = cluster_status(&st.control).await;
-    Json(Status {
-        cluster,
-        node: NodeInfo {
-            name: snap.config.node.name.clone(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_seconds: st.started.elapsed().as_secs(),
-            started_at_unix_ms: st.started_unix_ms,
-            config_source: snap.config.source.clone(),
-            admin_writes: snap.config.admin.token.is_some(),
-        },
-        listeners: snap
-            .config
-            .listeners
-            .iter()
-            .map(|l| ListenerInfo { name: l.name.clone(), bind: l.bind.to_string() })
-            .collect(),
-        totals: Totals {
-            requests: COUNTERS.requests.load(Ordering::Relaxed),
-            requests_per_second: rates.requests_per_second,
-            responses_5xx: COUNTERS.responses[5].load(Ordering::Relaxed),
-            error_rate: rates.error_rate,
-            active_connections: COUNTERS.active_connections.load(Ordering::Relaxed),
-            websocket_tunnels: COUNTERS.websocket_tunnels.load(Ordering::Relaxed),
-            retries: COUNTERS.retries.load(Ordering::Relaxed),
-            rate_limited: Some(
-                st.control.shared.state.load().zones.iter().flatten().map(|z| z.zone.stats().rejected).sum(),
-            ),
-            p50_ms: rates.p50_ms,
-            p95_ms: rates.p95_ms,
-            p99_ms: rates.p99_ms,
-        },
-        pools,
-        events,
-    })
+        .collect()
+}
+
+/// One server as this node sees it: state, weights, load, rates, the last
+/// check, and how many nodes see it up (peers' votes plus this node's own).
+fn server_status(
+    p: &Pool,
+    s: &Server,
+    counts: Option<&HashMap<String, usize>>,
+    rates: &Rates,
+    view: Option<&ClusterView>,
+    now: u64,
+) -> ServerStatus {
+    let state = &s.state;
+    let admin = state.admin_state();
+    let summary = server_summary(state, admin, now);
+    let r = rates.servers.get(&(p.cfg.name.clone(), s.name.clone())).copied().unwrap_or_default();
+    let last_check = last_check(state);
+    let votes = view.map(|v| {
+        let (up, reported) = v.peer_votes(&p.cfg.name, &s.name);
+        let local = state.is_up() && admin != AdminState::Maintenance;
+        (up + usize::from(local), reported + 1)
+    });
+    ServerStatus {
+        name: s.name.clone(),
+        addr: s.addr.to_string(),
+        backup: s.backup,
+        state: summary.into(),
+        health: if state.is_up() { "up" } else { "down" }.into(),
+        admin: admin.as_str().into(),
+        weight: state.base_weight(),
+        effective_weight: state.effective_weight(),
+        active_connections: state.in_flight.load(Ordering::Relaxed),
+        sessions: counts.map(|c| c.get(&s.name).copied().unwrap_or(0)),
+        requests_total: state.stats.total_responses(),
+        requests_per_second: r.requests_per_second,
+        p50_ms: r.p50_ms,
+        p95_ms: r.p95_ms,
+        last_check,
+        consecutive_failures: state.stats.consecutive_failures.load(Ordering::Relaxed),
+        changed_at_unix_ms: state.changed_at_unix_ms.load(Ordering::Relaxed),
+        nodes_up: votes.map(|(up, _)| up),
+        nodes_reporting: votes.map(|(_, reporting)| reporting),
+        active: state.active_primary.load(Ordering::Relaxed),
+    }
+}
+
+/// A server's state in one word: what an operator set comes first, then
+/// active health, then passive health.
+fn server_summary(state: &ServerState, admin: AdminState, now: u64) -> &'static str {
+    match admin {
+        AdminState::Maintenance => "maintenance",
+        AdminState::Draining => "draining",
+        AdminState::Normal if !state.is_up() => "down",
+        AdminState::Normal if state.passive.is_down(now) => "out",
+        AdminState::Normal => "up",
+    }
+}
+
+/// The result of the server's last active check, if it has been checked.
+fn last_check(state: &ServerState) -> Option<CheckResult> {
+    match state.stats.last_check.load(Ordering::Relaxed) {
+        0 => None,
+        v => Some(CheckResult {
+            ok: v == 1,
+            latency_ms: state.stats.last_check_latency_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        }),
+    }
 }
 
 /// Writes a probe record through the store's writer and waits for it to be

@@ -194,6 +194,7 @@ pub fn node_config(
     let servers = servers.join(", ");
     let data_dir = dir.join(format!("node{i}"));
     let seeds: Vec<String> = seeds.iter().map(|s| format!("\"{s}\"")).collect();
+    // A flat table: one TOML template, one key per line, kept whole so it reads as the file it writes.
     format!(
         r#"# sysmanage-node demo: node {i} of {NODES}
 [node]
