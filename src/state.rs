@@ -118,7 +118,17 @@ impl Pool {
 
     /// Whether server `i` may take requests of sessions already pinned to it:
     /// like [`Pool::available`], but a draining server keeps its sessions.
+    /// In a `primary` pool only the active server keeps them while it is
+    /// available: SysManage reaches an agent only through the server that
+    /// holds its WebSocket, so agents follow the API when the active server
+    /// changes (a failed check in another pool of the group, a drain).
     pub fn session_available(&self, i: usize, now_ms: u64) -> bool {
+        if self.cfg.balance == crate::model::Balance::Primary {
+            let active = self.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
+            if active.is_some_and(|a| a != i && self.available(a, now_ms)) {
+                return false;
+            }
+        }
         let s = &self.servers[i];
         s.state.is_up()
             && s.state.admin_state() != AdminState::Maintenance

@@ -330,3 +330,92 @@ async fn a_server_marked_down_has_its_idle_connections_closed_too() {
     eprintln!("idle connection closed {:?} after the checks started failing", down.elapsed());
     node.stop().await;
 }
+
+/// SysManage's setup with different checks per pool: the API pool also
+/// checks something the agents pool does not (SysManage's
+/// `/api/health/db`, say). When only the API pool sees the active server
+/// fail, the group's active server moves, and the agents must move with
+/// the API: their pins follow the active server and their tunnels to the
+/// old one close (spread), instead of staying where the API no longer goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_follow_the_api_when_only_the_api_pool_sees_the_active_server_fail() {
+    let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
+    let dir = tempfile::tempdir().unwrap();
+    let servers = ws_servers(&[&s1, &s2], "");
+    // The API pool's check reads the health status (503 below); the agents
+    // pool's check reads a path that always answers 200.
+    let toml = format!(
+        r#"
+[node]
+name = "lb-test"
+data_dir = "{dir}"
+
+[log]
+level = "error"
+access_log = false
+
+[limits]
+tunnel_close_spread = "200ms"
+
+[[listeners]]
+name = "http"
+bind = "127.0.0.1:0"
+
+[[pools]]
+name = "api"
+balance = "primary"
+checks = [{{ path = "/api/health", interval = "200ms", fall = 1, rise = 1 }}]
+{servers}
+
+[[pools]]
+name = "agents"
+balance = "primary"
+{TOKEN_AFFINITY}
+checks = [{{ path = "/ping", interval = "200ms", fall = 1, rise = 1 }}]
+{servers}
+
+[[routes]]
+name = "agent-ws"
+path_prefix = "/api/agent/connect"
+websocket = true
+pool = "agents"
+
+[[routes]]
+name = "api"
+path_prefix = "/"
+pool = "api"
+"#,
+        dir = dir.path().display()
+    );
+    let node = start_node(&toml).await;
+    let addr = node.addr("http").unwrap();
+    let client = client();
+    assert_eq!(get(&client, addr, "/api/hosts").await.2, "s1");
+    let mut agents = Vec::new();
+    for i in 0..10 {
+        let (ws, name) = agent_connect(addr, &format!("agent-{i}")).await.unwrap();
+        assert_eq!(name, "s1");
+        agents.push(ws);
+    }
+    s1.set_health(503);
+    let failed = Instant::now();
+    let reconnects = agents.into_iter().enumerate().map(|(i, mut ws)| async move {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Err(_) => panic!("agent-{i}'s tunnel to the old active server was still open after 10 s"),
+                Ok(Some(Ok(_))) => {}
+                Ok(_) => break,
+            }
+        }
+        // The same agent (its key is pinned to s1) comes back.
+        let (_ws, name) = agent_connect(addr, &format!("agent-{i}")).await.unwrap();
+        (name, failed.elapsed())
+    });
+    let back = futures_util::future::join_all(reconnects).await;
+    eprintln!("agents back after {:?}", back.iter().map(|(_, t)| *t).max());
+    assert!(back.iter().all(|(name, _)| name == "s2"), "agents must follow the API to s2: {back:?}");
+    assert_eq!(get(&client, addr, "/api/hosts").await.2, "s2");
+    // s1 is still up for the agents pool: only the active server moved.
+    assert_eq!(agent_lands_on(addr, "agent-new").await, "s2");
+    node.stop().await;
+}

@@ -84,6 +84,10 @@ pub fn update(snap: &Snapshot, view: Option<&ClusterView>, control: &Control) ->
                 s.state.active_primary.store(Some(i) == chosen, Ordering::Relaxed);
             }
             if chosen != before {
+                if let Some(old) = before {
+                    // Its agents follow the API to the new active server.
+                    p.servers[old].state.demoted.notify_waiters();
+                }
                 let from = before.map_or("none", |i| p.servers[i].name.as_str());
                 let to = chosen.map_or("none", |i| p.servers[i].name.as_str());
                 tracing::warn!(pool = %p.cfg.name, from, to, "active server changed");

@@ -106,6 +106,11 @@ pub struct ServerState {
     /// (spread over `limits.tunnel_close_spread`) where the pool says
     /// `close_tunnels_on_down`.
     pub marked_down: tokio::sync::Notify,
+    /// Woken when the server stops being the active server of its
+    /// `primary` pool: its tunnels close like a down server's (spread, where
+    /// the pool says `close_tunnels_on_down`), so that agents reconnect to
+    /// the new active server, where the API now goes.
+    pub demoted: tokio::sync::Notify,
     /// Woken when a peer reports the server down: its checks probe at once
     /// and then quickly until they agree or it answers.
     pub probe_now: tokio::sync::Notify,
@@ -153,6 +158,7 @@ impl ServerState {
             passive: super::PassiveHealth::new(1, std::time::Duration::from_secs(10)),
             kick: tokio::sync::Notify::new(),
             marked_down: tokio::sync::Notify::new(),
+            demoted: tokio::sync::Notify::new(),
             probe_now: tokio::sync::Notify::new(),
             peer_down_reports: AtomicU64::new(0),
             active_primary: std::sync::atomic::AtomicBool::new(false),

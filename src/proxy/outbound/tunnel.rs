@@ -34,6 +34,8 @@ pub enum End {
     HalfClosed,
     Maintenance,
     ServerDown,
+    /// The server is no longer the active server of its `primary` pool.
+    NotActive,
     Shutdown,
     Error,
 }
@@ -123,7 +125,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut server = Counted { inner: server, activity: activity.clone(), total: &COUNTERS.tunnel_bytes_down };
     let kicked = state.kick.notified();
     let marked_down = state.marked_down.notified();
-    tokio::pin!(kicked, marked_down);
+    let demoted = state.demoted.notified();
+    tokio::pin!(kicked, marked_down, demoted);
     // `touch_every` is a quarter of the session TTL (at least 1 s by config),
     // so at least 250 ms; the floor only keeps `interval` off zero. A floor
     // of 1 s let sessions with a TTL under 2 s expire while their tunnel
@@ -138,7 +141,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     tokio::pin!(copy);
     let mut timers =
         Timers { idle_ms: limits.idle.as_millis() as u64, fin_ms: limits.fin.as_millis() as u64, close_at: None };
-    let (mut shutting, mut down) = (false, false);
+    let (mut shutting, mut down, mut not_active) = (false, false, false);
     loop {
         let wait = Duration::from_millis(timers.next(&activity).saturating_sub(crate::clock::now_ms()).max(1));
         tokio::select! {
@@ -159,6 +162,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             _ = &mut marked_down, if limits.close_on_down && !down => {
                 down = true;
                 timers.close_with_others(limits.spread, End::ServerDown);
+            }
+            _ = &mut demoted, if limits.close_on_down && !not_active => {
+                not_active = true;
+                timers.close_with_others(limits.spread, End::NotActive);
             }
             _ = closing.wait_for(|c| *c), if !shutting => {
                 shutting = true;
