@@ -386,6 +386,7 @@ where
 /// The service's answer to a fast-path request; an error if it gave none
 /// (it closes the connection, as hyper does with a service error) or the
 /// client left before it.
+#[inline(always)]
 fn poll_answer<I, S>(
     fut: &mut FutSlot<S::Future>,
     io: &mut ClientIo<I>,

@@ -48,6 +48,7 @@ fn broken(what: &'static str) -> io::Error {
 impl Sending {
     /// The service's response, its head encoded (`close`: the connection
     /// ends after it).
+    #[inline(always)]
     pub(super) fn answer(response: Response<ProxyBody>, close: bool) -> Self {
         let (parts, body) = response.into_parts();
         let mut out = Vec::with_capacity(256);

@@ -423,7 +423,10 @@ impl Forward<'_> {
             };
             let deadline = tokio::time::Instant::from_std(from) + cfg.read_timeout;
             match tokio::time::timeout_at(deadline, read).await {
-                Ok(Ok(h)) => return Ok((answered(h, body, name), io, buf)),
+                Ok(Ok(mut h)) => {
+                    answered(&mut h, body, name);
+                    return Ok((h, io, buf));
+                }
                 Ok(Err(HeadError::Closed)) if pooled && resendable && may_repeat => {
                     (io, pooled) = (self.connect(idx).await?, false);
                 }
@@ -461,6 +464,7 @@ impl Forward<'_> {
     /// Turns a server's response into the client's: hop-by-hop headers go,
     /// the body streams through, and a 101 starts the tunnel.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn respond(
         &self,
         head: Head,
@@ -531,12 +535,11 @@ impl Forward<'_> {
 /// A server's response head, taken: a distrusted framing is reported, and
 /// an answer that came before the whole streamed body was sent leaves the
 /// connection out of step (not reused).
-fn answered(mut head: Head, body: &UpstreamBody, server: &str) -> Head {
+fn answered(head: &mut Head, body: &UpstreamBody, server: &str) {
     if let Some(fault) = head.distrust {
         report_response(fault, server, &"answer taken, connection not reused");
     }
     if let UpstreamBody::Stream(s) = body {
         head.reusable &= s.finished();
     }
-    head
 }

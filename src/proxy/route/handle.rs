@@ -23,7 +23,7 @@ use crate::proxy::activity::ActiveGuard;
 use crate::proxy::body::ClientBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::outbound::affinity::Affinity;
-use crate::proxy::outbound::forward::Forward;
+use crate::proxy::outbound::forward::{Forward, Outcome};
 use crate::proxy::outbound::response::{text_response, ProxyBody};
 use crate::proxy::outbound::tunnel;
 use crate::proxy::wire::fields::is_websocket_upgrade;
@@ -73,7 +73,23 @@ pub async fn handle(
         Some(i) => {
             let route = &state.snapshot.config.routes[i];
             served.route = Some(route.name.as_str());
-            cx.run_route(route, req, websocket, &mut served).await?
+            // The route's rate limit, then its action. The request is
+            // awaited here, not in a function of each action: every async
+            // layer would move the request and the response once more.
+            match (cx.rate_limit(route, req.headers(), websocket)?, &route.action) {
+                (Some(limited), _) => limited,
+                (None, RouteAction::Respond { status, body, content_type }) => {
+                    fixed_response(*status, body, content_type)
+                }
+                (None, RouteAction::Redirect { to, status }) => redirect(&req, to, *status),
+                (None, RouteAction::Static { dir, cache_control }) => {
+                    serve_static(route, &req, dir, cache_control).await
+                }
+                (None, RouteAction::Proxy { pool }) => {
+                    let (result, outcome) = cx.forward(route, *pool, websocket).run(req).await;
+                    cx.forwarded(route, *pool, websocket, result, outcome, &mut served)?
+                }
+            }
         }
     };
     cx.finish(&mut response, &method, path_for_log, served, guard);
@@ -122,25 +138,6 @@ impl<'a> Steps<'a> {
         Some(https_redirect(req, port))
     }
 
-    /// The matched route: its rate limit, then its action.
-    async fn run_route(
-        &self,
-        route: &'a RouteConfig,
-        req: Request<ClientBody>,
-        websocket: bool,
-        served: &mut Served<'a>,
-    ) -> Result<Response<ProxyBody>, CloseConnection> {
-        if let Some(limited) = self.rate_limit(route, req.headers(), websocket)? {
-            return Ok(limited);
-        }
-        Ok(match &route.action {
-            RouteAction::Respond { status, body, content_type } => fixed_response(*status, body, content_type),
-            RouteAction::Redirect { to, status } => redirect(&req, to, *status),
-            RouteAction::Static { dir, cache_control } => serve_static(route, &req, dir, cache_control).await,
-            RouteAction::Proxy { pool } => return self.forward(route, *pool, req, websocket, served).await,
-        })
-    }
-
     /// The route's rate-limit answer if its zone refuses this request; a
     /// refused agent WebSocket upgrade closes the connection instead (a
     /// 429 is a non-101 answer: agents would fall back to polling).
@@ -159,18 +156,12 @@ impl<'a> Steps<'a> {
         Ok(Some(limited))
     }
 
-    /// Forwards the request to the route's pool.
-    async fn forward(
-        &self,
-        route: &'a RouteConfig,
-        pool: usize,
-        req: Request<ClientBody>,
-        websocket: bool,
-        served: &mut Served<'a>,
-    ) -> Result<Response<ProxyBody>, CloseConnection> {
+    /// What forwarding the request to the route's pool needs.
+    #[inline(always)]
+    fn forward(&self, route: &'a RouteConfig, pool: usize, websocket: bool) -> Forward<'a> {
         let (state, conn, cfg) = (self.state, self.conn, &self.state.snapshot.config);
         let pool_ref = &state.snapshot.pools[pool];
-        let fwd = Forward {
+        Forward {
             pool: pool_ref,
             events: &state.snapshot.events,
             upstreams: &state.upstreams[pool],
@@ -202,9 +193,23 @@ impl<'a> Steps<'a> {
             activity: &conn.activity,
             started: self.started,
             forwarded: state.forwarded,
-        };
-        let is_ws = fwd.websocket;
-        let (result, outcome) = fwd.run(req).await;
+        }
+    }
+
+    /// The forwarding's result, for the client: the server's response, or
+    /// the error's status and message (logged); an agent's WebSocket
+    /// upgrade that no server took closes the connection instead.
+    #[inline(always)]
+    fn forwarded(
+        &self,
+        route: &'a RouteConfig,
+        pool: usize,
+        websocket: bool,
+        result: Result<Response<ProxyBody>, ProxyError>,
+        outcome: Outcome,
+        served: &mut Served<'a>,
+    ) -> Result<Response<ProxyBody>, CloseConnection> {
+        let pool_ref = &self.state.snapshot.pools[pool];
         served.answered = outcome.answered;
         served.server = outcome.server.map(|i| pool_ref.servers[i].name.as_str());
         let e = match result {
@@ -220,6 +225,7 @@ impl<'a> Steps<'a> {
             error = %e,
             "request failed"
         );
+        let is_ws = websocket && route.matcher.websocket;
         if is_ws && route.close_when_unavailable && !matches!(e, ProxyError::MissingSessionId { .. }) {
             // SysManage agents fall back to 15 minutes of polling after two
             // non-101 answers; a closed connection is retried as transient.
