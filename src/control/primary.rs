@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::cluster::ClusterView;
+use super::replication::ClusterView;
 use super::Control;
 use crate::health::AdminState;
 use crate::model::Balance;
