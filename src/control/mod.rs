@@ -358,7 +358,7 @@ async fn ramp_ticker(control: Weak<Control>) {
         if control.cluster().is_none() {
             // A standalone node is its own majority (the cluster task does
             // this in a cluster).
-            primary::update(&snap, None, &control);
+            primary::update(&snap, None, &control.events);
         }
     }
 }

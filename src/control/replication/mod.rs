@@ -17,10 +17,10 @@
 //! Nothing here is on the request path: the proxy reads only atomics in
 //! [`ServerState`] and the session table.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -28,14 +28,18 @@ use tokio::sync::{mpsc, watch};
 use super::Control;
 use crate::api::SyncStatus;
 use crate::cluster::{
-    Cluster, ClusterChange, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, MemberId,
-    ServerHealth, SessionEntry,
+    Cluster, ClusterChange, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, ServerHealth,
+    SessionEntry,
 };
 use crate::health::{AdminState, ServerState};
 use crate::sessions::{Hlc, SessionRecord};
 use crate::state::Snapshot;
 
 pub mod catchup;
+pub mod view;
+
+pub use view::ClusterView;
+use view::ServerKey;
 
 /// How long a starting node waits for a first peer before it stops
 /// reporting `syncing` and serves with what it has.
@@ -48,77 +52,6 @@ const RATES_EVERY: Duration = Duration::from_millis(500);
 const SESSION_BATCH: usize = 4096;
 /// Room for session records waiting to be gossiped.
 const OUTBOX: usize = 65_536;
-
-type ServerKey = (String, String);
-
-/// What one live peer published.
-#[derive(Debug, Default, Clone)]
-struct PeerState {
-    health: HashMap<ServerKey, HealthView>,
-    load: HashMap<ServerKey, LoadSummary>,
-    primary: HashMap<String, String>,
-    /// Cluster-wide rate-limit zones: (zone, key) → (count, unix ms).
-    rates: HashMap<(String, u64), (u32, u64)>,
-}
-
-/// The cluster state the admin API shows; written by [`run`].
-#[derive(Debug, Default)]
-pub struct ClusterView {
-    peers: Mutex<BTreeMap<MemberId, PeerState>>,
-    /// A catch-up is due or running.
-    pub syncing: AtomicBool,
-    sync: Mutex<SyncStatus>,
-}
-
-impl ClusterView {
-    fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<MemberId, PeerState>> {
-        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn last_sync(&self) -> SyncStatus {
-        self.sync.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Live peers, by id.
-    pub fn live_peers(&self) -> Vec<MemberId> {
-        self.peers().keys().cloned().collect()
-    }
-
-    /// Peers that see the server up, and peers that reported on it.
-    /// How many live peers published each server as `pool`'s active one.
-    pub fn primary_tally(&self, pool: &str) -> HashMap<String, usize> {
-        let mut tally = HashMap::new();
-        for p in self.peers().values() {
-            if let Some(s) = p.primary.get(pool) {
-                *tally.entry(s.clone()).or_default() += 1;
-            }
-        }
-        tally
-    }
-
-    pub fn peer_votes(&self, pool: &str, server: &str) -> (usize, usize) {
-        let key = (pool.to_string(), server.to_string());
-        let peers = self.peers();
-        let mut up = 0;
-        let mut reported = 0;
-        for p in peers.values() {
-            if let Some(h) = p.health.get(&key) {
-                reported += 1;
-                if h.state == ServerHealth::Up {
-                    up += 1;
-                }
-            }
-        }
-        (up, reported)
-    }
-
-    /// Sum of a peer's load reports: (sessions, connections).
-    pub fn peer_load(&self, id: &MemberId) -> Option<(u64, u64)> {
-        let peers = self.peers();
-        let p = peers.get(id)?;
-        Some(p.load.values().fold((0, 0), |(s, c), l| (s + l.sessions, c + l.connections)))
-    }
-}
 
 /// A node's membership in its cluster.
 pub struct ClusterRuntime {
@@ -265,12 +198,12 @@ async fn first_sync(rt: Weak<ClusterRuntime>, control: Weak<Control>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         if started.elapsed() > FIRST_PEER_WAIT {
-            let mut sync = rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner);
-            sync.error = Some(format!(
+            let error = format!(
                 "no peer answered within {}s; serving with the local session table",
                 FIRST_PEER_WAIT.as_secs()
-            ));
-            tracing::warn!("{}", sync.error.as_deref().unwrap_or_default());
+            );
+            tracing::warn!("{error}");
+            rt.view.set_sync_error(error);
             rt.view.syncing.store(false, Ordering::Relaxed);
             return;
         }
@@ -314,13 +247,13 @@ async fn sync_from_peers(rt: &ClusterRuntime, control: &Control, all: bool) -> R
         }
     }
     if from.is_empty() {
-        rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner).error = Some(last_err.clone());
+        rt.view.set_sync_error(last_err.clone());
         return Err(last_err);
     }
     info.peer = Some(from.join(","));
     info.took_ms = started.elapsed().as_millis() as u64;
     info.at_unix_ms = crate::sessions::unix_now_ms();
-    *rt.view.sync.lock().unwrap_or_else(PoisonError::into_inner) = info.clone();
+    rt.view.set_synced(info.clone());
     rt.view.syncing.store(false, Ordering::Relaxed);
     Ok(info)
 }
@@ -620,7 +553,7 @@ async fn reconcile(rt: &ClusterRuntime, control: &Control, published: &mut Publi
         }
     }
     // Primaries.
-    for (pool, server) in super::primary::update(&snap, Some(&rt.view), control) {
+    for (pool, server) in super::primary::update(&snap, Some(&rt.view), &control.events) {
         if published.primary.get(&pool) != Some(&server) {
             out.push((GossipKey::primary(&pool), GossipValue::Primary(server.clone())));
             published.primary.insert(pool, server);
