@@ -6,7 +6,7 @@
 //! the cluster secret.
 //!
 //! Body: one record per line, `{gossip key}\t{gossip value}`, the same
-//! encodings as gossip (`cluster::keys`), so any name round-trips.
+//! encodings as gossip ([`super::record`]), so any name round-trips.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -21,8 +21,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use tokio::sync::watch;
 
-use super::{entry_of, record_of};
-use crate::cluster::{GossipKey, GossipValue};
+use super::record;
 use crate::control::Control;
 use crate::sessions::SessionRecord;
 
@@ -69,36 +68,9 @@ async fn sessions(State(st): State<ApiState>, headers: HeaderMap) -> Response {
         // No pool has affinity: an empty table.
         return (StatusCode::OK, "").into_response();
     };
-    let body = tokio::task::spawn_blocking(move || encode(&sessions.table.snapshot())).await.unwrap_or_default();
+    let body =
+        tokio::task::spawn_blocking(move || record::encode_lines(sessions.table.snapshot())).await.unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-/// One line per record.
-pub fn encode(records: &[SessionRecord]) -> String {
-    let mut out = String::with_capacity(records.len() * 96);
-    for r in records {
-        let Ok(k) = GossipKey::session(&r.pool, &r.key).encode() else { continue };
-        let Ok(v) = GossipValue::Session(entry_of(r)).encode() else { continue };
-        out.push_str(&k);
-        out.push('\t');
-        out.push_str(&v);
-        out.push('\n');
-    }
-    out
-}
-
-/// Parses [`encode`]'s output; malformed lines are skipped and counted.
-pub fn decode(body: &str) -> (Vec<SessionRecord>, usize) {
-    let mut out = Vec::new();
-    let mut bad = 0;
-    for line in body.lines().filter(|l| !l.is_empty()) {
-        let parsed = line.split_once('\t').and_then(|(k, v)| crate::cluster::keys::decode_entry(k, v).ok());
-        match parsed {
-            Some((GossipKey::Session { pool, key }, GossipValue::Session(e))) => out.push(record_of(pool, key, e)),
-            _ => bad += 1,
-        }
-    }
-    (out, bad)
 }
 
 /// Fetches a peer's table from its cluster API at `addr`.
@@ -136,46 +108,11 @@ pub async fn fetch(addr: SocketAddr, token: &str) -> Result<Vec<SessionRecord>, 
     let body = tokio::time::timeout(FETCH_TIMEOUT, exchange)
         .await
         .map_err(|_| format!("no complete answer within {}s", FETCH_TIMEOUT.as_secs()))??;
-    let (records, bad) = tokio::task::spawn_blocking(move || decode(&String::from_utf8_lossy(&body)))
+    let (records, bad) = tokio::task::spawn_blocking(move || record::decode_lines(&String::from_utf8_lossy(&body)))
         .await
         .map_err(|e| e.to_string())?;
     if bad > 0 {
         tracing::warn!(peer = %addr, bad, "malformed lines in a peer's session table were skipped");
     }
     Ok(records)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sessions::Hlc;
-
-    #[test]
-    fn table_lines_round_trip_and_garbage_is_skipped() {
-        let records = vec![
-            SessionRecord {
-                key: "host:a b\n".into(),
-                pool: "agents".into(),
-                server: "s1".into(),
-                expires_at_ms: 10,
-                version: Hlc(5),
-                origin: "lb1".into(),
-                tombstone: false,
-            },
-            SessionRecord {
-                key: "h2".into(),
-                pool: "agents".into(),
-                server: String::new(),
-                expires_at_ms: 11,
-                version: Hlc(6),
-                origin: "lb2".into(),
-                tombstone: true,
-            },
-        ];
-        let text = encode(&records);
-        assert_eq!(text.lines().count(), 2);
-        let (back, bad) = decode(&format!("{text}garbage\nsession:p:k\tX 1 2 3\nserver:p:s\tup 1\n"));
-        assert_eq!(back, records);
-        assert_eq!(bad, 3);
-    }
 }

@@ -29,13 +29,13 @@ use super::Control;
 use crate::api::SyncStatus;
 use crate::cluster::{
     Cluster, ClusterChange, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, ServerHealth,
-    SessionEntry,
 };
 use crate::health::{AdminState, ServerState};
-use crate::sessions::{Hlc, SessionRecord};
+use crate::sessions::SessionRecord;
 use crate::state::Snapshot;
 
 pub mod catchup;
+mod record;
 pub mod view;
 
 pub use view::ClusterView;
@@ -269,28 +269,6 @@ fn local_health(s: &ServerState) -> HealthView {
     HealthView { state, since_ms: s.changed_at_unix_ms.load(Ordering::Relaxed) }
 }
 
-fn entry_of(r: &SessionRecord) -> SessionEntry {
-    SessionEntry {
-        server: if r.tombstone { String::new() } else { r.server.clone() },
-        expires_at_ms: r.expires_at_ms,
-        version: r.version.0,
-        origin: r.origin.clone(),
-        tombstone: r.tombstone,
-    }
-}
-
-fn record_of(pool: String, key: String, e: SessionEntry) -> SessionRecord {
-    SessionRecord {
-        key,
-        pool,
-        server: e.server,
-        expires_at_ms: e.expires_at_ms,
-        version: Hlc(e.version),
-        origin: e.origin,
-        tombstone: e.tombstone,
-    }
-}
-
 /// What [`run`] last published, to send only changes.
 #[derive(Default)]
 struct Published {
@@ -339,7 +317,7 @@ async fn run(
                     return;
                 }
                 let Some(rt) = rt.upgrade() else { return };
-                let entries = batch.drain(..).map(|r| (GossipKey::session(&r.pool, &r.key), GossipValue::Session(entry_of(&r))));
+                let entries = batch.drain(..).map(record::into_gossip);
                 if let Err(e) = rt.cluster.set_many(entries.collect::<Vec<_>>()).await {
                     tracing::warn!("sessions not gossiped: {e}");
                 }
@@ -394,7 +372,7 @@ fn apply_change(rt: &ClusterRuntime, control: &Control, change: ClusterChange) -
         ClusterChange::Set { node, key, value } => match (key, value) {
             (GossipKey::Session { pool, key }, GossipValue::Session(e)) => {
                 if let Some(s) = control.sessions() {
-                    if s.merge_remote(record_of(pool, key, e), crate::sessions::unix_now_ms()) {
+                    if s.merge_remote(record::from_gossip(pool, key, e), crate::sessions::unix_now_ms()) {
                         crate::metrics::COUNTERS.sessions_merged.fetch_add(1, Ordering::Relaxed);
                     }
                 }
