@@ -28,13 +28,13 @@ use tokio::sync::{mpsc, watch};
 use super::Control;
 use crate::api::SyncStatus;
 use crate::cluster::{
-    Cluster, ClusterChange, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, ServerHealth,
+    Cluster, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, ServerHealth,
 };
 use crate::health::{AdminState, ServerState};
 use crate::sessions::SessionRecord;
-use crate::state::Snapshot;
 
 pub mod catchup;
+mod peers;
 mod record;
 pub mod view;
 
@@ -303,10 +303,10 @@ async fn run(
             change = changes.recv() => {
                 let Some(change) = change else { return };
                 let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
-                let mut dirty = apply_change(&rt, &control, change);
+                let mut dirty = peers::apply(&rt.view, &control, change);
                 // Apply what else is ready before recomputing.
                 while let Some(change) = changes.try_recv() {
-                    dirty |= apply_change(&rt, &control, change);
+                    dirty |= peers::apply(&rt.view, &control, change);
                 }
                 if dirty {
                     reconcile(&rt, &control, &mut published).await;
@@ -350,101 +350,6 @@ async fn run(
     }
 }
 
-/// Applies one change; true when health, load or primaries may need a
-/// recompute.
-fn apply_change(rt: &ClusterRuntime, control: &Control, change: ClusterChange) -> bool {
-    match change {
-        ClusterChange::Joined(id) => {
-            tracing::info!(member = %id, "cluster member is live");
-            control.events.push("cluster", None, None, format!("{} joined", id.name));
-            rt.view.peers().entry(id).or_default();
-            true
-        }
-        ClusterChange::Departed(id) => {
-            tracing::warn!(member = %id, "cluster member is gone (dead or left)");
-            control.events.push("cluster", None, None, format!("{} left or is dead", id.name));
-            let gone = rt.view.peers().remove(&id);
-            for (zone, key) in gone.map(|p| p.rates.into_keys().collect::<Vec<_>>()).unwrap_or_default() {
-                sum_rate(rt, control, &zone, key);
-            }
-            true
-        }
-        ClusterChange::Set { node, key, value } => match (key, value) {
-            (GossipKey::Session { pool, key }, GossipValue::Session(e)) => {
-                if let Some(s) = control.sessions() {
-                    if s.merge_remote(record::from_gossip(pool, key, e), crate::sessions::unix_now_ms()) {
-                        crate::metrics::COUNTERS.sessions_merged.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                false
-            }
-            (GossipKey::Server { pool, server }, GossipValue::Health(h)) => {
-                if h.state == ServerHealth::Down {
-                    if let Some(s) = find_server(&control.snapshot(), &pool, &server) {
-                        if s.is_up() {
-                            tracing::info!(%pool, %server, peer = %node.name, "a peer sees the server down: probing it now");
-                            s.report_peer_down();
-                        }
-                    }
-                }
-                rt.view.peers().entry(node).or_default().health.insert((pool, server), h);
-                true
-            }
-            (GossipKey::Load { pool, server }, GossipValue::Load(l)) => {
-                rt.view.peers().entry(node).or_default().load.insert((pool, server), l);
-                true
-            }
-            (GossipKey::Primary { pool }, GossipValue::Primary(server)) => {
-                rt.view.peers().entry(node).or_default().primary.insert(pool, server);
-                true
-            }
-            (GossipKey::Rate { zone, key }, GossipValue::Rate { count, at_ms }) => {
-                rt.view.peers().entry(node).or_default().rates.insert((zone.clone(), key), (count, at_ms));
-                sum_rate(rt, control, &zone, key);
-                false
-            }
-            _ => false,
-        },
-        ClusterChange::Removed { node, key: GossipKey::Rate { zone, key } } => {
-            if let Some(p) = rt.view.peers().get_mut(&node) {
-                p.rates.remove(&(zone.clone(), key));
-            }
-            sum_rate(rt, control, &zone, key);
-            false
-        }
-        ClusterChange::Removed { node, key } => {
-            let mut peers = rt.view.peers();
-            let Some(p) = peers.get_mut(&node) else { return false };
-            match key {
-                GossipKey::Server { pool, server } => p.health.remove(&(pool, server)).is_some(),
-                GossipKey::Load { pool, server } => p.load.remove(&(pool, server)).is_some(),
-                GossipKey::Primary { pool } => p.primary.remove(&pool).is_some(),
-                _ => false,
-            }
-        }
-    }
-}
-
-/// Sums the live peers' counts of one key of a cluster-wide zone into the
-/// zone, where the request path reads it.
-fn sum_rate(rt: &ClusterRuntime, control: &Control, zone: &str, key: u64) {
-    let state = control.shared.state.load();
-    let Some(z) = state.zones.iter().flatten().find(|z| z.config.cluster && z.config.name == zone) else { return };
-    let Some(window) = z.zone.window() else { return };
-    let window_ms = window.as_millis() as u64;
-    let now_unix = crate::sessions::unix_now_ms();
-    let k = (zone.to_string(), key);
-    let sum: u64 = rt
-        .view
-        .peers()
-        .values()
-        .filter_map(|p| p.rates.get(&k))
-        .filter(|(_, at)| at.saturating_add(window_ms) > now_unix)
-        .map(|(n, _)| u64::from(*n))
-        .sum();
-    z.zone.set_remote(key, sum.min(u64::from(u32::MAX)) as u32, crate::clock::now_ms() + window_ms);
-}
-
 /// This node's counts of cluster-wide zones that changed since the last
 /// round (keys that fell to nothing are published once as 0).
 fn rate_entries(control: &Control, published: &mut Published) -> Vec<(GossipKey, GossipValue)> {
@@ -470,10 +375,6 @@ fn rate_entries(control: &Control, published: &mut Published) -> Vec<(GossipKey,
         keep
     });
     out
-}
-
-fn find_server(snap: &Snapshot, pool: &str, server: &str) -> Option<Arc<ServerState>> {
-    snap.pool(pool)?.servers.iter().find(|s| s.name == server).map(|s| s.state.clone())
 }
 
 /// Publishes changed health views, loads and primaries; recomputes remote
