@@ -2,12 +2,12 @@
 //! into gossip. One task ([`run`]) owns the flow:
 //!
 //! - peers' health views are kept per live peer; a peer's `down` wakes the
-//!   local checks of that server ([`ServerState::probe_now`]);
+//!   local checks of that server ([`crate::health::ServerState::probe_now`]);
 //! - `primary` pools: the active server is chosen from the majority view
 //!   ([`super::primary`]) and published, so every node sends to the same
 //!   server and a restarted node adopts the others' choice;
 //! - peers' connection counts are summed into
-//!   [`ServerState::remote_connections`] for `least_loaded`;
+//!   [`crate::health::ServerState::remote_connections`] for `least_loaded`;
 //! - session records written here go out as TTL keys (a bounded window);
 //!   records from peers are merged into the table and the store;
 //! - a node that starts with seeds, or that chitchat resets, fetches the full
@@ -15,9 +15,8 @@
 //!   reports `syncing` until it has it.
 //!
 //! Nothing here is on the request path: the proxy reads only atomics in
-//! [`ServerState`] and the session table.
+//! [`crate::health::ServerState`] and the session table.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -27,27 +26,21 @@ use tokio::sync::{mpsc, watch};
 
 use super::Control;
 use crate::api::SyncStatus;
-use crate::cluster::{
-    Cluster, ClusterChangeStream, GossipKey, GossipValue, HealthView, LoadSummary, Member, ServerHealth,
-};
-use crate::health::{AdminState, ServerState};
+use crate::cluster::{Cluster, ClusterChangeStream, GossipKey, GossipValue, Member};
 use crate::sessions::SessionRecord;
 
 pub mod catchup;
 mod peers;
+mod reconcile;
 mod record;
 pub mod view;
 
+use reconcile::{reconcile, Published};
 pub use view::ClusterView;
-use view::ServerKey;
 
 /// How long a starting node waits for a first peer before it stops
 /// reporting `syncing` and serves with what it has.
 const FIRST_PEER_WAIT: Duration = Duration::from_secs(15);
-/// Load reports are refreshed at most this often.
-const LOAD_EVERY: Duration = Duration::from_secs(1);
-/// Cluster-wide rate-limit counts are published this often.
-const RATES_EVERY: Duration = Duration::from_millis(500);
 /// Session records gossiped per batch.
 const SESSION_BATCH: usize = 4096;
 /// Room for session records waiting to be gossiped.
@@ -258,28 +251,6 @@ async fn sync_from_peers(rt: &ClusterRuntime, control: &Control, all: bool) -> R
     Ok(info)
 }
 
-/// This node's view of a server, as published.
-fn local_health(s: &ServerState) -> HealthView {
-    let state = match s.admin_state() {
-        AdminState::Maintenance => ServerHealth::Maintenance,
-        AdminState::Draining => ServerHealth::Draining,
-        AdminState::Normal if s.is_up() => ServerHealth::Up,
-        AdminState::Normal => ServerHealth::Down,
-    };
-    HealthView { state, since_ms: s.changed_at_unix_ms.load(Ordering::Relaxed) }
-}
-
-/// What [`run`] last published, to send only changes.
-#[derive(Default)]
-struct Published {
-    health: HashMap<ServerKey, HealthView>,
-    load: HashMap<ServerKey, LoadSummary>,
-    primary: HashMap<String, String>,
-    load_at: Option<Instant>,
-    rates: HashMap<(String, u64), u32>,
-    rates_at: Option<Instant>,
-}
-
 /// The cluster task: applies peers' changes, publishes this node's state.
 async fn run(
     rt: Weak<ClusterRuntime>,
@@ -309,7 +280,7 @@ async fn run(
                     dirty |= peers::apply(&rt.view, &control, change);
                 }
                 if dirty {
-                    reconcile(&rt, &control, &mut published).await;
+                    reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
                 }
             }
             n = outbox.recv_many(&mut batch, SESSION_BATCH) => {
@@ -327,7 +298,7 @@ async fn run(
                 if let Some(s) = control.sessions() {
                     s.replicate_to(rt.outbox.clone());
                 }
-                reconcile(&rt, &control, &mut published).await;
+                reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
             }
             changed = catchups.changed() => {
                 if changed.is_err() {
@@ -346,101 +317,6 @@ async fn run(
                 });
             }
             _ = stop.changed() => return,
-        }
-    }
-}
-
-/// This node's counts of cluster-wide zones that changed since the last
-/// round (keys that fell to nothing are published once as 0).
-fn rate_entries(control: &Control, published: &mut Published) -> Vec<(GossipKey, GossipValue)> {
-    let mut out = Vec::new();
-    let state = control.shared.state.load();
-    let (now, at_ms) = (crate::clock::now_ms(), crate::sessions::unix_now_ms());
-    let mut seen = std::collections::HashSet::new();
-    for z in state.zones.iter().flatten().filter(|z| z.config.cluster) {
-        for (key, count) in z.zone.local_counts(now, 1) {
-            let k = (z.config.name.clone(), key);
-            seen.insert(k.clone());
-            if published.rates.get(&k) != Some(&count) {
-                out.push((GossipKey::rate(&k.0, key), GossipValue::Rate { count, at_ms }));
-                published.rates.insert(k, count);
-            }
-        }
-    }
-    published.rates.retain(|k, _| {
-        let keep = seen.contains(k);
-        if !keep {
-            out.push((GossipKey::rate(&k.0, k.1), GossipValue::Rate { count: 0, at_ms }));
-        }
-        keep
-    });
-    out
-}
-
-/// Publishes changed health views, loads and primaries; recomputes remote
-/// connections and the active primaries.
-async fn reconcile(rt: &ClusterRuntime, control: &Control, published: &mut Published) {
-    let snap = control.snapshot();
-    let mut out = Vec::new();
-    // Health views.
-    for pool in &snap.pools {
-        for s in &pool.servers {
-            let key = (pool.cfg.name.clone(), s.name.clone());
-            let view = local_health(&s.state);
-            if published.health.get(&key) != Some(&view) {
-                out.push((GossipKey::server(&key.0, &key.1), GossipValue::Health(view)));
-                published.health.insert(key, view);
-            }
-        }
-    }
-    // Loads, at most once a second.
-    if published.load_at.is_none_or(|at| at.elapsed() >= LOAD_EVERY) {
-        published.load_at = Some(Instant::now());
-        let sessions = control.sessions();
-        for pool in &snap.pools {
-            let counts = match (&sessions, &pool.cfg.affinity) {
-                (Some(s), Some(_)) => s.table.counts_per_server(&pool.cfg.name),
-                _ => HashMap::new(),
-            };
-            for s in &pool.servers {
-                let key = (pool.cfg.name.clone(), s.name.clone());
-                let load = LoadSummary {
-                    sessions: counts.get(&s.name).copied().unwrap_or(0) as u64,
-                    connections: u64::from(s.state.in_flight.load(Ordering::Relaxed)),
-                };
-                if published.load.get(&key) != Some(&load) {
-                    out.push((GossipKey::load(&key.0, &key.1), GossipValue::Load(load)));
-                    published.load.insert(key, load);
-                }
-            }
-        }
-    }
-    // Cluster-wide rate-limit counts.
-    if published.rates_at.is_none_or(|at| at.elapsed() >= RATES_EVERY) {
-        published.rates_at = Some(Instant::now());
-        out.extend(rate_entries(control, published));
-    }
-    // Peers' connections, summed per server.
-    {
-        let peers = rt.view.peers();
-        for pool in &snap.pools {
-            for s in &pool.servers {
-                let key = (pool.cfg.name.clone(), s.name.clone());
-                let sum: u64 = peers.values().filter_map(|p| p.load.get(&key)).map(|l| l.connections).sum();
-                s.state.remote_connections.store(sum.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
-            }
-        }
-    }
-    // Primaries.
-    for (pool, server) in super::primary::update(&snap, Some(&rt.view), &control.events) {
-        if published.primary.get(&pool) != Some(&server) {
-            out.push((GossipKey::primary(&pool), GossipValue::Primary(server.clone())));
-            published.primary.insert(pool, server);
-        }
-    }
-    if !out.is_empty() {
-        if let Err(e) = rt.cluster.set_many(out).await {
-            tracing::warn!("cluster state not published: {e}");
         }
     }
 }
