@@ -22,29 +22,26 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::Control;
 use crate::api::SyncStatus;
 use crate::cluster::{Cluster, ClusterChangeStream, GossipKey, GossipValue, Member};
-use crate::sessions::SessionRecord;
 
 pub mod catchup;
+mod outbox;
 mod peers;
 mod reconcile;
 mod record;
 pub mod view;
 
+use outbox::Outbox;
 use reconcile::{reconcile, Published};
 pub use view::ClusterView;
 
 /// How long a starting node waits for a first peer before it stops
 /// reporting `syncing` and serves with what it has.
 const FIRST_PEER_WAIT: Duration = Duration::from_secs(15);
-/// Session records gossiped per batch.
-const SESSION_BATCH: usize = 4096;
-/// Room for session records waiting to be gossiped.
-const OUTBOX: usize = 65_536;
 
 /// A node's membership in its cluster.
 pub struct ClusterRuntime {
@@ -53,7 +50,6 @@ pub struct ClusterRuntime {
     /// Where the cluster API (catch-up) listens: the gossip port, over TCP.
     pub api_addr: SocketAddr,
     token: Arc<str>,
-    outbox: mpsc::Sender<SessionRecord>,
     stop: watch::Sender<bool>,
 }
 
@@ -117,16 +113,18 @@ impl ClusterRuntime {
             entries.push((GossipKey::NodeAdminAddr, GossipValue::AdminAddr(a)));
         }
         cluster.set_many(entries).await?;
-        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         let (stop, stop_rx) = watch::channel(false);
         let view = Arc::new(ClusterView::default());
         view.syncing.store(!seeds.is_empty(), Ordering::Relaxed);
         let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
-        let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, outbox, stop });
+        let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, stop });
+        // Records written from now on reach gossip (if the store is open).
+        let mut outbox = Outbox::new();
+        outbox.hand_over(control);
         tokio::spawn(catchup::serve(api_listener, Arc::downgrade(control), rt.token.clone(), stop_rx.clone()));
         let changes = rt.cluster.subscribe();
         let catchups = rt.cluster.catchup_requests();
-        tokio::spawn(run(Arc::downgrade(&rt), Arc::downgrade(control), changes, outbox_rx, catchups, stop_rx));
+        tokio::spawn(run(Arc::downgrade(&rt), Arc::downgrade(control), changes, outbox, catchups, stop_rx));
         if !seeds.is_empty() {
             tokio::spawn(first_sync(Arc::downgrade(&rt), Arc::downgrade(control)));
         }
@@ -256,7 +254,7 @@ async fn run(
     rt: Weak<ClusterRuntime>,
     control: Weak<Control>,
     mut changes: ClusterChangeStream,
-    mut outbox: mpsc::Receiver<SessionRecord>,
+    mut outbox: Outbox,
     mut catchups: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -267,7 +265,7 @@ async fn run(
     let mut tick = tokio::time::interval(interval.min(Duration::from_millis(250)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut published = Published::default();
-    let mut batch = Vec::with_capacity(SESSION_BATCH);
+    let mut batch = Vec::with_capacity(outbox::BATCH);
     catchups.borrow_and_update();
     loop {
         tokio::select! {
@@ -283,21 +281,17 @@ async fn run(
                     reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
                 }
             }
-            n = outbox.recv_many(&mut batch, SESSION_BATCH) => {
+            n = outbox.next_batch(&mut batch) => {
                 if n == 0 {
                     return;
                 }
                 let Some(rt) = rt.upgrade() else { return };
-                let entries = batch.drain(..).map(record::into_gossip);
-                if let Err(e) = rt.cluster.set_many(entries.collect::<Vec<_>>()).await {
-                    tracing::warn!("sessions not gossiped: {e}");
-                }
+                outbox::gossip(&rt.cluster, &mut batch).await;
             }
             _ = tick.tick() => {
                 let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
-                if let Some(s) = control.sessions() {
-                    s.replicate_to(rt.outbox.clone());
-                }
+                // A store opened by a reload since the last tick.
+                outbox.hand_over(&control);
                 reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
             }
             changed = catchups.changed() => {
