@@ -1,16 +1,27 @@
-//! The cluster API: one endpoint, `GET /cluster/v1/sessions`, that hands a
-//! peer the full session table (tombstones included) so that a node that
-//! joins, restarts or was reset by gossip catches up at once instead of
-//! waiting for records to be re-gossiped. It listens on the gossip port over
-//! TCP and answers only requests that carry the bearer token derived from
-//! the cluster secret.
+//! Catch-up: the whole session table, peer to peer, for records that are
+//! no longer (or not yet) in gossip. Gossip carries only a bounded window of
+//! recent records (TTL keys), so a node that joins, restarts, or that
+//! chitchat reset (e.g. after a healed partition) fetches the table at once
+//! instead of waiting for records to be re-gossiped.
 //!
-//! Body: one record per line, `{gossip key}\t{gossip value}`, the same
-//! encodings as gossip ([`super::record`]), so any name round-trips.
+//! - Serve: [`serve`], one endpoint `GET /cluster/v1/sessions` on the gossip
+//!   port over TCP, answering only the bearer token derived from the
+//!   cluster secret. Body: one record per line, `{gossip key}\t{gossip
+//!   value}`, the same encodings as gossip ([`super::record`]), so any name
+//!   round-trips.
+//! - Fetch: [`first_sync`] when a node starts with seeds (from the first
+//!   live peer that answers), [`refetch_all`] when gossip asks for a
+//!   catch-up (from every live peer, since records written on either side
+//!   may have left the gossip window). Records are merged with the same
+//!   last-writer-wins rule as gossiped ones.
+//!
+//! [`ClusterView::syncing`] is true while a catch-up is due or running; the
+//! outcome is kept in the view for the admin API.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,14 +33,19 @@ use http_body_util::{BodyExt, Empty, Limited};
 use tokio::sync::watch;
 
 use super::record;
+use super::view::ClusterView;
+use crate::api::SyncStatus;
 use crate::control::Control;
 use crate::sessions::SessionRecord;
 
-pub const PATH: &str = "/cluster/v1/sessions";
+const PATH: &str = "/cluster/v1/sessions";
 /// Largest table accepted from a peer (about 10 million records).
 const BODY_LIMIT: usize = 1 << 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a starting node waits for a first peer before it stops
+/// reporting `syncing` and serves with what it has.
+const FIRST_PEER_WAIT: Duration = Duration::from_secs(15);
 
 #[derive(Clone)]
 struct ApiState {
@@ -38,7 +54,7 @@ struct ApiState {
 }
 
 /// Serves the cluster API until `stop` turns true.
-pub async fn serve(
+pub(super) async fn serve(
     listener: tokio::net::TcpListener,
     control: Weak<Control>,
     token: Arc<str>,
@@ -74,7 +90,7 @@ async fn sessions(State(st): State<ApiState>, headers: HeaderMap) -> Response {
 }
 
 /// Fetches a peer's table from its cluster API at `addr`.
-pub async fn fetch(addr: SocketAddr, token: &str) -> Result<Vec<SessionRecord>, String> {
+async fn fetch(addr: SocketAddr, token: &str) -> Result<Vec<SessionRecord>, String> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connecting to {addr}/tcp timed out"))?
@@ -115,4 +131,94 @@ pub async fn fetch(addr: SocketAddr, token: &str) -> Result<Vec<SessionRecord>, 
         tracing::warn!(peer = %addr, bad, "malformed lines in a peer's session table were skipped");
     }
     Ok(records)
+}
+
+/// The initial catch-up of a node that starts with seeds: waits for a
+/// first live peer, then fetches; retries while peers fail, for a bounded time.
+pub(super) async fn first_sync(view: Weak<ClusterView>, token: Arc<str>, control: Weak<Control>) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (Some(view), Some(control)) = (view.upgrade(), control.upgrade()) else { return };
+        if !view.live_peers().is_empty() {
+            match sync_from_peers(&view, &token, &control, false).await {
+                Ok(_) => return,
+                Err(e) => tracing::warn!("session catch-up failed, retrying: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if started.elapsed() > FIRST_PEER_WAIT {
+            let error = format!(
+                "no peer answered within {}s; serving with the local session table",
+                FIRST_PEER_WAIT.as_secs()
+            );
+            tracing::warn!("{error}");
+            view.set_sync_error(error);
+            view.syncing.store(false, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Gossip asked for a catch-up (this node was reset or fell behind): fetches
+/// the table from every live peer, in the background.
+pub(super) fn refetch_all(view: &Arc<ClusterView>, token: &Arc<str>, control: &Arc<Control>) {
+    tracing::info!("gossip asked for a catch-up (this node was reset or fell behind): fetching the session table");
+    view.syncing.store(true, Ordering::Relaxed);
+    let (view, token, control) = (Arc::downgrade(view), token.clone(), Arc::downgrade(control));
+    tokio::spawn(async move {
+        if let (Some(view), Some(control)) = (view.upgrade(), control.upgrade()) {
+            if sync_from_peers(&view, &token, &control, true).await.is_err() {
+                view.syncing.store(false, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+/// Fetches the session table from live peers: from the first that answers,
+/// or (`all`) from every live peer.
+async fn sync_from_peers(view: &ClusterView, token: &str, control: &Control, all: bool) -> Result<SyncStatus, String> {
+    view.syncing.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut last_err = "no live peer".to_string();
+    let mut info = SyncStatus::default();
+    let mut from = Vec::new();
+    for peer in view.live_peers() {
+        match fetch(peer.gossip_addr, token).await {
+            Ok(records) => {
+                let n = records.len();
+                let applied = merge(control, records).await;
+                crate::metrics::COUNTERS.sessions_merged.fetch_add(applied as u64, Ordering::Relaxed);
+                tracing::info!(peer = %peer, records = n, applied, "session table caught up");
+                info.records += n;
+                info.applied += applied;
+                from.push(peer.name.to_string());
+                if !all {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer, "session catch-up from this peer failed: {e}");
+                last_err = format!("{peer}: {e}");
+            }
+        }
+    }
+    if from.is_empty() {
+        view.set_sync_error(last_err.clone());
+        return Err(last_err);
+    }
+    info.peer = Some(from.join(","));
+    info.took_ms = started.elapsed().as_millis() as u64;
+    info.at_unix_ms = crate::sessions::unix_now_ms();
+    view.set_synced(info.clone());
+    view.syncing.store(false, Ordering::Relaxed);
+    Ok(info)
+}
+
+/// Merges a peer's table into the session table and the store, off the
+/// runtime; how many records won.
+async fn merge(control: &Control, records: Vec<SessionRecord>) -> usize {
+    let Some(s) = control.sessions() else { return 0 };
+    let now = crate::sessions::unix_now_ms();
+    tokio::task::spawn_blocking(move || s.merge_remote_blocking(records, now)).await.unwrap_or(0)
 }
