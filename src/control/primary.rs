@@ -10,6 +10,11 @@
 //! group's servers count as up only where they are up in every pool of the
 //! group, and the first pool's `failback` applies (validation makes them
 //! agree).
+//!
+//! Called by the control ticker on a standalone node and by
+//! `replication::reconcile` in a cluster. Reads the peers' votes from
+//! [`ClusterView`] and nothing else of `control`, so the replication module
+//! can call it without a cycle.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
