@@ -12,8 +12,9 @@
 //!   to a session store opened by a reload;
 //! - gossip's request for a catch-up → [`catchup::refetch_all`].
 //!
-//! Background tasks hold `Weak` references and end when the runtime (or the
-//! control) is dropped, or at [`ClusterRuntime::leave`].
+//! The task and the cluster API stop at [`ClusterRuntime::leave`]; they and
+//! the initial catch-up hold `Weak` references and also end when the
+//! runtime or the control is dropped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
