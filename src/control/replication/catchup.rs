@@ -148,10 +148,8 @@ pub(super) async fn first_sync(view: Weak<ClusterView>, token: Arc<str>, control
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         if started.elapsed() > FIRST_PEER_WAIT {
-            let error = format!(
-                "no peer answered within {}s; serving with the local session table",
-                FIRST_PEER_WAIT.as_secs()
-            );
+            let error =
+                format!("no peer answered within {}s; serving with the local session table", FIRST_PEER_WAIT.as_secs());
             tracing::warn!("{error}");
             view.set_sync_error(error);
             view.syncing.store(false, Ordering::Relaxed);

@@ -37,7 +37,9 @@ pub(super) fn apply(view: &ClusterView, control: &Control, change: ClusterChange
             (GossipKey::Session { pool, key }, GossipValue::Session(e)) => {
                 session(control, record::from_gossip(pool, key, e))
             }
-            (GossipKey::Server { pool, server }, GossipValue::Health(h)) => health(view, control, node, pool, server, h),
+            (GossipKey::Server { pool, server }, GossipValue::Health(h)) => {
+                health(view, control, node, pool, server, h)
+            }
             (GossipKey::Load { pool, server }, GossipValue::Load(l)) => load(view, node, pool, server, l),
             (GossipKey::Primary { pool }, GossipValue::Primary(server)) => primary(view, node, pool, server),
             (GossipKey::Rate { zone, key }, GossipValue::Rate { count, at_ms }) => {
