@@ -13,7 +13,7 @@ use super::sampler::Rates;
 use super::Shared;
 use crate::api::*;
 use crate::config::RouteAction;
-use crate::control::cluster::ClusterView;
+use crate::control::replication::ClusterView;
 use crate::health::{AdminState, ServerState};
 use crate::metrics::COUNTERS;
 use crate::state::{Pool, Server, Snapshot};

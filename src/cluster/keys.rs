@@ -251,10 +251,11 @@ pub struct LoadSummary {
     pub connections: u64,
 }
 
-/// Value of `session:{pool}:{key}`: a session record without its pool and
-/// key (they are in the gossip key). `version` is the raw hybrid logical
-/// clock (`sessions::record::Hlc.0`); the cluster module does not depend on
-/// `sessions`, `control` converts.
+/// Value of `session:{pool}:{key}`: the wire form of a session record
+/// (`sessions::SessionRecord`) without its pool and key (they are in the
+/// gossip key). `version` is the raw hybrid logical clock
+/// (`sessions::record::Hlc.0`). The cluster module does not depend on
+/// `sessions`: `control::replication::record` is the one place that converts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionEntry {
     /// The owning server; empty for a tombstone.

@@ -7,10 +7,10 @@
 //! Called by `runtime` (start, SIGHUP) and `admin` (API actions). Commands are
 //! serialised by an async mutex, so two reloads never interleave.
 
-pub mod cluster;
 pub mod command;
 pub mod diff;
 pub mod primary;
+pub mod replication;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Weak};
@@ -72,7 +72,7 @@ pub struct Control {
     /// TLS certificate stores of the listeners, reloaded with the config.
     cert_stores: std::sync::Mutex<Vec<(String, Arc<crate::tls::CertStore>)>>,
     /// Set once when the node runs in a cluster.
-    cluster: std::sync::OnceLock<Arc<cluster::ClusterRuntime>>,
+    cluster: std::sync::OnceLock<Arc<replication::ClusterRuntime>>,
 }
 
 struct Inner {
@@ -110,16 +110,16 @@ impl Control {
         self: &Arc<Self>,
         extra_seeds: Vec<String>,
         admin: Option<std::net::SocketAddr>,
-    ) -> anyhow::Result<Option<Arc<cluster::ClusterRuntime>>> {
+    ) -> anyhow::Result<Option<Arc<replication::ClusterRuntime>>> {
         if self.snapshot().config.cluster.is_none() {
             return Ok(None);
         }
-        let rt = cluster::ClusterRuntime::start(self, extra_seeds, admin).await?;
+        let rt = replication::ClusterRuntime::start(self, extra_seeds, admin).await?;
         let _ = self.cluster.set(rt.clone());
         Ok(Some(rt))
     }
 
-    pub fn cluster(&self) -> Option<&Arc<cluster::ClusterRuntime>> {
+    pub fn cluster(&self) -> Option<&Arc<replication::ClusterRuntime>> {
         self.cluster.get()
     }
 
@@ -289,7 +289,7 @@ async fn ramp_ticker(control: Weak<Control>) {
         if control.cluster().is_none() {
             // A standalone node is its own majority (the cluster task does
             // this in a cluster).
-            primary::update(&snap, None, &control);
+            primary::update(&snap, None, &control.events);
         }
     }
 }

@@ -10,13 +10,17 @@
 //! group's servers count as up only where they are up in every pool of the
 //! group, and the first pool's `failback` applies (validation makes them
 //! agree).
+//!
+//! Called by the control ticker on a standalone node and by
+//! `replication::reconcile` in a cluster. Reads the peers' votes from
+//! [`ClusterView`] and nothing else of `control`, so the replication module
+//! can call it without a cycle.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use super::cluster::ClusterView;
-use super::Control;
-use crate::health::AdminState;
+use super::replication::view::ClusterView;
+use crate::health::{AdminState, EventLog};
 use crate::model::Balance;
 use crate::state::{choose_primary, PrimaryVotes, Snapshot};
 
@@ -42,7 +46,7 @@ pub fn groups(snap: &Snapshot) -> Vec<Vec<usize>> {
 /// Recomputes the active server of every `primary` pool from this node's
 /// view and the peers' (`None`: a standalone node) and marks it. Returns
 /// each pool's active server (to publish).
-pub fn update(snap: &Snapshot, view: Option<&ClusterView>, control: &Control) -> Vec<(String, String)> {
+pub fn update(snap: &Snapshot, view: Option<&ClusterView>, events: &EventLog) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for group in groups(snap) {
         let pools: Vec<&crate::state::Pool> = group.iter().map(|&i| &snap.pools[i]).collect();
@@ -91,7 +95,7 @@ pub fn update(snap: &Snapshot, view: Option<&ClusterView>, control: &Control) ->
                 let from = before.map_or("none", |i| p.servers[i].name.as_str());
                 let to = chosen.map_or("none", |i| p.servers[i].name.as_str());
                 tracing::warn!(pool = %p.cfg.name, from, to, "active server changed");
-                control.events.push(
+                events.push(
                     "primary",
                     Some(&p.cfg.name),
                     chosen.map(|i| p.servers[i].name.as_str()),

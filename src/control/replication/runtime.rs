@@ -1,0 +1,213 @@
+//! The node's membership in its cluster: [`ClusterRuntime::start`] starts
+//! gossip and the cluster API, announces the node, and spawns the
+//! replication task ([`run`]) that connects gossip to the node's state;
+//! [`ClusterRuntime::members`] and [`ClusterRuntime::leave`] serve the admin
+//! API and the shutdown.
+//!
+//! The task owns the flow, one `select!` over four inputs:
+//! - peers' changes → [`super::peers::apply`], then [`reconcile`] if health,
+//!   loads or primaries may have moved;
+//! - this node's session records from the [`Outbox`] → gossip;
+//! - a tick (every 250 ms at most) → [`reconcile`], and the outbox handed
+//!   to a session store opened by a reload;
+//! - gossip's request for a catch-up → [`catchup::refetch_all`].
+//!
+//! The task and the cluster API stop at [`ClusterRuntime::leave`]; they and
+//! the initial catch-up hold `Weak` references and also end when the
+//! runtime or the control is dropped.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::outbox::{self, Outbox};
+use super::reconcile::{reconcile, Published};
+use super::view::ClusterView;
+use super::{catchup, faults, peers};
+use crate::cluster::{
+    Cluster, ClusterChangeStream, ClusterConfig, ClusterError, ClusterKey, GossipKey, GossipValue, Member,
+    SecureTransport,
+};
+use crate::config::ClusterSettings;
+use crate::control::Control;
+
+/// A node's membership in its cluster.
+pub struct ClusterRuntime {
+    pub cluster: Cluster,
+    pub view: Arc<ClusterView>,
+    /// Where the cluster API (catch-up) listens: the gossip port, over TCP.
+    pub api_addr: SocketAddr,
+    /// The cluster API's bearer token, derived from the cluster secret.
+    token: Arc<str>,
+    stop: watch::Sender<bool>,
+}
+
+impl ClusterRuntime {
+    /// Starts gossip and the cluster API for `control`'s config, and the task
+    /// that connects them. `extra_seeds`: from `join` and `data_dir`.
+    pub async fn start(
+        control: &Arc<Control>,
+        extra_seeds: Vec<String>,
+        admin: Option<SocketAddr>,
+    ) -> anyhow::Result<Arc<ClusterRuntime>> {
+        let cfg = control.snapshot().config.clone();
+        let Some(cc) = cfg.cluster.clone() else { anyhow::bail!("the config has no [cluster] table") };
+        let mut seeds = cc.seeds.clone();
+        for s in extra_seeds {
+            if !seeds.contains(&s) {
+                seeds.push(s);
+            }
+        }
+        let (cluster, api_listener) = bind(gossip_config(&cfg.node.name, &cc, &seeds), &cc).await?;
+        announce(&cluster, admin).await?;
+        let (stop, stop_rx) = watch::channel(false);
+        let view = Arc::new(ClusterView::default());
+        view.syncing.store(!seeds.is_empty(), Ordering::Relaxed);
+        let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
+        let api_addr = cluster.gossip_addr();
+        let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, stop });
+        // Records written from now on reach gossip (if the store is open).
+        let mut outbox = Outbox::new();
+        outbox.hand_over(control);
+        tokio::spawn(catchup::serve(api_listener, Arc::downgrade(control), rt.token.clone(), stop_rx.clone()));
+        let changes = rt.cluster.subscribe();
+        let catchups = rt.cluster.catchup_requests();
+        tokio::spawn(run(Arc::downgrade(&rt), Arc::downgrade(control), changes, outbox, catchups, stop_rx));
+        if !seeds.is_empty() {
+            tokio::spawn(catchup::first_sync(Arc::downgrade(&rt.view), rt.token.clone(), Arc::downgrade(control)));
+        }
+        Ok(rt)
+    }
+
+    /// Every member, this node included, with the load it reports.
+    pub async fn members(&self) -> Vec<(Member, Option<(u64, u64)>)> {
+        let members = self.cluster.members().await;
+        members
+            .into_iter()
+            .map(|m| {
+                let load = if m.is_self { None } else { self.view.peer_load(&m.id) };
+                (m, load)
+            })
+            .collect()
+    }
+
+    /// Announces the leave, gossips it briefly and stops.
+    pub async fn leave(&self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.cluster.leave().await {
+            tracing::warn!("leaving the cluster: {e}");
+        }
+    }
+}
+
+/// Gossip settings from the `[cluster]` table.
+fn gossip_config(node: &str, cc: &ClusterSettings, seeds: &[String]) -> ClusterConfig {
+    let mut config = ClusterConfig::new(node.to_string(), cc.listen);
+    config.advertise = cc.advertise;
+    config.seeds = seeds.to_vec();
+    config.gossip_interval = cc.gossip_interval;
+    config.failure_detector.initial_interval = cc.gossip_interval;
+    config.leave_grace = cc.gossip_interval * 3;
+    config
+}
+
+/// Starts gossip (UDP) and binds the cluster API (TCP) on the same port.
+/// TCP is bound first, so that port 0 (tests, the demo) picks a port free
+/// for both; a UDP clash on such a port tries another.
+async fn bind(config: ClusterConfig, cc: &ClusterSettings) -> anyhow::Result<(Cluster, TcpListener)> {
+    use anyhow::Context as _;
+    let key = ClusterKey::derive(&cc.secret);
+    let faults = faults::from_env();
+    let transport = || {
+        let t = SecureTransport::new(key.clone()).with_replay_config(config.replay);
+        match &faults {
+            Some(f) => t.with_fault_injector(f.clone()),
+            None => t,
+        }
+    };
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let api_listener = TcpListener::bind(cc.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}/tcp for the cluster API ([cluster] listen)", cc.listen))?;
+        let mut attempt = config.clone();
+        attempt.listen.set_port(api_listener.local_addr()?.port());
+        match Cluster::start_with_transport(attempt, transport()).await {
+            Ok(c) => return Ok((c, api_listener)),
+            Err(ClusterError::Bind { .. }) if cc.listen.port() == 0 && tries < 20 => continue,
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot start gossip")),
+        }
+    }
+}
+
+/// Publishes this node's version and admin API address.
+async fn announce(cluster: &Cluster, admin: Option<SocketAddr>) -> Result<(), ClusterError> {
+    let mut entries = vec![(GossipKey::NodeVersion, GossipValue::Version(env!("CARGO_PKG_VERSION").to_string()))];
+    if let Some(a) = admin {
+        entries.push((GossipKey::NodeAdminAddr, GossipValue::AdminAddr(a)));
+    }
+    cluster.set_many(entries).await
+}
+
+/// The replication task: applies peers' changes, publishes this node's
+/// state and records.
+async fn run(
+    rt: Weak<ClusterRuntime>,
+    control: Weak<Control>,
+    mut changes: ClusterChangeStream,
+    mut outbox: Outbox,
+    mut catchups: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = match control.upgrade() {
+        Some(c) => c.snapshot().config.cluster.as_ref().map_or(Duration::from_millis(500), |c| c.gossip_interval),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(interval.min(Duration::from_millis(250)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published = Published::default();
+    let mut batch = Vec::with_capacity(outbox::BATCH);
+    catchups.borrow_and_update();
+    loop {
+        tokio::select! {
+            change = changes.recv() => {
+                let Some(change) = change else { return };
+                let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
+                let mut dirty = peers::apply(&rt.view, &control, change);
+                // Apply what else is ready before recomputing.
+                while let Some(change) = changes.try_recv() {
+                    dirty |= peers::apply(&rt.view, &control, change);
+                }
+                if dirty {
+                    reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
+                }
+            }
+            n = outbox.next_batch(&mut batch) => {
+                if n == 0 {
+                    return;
+                }
+                let Some(rt) = rt.upgrade() else { return };
+                outbox::gossip(&rt.cluster, &mut batch).await;
+            }
+            _ = tick.tick() => {
+                let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
+                // A store opened by a reload since the last tick.
+                outbox.hand_over(&control);
+                reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
+            }
+            changed = catchups.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
+                catchup::refetch_all(&rt.view, &rt.token, &control);
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
