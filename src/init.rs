@@ -130,7 +130,7 @@ pub fn init(layout: &Layout, force: bool) -> Result<InitReport, InitError> {
             return Err(InitError::Exists { path: path.to_path_buf() });
         }
     }
-    let node_name = host_name();
+    let node_name = crate::config::hostname();
     create_dir(&layout.dir)?;
     write_new(&layout.admin_token, format!("{}\n", random_hex()?).as_bytes(), 0o600, force)?;
     write_new(&layout.cluster_key, format!("{}\n", random_hex()?).as_bytes(), 0o600, force)?;
@@ -195,14 +195,6 @@ pub fn random_hex() -> Result<String, InitError> {
     let mut bytes = [0u8; SECRET_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| InitError::Random(e.to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "sysmanage-node".to_string())
 }
 
 fn create_dir(dir: &Path) -> Result<(), InitError> {

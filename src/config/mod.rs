@@ -11,6 +11,7 @@ mod locate;
 pub mod raw;
 pub mod units;
 mod validate;
+pub use validate::hostname;
 
 use std::fmt;
 use std::net::SocketAddr;

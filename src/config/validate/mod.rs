@@ -11,6 +11,7 @@ mod checks;
 mod cluster;
 mod listeners;
 mod node;
+pub use node::hostname;
 mod pools;
 mod rate_limits;
 mod routes;

@@ -9,8 +9,9 @@ use super::Ctx;
 use crate::config::raw::*;
 use crate::config::*;
 
-/// This machine's hostname, the node's name when `node.name` is left out.
-fn hostname() -> String {
+/// This machine's hostname, the node's name when `node.name` is left out
+/// (`init` writes it into the configuration it makes).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
