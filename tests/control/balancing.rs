@@ -1,6 +1,6 @@
 //! Balancing, backups, retries and passive health through a real node.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -7,7 +7,7 @@
 //! Every process is started with its own temp dir and killed by its PID when
 //! the test ends (also on panic, through `Drop`).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -2,7 +2,7 @@
 //! SNI, protocol versions (including a hand-made TLS 1.0 ClientHello),
 //! certificate hot swap through the reload API, and bad input.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `X-Forwarded-For`, `source_hash` on the real client IP, and the
 //! plain-HTTP listener's `redirect_to_https`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

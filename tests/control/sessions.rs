@@ -4,7 +4,7 @@
 //! admin sessions API, and the store's locked / corrupt errors from the
 //! real binary.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;

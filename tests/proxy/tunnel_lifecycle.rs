@@ -4,7 +4,7 @@
 //! half-closed tunnel ends after `tunnel_fin_timeout`, and a stopping node
 //! closes its tunnels spread over the same window instead of all at once.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! HTTP/1.1, limits and timeouts, malformed input, static files, fixed
 //! responses and redirects.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Health checks, server states and the admin API through a real node.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! codes, `on_missing` for requests without a usable session key, and what
 //! an agent's Upgrade gets when no server can take it.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

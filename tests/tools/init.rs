@@ -2,7 +2,7 @@
 //! passes `check-config` and starts a node, and that nothing is overwritten
 //! without `--force`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,7 +2,7 @@
 //! certificate is not trusted or names another host, accepted unverified only
 //! with `insecure_skip_verify = true`.
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use support::tls::write_cert;

@@ -6,10 +6,10 @@
 //! With the node in this process that is 20,000 for 5,000 tunnels, the whole
 //! `ulimit -n` of this machine, so the node runs as the real binary in its
 //! own process: 10,000 sockets there (client side and server side) and
-//! 10,000 here (the agents and the fake servers). This file holds only this
-//! test so that no other test adds its sockets to the count.
+//! 10,000 here (the agents and the fake servers). The test runs alone (it
+//! holds [`ALONE`]) so that no other test adds its sockets to the count.
 
-mod support;
+use crate::{support, ALONE};
 
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -103,6 +103,7 @@ fn gauge(metrics: &str, series: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_thousand_idle_tunnels_all_echo_after_a_reload() {
+    let _alone = ALONE.lock().await;
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(60), scenario()).await.expect("the whole test within 60 s");
     eprintln!("total {:?}", started.elapsed());

@@ -4,10 +4,10 @@
 //! comes back with `tmux capture-pane`. Each test runs its own tmux server
 //! (`-L`) and kills only that server.
 //!
-//! `cargo test --test tui_e2e -- --ignored capture_docs` also writes the
+//! `cargo test --test tools -- --ignored capture_docs` also writes the
 //! dashboard captures in `docs/top-*.txt` (see `bench/capture_top.sh`).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -325,7 +325,7 @@ fn an_unreadable_token_file_is_refused_before_the_screen_is_taken() {
 /// A demo-like node (two pools, a draining, a down and a maintained server,
 /// sticky agents, rate-limited logins, some traffic), captured pane by pane
 /// into `docs/top-*.txt`. Takes about half a minute; run on purpose:
-/// `cargo test --test tui_e2e -- --ignored capture_docs`.
+/// `cargo test --test tools -- --ignored capture_docs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes docs/top-*.txt; run on purpose"]
 async fn capture_docs() {

@@ -2,7 +2,7 @@
 //! available, streaming 1 GiB each way with bounded memory, graceful
 //! shutdown on SIGTERM and SIGINT, and the access log in both formats.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

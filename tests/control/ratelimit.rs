@@ -6,7 +6,7 @@
 //! 100 ms or more of slack (a burst sent at once into a 200 ms interval;
 //! back-to-back requests and a 600 ms sleep around a 500 ms interval).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
