@@ -344,17 +344,6 @@ async fn reload_refuses_a_bad_file_and_keeps_a_streaming_response_alive() {
     node.stop().await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_command_exit_codes_and_ctl() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -363,9 +352,7 @@ async fn health_command_exit_codes_and_ctl() {
     let node = start_node(&config_admin(&pool, "", &token_line)).await;
     let base = format!("http://{}", node.admin.unwrap());
     let url = format!("{base}/api/health/detailed");
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || cli(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-    };
+    let run = |args: Vec<String>| tokio::task::spawn_blocking(move || support::process::run(&args));
     let health = |url: String| run(vec!["health".into(), "--url".into(), url, "--retries".into(), "0".into()]);
 
     let (code, out, _) = health(url.clone()).await.unwrap();

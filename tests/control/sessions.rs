@@ -7,19 +7,16 @@
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
+use support::process::{Spawn, READY};
 use support::ws::*;
 use support::*;
 use sysmanage_node::app::Node;
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 
 async fn three() -> (WsBackend, WsBackend, WsBackend) {
     (WsBackend::start("s1").await, WsBackend::start("s2").await, WsBackend::start("s3").await)
@@ -396,64 +393,12 @@ async fn admin_sessions_api_counts_unpins_and_moves_behind_the_token() {
 }
 
 /// Runs the binary on `config`; waits up to 20 s for it to exit and returns
-/// its exit code and stderr. A process still running then is killed by its
+/// its exit code and stderr. A process still running then is stopped by its
 /// PID and the test fails.
 fn run_to_exit(config: &Path) -> (Option<i32>, String) {
-    let mut child =
-        Command::new(BIN).args(["run", "-c"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.code(), err);
-        }
-        if Instant::now() > deadline {
-            kill(&mut child);
-            panic!("sysmanage-node run did not exit within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Starts the binary and waits until it listens; killed (by PID) when dropped.
-struct Running(Child);
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        use std::io::BufRead;
-        let mut child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
-            let started = lines.by_ref().any(|l| l.contains("sysmanage-node started"));
-            let _ = tx.send(started);
-            lines.for_each(drop);
-        });
-        let running = Running(child);
-        let started = rx.recv_timeout(Duration::from_secs(20)).unwrap_or(false);
-        assert!(started, "the node did not start");
-        running
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        kill(&mut self.0);
-    }
+    let mut node = Spawn::run(config).spawn();
+    let status = node.wait_exit(Duration::from_secs(20)).expect("sysmanage-node run did not exit within 20 s");
+    (status.code(), node.lines().join("\n"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,7 +446,13 @@ async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
     // Released with it: a binary starts on that data_dir, and now holds it
     // against a second binary.
     let cfg2 = cfg.clone();
-    let first = tokio::task::spawn_blocking(move || Running::start(&cfg2)).await.unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let node = Spawn::run(&cfg2).spawn();
+        node.wait_line("that it started", READY, |l| l.contains("sysmanage-node started"));
+        node
+    })
+    .await
+    .unwrap();
     let (code, err) = tokio::task::spawn_blocking(move || run_to_exit(&cfg)).await.unwrap();
     drop(first);
     assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");

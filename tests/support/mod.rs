@@ -1,7 +1,9 @@
-//! Test helpers: in-process fake backends, a node started from TOML text, and
-//! small HTTP clients. Everything binds to loopback with ephemeral ports.
+//! Test helpers: in-process fake backends, a node started from TOML text,
+//! the binary as a child process ([`process`]), and small HTTP clients.
+//! Everything binds to loopback with ephemeral ports.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod tls;
 pub mod ws;
 

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
+use support::process::{output, BIN};
 use support::*;
 use sysmanage_node::api::Status;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 const TOKEN: &str = "e2e-admin-token";
 /// Printed by the shell after `top` returns, with its exit code and whether
 /// it left the terminal in raw mode.
@@ -298,13 +298,7 @@ async fn a_panic_restores_the_terminal_before_the_message_is_printed() {
 
 #[test]
 fn without_a_terminal_top_says_so_and_exits_2() {
-    let out = Command::new(BIN)
-        .args(["top", "--admin", "http://127.0.0.1:9"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = output(&["top", "--admin", "http://127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs a terminal"), "{err}");
@@ -312,11 +306,7 @@ fn without_a_terminal_top_says_so_and_exits_2() {
 
 #[test]
 fn an_unreadable_token_file_is_refused_before_the_screen_is_taken() {
-    let out = Command::new(BIN)
-        .args(["top", "--token-file", "/nonexistent/admin.token"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output(&["top", "--token-file", "/nonexistent/admin.token"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read the admin token file /nonexistent/admin.token"), "{err}");
