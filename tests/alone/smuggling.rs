@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, Full};
 use raw_backend::{answer, Action, ConnLog, RawBackend, Seen};
 use strict_h1::{parse_prefix, parse_response, Framing, Parsed, ParsedRequest, ParsedResponse, Tail};
 use support::tls::{client_trusting, tls_connect, write_cert, BOTH};
-use support::{config_listeners, h2_client, scrape, start_node};
+use support::{config_listeners, h2_client, listener, scrape, start_node};
 use sysmanage_node::app::Node;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -158,17 +158,17 @@ impl Harness {
     /// `pool`: the pool's settings (its `servers` is added); `extra`: more
     /// tables (`[limits]`, routes before the default one).
     async fn start(backend: RawBackend, pool: &str, extra: &str, tls: bool) -> Harness {
-        let mut listener = "[[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n".to_string();
+        let mut tls_attr = String::new();
         let tls = if tls {
             let dir = tempfile::tempdir().unwrap();
             let cert = write_cert(dir.path(), "server", &["localhost"]);
-            listener.push_str(&format!("tls = {{ {} }}\n", cert.inline()));
+            tls_attr = format!("tls = {{ {} }}", cert.inline());
             Some((client_trusting(&[&cert], BOTH, &[]), dir))
         } else {
             None
         };
         let pool = format!("{pool}\nservers = [{{ addr = \"{}\", name = \"raw\" }}]", backend.addr);
-        let node = start_node(&config_listeners(&listener, &pool, extra, "")).await;
+        let node = start_node(&config_listeners(&listener("http", &tls_attr), &pool, extra, "")).await;
         Harness { node, backend, tls }
     }
 

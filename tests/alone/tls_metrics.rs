@@ -20,7 +20,7 @@ async fn handshakes_and_failed_handshakes_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "server", &["localhost"]);
     let b = Backend::start("b").await;
-    let listeners = format!("[[listeners]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\ntls = {{ {} }}\n", cert.inline());
+    let listeners = listener("https", &format!("tls = {{ {} }}", cert.inline()));
     let node = start_node(&config_listeners(&listeners, &servers(&[(&b, "")]), "", "")).await;
     let addr = node.addr("https").unwrap();
 

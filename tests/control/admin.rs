@@ -406,31 +406,12 @@ async fn health_command_exit_codes_and_ctl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_counts_requests_refused_by_rate_limits() {
     let a = Backend::start("a").await;
-    let toml = format!(
-        r#"
-[log]
-level = "error"
-access_log = false
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-[[rate_limits]]
-name = "tight"
-rate = "1/s"
-burst = 1
-[[pools]]
-name = "p"
-{}
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-rate_limit = "tight"
-"#,
-        servers(&[(&a, "")])
-    );
+    let toml = NodeToml::new()
+        .listener("http", "")
+        .pool("p", &servers(&[(&a, "")]))
+        .tables("[[rate_limits]]\nname = \"tight\"\nrate = \"1/s\"\nburst = 1")
+        .route("default", "/", "p", "rate_limit = \"tight\"")
+        .to_string();
     let node = start_node(&toml).await;
     let admin = Admin::new(&node);
     assert_eq!(admin.status().await.totals.rate_limited, Some(0));

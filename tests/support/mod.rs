@@ -1,11 +1,14 @@
-//! Test helpers: in-process fake backends, a node started from TOML text,
-//! the binary as a child process ([`process`]), and small HTTP clients.
-//! Everything binds to loopback with ephemeral ports.
+//! Test helpers: in-process fake backends, a node started from TOML text
+//! ([`node_toml`] writes it), the binary as a child process ([`process`]),
+//! and small HTTP clients. Everything binds to loopback with ephemeral ports.
 #![allow(dead_code)]
 
+pub mod node_toml;
 pub mod process;
 pub mod tls;
 pub mod ws;
+
+pub use node_toml::*;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -294,54 +297,6 @@ pub async fn start_node_file(toml: &str) -> (Node, tempfile::TempDir, std::path:
     (node, dir, path)
 }
 
-/// A config with one listener on an ephemeral port and one pool "p" whose
-/// `[[pools]]` body is `pool` (everything but the name), routed at "/".
-pub fn config(pool: &str, extra: &str) -> String {
-    config_admin(pool, extra, "")
-}
-
-/// [`config`] with extra lines in the `[admin]` table (e.g. `token_file`).
-pub fn config_admin(pool: &str, extra: &str, admin: &str) -> String {
-    format!(
-        r#"
-[log]
-level = "error"
-access_log = false
-
-[admin]
-listen = "127.0.0.1:0"
-{admin}
-
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-
-[[pools]]
-name = "p"
-{pool}
-
-{extra}
-
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-"#
-    )
-}
-
-/// `servers = [...]` for these backends, each with the given attributes.
-pub fn servers(list: &[(&Backend, &str)]) -> String {
-    let items: Vec<String> = list
-        .iter()
-        .map(|(b, attrs)| {
-            let sep = if attrs.is_empty() { "" } else { ", " };
-            format!("{{ addr = \"{}\", name = \"{}\"{sep}{attrs} }}", b.addr, b.state.name)
-        })
-        .collect();
-    format!("servers = [{}]", items.join(", "))
-}
-
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn client() -> TestClient {
@@ -444,36 +399,6 @@ impl Body for Paced {
             }
         }
     }
-}
-
-/// [`config_admin`] with the `[[listeners]]` tables written out in full
-/// (TLS, PROXY protocol, trusted proxies, redirects), and `[[routes]]`
-/// given in `extra` matched before the default route to pool "p".
-pub fn config_listeners(listeners: &str, pool: &str, extra: &str, admin: &str) -> String {
-    format!(
-        r#"
-[log]
-level = "error"
-access_log = false
-
-[admin]
-listen = "127.0.0.1:0"
-{admin}
-
-{listeners}
-
-[[pools]]
-name = "p"
-{pool}
-
-{extra}
-
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-"#
-    )
 }
 
 /// Reads until the peer closes (EOF or reset) and returns what came before;

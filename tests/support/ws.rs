@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{client, send};
+use super::{client, send, NodeToml};
 
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -375,42 +375,14 @@ pub async fn next_data(ws: &mut Ws) -> Message {
 /// route lines `ws_route`) and everything else. The session store lives in
 /// `data_dir`.
 pub fn agents_config(data_dir: &Path, pool: &str, ws_route: &str, admin: &str) -> String {
-    format!(
-        r#"
-[node]
-name = "lb-test"
-data_dir = "{data_dir}"
-
-[log]
-level = "error"
-access_log = false
-
-[admin]
-listen = "127.0.0.1:0"
-{admin}
-
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-
-[[pools]]
-name = "agents"
-{pool}
-
-[[routes]]
-name = "agent-ws"
-path_prefix = "/api/agent/connect"
-websocket = true
-pool = "agents"
-{ws_route}
-
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "agents"
-"#,
-        data_dir = data_dir.display()
-    )
+    NodeToml::new()
+        .node(&format!("name = \"lb-test\"\ndata_dir = \"{}\"", data_dir.display()))
+        .admin(admin)
+        .listener("http", "")
+        .pool("agents", pool)
+        .route("agent-ws", "/api/agent/connect", "agents", &format!("websocket = true\n{ws_route}"))
+        .route("default", "/", "agents", "")
+        .to_string()
 }
 
 /// Affinity on the hostname inside the agent's token.

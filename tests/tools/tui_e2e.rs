@@ -244,29 +244,13 @@ async fn an_unreachable_node_is_reported_and_retried_until_it_answers() {
 
     // Now a node appears on that port: top picks it up by itself.
     let backend = Backend::start("late").await;
-    let toml = format!(
-        r#"
-[node]
-name = "late-node"
-[log]
-level = "error"
-access_log = false
-[admin]
-listen = "127.0.0.1:{port}"
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-[[pools]]
-name = "p"
-{}
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-"#,
-        servers(&[(&backend, "")])
-    );
-    let node = start_node(&toml).await;
+    let toml = NodeToml::new()
+        .node("name = \"late-node\"")
+        .admin_listen(&format!("127.0.0.1:{port}"))
+        .listener("http", "")
+        .pool("p", &servers(&[(&backend, "")]))
+        .route("default", "/", "p", "");
+    let node = start_node(&toml.to_string()).await;
     let screen = tmux.wait_text("● live").await;
     assert!(screen.contains("late-node"), "{screen}");
     assert!(!screen.contains("unreachable"), "{screen}");
