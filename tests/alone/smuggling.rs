@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use raw_backend::{answer, Action, ConnLog, RawBackend, Seen};
-use strict_h1::{parse_prefix, parse_response, Framing, Parsed, ParsedRequest, ParsedResponse, Tail};
+use strict_h1::{parse_prefix, parse_response, Framing, HeaderFields, Parsed, ParsedRequest, ParsedResponse, Tail};
 use support::tls::{client_trusting, tls_connect, write_cert, BOTH};
 use support::{config_listeners, h2_client, listener, scrape, start_node};
 use sysmanage_node::app::Node;

@@ -53,7 +53,7 @@ async fn scenario() {
     let s4 = WsBackend::start_with("s4", small()).await;
     let dir = tempfile::tempdir().unwrap();
     let token_line = admin_token_line(dir.path());
-    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&backends[0], &backends[1], &backends[2]], ""));
+    let pool = sticky_pool(&[&backends[0], &backends[1], &backends[2]], "");
     let cfg_path = dir.path().join("node.toml");
     let cfg = agents_config(dir.path(), &pool, "", &token_line);
     std::fs::write(&cfg_path, &cfg).unwrap();

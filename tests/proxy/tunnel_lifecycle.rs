@@ -93,33 +93,17 @@ async fn a_server_marked_down_loses_its_tunnels_spread_over_the_window_and_other
 /// A server that answers every Upgrade with 101, then reads and never
 /// writes or closes (a hung peer once one side has gone).
 async fn silent_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                    .await;
-                // Read to the end and keep the socket open, silent.
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            });
+    upgrade_server(|mut s| async move {
+        // Read to the end and keep the socket open, silent.
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
         }
-    });
-    addr
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await
 }
 
 async fn raw_upgrade(node: SocketAddr) -> tokio::net::TcpStream {
@@ -202,7 +186,6 @@ async fn a_stopping_node_closes_its_tunnels_spread_over_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_of_a_hung_active_server_are_on_the_next_one_within_5_s() {
     let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
-    let dir = tempfile::tempdir().unwrap();
     // The recommended SysManage setup, with the issue's check settings:
     // every second, three failures take a server down.
     let pool = format!(
@@ -210,7 +193,7 @@ async fn agents_of_a_hung_active_server_are_on_the_next_one_within_5_s() {
          checks = [{{ path = \"/api/health\", interval = \"1s\", fall = 3, rise = 2 }}]\n{}",
         ws_servers(&[&s1, &s2], "")
     );
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let mut agents = Vec::new();
     for i in 0..20 {

@@ -177,7 +177,8 @@ async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response
         }
         "/download" => {
             let n: u64 = query.trim_start_matches("n=").parse().unwrap_or(0);
-            let mut r = Response::new(Generated { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed());
+            let mut r =
+                Response::new(Generated(Upload { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }).boxed());
             r.headers_mut().insert("content-length", n.into());
             return Ok(r);
         }
@@ -234,25 +235,18 @@ async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response
     }
 }
 
-/// A body of `remaining` bytes of 'x', made on the fly.
-struct Generated {
-    remaining: u64,
-    chunk: Bytes,
-}
+/// An [`Upload`] of 'x' whose length is known (the response gets a
+/// Content-Length).
+struct Generated(Upload);
 
 impl Body for Generated {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let n = (self.remaining as usize).min(self.chunk.len());
-        self.remaining -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
     }
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        SizeHint::with_exact(self.0.remaining)
     }
 }
 
@@ -353,6 +347,38 @@ async fn read_all<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, out: &mut Vec
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// A raw server that answers every request head with a 101 (a WebSocket
+/// upgrade), then hands the connection to `then`.
+pub async fn upgrade_server<F, Fut>(then: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let then = Arc::new(then);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let then = then.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                then(s).await;
+            });
+        }
+    });
+    addr
 }
 
 /// Waits until `cond` holds, checking every 20 ms, or panics after `limit`.

@@ -22,6 +22,7 @@ use super::Backend;
 pub struct NodeToml {
     node: String,
     admin_listen: Option<String>,
+    admin_off: bool,
     admin: String,
     listeners: String,
     pools: String,
@@ -50,6 +51,12 @@ impl NodeToml {
     /// The admin API on `addr` instead of an ephemeral port.
     pub fn admin_listen(mut self, addr: &str) -> NodeToml {
         self.admin_listen = Some(addr.to_string());
+        self
+    }
+
+    /// No admin API (`[admin] enabled = false`).
+    pub fn without_admin(mut self) -> NodeToml {
+        self.admin_off = true;
         self
     }
 
@@ -100,8 +107,13 @@ impl fmt::Display for NodeToml {
         if !self.node.is_empty() {
             writeln!(f, "[node]\n{}", self.node)?;
         }
-        let listen = self.admin_listen.as_deref().unwrap_or("127.0.0.1:0");
-        writeln!(f, "[log]\nlevel = \"error\"\naccess_log = false\n\n[admin]\nlisten = \"{listen}\"\n{}", self.admin)?;
+        writeln!(f, "[log]\nlevel = \"error\"\naccess_log = false\n")?;
+        if self.admin_off {
+            writeln!(f, "[admin]\nenabled = false\n")?;
+        } else {
+            let listen = self.admin_listen.as_deref().unwrap_or("127.0.0.1:0");
+            writeln!(f, "[admin]\nlisten = \"{listen}\"\n{}", self.admin)?;
+        }
         write!(f, "{}{}{}{}", self.listeners, self.pools, self.tables, self.routes)
     }
 }
