@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v tmux >/dev/null || { echo "capture_top.sh: tmux is not installed (apt-get install -y tmux)" >&2; exit 1; }
-cargo test --test tui_e2e -- --ignored --exact capture_docs
+cargo test --test tools -- --ignored --exact tui_e2e::capture_docs
 ls -l docs/top-*.txt

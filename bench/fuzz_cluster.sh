@@ -14,7 +14,7 @@
 # Inputs: fuzz/seeds/cluster_datagram (committed seeds).
 # Outputs: fuzz/corpus/cluster_datagram (grows across runs, not committed);
 # a crash lands in fuzz/artifacts/cluster_datagram/ and the script exits
-# non-zero: fix the decoder and add the input to tests/cluster_datagram_fuzz.rs.
+# non-zero: fix the decoder and add the input to tests/cluster/datagram_fuzz.rs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

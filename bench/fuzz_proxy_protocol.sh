@@ -13,7 +13,7 @@
 # Inputs: fuzz/seeds/proxy_protocol (committed seeds), fuzz/proxy_protocol.dict.
 # Outputs: fuzz/corpus/proxy_protocol (grows across runs, not committed);
 # a crash lands in fuzz/artifacts/proxy_protocol/ and the script exits non-zero:
-# fix the parser and add the input as a regression test in tests/proxy_protocol.rs.
+# fix the parser and add the input as a regression test in tests/proxy/proxy_protocol.rs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

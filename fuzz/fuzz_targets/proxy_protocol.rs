@@ -1,7 +1,7 @@
 //! libFuzzer target for `sysmanage_node::proxy_protocol::parse`: any input
 //! must give a header, `Incomplete` or an error, never a panic, and a header
 //! must hold the same properties the seeded test in
-//! `tests/proxy_protocol.rs` checks (bounded, prefix-stable, re-encodable).
+//! `tests/proxy/proxy_protocol.rs` checks (bounded, prefix-stable, re-encodable).
 //! Run with `bench/fuzz_proxy_protocol.sh`.
 
 #![no_main]

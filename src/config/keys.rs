@@ -2,7 +2,7 @@
 //! without an index: `pools.servers.addr`).
 //!
 //! Kept by hand beside [`super::raw`] so that documentation can be checked
-//! against it: `tests/config_keys.rs` derives the same list from the serde
+//! against it: `tests/tools/config_keys.rs` derives the same list from the serde
 //! types and fails when the two differ, and then checks that every key is
 //! described in `man/sysmanage-node.toml.5` and in the commented `node.toml`
 //! that `sysmanage-node init` writes. A new key therefore needs a line here,

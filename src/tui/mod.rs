@@ -14,7 +14,7 @@
 //! - this file: the event loop, polling once a second.
 //!
 //! Snapshot tests render [`ui::draw`] into ratatui's `TestBackend` from
-//! fixed status data (`tests/tui_snapshots.rs`); the end-to-end test drives
+//! fixed status data (`tests/tools/tui_snapshots.rs`); the end-to-end test drives
 //! the real binary under tmux (`tests/tui_e2e.rs`).
 
 pub mod app;

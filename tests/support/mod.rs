@@ -1,9 +1,14 @@
-//! Test helpers: in-process fake backends, a node started from TOML text, and
-//! small HTTP clients. Everything binds to loopback with ephemeral ports.
+//! Test helpers: in-process fake backends, a node started from TOML text
+//! ([`node_toml`] writes it), the binary as a child process ([`process`]),
+//! and small HTTP clients. Everything binds to loopback with ephemeral ports.
 #![allow(dead_code)]
 
+pub mod node_toml;
+pub mod process;
 pub mod tls;
 pub mod ws;
+
+pub use node_toml::*;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -172,7 +177,8 @@ async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response
         }
         "/download" => {
             let n: u64 = query.trim_start_matches("n=").parse().unwrap_or(0);
-            let mut r = Response::new(Generated { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }.boxed());
+            let mut r =
+                Response::new(Generated(Upload { remaining: n, chunk: Bytes::from(vec![b'x'; 64 * 1024]) }).boxed());
             r.headers_mut().insert("content-length", n.into());
             return Ok(r);
         }
@@ -229,25 +235,18 @@ async fn serve(st: Arc<BackendState>, req: Request<Incoming>) -> Result<Response
     }
 }
 
-/// A body of `remaining` bytes of 'x', made on the fly.
-struct Generated {
-    remaining: u64,
-    chunk: Bytes,
-}
+/// An [`Upload`] of 'x' whose length is known (the response gets a
+/// Content-Length).
+struct Generated(Upload);
 
 impl Body for Generated {
     type Data = Bytes;
     type Error = Infallible;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        let n = (self.remaining as usize).min(self.chunk.len());
-        self.remaining -= n as u64;
-        Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
     }
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        SizeHint::with_exact(self.0.remaining)
     }
 }
 
@@ -290,54 +289,6 @@ pub async fn start_node_file(toml: &str) -> (Node, tempfile::TempDir, std::path:
     };
     let node = Node::start_with_path(cfg, Some(path.clone())).await.expect("node starts");
     (node, dir, path)
-}
-
-/// A config with one listener on an ephemeral port and one pool "p" whose
-/// `[[pools]]` body is `pool` (everything but the name), routed at "/".
-pub fn config(pool: &str, extra: &str) -> String {
-    config_admin(pool, extra, "")
-}
-
-/// [`config`] with extra lines in the `[admin]` table (e.g. `token_file`).
-pub fn config_admin(pool: &str, extra: &str, admin: &str) -> String {
-    format!(
-        r#"
-[log]
-level = "error"
-access_log = false
-
-[admin]
-listen = "127.0.0.1:0"
-{admin}
-
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-
-[[pools]]
-name = "p"
-{pool}
-
-{extra}
-
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-"#
-    )
-}
-
-/// `servers = [...]` for these backends, each with the given attributes.
-pub fn servers(list: &[(&Backend, &str)]) -> String {
-    let items: Vec<String> = list
-        .iter()
-        .map(|(b, attrs)| {
-            let sep = if attrs.is_empty() { "" } else { ", " };
-            format!("{{ addr = \"{}\", name = \"{}\"{sep}{attrs} }}", b.addr, b.state.name)
-        })
-        .collect();
-    format!("servers = [{}]", items.join(", "))
 }
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
@@ -398,6 +349,38 @@ async fn read_all<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, out: &mut Vec
     }
 }
 
+/// A raw server that answers every request head with a 101 (a WebSocket
+/// upgrade), then hands the connection to `then`.
+pub async fn upgrade_server<F, Fut>(then: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let then = Arc::new(then);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let then = then.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                then(s).await;
+            });
+        }
+    });
+    addr
+}
+
 /// Waits until `cond` holds, checking every 20 ms, or panics after `limit`.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
 where
@@ -442,36 +425,6 @@ impl Body for Paced {
             }
         }
     }
-}
-
-/// [`config_admin`] with the `[[listeners]]` tables written out in full
-/// (TLS, PROXY protocol, trusted proxies, redirects), and `[[routes]]`
-/// given in `extra` matched before the default route to pool "p".
-pub fn config_listeners(listeners: &str, pool: &str, extra: &str, admin: &str) -> String {
-    format!(
-        r#"
-[log]
-level = "error"
-access_log = false
-
-[admin]
-listen = "127.0.0.1:0"
-{admin}
-
-{listeners}
-
-[[pools]]
-name = "p"
-{pool}
-
-{extra}
-
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-"#
-    )
 }
 
 /// Reads until the peer closes (EOF or reset) and returns what came before;

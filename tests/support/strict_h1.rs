@@ -47,13 +47,16 @@ pub fn values<'a>(fields: &'a Fields, name: &str) -> Vec<&'a [u8]> {
     fields.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_slice()).collect()
 }
 
-impl ParsedRequest {
-    pub fn values(&self, name: &str) -> Vec<&[u8]> {
-        values(&self.headers, name)
+/// Field lookups of a parsed request or response.
+pub trait HeaderFields {
+    fn fields(&self) -> &Fields;
+
+    fn values(&self, name: &str) -> Vec<&[u8]> {
+        values(self.fields(), name)
     }
 
     /// The value of the only field `name`, as text.
-    pub fn one(&self, name: &str) -> Option<String> {
+    fn one(&self, name: &str) -> Option<String> {
         match self.values(name).as_slice() {
             [v] => Some(String::from_utf8_lossy(v).into_owned()),
             _ => None,
@@ -61,18 +64,19 @@ impl ParsedRequest {
     }
 }
 
+impl HeaderFields for ParsedRequest {
+    fn fields(&self) -> &Fields {
+        &self.headers
+    }
+}
+
+impl HeaderFields for ParsedResponse {
+    fn fields(&self) -> &Fields {
+        &self.headers
+    }
+}
+
 impl ParsedResponse {
-    pub fn values(&self, name: &str) -> Vec<&[u8]> {
-        values(&self.headers, name)
-    }
-
-    pub fn one(&self, name: &str) -> Option<String> {
-        match self.values(name).as_slice() {
-            [v] => Some(String::from_utf8_lossy(v).into_owned()),
-            _ => None,
-        }
-    }
-
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

@@ -33,7 +33,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{client, send};
+use super::{client, send, start_node, NodeToml};
+use sysmanage_node::runtime::Node;
 
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<TcpStream>;
@@ -375,46 +376,42 @@ pub async fn next_data(ws: &mut Ws) -> Message {
 /// route lines `ws_route`) and everything else. The session store lives in
 /// `data_dir`.
 pub fn agents_config(data_dir: &Path, pool: &str, ws_route: &str, admin: &str) -> String {
-    format!(
-        r#"
-[node]
-name = "lb-test"
-data_dir = "{data_dir}"
+    NodeToml::new()
+        .node(&format!("name = \"lb-test\"\ndata_dir = \"{}\"", data_dir.display()))
+        .admin(admin)
+        .listener("http", "")
+        .pool("agents", pool)
+        .route("agent-ws", "/api/agent/connect", "agents", &format!("websocket = true\n{ws_route}"))
+        .route("default", "/", "agents", "")
+        .to_string()
+}
 
-[log]
-level = "error"
-access_log = false
+/// A node running [`agents_config`] around `pool`, its session store in
+/// the returned temporary directory.
+pub async fn start_agents_node(pool: &str) -> (Node, tempfile::TempDir) {
+    agents_node(pool, false).await
+}
 
-[admin]
-listen = "127.0.0.1:0"
-{admin}
+/// [`start_agents_node`] whose admin API takes writes with [`ADMIN_TOKEN`].
+pub async fn start_agents_node_with_token(pool: &str) -> (Node, tempfile::TempDir) {
+    agents_node(pool, true).await
+}
 
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-
-[[pools]]
-name = "agents"
-{pool}
-
-[[routes]]
-name = "agent-ws"
-path_prefix = "/api/agent/connect"
-websocket = true
-pool = "agents"
-{ws_route}
-
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "agents"
-"#,
-        data_dir = data_dir.display()
-    )
+async fn agents_node(pool: &str, token: bool) -> (Node, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = if token { admin_token_line(dir.path()) } else { String::new() };
+    let node = start_node(&agents_config(dir.path(), pool, "", &admin)).await;
+    (node, dir)
 }
 
 /// Affinity on the hostname inside the agent's token.
 pub const TOKEN_AFFINITY: &str = r#"affinity = { key = "query:token", extract = "sysmanage-token:hostname" }"#;
+
+/// A pool over these backends that pins each agent (by the hostname in
+/// its token, [`TOKEN_AFFINITY`]), with more settings `more` (may be empty).
+pub fn sticky_pool(list: &[&WsBackend], more: &str) -> String {
+    format!("{TOKEN_AFFINITY}\n{more}\n{}", ws_servers(list, ""))
+}
 
 /// `servers = [...]` for these WebSocket backends, each with `attrs`.
 pub fn ws_servers(list: &[&WsBackend], attrs: &str) -> String {

@@ -4,7 +4,7 @@
 //! a removal (tombstone) wins over the older record, and connection counts
 //! are summed across nodes for `least_loaded`.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

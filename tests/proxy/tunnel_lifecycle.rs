@@ -4,7 +4,7 @@
 //! half-closed tunnel ends after `tunnel_fin_timeout`, and a stopping node
 //! closes its tunnels spread over the same window instead of all at once.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,27 +18,17 @@ use tokio_tungstenite::tungstenite::Message;
 /// Three WebSocket routes, each to its own pool of one server.
 fn three_pools(s1: &WsBackend, s2: &WsBackend, s3: &WsBackend, spread: &str) -> String {
     let checks = r#"checks = [{ path = "/api/health", interval = "100ms", timeout = "100ms", fall = 2, rise = 1 }]"#;
-    let pool = |name: &str, b: &WsBackend, extra: &str| {
-        format!(
-            "[[pools]]\nname = \"{name}\"\nretries = 0\n{checks}\n{extra}\nservers = [{{ addr = \"{}\", name = \"{}\" }}]\n",
-            b.addr,
-            b.name()
-        )
-    };
-    let route = |name: &str, prefix: &str| {
-        format!("[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nwebsocket = true\npool = \"{name}\"\n")
-    };
-    format!(
-        "[log]\nlevel = \"error\"\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [limits]\ntunnel_close_spread = \"{spread}\"\n\
-         [[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n{}{}{}{}{}{}",
-        pool("agents", s1, ""),
-        pool("other", s2, ""),
-        pool("keep", s3, "close_tunnels_on_down = false"),
-        route("agents", "/api/agent/connect"),
-        route("other", "/other/connect"),
-        route("keep", "/keep/connect"),
-    )
+    let pool = |b: &WsBackend, extra: &str| format!("retries = 0\n{checks}\n{extra}\n{}", ws_servers(&[b], ""));
+    NodeToml::new()
+        .tables(&format!("[limits]\ntunnel_close_spread = \"{spread}\""))
+        .listener("http", "")
+        .pool("agents", &pool(s1, ""))
+        .pool("other", &pool(s2, ""))
+        .pool("keep", &pool(s3, "close_tunnels_on_down = false"))
+        .route("agents", "/api/agent/connect", "agents", "websocket = true")
+        .route("other", "/other/connect", "other", "websocket = true")
+        .route("keep", "/keep/connect", "keep", "websocket = true")
+        .to_string()
 }
 
 async fn open(node: SocketAddr, target: &str, n: usize) -> Vec<Ws> {
@@ -103,33 +93,17 @@ async fn a_server_marked_down_loses_its_tunnels_spread_over_the_window_and_other
 /// A server that answers every Upgrade with 101, then reads and never
 /// writes or closes (a hung peer once one side has gone).
 async fn silent_server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                    .await;
-                // Read to the end and keep the socket open, silent.
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            });
+    upgrade_server(|mut s| async move {
+        // Read to the end and keep the socket open, silent.
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
         }
-    });
-    addr
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await
 }
 
 async fn raw_upgrade(node: SocketAddr) -> tokio::net::TcpStream {
@@ -154,14 +128,13 @@ async fn raw_upgrade(node: SocketAddr) -> tokio::net::TcpStream {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_half_closed_tunnel_ends_after_its_fin_timeout_and_is_no_longer_counted() {
     let server = silent_server().await;
-    let route_extra = "tunnel_fin_timeout = \"300ms\"";
-    let toml = format!(
-        "[log]\nlevel = \"error\"\naccess_log = false\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
-         [[pools]]\nname = \"p\"\nservers = [{{ addr = \"{server}\" }}]\n\
-         [[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nwebsocket = true\npool = \"p\"\n{route_extra}\n"
+    let toml = NodeToml::new().listener("http", "").pool("p", &format!("servers = [{{ addr = \"{server}\" }}]")).route(
+        "ws",
+        "/ws",
+        "p",
+        "websocket = true\ntunnel_fin_timeout = \"300ms\"",
     );
-    let node = start_node(&toml).await;
+    let node = start_node(&toml.to_string()).await;
     let addr = node.addr("http").unwrap();
     let admin = node.admin.unwrap();
     // This node's count of the server's connections (tunnels included);
@@ -213,7 +186,6 @@ async fn a_stopping_node_closes_its_tunnels_spread_over_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_of_a_hung_active_server_are_on_the_next_one_within_5_s() {
     let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
-    let dir = tempfile::tempdir().unwrap();
     // The recommended SysManage setup, with the issue's check settings:
     // every second, three failures take a server down.
     let pool = format!(
@@ -221,7 +193,7 @@ async fn agents_of_a_hung_active_server_are_on_the_next_one_within_5_s() {
          checks = [{{ path = \"/api/health\", interval = \"1s\", fall = 3, rise = 2 }}]\n{}",
         ws_servers(&[&s1, &s2], "")
     );
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let mut agents = Vec::new();
     for i in 0..20 {
@@ -308,14 +280,12 @@ async fn a_server_marked_down_has_its_idle_connections_closed_too() {
     let health = std::sync::Arc::new(AtomicU16::new(200));
     let closed = std::sync::Arc::new(AtomicUsize::new(0));
     let server = counting_server(health.clone(), closed.clone()).await;
-    let toml = format!(
-        "[log]\nlevel = \"error\"\naccess_log = false\n\
-         [[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
-         [[pools]]\nname = \"p\"\nkeepalive_timeout = \"60s\"\nservers = [{{ addr = \"{server}\" }}]\n\
-         checks = [{{ path = \"/api/health\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }}]\n\
-         [[routes]]\nname = \"all\"\npath_prefix = \"/\"\npool = \"p\"\n"
+    let pool = format!(
+        "keepalive_timeout = \"60s\"\nservers = [{{ addr = \"{server}\" }}]\n\
+         checks = [{{ path = \"/api/health\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }}]"
     );
-    let node = start_node(&toml).await;
+    let node =
+        start_node(&NodeToml::new().listener("http", "").pool("p", &pool).route("all", "/", "p", "").to_string()).await;
     let addr = node.addr("http").unwrap();
     assert_eq!(get(&client(), addr, "/x").await.2, "ok");
     // The node keeps that connection for reuse (keepalive_timeout 60 s).

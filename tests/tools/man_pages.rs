@@ -4,7 +4,7 @@
 //! the committed page differs from what would be generated; to regenerate:
 //!
 //! ```sh
-//! UPDATE_MAN=1 cargo test --test man_pages
+//! UPDATE_MAN=1 cargo test --test tools man_pages
 //! ```
 //!
 //! The template is roff with two marker lines replaced here:
@@ -170,7 +170,7 @@ fn man_page_matches_the_command_line() {
         let line = first.unwrap_or(committed.lines().count().min(generated.lines().count()));
         panic!(
             "man/sysmanage-node.1 is out of date (first difference at line {}):\n  committed: {:?}\n  generated: {:?}\n\
-             regenerate it with: UPDATE_MAN=1 cargo test --test man_pages",
+             regenerate it with: UPDATE_MAN=1 cargo test --test tools man_pages",
             line + 1,
             committed.lines().nth(line).unwrap_or("<end>"),
             generated.lines().nth(line).unwrap_or("<end>"),

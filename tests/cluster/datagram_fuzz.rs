@@ -138,7 +138,7 @@ fn hundred_thousand_random_and_mutated_datagrams() {
 
 /// Writes the committed seeds of the cargo-fuzz target (same key and clock
 /// as `fuzz/fuzz_targets/cluster_datagram.rs`). Run by hand:
-/// `cargo test --test cluster_datagram_fuzz write_fuzz_seeds -- --ignored`.
+/// `cargo test --test cluster datagram_fuzz::write_fuzz_seeds -- --ignored`.
 #[test]
 #[ignore]
 fn write_fuzz_seeds() {

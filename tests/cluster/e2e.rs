@@ -4,23 +4,23 @@
 //! catch-up, failure propagation, a cluster-agreed primary, a partition that
 //! heals (through the test fault file), and a node with another secret.
 //!
-//! Every process is started with its own temp dir and killed by its PID when
-//! the test ends (also on panic, through `Drop`).
+//! Every process is started with its own temp dir and stopped by its PID
+//! when the test ends (also on panic, through `Drop`).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use support::process::{run, Process, Spawn, READY};
 use support::{free_port, wait_until, write_secret, Backend};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 const SECRET: &str = "3f1c9a7be2d54f08a6c1e9b27d3f5a8c0b4e6d2f1a9c8b7e5d3c2b1a0f9e8d7c";
 const OTHER_SECRET: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90123456789abcdef0fedcba987654321";
 
@@ -32,13 +32,7 @@ struct Proc {
     gossip: SocketAddr,
     dir: PathBuf,
     config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+    child: Option<Process>,
 }
 
 impl Proc {
@@ -104,17 +98,16 @@ pool = "agents"
     /// `run -c`, or `join PEER -c` when `join` is given.
     async fn start(&mut self, join: Option<SocketAddr>) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).unwrap();
-        let mut cmd = Command::new(BIN);
-        match join {
-            Some(peer) => cmd.args(["join", &peer.to_string(), "-c"]),
-            None => cmd.args(["run", "-c"]),
+        let mut args: Vec<OsString> = match join {
+            Some(peer) => vec!["join".into(), peer.to_string().into()],
+            None => vec!["run".into()],
         };
-        cmd.arg(&self.config).env("SYSMANAGE_NODE_FAULT_FILE", self.dir.parent().unwrap().join("faults"));
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        self.child = Some(child);
+        args.extend(["-c".into(), self.config.clone().into()]);
+        let faults = self.dir.parent().unwrap().join("faults");
+        self.child = Some(Spawn::new(&args).env("SYSMANAGE_NODE_FAULT_FILE", faults).log_to(log).spawn());
         let admin = self.admin;
         let name = self.name.clone();
-        wait_until(Duration::from_secs(20), &format!("{name}'s admin API"), || async move {
+        wait_until(READY, &format!("{name}'s admin API"), || async move {
             tokio::net::TcpStream::connect(admin).await.is_ok()
         })
         .await;
@@ -123,7 +116,6 @@ pool = "agents"
     fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
         }
     }
 
@@ -214,9 +206,8 @@ async fn sessions_follow_their_key_through_every_node_across_kill_and_restart() 
     assert!(seeds.contains(&a.gossip.to_string()), "join remembers its peer: {seeds}");
 
     // `ctl members` lists the three, this node marked.
-    let out = Command::new(BIN).args(["ctl", "--admin", &format!("http://{}", b.admin), "members"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let (code, text, err) = run(&["ctl", "--admin", &format!("http://{}", b.admin), "members"]);
+    assert_eq!(code, 0, "{text}{err}");
     assert!(text.starts_with("3 live, 0 dead"), "{text}");
     assert!(text.contains("n2 *") && text.contains("n1 ") && text.contains("n3 "), "{text}");
 

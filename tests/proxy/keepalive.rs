@@ -11,7 +11,7 @@
 //! exactly parking happens, is checked in the unit tests of `proxy::conn`
 //! and `proxy::http1`, which can see it.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

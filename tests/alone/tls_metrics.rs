@@ -1,7 +1,7 @@
 //! TLS handshake metrics on `/metrics`. The counters are process-wide, so
-//! this file holds a single test: its own process, exact deltas.
+//! the test runs alone (it holds [`ALONE`]) and reads exact deltas.
 
-mod support;
+use crate::{support, ALONE};
 
 use std::time::Duration;
 
@@ -16,10 +16,11 @@ const FAILURES: &str = "sysmanage_tls_handshake_failures_total";
 
 #[tokio::test]
 async fn handshakes_and_failed_handshakes_are_counted() {
+    let _alone = ALONE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "server", &["localhost"]);
     let b = Backend::start("b").await;
-    let listeners = format!("[[listeners]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\ntls = {{ {} }}\n", cert.inline());
+    let listeners = listener("https", &format!("tls = {{ {} }}", cert.inline()));
     let node = start_node(&config_listeners(&listeners, &servers(&[(&b, "")]), "", "")).await;
     let addr = node.addr("https").unwrap();
 

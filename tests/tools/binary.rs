@@ -2,12 +2,9 @@
 //! available, streaming 1 GiB each way with bounded memory, graceful
 //! shutdown on SIGTERM and SIGINT, and the access log in both formats.
 
-mod support;
+use crate::support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,120 +12,31 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::process::{run, Process, Spawn};
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
-
-/// A node process, killed by its PID when dropped.
-struct NodeProcess {
-    child: Child,
-    addr: SocketAddr,
-    /// Every line it wrote to stderr so far (its log).
-    log: Arc<Mutex<Vec<String>>>,
+/// The binary running `config` (written to `node.toml` in the returned
+/// directory), and its listener's address.
+fn start(config: &str) -> (Process, SocketAddr, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let node = Spawn::run(&path).spawn();
+    let addr = node.listener_addr();
+    (node, addr, dir)
 }
 
-/// The address of a `listening` log line, in the text (`addr=A`) or the
-/// JSON (`"addr":"A"`) format.
-fn listening_addr(line: &str) -> Option<&str> {
-    if !line.contains("listening") {
-        return None;
-    }
-    if let Some(rest) = line.split("addr=").nth(1) {
-        return rest.split_whitespace().next();
-    }
-    line.split("\"addr\":\"").nth(1).and_then(|rest| rest.split('"').next())
+/// CPU time `node` used so far (user + system), in clock ticks (1/100 s).
+fn cpu_ticks(node: &Process) -> u64 {
+    let secs = sysmanage_node::admin::prometheus::cpu_seconds(&node.pid().to_string()).unwrap();
+    (secs * 100.0).round() as u64
 }
 
-impl NodeProcess {
-    fn start(config: &str) -> (NodeProcess, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("node.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = listening_addr(&line) {
-                    let _ = tx.send(addr.to_string());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(_) => {
-                // Stop the process we started before failing the test.
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("node did not print its listening address within 20 s");
-            }
-        };
-        (NodeProcess { child, addr: addr.parse().unwrap(), log }, dir)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Peak resident memory (VmHWM) in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    }
-
-    /// CPU time used so far (user + system), in clock ticks (1/100 s).
-    fn cpu_ticks(&self) -> u64 {
-        let secs = sysmanage_node::admin::prometheus::cpu_seconds(&self.pid().to_string()).unwrap();
-        (secs * 100.0).round() as u64
-    }
-
-    /// CPU ticks used over the next second.
-    async fn cpu_ticks_in_a_second(&self) -> u64 {
-        let t0 = self.cpu_ticks();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        self.cpu_ticks() - t0
-    }
-
-    /// The log lines that contain `needle`.
-    fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig} failed");
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// CPU ticks `node` uses over the next second.
+async fn cpu_ticks_in_a_second(node: &Process) -> u64 {
+    let t0 = cpu_ticks(node);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cpu_ticks(node) - t0
 }
 
 #[test]
@@ -173,12 +81,12 @@ const GIB: u64 = 1 << 30;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_each_way_streams_with_rss_under_64_mib() {
     let b = Backend::start("b").await;
-    let (node, _dir) =
-        NodeProcess::start(&config(&servers(&[(&b, "")]), "[limits]\nmax_body = \"2GiB\"\n[node]\nworkers = 2"));
+    let (node, addr, _dir) =
+        start(&config(&servers(&[(&b, "")]), "[limits]\nmax_body = \"2GiB\"\n[node]\nworkers = 2"));
     let c: Client<_, Upload> = Client::builder(TokioExecutor::new()).build_http();
 
     // Download: count the bytes as they arrive, keep none.
-    let req = Request::get(format!("http://{}/download?n={GIB}", node.addr))
+    let req = Request::get(format!("http://{addr}/download?n={GIB}"))
         .body(Upload { remaining: 0, chunk: Bytes::new() })
         .unwrap();
     let resp = c.request(req).await.unwrap();
@@ -191,7 +99,7 @@ async fn one_gib_each_way_streams_with_rss_under_64_mib() {
     assert_eq!(got, GIB);
 
     // Upload, chunked: the server counts what arrives.
-    let req = Request::post(format!("http://{}/upload", node.addr))
+    let req = Request::post(format!("http://{addr}/upload"))
         .body(Upload { remaining: GIB, chunk: Bytes::from(vec![b'u'; 256 * 1024]) })
         .unwrap();
     let resp = c.request(req).await.unwrap();
@@ -211,23 +119,23 @@ async fn one_gib_each_way_streams_with_rss_under_64_mib() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_poll_serves_and_an_idle_node_uses_no_cpu() {
     let b = Backend::start("b").await;
-    let (node, _dir) = NodeProcess::start(&config(
+    let (node, addr, _dir) = start(&config(
         &servers(&[(&b, "")]),
         "[node]\nworkers = 1\nbusy_poll = \"20ms\"\nbusy_poll_coalesce = \"10us\"",
     ));
     let ticks_per_s = 100; // USER_HZ on Linux
-    let before = node.cpu_ticks_in_a_second().await;
+    let before = cpu_ticks_in_a_second(&node).await;
     assert!(before * 5 <= ticks_per_s, "an idle node used {before} ticks of CPU in 1 s before any request");
 
     let c = client();
     for i in 0..200 {
-        let (status, _, body) = get(&c, node.addr, &format!("/r{i}")).await;
+        let (status, _, body) = get(&c, addr, &format!("/r{i}")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     assert_eq!(b.hits(), 200);
     // Well past the 20 ms window: the poller has gone to sleep.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = node.cpu_ticks_in_a_second().await;
+    let after = cpu_ticks_in_a_second(&node).await;
     assert!(after * 5 <= ticks_per_s, "the node used {after} ticks of CPU in the second after its last request");
 }
 
@@ -244,15 +152,14 @@ async fn sigint_lets_in_flight_requests_finish_then_exits_zero() {
 async fn signal_lets_in_flight_requests_finish_then_exits_zero(sig: &str) {
     let b = Backend::start("b").await;
     b.set_mode(Mode::Delay(Duration::from_millis(1500)));
-    let (mut node, _dir) = NodeProcess::start(&config(&servers(&[(&b, "")]), "[limits]\nshutdown_timeout = \"10s\""));
-    let addr = node.addr;
+    let (mut node, addr, _dir) = start(&config(&servers(&[(&b, "")]), "[limits]\nshutdown_timeout = \"10s\""));
     let in_flight = tokio::spawn(async move { get(&client(), addr, "/slow").await });
     wait_until(Duration::from_secs(5), "request reached the backend", || async { b.hits() == 1 }).await;
     node.signal(sig);
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "b"), "in-flight request was cut");
     let code = tokio::task::spawn_blocking(move || {
-        let status = node.child.wait().unwrap();
+        let status = node.wait_exit(Duration::from_secs(15)).expect("the node exits within 15 s of the signal");
         status.code()
     })
     .await
@@ -264,22 +171,20 @@ async fn signal_lets_in_flight_requests_finish_then_exits_zero(sig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_pools_and_keeps_the_old_config_on_error() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let (node, dir) = NodeProcess::start(&config(&servers(&[(&a, "")]), ""));
+    let (node, addr, dir) = start(&config(&servers(&[(&a, "")]), ""));
     let c = client();
-    assert_eq!(get(&c, node.addr, "/").await.2, "a");
+    assert_eq!(get(&c, addr, "/").await.2, "a");
     // An invalid file is refused: traffic keeps flowing to a.
     std::fs::write(dir.path().join("node.toml"), "this is not toml").unwrap();
     node.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(&c, node.addr, "/").await.2, "a");
+    assert_eq!(get(&c, addr, "/").await.2, "a");
     // A valid one moves the pool to b; the listener (port 0) is unchanged.
-    let cfg = config(&servers(&[(&b, "")]), "").replace("127.0.0.1:0", &node.addr.to_string());
+    let cfg = config(&servers(&[(&b, "")]), "").replace("127.0.0.1:0", &addr.to_string());
     std::fs::write(dir.path().join("node.toml"), cfg).unwrap();
     node.signal("-HUP");
-    wait_until(Duration::from_secs(5), "reload moved traffic to b", || async {
-        get(&c, node.addr, "/").await.2 == "b"
-    })
-    .await;
+    wait_until(Duration::from_secs(5), "reload moved traffic to b", || async { get(&c, addr, "/").await.2 == "b" })
+        .await;
 }
 
 #[test]
@@ -342,19 +247,19 @@ async fn access_log_lines(format: &str) -> (String, String) {
     let b = Backend::start("b").await;
     let cfg = config(&servers(&[(&b, "")]), "")
         .replace("access_log = false", &format!("access_log = true\nformat = \"{format}\""));
-    let (node, _dir) = NodeProcess::start(&cfg);
+    let (node, addr, _dir) = start(&cfg);
     let c = client();
-    assert_eq!(get(&c, node.addr, "/logged?q=1").await.0, StatusCode::OK);
+    assert_eq!(get(&c, addr, "/logged?q=1").await.0, StatusCode::OK);
     b.set_mode(Mode::Reset);
     wait_until(Duration::from_secs(5), "the node answers an error once its server fails", || async {
-        get(&c, node.addr, "/gone").await.0 != StatusCode::OK
+        get(&c, addr, "/gone").await.0 != StatusCode::OK
     })
     .await;
     wait_until(Duration::from_secs(5), "both requests logged", || async {
-        !node.log_lines("/logged").is_empty() && !node.log_lines("/gone").is_empty()
+        !node.lines_with("/logged").is_empty() && !node.lines_with("/gone").is_empty()
     })
     .await;
-    (node.log_lines("/logged").remove(0), node.log_lines("/gone").remove(0))
+    (node.lines_with("/logged").remove(0), node.lines_with("/gone").remove(0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,41 +3,15 @@
 //! WebSockets on every node, and Ctrl-C (SIGINT) stops it cleanly within a
 //! bounded time, removing its temporary directory.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
+use crate::support::process::{Process, Spawn};
 
-/// Kills the demo if the test fails half-way.
-struct Demo(Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(args: &[&str]) -> (Demo, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .arg("demo")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (Demo(child), rx)
+/// `sysmanage-node demo ARGS`, its stdout read line by line.
+fn start(args: &[&str]) -> Process {
+    let mut all = vec!["demo"];
+    all.extend_from_slice(args);
+    Spawn::new(&all).read_stdout().spawn()
 }
 
 /// The `name=N` counts in one `|`-separated part of a summary line.
@@ -74,37 +48,15 @@ fn all_flowing(line: &str) -> bool {
         && clustered
 }
 
-fn wait_line(
-    rx: &mpsc::Receiver<String>,
-    limit: Duration,
-    seen: &mut Vec<String>,
-    pred: impl Fn(&str) -> bool,
-) -> bool {
-    let deadline = Instant::now() + limit;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let hit = pred(&line);
-                seen.push(line);
-                if hit {
-                    return true;
-                }
-            }
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
 #[test]
 fn demo_shows_traffic_through_every_node_and_stops_on_ctrl_c() {
-    let (mut demo, rx) = start(&["--no-tui"]);
-    let mut seen = Vec::new();
+    let mut demo = start(&["--no-tui"]);
     assert!(
-        wait_line(&rx, Duration::from_secs(40), &mut seen, all_flowing),
+        demo.find_line(Duration::from_secs(40), all_flowing).is_some(),
         "no summary with traffic on all nodes, all of it on the active backend app1, and a cluster of three:\n{}",
-        seen.join("\n")
+        demo.lines().join("\n")
     );
+    let seen = demo.lines();
     let dir = seen
         .iter()
         .find_map(|l| l.strip_prefix("files in ").map(|r| r.trim_end_matches(" (removed at exit)").to_string()))
@@ -113,37 +65,19 @@ fn demo_shows_traffic_through_every_node_and_stops_on_ctrl_c() {
     assert!(seen.iter().any(|l| l.contains("The nodes form one cluster")), "says the nodes are clustered");
 
     // Ctrl-C.
-    let pid = demo.0.id().to_string();
-    let sent = Command::new("kill").args(["-INT", &pid]).status().expect("kill runs");
-    assert!(sent.success());
-    let asked = Instant::now();
-    let status = loop {
-        if let Some(s) = demo.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(asked.elapsed() < Duration::from_secs(15), "demo still running 15s after SIGINT");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    demo.signal("-INT");
+    let status = demo.wait_exit(Duration::from_secs(15)).expect("demo still running 15s after SIGINT");
     assert!(status.success(), "exit status {status}");
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(2)) {
-        seen.push(line);
-    }
+    let seen = demo.lines();
     assert!(seen.iter().any(|l| l.contains("stopping (Ctrl-C)")), "{}", seen.join("\n"));
     assert!(!std::path::Path::new(&dir).exists(), "{dir} removed at exit");
 }
 
 #[test]
 fn demo_duration_ends_it_by_itself() {
-    let (mut demo, rx) = start(&["--no-tui", "--duration", "3"]);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = demo.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "demo --duration 3 still running after 30s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let mut demo = start(&["--no-tui", "--duration", "3"]);
+    let status = demo.wait_exit(Duration::from_secs(30)).expect("demo --duration 3 still running after 30s");
     assert!(status.success(), "exit status {status}");
-    let out: Vec<String> = rx.try_iter().collect();
+    let out = demo.lines();
     assert!(out.iter().any(|l| l.contains("--duration reached")), "{}", out.join("\n"));
 }

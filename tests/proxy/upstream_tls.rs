@@ -2,7 +2,7 @@
 //! certificate is not trusted or names another host, accepted unverified only
 //! with `insecure_skip_verify = true`.
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use support::tls::write_cert;
@@ -10,23 +10,11 @@ use support::*;
 
 /// A TLS backend: another node with an HTTPS listener answering itself.
 async fn tls_backend(cert: &support::tls::CertFiles) -> sysmanage_node::runtime::Node {
-    let toml = format!(
-        r#"
-[log]
-level = "error"
-[admin]
-enabled = false
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-tls = {{ {} }}
-[[routes]]
-name = "hello"
-path_prefix = "/"
-respond = {{ status = 200, body = "tls-backend" }}
-"#,
-        cert.inline()
-    );
+    let toml = NodeToml::new()
+        .without_admin()
+        .listener("https", &format!("tls = {{ {} }}", cert.inline()))
+        .tables("[[routes]]\nname = \"hello\"\npath_prefix = \"/\"\nrespond = { status = 200, body = \"tls-backend\" }")
+        .to_string();
     start_node(&toml).await
 }
 

@@ -4,10 +4,10 @@
 //! comes back with `tmux capture-pane`. Each test runs its own tmux server
 //! (`-L`) and kills only that server.
 //!
-//! `cargo test --test tui_e2e -- --ignored capture_docs` also writes the
+//! `cargo test --test tools -- --ignored capture_docs` also writes the
 //! dashboard captures in `docs/top-*.txt` (see `bench/capture_top.sh`).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
+use support::process::{output, BIN};
 use support::*;
 use sysmanage_node::api::Status;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 const TOKEN: &str = "e2e-admin-token";
 /// Printed by the shell after `top` returns, with its exit code and whether
 /// it left the terminal in raw mode.
@@ -244,29 +244,13 @@ async fn an_unreachable_node_is_reported_and_retried_until_it_answers() {
 
     // Now a node appears on that port: top picks it up by itself.
     let backend = Backend::start("late").await;
-    let toml = format!(
-        r#"
-[node]
-name = "late-node"
-[log]
-level = "error"
-access_log = false
-[admin]
-listen = "127.0.0.1:{port}"
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-[[pools]]
-name = "p"
-{}
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-"#,
-        servers(&[(&backend, "")])
-    );
-    let node = start_node(&toml).await;
+    let toml = NodeToml::new()
+        .node("name = \"late-node\"")
+        .admin_listen(&format!("127.0.0.1:{port}"))
+        .listener("http", "")
+        .pool("p", &servers(&[(&backend, "")]))
+        .route("default", "/", "p", "");
+    let node = start_node(&toml.to_string()).await;
     let screen = tmux.wait_text("● live").await;
     assert!(screen.contains("late-node"), "{screen}");
     assert!(!screen.contains("unreachable"), "{screen}");
@@ -298,13 +282,7 @@ async fn a_panic_restores_the_terminal_before_the_message_is_printed() {
 
 #[test]
 fn without_a_terminal_top_says_so_and_exits_2() {
-    let out = Command::new(BIN)
-        .args(["top", "--admin", "http://127.0.0.1:9"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
+    let out = output(&["top", "--admin", "http://127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs a terminal"), "{err}");
@@ -312,11 +290,7 @@ fn without_a_terminal_top_says_so_and_exits_2() {
 
 #[test]
 fn an_unreadable_token_file_is_refused_before_the_screen_is_taken() {
-    let out = Command::new(BIN)
-        .args(["top", "--token-file", "/nonexistent/admin.token"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = output(&["top", "--token-file", "/nonexistent/admin.token"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read the admin token file /nonexistent/admin.token"), "{err}");
@@ -325,7 +299,7 @@ fn an_unreadable_token_file_is_refused_before_the_screen_is_taken() {
 /// A demo-like node (two pools, a draining, a down and a maintained server,
 /// sticky agents, rate-limited logins, some traffic), captured pane by pane
 /// into `docs/top-*.txt`. Takes about half a minute; run on purpose:
-/// `cargo test --test tui_e2e -- --ignored capture_docs`.
+/// `cargo test --test tools -- --ignored capture_docs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "writes docs/top-*.txt; run on purpose"]
 async fn capture_docs() {

@@ -4,22 +4,19 @@
 //! admin sessions API, and the store's locked / corrupt errors from the
 //! real binary.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
+use support::process::{Spawn, READY};
 use support::ws::*;
 use support::*;
 use sysmanage_node::runtime::Node;
 use tokio_tungstenite::tungstenite::Message;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 
 async fn three() -> (WsBackend, WsBackend, WsBackend) {
     (WsBackend::start("s1").await, WsBackend::start("s2").await, WsBackend::start("s3").await)
@@ -49,9 +46,8 @@ async fn server_states(admin: std::net::SocketAddr) -> BTreeMap<String, (String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_hostname_reaches_the_same_server_1000_times_out_of_1000_ws_and_http() {
     let (s1, s2, s3) = three().await;
-    let dir = tempfile::tempdir().unwrap();
-    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let pool = sticky_pool(&[&s1, &s2, &s3], "");
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let started = Instant::now();
     let affinity = |m: &str, result: &str| -> u64 {
@@ -99,12 +95,11 @@ async fn the_same_hostname_reaches_the_same_server_1000_times_out_of_1000_ws_and
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn least_loaded_spreads_300_new_hostnames_evenly_and_the_counts_match() {
     let (s1, s2, s3) = three().await;
-    let dir = tempfile::tempdir().unwrap();
     let pool = format!(
         "affinity = {{ key = \"query:token\", extract = \"sysmanage-token:hostname\", policy = \"least_loaded\" }}\n{}",
         ws_servers(&[&s1, &s2, &s3], "weight = 1")
     );
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let admin = node.admin.unwrap();
 
@@ -140,10 +135,8 @@ async fn least_loaded_spreads_300_new_hostnames_evenly_and_the_counts_match() {
 async fn a_killed_server_loses_its_agents_to_another_through_a_retry() {
     let (s1, s2, s3) = three().await;
     let backends = [&s1, &s2, &s3];
-    let dir = tempfile::tempdir().unwrap();
-    let pool =
-        format!("{TOKEN_AFFINITY}\nretries = 2\nmax_fails = 1\nfail_timeout = \"30s\"\n{}", ws_servers(&backends, ""));
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let pool = sticky_pool(&backends, "retries = 2\nmax_fails = 1\nfail_timeout = \"30s\"");
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let admin = node.admin.unwrap();
 
@@ -174,12 +167,9 @@ async fn a_killed_server_loses_its_agents_to_another_through_a_retry() {
 async fn active_checks_move_a_dead_servers_agents_without_any_retry() {
     let (s1, s2, s3) = three().await;
     let backends = [&s1, &s2, &s3];
-    let dir = tempfile::tempdir().unwrap();
-    let pool = format!(
-        "{TOKEN_AFFINITY}\nretries = 0\nchecks = [{{ path = \"/api/health\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }}]\n{}",
-        ws_servers(&backends, "")
-    );
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let checks = r#"checks = [{ path = "/api/health", interval = "100ms", timeout = "100ms", fall = 1, rise = 1 }]"#;
+    let pool = sticky_pool(&backends, &format!("retries = 0\n{checks}"));
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let admin = node.admin.unwrap();
     let home = agent_lands_on(addr, "agent-17").await;
@@ -199,7 +189,7 @@ async fn active_checks_move_a_dead_servers_agents_without_any_retry() {
 async fn a_restarted_node_keeps_every_hostname_on_its_server() {
     let (s1, s2, s3) = three().await;
     let data = tempfile::tempdir().unwrap();
-    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
+    let pool = sticky_pool(&[&s1, &s2, &s3], "");
     let cfg = agents_config(data.path(), &pool, "", "");
     let keys: Vec<String> = (0..30).map(|i| format!("agent-{i:02}")).collect();
 
@@ -239,12 +229,11 @@ async fn a_restarted_node_keeps_every_hostname_on_its_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_expires_after_its_ttl_and_an_open_tunnel_keeps_it_alive() {
     let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
-    let dir = tempfile::tempdir().unwrap();
     let pool = format!(
         "affinity = {{ key = \"query:token\", extract = \"sysmanage-token:hostname\", ttl = \"1s\" }}\n{}",
         ws_servers(&[&s1, &s2], "")
     );
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let admin = node.admin.unwrap();
 
@@ -289,10 +278,9 @@ async fn jwt_claims_pin_whatever_else_changes_in_the_token() {
     for (key, header, prefix) in
         [("header:Authorization", "authorization", "Bearer "), ("header:X-Token", "x-token", "")]
     {
-        let dir = tempfile::tempdir().unwrap();
         let pool =
             format!("affinity = {{ key = \"{key}\", extract = \"jwt:sub\" }}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
-        let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+        let (node, _dir) = start_agents_node(&pool).await;
         let addr = node.addr("http").unwrap();
         let connect = |claims: serde_json::Value| {
             let value = format!("{prefix}{}", jwt(claims));
@@ -320,9 +308,7 @@ async fn jwt_claims_pin_whatever_else_changes_in_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_sessions_api_counts_unpins_and_moves_behind_the_token() {
     let (s1, s2, s3) = three().await;
-    let dir = tempfile::tempdir().unwrap();
-    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1, &s2, &s3], ""));
-    let node = start_node(&agents_config(dir.path(), &pool, "", &admin_token_line(dir.path()))).await;
+    let (node, _dir) = start_agents_node_with_token(&sticky_pool(&[&s1, &s2, &s3], "")).await;
     let addr = node.addr("http").unwrap();
     let admin = node.admin.unwrap();
 
@@ -395,71 +381,29 @@ async fn admin_sessions_api_counts_unpins_and_moves_behind_the_token() {
     node.stop().await;
 }
 
-/// Runs the binary on `config`; waits up to 20 s for it to exit and returns
-/// its exit code and stderr. A process still running then is killed by its
-/// PID and the test fails.
-fn run_to_exit(config: &Path) -> (Option<i32>, String) {
-    let mut child =
-        Command::new(BIN).args(["run", "-c"]).arg(config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (status.code(), err);
-        }
-        if Instant::now() > deadline {
-            kill(&mut child);
-            panic!("sysmanage-node run did not exit within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Starts the binary and waits until it listens; killed (by PID) when dropped.
-struct Running(Child);
-
-impl Running {
-    fn start(config: &Path) -> Running {
-        use std::io::BufRead;
-        let mut child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
-            let started = lines.by_ref().any(|l| l.contains("sysmanage-node started"));
-            let _ = tx.send(started);
-            lines.for_each(drop);
+/// Runs the binary on `config`, which must refuse to start: waits up to 20 s
+/// for it to exit (a process still running then is stopped by its PID and
+/// the test fails), checks that its exit code is not 0, and returns its
+/// stderr.
+async fn run_refused(config: &Path) -> String {
+    let config = config.to_path_buf();
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        let mut node = Spawn::run(&config).spawn();
+        let status = node.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| {
+            panic!("sysmanage-node run did not exit within 20 s; it printed:\n{}", node.lines().join("\n"))
         });
-        let running = Running(child);
-        let started = rx.recv_timeout(Duration::from_secs(20)).unwrap_or(false);
-        assert!(started, "the node did not start");
-        running
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        kill(&mut self.0);
-    }
+        (status.code(), node.lines().join("\n"))
+    })
+    .await
+    .unwrap();
+    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
+    err
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
     let s1 = WsBackend::start("s1").await;
-    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&s1], ""));
+    let pool = sticky_pool(&[&s1], "");
 
     // Corrupt: garbage where the database should be.
     let data = tempfile::tempdir().unwrap();
@@ -467,13 +411,7 @@ async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
     std::fs::write(&file, b"garbage, not a redb database\n".repeat(300)).unwrap();
     let cfg = data.path().join("node.toml");
     std::fs::write(&cfg, agents_config(data.path(), &pool, "", "")).unwrap();
-    let (code, err) = tokio::task::spawn_blocking({
-        let cfg = cfg.clone();
-        move || run_to_exit(&cfg)
-    })
-    .await
-    .unwrap();
-    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
+    let err = run_refused(&cfg).await;
     assert!(err.contains(&format!("sessions store {} is corrupt", file.display())), "{err}");
     assert!(err.contains("move it away and restart"), "{err}");
 
@@ -488,30 +426,28 @@ async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
         "sessions store {} is locked by another process: is another sysmanage-node running with the same data_dir?",
         file.display()
     );
-    let (code, err) = tokio::task::spawn_blocking({
-        let cfg = cfg.clone();
-        move || run_to_exit(&cfg)
-    })
-    .await
-    .unwrap();
-    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
+    let err = run_refused(&cfg).await;
     assert!(err.contains(&locked), "{err}");
     holder.stop().await;
 
     // Released with it: a binary starts on that data_dir, and now holds it
     // against a second binary.
     let cfg2 = cfg.clone();
-    let first = tokio::task::spawn_blocking(move || Running::start(&cfg2)).await.unwrap();
-    let (code, err) = tokio::task::spawn_blocking(move || run_to_exit(&cfg)).await.unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let node = Spawn::run(&cfg2).spawn();
+        node.wait_line("that it started", READY, |l| l.contains("sysmanage-node started"));
+        node
+    })
+    .await
+    .unwrap();
+    let err = run_refused(&cfg).await;
     drop(first);
-    assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
     assert!(err.contains(&locked), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_primary_pool_puts_every_new_agent_on_the_active_server_and_all_of_them_move_on_failover() {
     let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
-    let dir = tempfile::tempdir().unwrap();
     // What an operator writes who wants agents pinned and one active server:
     // least_loaded would spread new agents over both servers.
     let pool = format!(
@@ -521,7 +457,7 @@ async fn a_primary_pool_puts_every_new_agent_on_the_active_server_and_all_of_the
          checks = [{{ path = \"/api/health\", interval = \"100ms\", timeout = \"100ms\", fall = 1, rise = 1 }}]\n{}",
         ws_servers(&[&s1, &s2], "")
     );
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     let admin = node.admin.unwrap();
     let mut open = Vec::new();

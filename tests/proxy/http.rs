@@ -2,7 +2,7 @@
 //! HTTP/1.1, limits and timeouts, malformed input, static files, fixed
 //! responses and redirects.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -306,61 +306,25 @@ redirect = {{ to = "https://new.example$request_uri", status = 301 }}
 #[tokio::test]
 async fn websocket_upgrade_is_tunnelled_and_closed_without_answer_when_no_server() {
     // The backend answers 101 and then echoes bytes.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut buf = vec![0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                    .await;
-                loop {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let ws_addr = upgrade_server(|mut s| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
         }
-    });
-    let toml = format!(
-        r#"
-[log]
-level = "error"
-[admin]
-enabled = false
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-[[pools]]
-name = "agents"
-servers = [{{ addr = "{ws_addr}" }}]
-[[pools]]
-name = "dead"
-retries = 0
-servers = [{{ addr = "127.0.0.1:1" }}]
-[[routes]]
-name = "agents"
-path_prefix = "/api/agent/connect"
-websocket = true
-pool = "agents"
-[[routes]]
-name = "dead"
-path_prefix = "/dead"
-websocket = true
-pool = "dead"
-"#
-    );
+    })
+    .await;
+    let toml = NodeToml::new()
+        .without_admin()
+        .listener("http", "")
+        .pool("agents", &format!("servers = [{{ addr = \"{ws_addr}\" }}]"))
+        .pool("dead", "retries = 0\nservers = [{ addr = \"127.0.0.1:1\" }]")
+        .route("agents", "/api/agent/connect", "agents", "websocket = true")
+        .route("dead", "/dead", "dead", "websocket = true")
+        .to_string();
     let node = start_node(&toml).await;
     let addr = node.addr("http").unwrap();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

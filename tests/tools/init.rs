@@ -2,16 +2,11 @@
 //! passes `check-config` and starts a node, and that nothing is overwritten
 //! without `--force`.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("the binary runs")
-}
+use support::process::output as run;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -2,7 +2,7 @@
 //! SNI, protocol versions (including a hand-made TLS 1.0 ClientHello),
 //! certificate hot swap through the reload API, and bad input.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -17,18 +17,7 @@ const HSTS_DEFAULT: &str = "max-age=31536000; includeSubDomains";
 
 /// `[[listeners]]` "https" with `tls = { <tls> }` and a plain "http" one.
 fn https_and_http(tls: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "https"
-bind = "127.0.0.1:0"
-tls = {{ {tls} }}
-
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-"#
-    )
+    listener("https", &format!("tls = {{ {tls} }}")) + &listener("http", "")
 }
 
 #[tokio::test]
@@ -214,11 +203,8 @@ async fn tls10_and_11_are_refused_and_12_13_work_unless_restricted() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "server", &["localhost"]);
     let b = Backend::start("b").await;
-    let listeners = format!(
-        "{}\n[[listeners]]\nname = \"only13\"\nbind = \"127.0.0.1:0\"\ntls = {{ {}, protocols = [\"TLSv1.3\"] }}\n",
-        https_and_http(&cert.inline()),
-        cert.inline()
-    );
+    let tls13_only = listener("only13", &format!("tls = {{ {}, protocols = [\"TLSv1.3\"] }}", cert.inline()));
+    let listeners = https_and_http(&cert.inline()) + &tls13_only;
     let node = start_node(&config_listeners(&listeners, &servers(&[(&b, "")]), "", "")).await;
     let addr = node.addr("https").unwrap();
 
@@ -384,10 +370,7 @@ async fn proxy_protocol_header_before_the_tls_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path(), "server", &["localhost"]);
     let b = Backend::start("b").await;
-    let listeners = format!(
-        "[[listeners]]\nname = \"https\"\nbind = \"127.0.0.1:0\"\naccept_proxy_protocol = true\ntls = {{ {} }}\n",
-        cert.inline()
-    );
+    let listeners = listener("https", &format!("accept_proxy_protocol = true\ntls = {{ {} }}", cert.inline()));
     let node = start_node(&config_listeners(&listeners, &servers(&[(&b, "")]), "", "")).await;
     let addr = node.addr("https").unwrap();
     let mut tcp = TcpStream::connect(addr).await.unwrap();

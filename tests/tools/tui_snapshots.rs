@@ -6,7 +6,7 @@
 //! `tests/snapshots/`; no clock is read, so they are stable.
 //!
 //! After an intended change to the layout, regenerate and review the diff:
-//! `UPDATE_SNAPSHOTS=1 cargo test --test tui_snapshots`.
+//! `UPDATE_SNAPSHOTS=1 cargo test --test tools tui_snapshots`.
 
 use std::path::PathBuf;
 
@@ -24,11 +24,11 @@ const NOW: u64 = 1_795_000_000_000;
 const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
 
 fn status() -> Status {
-    serde_json::from_str(include_str!("snapshots/status.json")).unwrap()
+    serde_json::from_str(include_str!("../snapshots/status.json")).unwrap()
 }
 
 fn sessions() -> SessionsView {
-    serde_json::from_str(include_str!("snapshots/sessions.json")).unwrap()
+    serde_json::from_str(include_str!("../snapshots/sessions.json")).unwrap()
 }
 
 /// An app that has polled the fixture node for five minutes: traffic that

@@ -3,7 +3,7 @@
 //! `X-Forwarded-For`, `source_hash` on the real client IP, and the
 //! plain-HTTP listener's `redirect_to_https`.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -18,10 +18,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn listener(attrs: &str) -> String {
-    format!("[[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n{attrs}\n")
-}
 
 /// GET `path` with extra header lines, on a fresh connection closed after.
 async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
@@ -52,7 +48,8 @@ const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
 async fn proxy_protocol_v1_and_v2_set_the_client_address() {
     let b = Backend::start("b").await;
     let node =
-        start_node(&config_listeners(&listener("accept_proxy_protocol = true"), &servers(&[(&b, "")]), "", "")).await;
+        start_node(&config_listeners(&listener("http", "accept_proxy_protocol = true"), &servers(&[(&b, "")]), "", ""))
+            .await;
     let addr = node.addr("http").unwrap();
     for (header, want) in [
         (encode_v1("203.0.113.7:51234".parse().unwrap(), addr), "203.0.113.7"),
@@ -85,7 +82,8 @@ async fn proxy_protocol_v1_and_v2_set_the_client_address() {
 async fn a_malformed_or_missing_proxy_header_closes_the_connection_without_a_response() {
     let b = Backend::start("b").await;
     let node =
-        start_node(&config_listeners(&listener("accept_proxy_protocol = true"), &servers(&[(&b, "")]), "", "")).await;
+        start_node(&config_listeners(&listener("http", "accept_proxy_protocol = true"), &servers(&[(&b, "")]), "", ""))
+            .await;
     let addr = node.addr("http").unwrap();
     let mut bad_v2 = encode_v2("198.51.100.9:40000".parse().unwrap(), addr);
     bad_v2[12] = 0x31; // version 3
@@ -111,7 +109,7 @@ async fn a_malformed_or_missing_proxy_header_closes_the_connection_without_a_res
 async fn a_client_that_never_sends_the_proxy_header_is_cut_off_at_header_timeout() {
     let b = Backend::start("b").await;
     let cfg = config_listeners(
-        &listener("accept_proxy_protocol = true"),
+        &listener("http", "accept_proxy_protocol = true"),
         &servers(&[(&b, "")]),
         "[limits]\nheader_timeout = \"500ms\"",
         "",
@@ -132,7 +130,7 @@ async fn a_client_that_never_sends_the_proxy_header_is_cut_off_at_header_timeout
 #[tokio::test]
 async fn forwarded_for_is_ignored_from_untrusted_clients_and_used_behind_trusted_proxies() {
     let b = Backend::start("b").await;
-    let untrusted = start_node(&config_listeners(&listener(""), &servers(&[(&b, "")]), "", "")).await;
+    let untrusted = start_node(&config(&servers(&[(&b, "")]), "")).await;
     let (status, _) = get_with(untrusted.addr("http").unwrap(), "/", &[("x-forwarded-for", "1.2.3.4")]).await;
     assert_eq!(status, StatusCode::OK);
     let seen = b.last_headers();
@@ -141,7 +139,7 @@ async fn forwarded_for_is_ignored_from_untrusted_clients_and_used_behind_trusted
     untrusted.stop().await;
 
     let trusted = start_node(&config_listeners(
-        &listener("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]"),
+        &listener("http", "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]"),
         &servers(&[(&b, "")]),
         "",
         "",
@@ -179,7 +177,7 @@ async fn trusted_proxies_apply_to_the_proxy_protocol_source() {
     // proxy), whose X-Forwarded-For then names the client.
     let b = Backend::start("b").await;
     let attrs = "accept_proxy_protocol = true\ntrusted_proxies = [\"10.0.0.0/8\"]";
-    let node = start_node(&config_listeners(&listener(attrs), &servers(&[(&b, "")]), "", "")).await;
+    let node = start_node(&config_listeners(&listener("http", attrs), &servers(&[(&b, "")]), "", "")).await;
     let addr = node.addr("http").unwrap();
     let header = encode_v1("10.1.1.1:5000".parse().unwrap(), addr);
     let req = b"GET / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 192.0.2.44\r\nConnection: close\r\n\r\n";
@@ -213,7 +211,8 @@ async fn source_hash_balances_on_the_real_client_ip() {
     let pool = format!("balance = \"source_hash\"\n{}", servers(&all));
     let clients: Vec<String> = (1..=40).map(|i| format!("192.0.2.{i}")).collect();
 
-    let trusted = start_node(&config_listeners(&listener("trusted_proxies = [\"127.0.0.1\"]"), &pool, "", "")).await;
+    let trusted =
+        start_node(&config_listeners(&listener("http", "trusted_proxies = [\"127.0.0.1\"]"), &pool, "", "")).await;
     let addr = trusted.addr("http").unwrap();
     let first = picks(addr, &clients).await;
     // Each client keeps its server...
@@ -225,7 +224,7 @@ async fn source_hash_balances_on_the_real_client_ip() {
 
     // Control: without trusted proxies the header is ignored, so everything
     // hashes on 127.0.0.1 and lands on one server.
-    let untrusted = start_node(&config_listeners(&listener(""), &pool, "", "")).await;
+    let untrusted = start_node(&config(&pool, "")).await;
     let picked = picks(untrusted.addr("http").unwrap(), &clients).await;
     let used: HashSet<&String> = picked.iter().collect();
     assert_eq!(used.len(), 1, "{used:?}");
@@ -237,10 +236,8 @@ async fn source_hash_balances_on_the_real_client_ip() {
 #[tokio::test]
 async fn plain_listener_redirects_to_https_keeping_host_path_and_query() {
     let b = Backend::start("b").await;
-    let listeners = format!(
-        "{}\n[[listeners]]\nname = \"alt\"\nbind = \"127.0.0.1:0\"\nredirect_to_https = 8443\nredirect_except = [\"/healthz\"]\n",
-        listener("redirect_to_https = 443")
-    );
+    let listeners = listener("http", "redirect_to_https = 443")
+        + &listener("alt", "redirect_to_https = 8443\nredirect_except = [\"/healthz\"]");
     let routes = r#"
 [[routes]]
 name = "health"

@@ -6,92 +6,27 @@
 //! With the node in this process that is 20,000 for 5,000 tunnels, the whole
 //! `ulimit -n` of this machine, so the node runs as the real binary in its
 //! own process: 10,000 sockets there (client side and server side) and
-//! 10,000 here (the agents and the fake servers). This file holds only this
-//! test so that no other test adds its sockets to the count.
+//! 10,000 here (the agents and the fake servers). The test runs alone (it
+//! holds [`ALONE`]) so that no other test adds its sockets to the count.
 
-mod support;
+use crate::{support, ALONE};
 
-use std::io::BufRead;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http::{Method, StatusCode};
+use support::process::{status_kib, Spawn};
 use support::ws::*;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
 const TUNNELS: usize = 5_000;
 /// Connections opened at once while setting up.
 const CONCURRENCY: usize = 100;
 
-/// The node binary; killed by its PID when dropped.
-struct NodeProcess {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl NodeProcess {
-    fn start(config: &std::path::Path) -> NodeProcess {
-        let mut child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string);
-                if let Some(addr) = addr.filter(|_| line.contains("listening")) {
-                    let _ = tx.send((line.contains("admin API"), addr));
-                }
-            }
-        });
-        let mut node = NodeProcess { child, http: "0.0.0.0:0".parse().unwrap(), admin: "0.0.0.0:0".parse().unwrap() };
-        for _ in 0..2 {
-            let (is_admin, addr) = rx.recv_timeout(Duration::from_secs(20)).expect("the node prints its addresses");
-            let addr = addr.parse().unwrap();
-            if is_admin {
-                node.admin = addr;
-            } else {
-                node.http = addr;
-            }
-        }
-        node
-    }
-
-    /// (current, peak) resident memory in MiB.
-    fn rss_mib(&self) -> (u64, u64) {
-        rss_mib(&format!("/proc/{}/status", self.child.id()))
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rss_mib(status_file: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(status_file).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap()
-            / 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+/// (current, peak) resident memory in MiB of process `pid` (or `self`).
+fn rss_mib(pid: &str) -> (u64, u64) {
+    (status_kib(pid, "VmRSS:") / 1024, status_kib(pid, "VmHWM:") / 1024)
 }
 
 fn gauge(metrics: &str, series: &str) -> u64 {
@@ -103,6 +38,7 @@ fn gauge(metrics: &str, series: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_thousand_idle_tunnels_all_echo_after_a_reload() {
+    let _alone = ALONE.lock().await;
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(60), scenario()).await.expect("the whole test within 60 s");
     eprintln!("total {:?}", started.elapsed());
@@ -117,12 +53,12 @@ async fn scenario() {
     let s4 = WsBackend::start_with("s4", small()).await;
     let dir = tempfile::tempdir().unwrap();
     let token_line = admin_token_line(dir.path());
-    let pool = format!("{TOKEN_AFFINITY}\n{}", ws_servers(&[&backends[0], &backends[1], &backends[2]], ""));
+    let pool = sticky_pool(&[&backends[0], &backends[1], &backends[2]], "");
     let cfg_path = dir.path().join("node.toml");
     let cfg = agents_config(dir.path(), &pool, "", &token_line);
     std::fs::write(&cfg_path, &cfg).unwrap();
-    let node = NodeProcess::start(&cfg_path);
-    let (http, admin) = (node.http, node.admin);
+    let node = Spawn::run(&cfg_path).spawn();
+    let (http, admin) = (node.listener_addr(), node.admin_addr());
 
     // Open every tunnel, each for its own agent, and keep them.
     let t0 = Instant::now();
@@ -142,7 +78,7 @@ async fn scenario() {
     assert_eq!(open_at_servers, TUNNELS as i64);
     let metrics = get(&client(), admin, "/metrics").await.2;
     assert_eq!(gauge(&metrics, "sysmanage_websocket_tunnels "), TUNNELS as u64);
-    let node_fds = std::fs::read_dir(format!("/proc/{}/fd", node.child.id())).unwrap().count();
+    let node_fds = std::fs::read_dir(format!("/proc/{}/fd", node.pid())).unwrap().count();
     assert!(node_fds >= 2 * TUNNELS, "the node holds {node_fds} descriptors for {TUNNELS} tunnels");
     assert_eq!(session_counts(admin).await.values().sum::<usize>(), TUNNELS);
 
@@ -182,8 +118,8 @@ async fn scenario() {
     let metrics = get(&client(), admin, "/metrics").await.2;
     assert_eq!(gauge(&metrics, "sysmanage_websocket_tunnels "), TUNNELS as u64, "a tunnel was dropped");
 
-    let (node_rss, node_peak) = node.rss_mib();
-    let (own_rss, own_peak) = rss_mib("/proc/self/status");
+    let (node_rss, node_peak) = rss_mib(&node.pid().to_string());
+    let (own_rss, own_peak) = rss_mib("self");
     eprintln!(
         "{TUNNELS} tunnels opened in {opened:?}, all echoed after the reload in {echo_time:?}; node RSS {node_rss} MiB (peak {node_peak}), test process RSS {own_rss} MiB (peak {own_peak})"
     );

@@ -1,6 +1,6 @@
 //! Balancing, backups, retries and passive health through a real node.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -284,42 +284,19 @@ async fn primary_pools_over_the_same_servers_share_one_active_server() {
     // failure seconds later and send the API elsewhere meanwhile.
     let (s1, s2) = (Backend::start("s1").await, Backend::start("s2").await);
     let list = servers(&[(&s1, ""), (&s2, "")]);
-    let toml = format!(
-        r#"
-[log]
-level = "error"
-access_log = false
-
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-
-[[pools]]
-name = "agents"
-balance = "primary"
-checks = [{{ path = "/api/health", interval = "100ms", timeout = "100ms", fall = 1, rise = 1 }}]
-{list}
-
-[[pools]]
-name = "api"
-balance = "primary"
-checks = [{{ path = "/api/health", interval = "5s", timeout = "100ms", fall = 1, rise = 1 }}]
-{list}
-
-[[routes]]
-name = "agents"
-path_prefix = "/api/agent/"
-pool = "agents"
-
-[[routes]]
-name = "api"
-path_prefix = "/"
-pool = "api"
-"#
-    );
+    let pool = |interval: &str| {
+        format!(
+            "balance = \"primary\"\n\
+             checks = [{{ path = \"/api/health\", interval = \"{interval}\", timeout = \"100ms\", fall = 1, rise = 1 }}]\n{list}"
+        )
+    };
+    let toml = NodeToml::new()
+        .listener("http", "")
+        .pool("agents", &pool("100ms"))
+        .pool("api", &pool("5s"))
+        .route("agents", "/api/agent/", "agents", "")
+        .route("api", "/", "api", "")
+        .to_string();
     let node = start_node(&toml).await;
     let (addr, admin) = (node.addr("http").unwrap(), node.admin.unwrap());
     let both = |server: &str| {

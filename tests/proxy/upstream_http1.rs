@@ -3,7 +3,7 @@
 //! responses, connection reuse and when it must not happen, servers that
 //! close idle connections, early answers to uploads, and malformed answers.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@
 //! dpkg and minutes of release build); this file checks what can be checked
 //! in a plain `cargo test`.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

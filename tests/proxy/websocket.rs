@@ -3,7 +3,7 @@
 //! codes, `on_missing` for requests without a usable session key, and what
 //! an agent's Upgrade gets when no server can take it.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -81,8 +81,7 @@ async fn metrics(node: &sysmanage_node::runtime::Node) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn text_binary_pings_and_close_codes_pass_through_both_ways() {
     let b = WsBackend::start("s1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let node = start_node(&agents_config(dir.path(), &ws_servers(&[&b], ""), "", "")).await;
+    let (node, _dir) = start_agents_node(&ws_servers(&[&b], "")).await;
     let addr = node.addr("http").unwrap();
 
     let token = agent_token("agent-1");
@@ -147,8 +146,7 @@ async fn text_binary_pings_and_close_codes_pass_through_both_ways() {
 async fn a_100_mb_binary_message_crosses_both_ways_intact() {
     const SIZE: usize = 100 * 1000 * 1000;
     let b = WsBackend::start("s1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let node = start_node(&agents_config(dir.path(), &ws_servers(&[&b], ""), "", "")).await;
+    let (node, _dir) = start_agents_node(&ws_servers(&[&b], "")).await;
     let addr = node.addr("http").unwrap();
     let before = metrics(&node).await;
 
@@ -204,12 +202,11 @@ fn keyless_targets() -> Vec<(String, &'static str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_missing_reject_answers_400_missing_session_id_and_balance_lets_it_through() {
     let b = WsBackend::start("s1").await;
-    let dir = tempfile::tempdir().unwrap();
     let reject = format!(
         "affinity = {{ key = \"query:token\", extract = \"sysmanage-token:hostname\", on_missing = \"reject\" }}\n{}",
         ws_servers(&[&b], "")
     );
-    let node = start_node(&agents_config(dir.path(), &reject, "", "")).await;
+    let (node, _dir) = start_agents_node(&reject).await;
     let addr = node.addr("http").unwrap();
     for (target, why) in keyless_targets() {
         // As an Upgrade: a 400 even on a websocket route (the client is at
@@ -226,10 +223,8 @@ async fn on_missing_reject_answers_400_missing_session_id_and_balance_lets_it_th
     // A real token passes.
     assert_eq!(agent_connect(addr, "agent-1").await.unwrap().1, "s1");
     node.stop().await;
-
-    let dir = tempfile::tempdir().unwrap();
     let balance = reject.replace("\"reject\"", "\"balance\"");
-    let node = start_node(&agents_config(dir.path(), &balance, "", "")).await;
+    let (node, _dir) = start_agents_node(&balance).await;
     let addr = node.addr("http").unwrap();
     for (target, why) in keyless_targets() {
         let (mut ws, name) =
@@ -249,11 +244,10 @@ async fn on_missing_reject_answers_400_missing_session_id_and_balance_lets_it_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_upgrade_no_server_can_take_is_closed_without_a_response_or_503_when_configured() {
     let (s1, s2) = (WsBackend::start("s1").await, WsBackend::start("s2").await);
-    let pool = format!("{TOKEN_AFFINITY}\nretries = 0\n{}", ws_servers(&[&s1, &s2], ""));
+    let pool = sticky_pool(&[&s1, &s2], "retries = 0");
     s1.kill();
     s2.kill();
-    let dir = tempfile::tempdir().unwrap();
-    let node = start_node(&agents_config(dir.path(), &pool, "", "")).await;
+    let (node, _dir) = start_agents_node(&pool).await;
     let addr = node.addr("http").unwrap();
     // 1st: the pinned server refuses the connection (a connect failure);
     // 2nd: it is out after max_fails = 1, then the other one fails too;

@@ -12,12 +12,7 @@
 //! - the requests the server saw must be exactly those the case expects;
 //! - a second client's `GET /victim` must get its own answer.
 
-mod support;
-
-#[path = "support/raw_backend.rs"]
-mod raw_backend;
-#[path = "support/strict_h1.rs"]
-mod strict_h1;
+use crate::{raw_backend, strict_h1, support, ALONE};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +21,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use raw_backend::{answer, Action, ConnLog, RawBackend, Seen};
-use strict_h1::{parse_prefix, parse_response, Framing, Parsed, ParsedRequest, ParsedResponse, Tail};
+use strict_h1::{parse_prefix, parse_response, Framing, HeaderFields, Parsed, ParsedRequest, ParsedResponse, Tail};
 use support::tls::{client_trusting, tls_connect, write_cert, BOTH};
-use support::{config_listeners, h2_client, scrape, start_node};
+use support::{config_listeners, h2_client, listener, scrape, start_node};
 use sysmanage_node::runtime::Node;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -163,17 +158,17 @@ impl Harness {
     /// `pool`: the pool's settings (its `servers` is added); `extra`: more
     /// tables (`[limits]`, routes before the default one).
     async fn start(backend: RawBackend, pool: &str, extra: &str, tls: bool) -> Harness {
-        let mut listener = "[[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n".to_string();
+        let mut tls_attr = String::new();
         let tls = if tls {
             let dir = tempfile::tempdir().unwrap();
             let cert = write_cert(dir.path(), "server", &["localhost"]);
-            listener.push_str(&format!("tls = {{ {} }}\n", cert.inline()));
+            tls_attr = format!("tls = {{ {} }}", cert.inline());
             Some((client_trusting(&[&cert], BOTH, &[]), dir))
         } else {
             None
         };
         let pool = format!("{pool}\nservers = [{{ addr = \"{}\", name = \"raw\" }}]", backend.addr);
-        let node = start_node(&config_listeners(&listener, &pool, extra, "")).await;
+        let node = start_node(&config_listeners(&listener("http", &tls_attr), &pool, extra, "")).await;
         Harness { node, backend, tls }
     }
 
@@ -220,10 +215,6 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .fold(0.0, |a, b| a + b)
 }
-
-/// The cases of all tests run one at a time, so that the process-wide
-/// counters they read move only by what the running case did.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 // ---------------------------------------------------------------------------
 // What the server must have seen
@@ -424,7 +415,7 @@ const TLS: Setup = Setup { pool: POOL, extra: "", tls: true };
 async fn run_cases(setup: Setup, cases: Vec<Case>) {
     let mut failures = Vec::new();
     for c in &cases {
-        let _serial = SERIAL.lock().await;
+        let _alone = ALONE.lock().await;
         let h = Harness::start(RawBackend::start().await, setup.pool, setup.extra, setup.tls).await;
         let result = run_case(&h, c).await;
         h.stop().await;
@@ -938,7 +929,7 @@ async fn a_pause_in_a_client_body_is_not_a_server_timeout() {
     let mut failures = Vec::new();
     // Kept in memory (2 bytes) and streamed (100000 bytes).
     for total in [2usize, 100_000] {
-        let _serial = SERIAL.lock().await;
+        let _alone = ALONE.lock().await;
         let h = Harness::start(RawBackend::start().await, TIMERS_POOL, TIMERS_LIMITS, false).await;
         let mut errors = Vec::new();
         let mut c = h.connect().await;
@@ -970,7 +961,7 @@ async fn a_pause_in_a_client_body_is_not_a_server_timeout() {
 async fn a_stalled_client_body_gets_408_and_the_server_stays_up() {
     let mut failures = Vec::new();
     for (total, sent) in [(2usize, 1usize), (100_000, 70_000)] {
-        let _serial = SERIAL.lock().await;
+        let _alone = ALONE.lock().await;
         let h = Harness::start(RawBackend::start().await, TIMERS_POOL, TIMERS_LIMITS, false).await;
         let mut errors = Vec::new();
         let mut c = h.connect().await;
@@ -1048,7 +1039,7 @@ fn request_target(request: &[u8]) -> String {
 async fn run_resp_cases(tls: bool, cases: Vec<RespCase>) {
     let mut failures = Vec::new();
     for c in cases {
-        let _serial = SERIAL.lock().await;
+        let _alone = ALONE.lock().await;
         let target: &'static str = Box::leak(request_target(c.request).into_boxed_str());
         let backend = RawBackend::with_script(answer(target, c.actions.clone())).await;
         let h = Harness::start(backend, POOL, "", tls).await;
@@ -1491,7 +1482,7 @@ async fn http2_requests_cannot_smuggle_framing_to_the_server() {
     ];
     let mut failures = Vec::new();
     for H2Case { name, method, fields, body, accepted, expected } in cases {
-        let _serial = SERIAL.lock().await;
+        let _alone = ALONE.lock().await;
         let mut all: Vec<(&str, &[u8])> =
             vec![(":method", method.as_bytes()), (":scheme", b"http"), (":path", b"/h2"), (":authority", b"h")];
         all.extend_from_slice(fields);
@@ -1525,7 +1516,7 @@ async fn http2_requests_cannot_smuggle_framing_to_the_server() {
     }
 
     // An ordinary POST through hyper's HTTP/2 client: one framing field.
-    let _serial = SERIAL.lock().await;
+    let _alone = ALONE.lock().await;
     let h = Harness::start(RawBackend::start().await, POOL, "", false).await;
     let addr = h.node.addr("http").unwrap();
     let req = Request::post(format!("http://{addr}/h2hyper")).body(Full::new(Bytes::from(vec![b'z'; 300]))).unwrap();

@@ -1,6 +1,6 @@
 //! Health checks, server states and the admin API through a real node.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -344,17 +344,6 @@ async fn reload_refuses_a_bad_file_and_keeps_a_streaming_response_alive() {
     node.stop().await;
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_sysmanage-node");
-
-fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_command_exit_codes_and_ctl() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -363,9 +352,7 @@ async fn health_command_exit_codes_and_ctl() {
     let node = start_node(&config_admin(&pool, "", &token_line)).await;
     let base = format!("http://{}", node.admin.unwrap());
     let url = format!("{base}/api/health/detailed");
-    let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || cli(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-    };
+    let run = |args: Vec<String>| tokio::task::spawn_blocking(move || support::process::run(&args));
     let health = |url: String| run(vec!["health".into(), "--url".into(), url, "--retries".into(), "0".into()]);
 
     let (code, out, _) = health(url.clone()).await.unwrap();
@@ -419,31 +406,12 @@ async fn health_command_exit_codes_and_ctl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_counts_requests_refused_by_rate_limits() {
     let a = Backend::start("a").await;
-    let toml = format!(
-        r#"
-[log]
-level = "error"
-access_log = false
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-[[rate_limits]]
-name = "tight"
-rate = "1/s"
-burst = 1
-[[pools]]
-name = "p"
-{}
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "p"
-rate_limit = "tight"
-"#,
-        servers(&[(&a, "")])
-    );
+    let toml = NodeToml::new()
+        .listener("http", "")
+        .pool("p", &servers(&[(&a, "")]))
+        .tables("[[rate_limits]]\nname = \"tight\"\nrate = \"1/s\"\nburst = 1")
+        .route("default", "/", "p", "rate_limit = \"tight\"")
+        .to_string();
     let node = start_node(&toml).await;
     let admin = Admin::new(&node);
     assert_eq!(admin.status().await.totals.rate_limited, Some(0));

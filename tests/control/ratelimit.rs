@@ -6,7 +6,7 @@
 //! 100 ms or more of slack (a burst sent at once into a 200 ms interval;
 //! back-to-back requests and a 600 ms sleep around a 500 ms interval).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -20,8 +20,7 @@ use tokio::net::TcpStream;
 /// A node whose zones and routes are `zones_and_routes` (routes before the
 /// default one), on a listener with these extra attributes.
 async fn node_with(b: &Backend, listener_attrs: &str, zones_and_routes: &str) -> sysmanage_node::runtime::Node {
-    let listeners = format!("[[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n{listener_attrs}\n");
-    start_node(&config_listeners(&listeners, &servers(&[(b, "")]), zones_and_routes, "")).await
+    start_node(&config_listeners(&listener("http", listener_attrs), &servers(&[(b, "")]), zones_and_routes, "")).await
 }
 
 /// One route `path_prefix = path` to pool "p" limited by `zone`.
@@ -195,9 +194,7 @@ async fn window_zone_passes_its_limit_then_refuses() {
 async fn a_reload_keeps_an_unchanged_zone_state_and_resets_a_changed_one() {
     let b = Backend::start("b").await;
     let zones = |rate: &str| format!("[[rate_limits]]\nname = \"z\"\nrate = \"{rate}\"\n\n{}", route("/z", "z"));
-    let listeners = "[[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n";
-    let (node, _dir, path) =
-        start_node_file(&config_listeners(listeners, &servers(&[(&b, "")]), &zones("1/m"), "")).await;
+    let (node, _dir, path) = start_node_file(&config(&servers(&[(&b, "")]), &zones("1/m"))).await;
     let addr = node.addr("http").unwrap();
     let c = client();
     assert_eq!(get_h(&c, addr, "/z", &[]).await.0, StatusCode::OK);
@@ -206,7 +203,7 @@ async fn a_reload_keeps_an_unchanged_zone_state_and_resets_a_changed_one() {
     node.control.reload().await.expect("same config reloads");
     assert_eq!(get_h(&c, addr, "/z", &[]).await.0, StatusCode::TOO_MANY_REQUESTS, "state lost on reload");
 
-    std::fs::write(&path, config_listeners(listeners, &servers(&[(&b, "")]), &zones("2/m"), "")).unwrap();
+    std::fs::write(&path, config(&servers(&[(&b, "")]), &zones("2/m"))).unwrap();
     node.control.reload().await.expect("changed config reloads");
     assert_eq!(get_h(&c, addr, "/z", &[]).await.0, StatusCode::OK, "a changed zone starts afresh");
     node.stop().await;

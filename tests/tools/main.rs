@@ -1,0 +1,16 @@
+//! The binary and what ships with it: commands (`check-config`, `init`,
+//! `cert`, `demo`, `top`), signals and logs of `run`, config errors and keys,
+//! the man pages and the packaging files.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod binary;
+mod config_errors;
+mod config_keys;
+mod demo;
+mod init;
+mod man_pages;
+mod packaging;
+mod tui_e2e;
+mod tui_snapshots;
