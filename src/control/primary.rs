@@ -68,19 +68,13 @@ pub fn update(snap: &Snapshot, view: Option<&ClusterView>, events: &EventLog) ->
             })
             .collect();
         let current = lead.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
-        let preferred = view.and_then(|v| {
-            // The peers' published choices, for every pool of the group.
-            let mut tally: HashMap<usize, usize> = HashMap::new();
-            for p in &pools {
-                for (server, n) in v.primary_tally(&p.cfg.name) {
-                    if let Some(i) = p.servers.iter().position(|s| s.name == server) {
-                        *tally.entry(i).or_default() += n;
-                    }
-                }
-            }
-            // Most votes; ties go to the earlier server in the list.
-            tally.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0))).map(|(i, _)| i)
-        });
+        let tally = view.map(|v| peer_choices(v, &pools)).unwrap_or_default();
+        // Most votes; ties go to the earlier server in the list.
+        let preferred = tally.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(&i, _)| i);
+        // A server that most of the nodes (this one included) name wins
+        // over this node's own choice: a node that restarted and chose
+        // before it heard the others comes round to theirs.
+        let current = agreed(&tally, current).or(current);
         let chosen = choose_primary(&votes, current, preferred, lead.cfg.failback);
         for p in &pools {
             let before = p.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
@@ -108,4 +102,46 @@ pub fn update(snap: &Snapshot, view: Option<&ClusterView>, events: &EventLog) ->
         }
     }
     out
+}
+
+/// How many peers published each server (by index) as the group's active
+/// one; a peer counts once, by the group's first pool (every pool of a
+/// group names the same server).
+fn peer_choices(view: &ClusterView, pools: &[&crate::state::Pool]) -> HashMap<usize, usize> {
+    let lead = pools[0];
+    let mut tally = HashMap::new();
+    for (server, n) in view.primary_tally(&lead.cfg.name) {
+        if let Some(i) = lead.servers.iter().position(|s| s.name == server) {
+            *tally.entry(i).or_default() += n;
+        }
+    }
+    tally
+}
+
+/// The server that a strict majority of the nodes that made a choice name,
+/// counting this node's `current` choice with the peers'.
+fn agreed(peers: &HashMap<usize, usize>, current: Option<usize>) -> Option<usize> {
+    let voters = peers.values().sum::<usize>() + usize::from(current.is_some());
+    let count = |i: usize| peers.get(&i).copied().unwrap_or(0) + usize::from(current == Some(i));
+    peers.keys().copied().chain(current).find(|&i| count(i) * 2 > voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agreed;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_node_that_chose_alone_adopts_the_majority() {
+        // Restarted, it chose 0 before it heard that both peers name 1.
+        assert_eq!(agreed(&HashMap::from([(1, 2)]), Some(0)), Some(1));
+        // The majority includes this node's own choice.
+        assert_eq!(agreed(&HashMap::from([(1, 1), (0, 1)]), Some(1)), Some(1));
+        // No strict majority: nothing agreed (the node keeps its choice).
+        assert_eq!(agreed(&HashMap::from([(1, 1)]), Some(0)), None);
+        assert_eq!(agreed(&HashMap::from([(0, 1), (1, 1)]), None), None);
+        // No peer has chosen yet: its own choice is the majority of one.
+        assert_eq!(agreed(&HashMap::new(), Some(0)), Some(0));
+        assert_eq!(agreed(&HashMap::new(), None), None);
+    }
 }
