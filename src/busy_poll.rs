@@ -185,12 +185,15 @@ mod tests {
         static P: Poller = Poller::new();
         let counter = Arc::new(AtomicU64::new(0));
         let c = counter.clone();
-        let poller = tokio::spawn(P.poll(Duration::from_millis(30), Duration::ZERO, move || c.load(Ordering::Relaxed)));
+        // A window of 150 ms: a test thread descheduled for less than that
+        // on a loaded machine is still "traffic flowing".
+        let poller =
+            tokio::spawn(P.poll(Duration::from_millis(150), Duration::ZERO, move || c.load(Ordering::Relaxed)));
 
-        // Traffic for 100 ms (longer than the window): the poller never sleeps.
+        // Traffic for 250 ms (longer than the window): the poller never sleeps.
         let start = Instant::now();
         let (spins0, sleeps0) = P.stats();
-        while start.elapsed() < Duration::from_millis(100) {
+        while start.elapsed() < Duration::from_millis(250) {
             counter.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
