@@ -83,12 +83,11 @@ pub struct Forward<'a> {
     pub forwarded: bool,
 }
 
-/// The request as every attempt sends it.
-#[derive(Clone, Copy)]
-struct Outgoing<'a> {
-    /// Request line and header fields, encoded once.
-    head: &'a Bytes,
-    body: &'a UpstreamBody,
+/// The request head, encoded once, and what the attempts need to know of
+/// the request.
+struct Encoded {
+    /// Request line and header fields.
+    head: Bytes,
     /// The body is sent chunk-encoded.
     chunked: bool,
     head_request: bool,
@@ -96,24 +95,11 @@ struct Outgoing<'a> {
     may_repeat: bool,
 }
 
-/// The request head and what the attempts need to know of the request.
-struct Encoded {
-    head: Bytes,
-    chunked: bool,
-    head_request: bool,
-    may_repeat: bool,
-}
-
-impl Encoded {
-    fn outgoing<'a>(&'a self, body: &'a UpstreamBody) -> Outgoing<'a> {
-        Outgoing {
-            head: &self.head,
-            body,
-            chunked: self.chunked,
-            head_request: self.head_request,
-            may_repeat: self.may_repeat,
-        }
-    }
+/// The request as every attempt sends it.
+#[derive(Clone, Copy)]
+struct Outgoing<'a> {
+    encoded: &'a Encoded,
+    body: &'a UpstreamBody,
 }
 
 /// What happened, for the access log.
@@ -152,7 +138,7 @@ impl Forward<'_> {
             Err(e) => return (Err(e), outcome),
         };
         let encoded = self.encode_request(parts, &body, content_length);
-        let request = encoded.outgoing(&body);
+        let request = Outgoing { encoded: &encoded, body: &body };
 
         let cfg = &self.pool.cfg;
         let max_attempts = 1 + cfg.retries as usize;
@@ -329,7 +315,7 @@ impl Forward<'_> {
         if server.state.passive.record_failure(crate::clock::now_ms()) {
             self.passive_down(server, &format!("answered {status}"));
         }
-        let resendable = request.may_repeat && !matches!(request.body, UpstreamBody::Stream(_));
+        let resendable = request.encoded.may_repeat && !matches!(request.body, UpstreamBody::Stream(_));
         if resendable && !last && self.pool.select(self.client_hash, tried, now).is_some() {
             tracing::warn!(pool = %cfg.name, server = %server.name, status, "retrying: server answered with a status listed in retry_on");
             return true;
@@ -375,7 +361,7 @@ impl Forward<'_> {
             UpstreamBody::Stream(s) => !s.touched(),
             _ => true,
         };
-        let resendable = body_here && (request.may_repeat || !reached);
+        let resendable = body_here && (request.encoded.may_repeat || !reached);
         tracing::warn!(pool = %self.pool.cfg.name, server = %server.name, error = %err, attempt = attempt + 1, "upstream attempt failed");
         wanted && resendable
     }
@@ -391,7 +377,7 @@ impl Forward<'_> {
         request: &Outgoing<'_>,
         sent: std::time::Instant,
     ) -> Result<(Head, ServerIo, BytesMut), Failure> {
-        let Outgoing { head, body, chunked, head_request, may_repeat } = *request;
+        let Outgoing { encoded: &Encoded { ref head, chunked, head_request, may_repeat }, body } = *request;
         let cfg = &self.pool.cfg;
         let name = &self.pool.servers[idx].name;
         let upstream = &self.upstreams[idx];
