@@ -6,7 +6,7 @@
 //! |--------------------------|----------------------------------------------|
 //! | `server:{pool}:{server}` | health view: `{up|down|draining|maintenance} {since_ms}` |
 //! | `load:{pool}:{server}`   | `{sessions} {connections}`                   |
-//! | `session:{pool}:{key}`   | `{L|T} {expires_ms} {hlc} {origin} {server}` (T: tombstone, no server) |
+//! | `session:{pool}:{key}`   | a session record, as text that `control::replication::record` writes and reads |
 //! | `rate:{zone}:{key hex}`  | `{count} {at_ms}`: this node's count of a cluster-wide rate-limit key at unix ms `at_ms` |
 //! | `primary:{pool}`         | the active server of a `primary` pool as this node chose it |
 //! | `node:version`           | the node's version string                    |
@@ -98,6 +98,22 @@ fn dec(key: &str, s: &str, what: &'static str) -> Result<String, KeyError> {
         .decode_utf8()
         .map(|c| c.into_owned())
         .map_err(|_| KeyError::BadKey { key: key.to_string(), what: "percent-encoding is not UTF-8" })
+}
+
+/// A name (pool, server, node, session key) as it stands inside a gossip
+/// key or value: `%`, `:`, white space and control characters
+/// percent-encoded, so that names split unambiguously on `:` and spaces.
+pub fn escape_name(s: &str) -> impl fmt::Display + '_ {
+    enc(s)
+}
+
+/// The name [`escape_name`] wrote; `None` when it is empty or its
+/// percent-encoding is not UTF-8.
+pub fn unescape_name(s: &str) -> Option<String> {
+    if s.is_empty() {
+        return None;
+    }
+    percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())
 }
 
 fn non_empty(s: &str, what: &'static str) -> Result<(), KeyError> {
@@ -251,27 +267,15 @@ pub struct LoadSummary {
     pub connections: u64,
 }
 
-/// Value of `session:{pool}:{key}`: the wire form of a session record
-/// (`sessions::SessionRecord`) without its pool and key (they are in the
-/// gossip key). `version` is the raw hybrid logical clock
-/// (`sessions::record::Hlc.0`). The cluster module does not depend on
-/// `sessions`: `control::replication::record` is the one place that converts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionEntry {
-    /// The owning server; empty for a tombstone.
-    pub server: String,
-    pub expires_at_ms: u64,
-    pub version: u64,
-    pub origin: String,
-    pub tombstone: bool,
-}
-
 /// A decoded gossip value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GossipValue {
     Health(HealthView),
     Load(LoadSummary),
-    Session(SessionEntry),
+    /// The value of `session:{pool}:{key}`, as text: the cluster module
+    /// does not depend on `sessions`, and `control::replication::record` is
+    /// the one place that turns a session record into this text and back.
+    Session(String),
     /// The server name of `primary:{pool}`.
     Primary(String),
     /// A node's count of a rate-limit key, and when (unix ms) it was counted.
@@ -315,43 +319,6 @@ impl LoadSummary {
     }
 }
 
-impl SessionEntry {
-    pub fn encode(&self) -> Result<String, KeyError> {
-        non_empty(&self.origin, "origin node name")?;
-        if self.tombstone {
-            Ok(format!("T {} {} {}", self.expires_at_ms, self.version, enc(&self.origin)))
-        } else {
-            non_empty(&self.server, "server name")?;
-            Ok(format!("L {} {} {} {}", self.expires_at_ms, self.version, enc(&self.origin), enc(&self.server)))
-        }
-    }
-
-    pub fn decode(key: &str, value: &str) -> Result<Self, KeyError> {
-        let bad = |what| KeyError::BadValue { key: key.to_string(), value: value.to_string(), what };
-        let mut parts = value.split(' ');
-        let flag = parts.next().unwrap_or_default();
-        let tombstone = match flag {
-            "L" => false,
-            "T" => true,
-            _ => return Err(bad("flag is not L or T")),
-        };
-        let expires_at_ms = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("expiry is not an integer"))?;
-        let version = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("version is not an integer"))?;
-        let origin = parts.next().ok_or_else(|| bad("missing origin"))?;
-        let origin = dec(key, origin, "empty origin").map_err(|_| bad("origin is empty or not UTF-8"))?;
-        let server = if tombstone {
-            String::new()
-        } else {
-            let s = parts.next().ok_or_else(|| bad("missing server"))?;
-            dec(key, s, "empty server").map_err(|_| bad("server is empty or not UTF-8"))?
-        };
-        if parts.next().is_some() {
-            return Err(bad("trailing fields"));
-        }
-        Ok(SessionEntry { server, expires_at_ms, version, origin, tombstone })
-    }
-}
-
 impl GossipValue {
     fn kind(&self) -> &'static str {
         match self {
@@ -391,7 +358,10 @@ impl GossipValue {
         Ok(match self {
             GossipValue::Health(h) => h.encode(),
             GossipValue::Load(l) => l.encode(),
-            GossipValue::Session(s) => s.encode()?,
+            GossipValue::Session(text) => {
+                non_empty(text, "session value")?;
+                text.clone()
+            }
             GossipValue::Rate { count, at_ms } => format!("{count} {at_ms}"),
             GossipValue::Primary(server) => {
                 non_empty(server, "server name")?;
@@ -411,7 +381,10 @@ pub fn decode_entry(key: &str, value: &str) -> Result<(GossipKey, GossipValue), 
     let v = match &k {
         GossipKey::Server { .. } => GossipValue::Health(HealthView::decode(key, value)?),
         GossipKey::Load { .. } => GossipValue::Load(LoadSummary::decode(key, value)?),
-        GossipKey::Session { .. } => GossipValue::Session(SessionEntry::decode(key, value)?),
+        GossipKey::Session { .. } if value.is_empty() => {
+            return Err(KeyError::BadValue { key: key.to_string(), value: String::new(), what: "empty session value" })
+        }
+        GossipKey::Session { .. } => GossipValue::Session(value.to_string()),
         GossipKey::Rate { .. } => {
             let bad = |what| KeyError::BadValue { key: key.to_string(), value: value.to_string(), what };
             let (c, at) = value.split_once(' ').ok_or_else(|| bad("expected `<count> <at_ms>`"))?;
@@ -446,7 +419,6 @@ pub fn decode_entry(key: &str, value: &str) -> Result<(GossipKey, GossipValue), 
 pub trait NodeStateExt {
     fn health_view(&self, pool: &str, server: &str) -> Option<HealthView>;
     fn load_summary(&self, pool: &str, server: &str) -> Option<LoadSummary>;
-    fn session_entry(&self, pool: &str, key: &str) -> Option<SessionEntry>;
     fn node_version(&self) -> Option<&str>;
     fn admin_addr(&self) -> Option<SocketAddr>;
     /// Set when the node announced a graceful leave.
@@ -462,11 +434,6 @@ impl NodeStateExt for chitchat::NodeState {
     fn load_summary(&self, pool: &str, server: &str) -> Option<LoadSummary> {
         let key = GossipKey::load(pool, server).encode().ok()?;
         LoadSummary::decode(&key, self.get(&key)?).ok()
-    }
-
-    fn session_entry(&self, pool: &str, key: &str) -> Option<SessionEntry> {
-        let key = GossipKey::session(pool, key).encode().ok()?;
-        SessionEntry::decode(&key, self.get(&key)?).ok()
     }
 
     fn node_version(&self) -> Option<&str> {
@@ -513,25 +480,10 @@ mod tests {
             roundtrip(GossipKey::server("p", "s"), GossipValue::Health(HealthView { state, since_ms: 0 }));
         }
         roundtrip(GossipKey::load("api", "s 1"), GossipValue::Load(LoadSummary { sessions: 12, connections: 30 }));
+        // A session value is text here (`control::replication::record` reads it).
         roundtrip(
             GossipKey::session("agents", "weird:key %20 with spaces\n"),
-            GossipValue::Session(SessionEntry {
-                server: "srv:1 b".into(),
-                expires_at_ms: 1_700_000_000_000,
-                version: u64::MAX,
-                origin: "lb 1".into(),
-                tombstone: false,
-            }),
-        );
-        roundtrip(
-            GossipKey::session("agents", "h"),
-            GossipValue::Session(SessionEntry {
-                server: String::new(),
-                expires_at_ms: 5,
-                version: 7,
-                origin: "lb1".into(),
-                tombstone: true,
-            }),
+            GossipValue::Session("L 1 2 o s".into()),
         );
         roundtrip(GossipKey::NodeVersion, GossipValue::Version("0.1.0 (abc)".into()));
         roundtrip(GossipKey::NodeAdminAddr, GossipValue::AdminAddr("127.0.0.1:9100".parse().unwrap()));
@@ -543,18 +495,6 @@ mod tests {
         assert!(decode_entry("rate:auth:0000000000000001", "x 2").is_err());
         assert!(decode_entry("primary:db", "").is_err(), "an empty server name is refused");
         assert!(decode_entry("primary:a:b", "s").is_err(), "a pool name with a raw `:` is refused");
-    }
-
-    #[test]
-    fn session_value_is_compact() {
-        let v = SessionEntry {
-            server: "s1".into(),
-            expires_at_ms: 1_700_000_000_000,
-            version: 111_411_200_000_000_000,
-            origin: "lb1".into(),
-            tombstone: false,
-        };
-        assert_eq!(v.encode().unwrap(), "L 1700000000000 111411200000000000 lb1 s1");
     }
 
     #[test]
@@ -578,12 +518,6 @@ mod tests {
             ("load:a:b", "1"),
             ("load:a:b", "x 2"),
             ("session:a:b", ""),
-            ("session:a:b", "X 1 2 o s"),
-            ("session:a:b", "L 1 2 o"),
-            ("session:a:b", "L 1 2 o s extra"),
-            ("session:a:b", "L one 2 o s"),
-            ("session:a:b", "T 1 2"),
-            ("session:a:b", "L 1 2 %ff s"),
             ("node:admin_addr", "nowhere"),
             ("node:leaving", "soon"),
         ];
@@ -604,12 +538,12 @@ mod tests {
     }
 
     #[test]
-    fn entries_need_names() {
-        let e =
-            SessionEntry { server: String::new(), expires_at_ms: 1, version: 1, origin: "o".into(), tombstone: false };
-        assert!(e.encode().is_err());
-        let e =
-            SessionEntry { server: "s".into(), expires_at_ms: 1, version: 1, origin: String::new(), tombstone: false };
-        assert!(e.encode().is_err());
+    fn names_escape_and_come_back() {
+        for name in ["s1", "10.0.1.10:8080", "a b\n%", "é"] {
+            assert_eq!(unescape_name(&escape_name(name).to_string()).as_deref(), Some(name));
+        }
+        assert_eq!(escape_name("10.0.1.10:8080").to_string(), "10.0.1.10%3A8080");
+        assert_eq!(unescape_name(""), None);
+        assert_eq!(unescape_name("%ff"), None);
     }
 }

@@ -37,7 +37,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 pub use chitchat::FailureDetectorConfig;
-pub use keys::{GossipKey, GossipValue, HealthView, KeyError, LoadSummary, NodeStateExt, ServerHealth, SessionEntry};
+pub use keys::{
+    escape_name, unescape_name, GossipKey, GossipValue, HealthView, KeyError, LoadSummary, NodeStateExt, ServerHealth,
+};
 pub use members::{ClusterChange, Member, MemberId, MemberState};
 pub use secret::{generate_secret, load_secret, ClusterSecret, SecretError};
 pub use transport::{ClusterKey, FaultInjector, ReplayConfig, SecureTransport, StatsHandle, TransportStats};

@@ -1,15 +1,19 @@
-//! Everything that changes the node's desired state, as one type: what the
-//! admin API and the signals ask the single writer to do. [`Control::execute`]
-//! applies one [`Command`] at a time (the writer's lock is held throughout,
-//! so two commands never interleave) and says what it did in a [`Done`].
+//! Everything that changes the node, as one type: what the admin API and
+//! the signals ask the single writer to do, and what peers tell this node.
+//! [`Control::execute`] applies one [`Command`] and says what it did in a
+//! [`Done`].
 //!
-//! Peers' gossip (health views, loads, session records) is applied by the
-//! replication task as it arrives, not through here: it changes the view of
-//! the cluster, not the node's own configuration.
+//! An operator's command holds the writer's lock throughout, so two of them
+//! never interleave. A peer's change ([`Command::Peer`], from the
+//! replication task, thousands a second when a peer catches up) does not
+//! take that lock: it changes this node's view of the cluster and the
+//! session table, never the configuration or the registry, and each of its
+//! handlers ([`super::replication`]'s `peers`) is short and synchronous.
 
 use std::sync::Arc;
 
 use super::{Control, ControlError, ReloadReport};
+use crate::cluster::ClusterChange;
 use crate::config::Config;
 use crate::health::{AdminState, ServerState};
 use crate::sessions::{unix_now_ms, SessionRecord, Sessions};
@@ -30,6 +34,10 @@ pub enum Command {
     UnpinSession { key: String },
     /// Pin a session key to a server of a pool with affinity.
     MoveSession { key: String, pool: String, server: String },
+    /// A peer's change arrived by gossip: a member joined or left, or set or
+    /// removed a key (health view, load, session record, active server,
+    /// rate count).
+    Peer(ClusterChange),
 }
 
 /// What a command did.
@@ -50,6 +58,12 @@ pub enum Done {
     },
     /// The session's record after the move.
     Moved(SessionRecord),
+    /// A peer's change was applied; `reconcile`: health views, loads or
+    /// active servers may have moved, so what this node derives from them
+    /// needs a recompute.
+    Peer {
+        reconcile: bool,
+    },
 }
 
 impl Control {
@@ -68,6 +82,7 @@ impl Control {
             Command::MoveSession { key, pool, server } => {
                 self.move_session(&key, &pool, &server).await.map(Done::Moved)
             }
+            Command::Peer(change) => Ok(Done::Peer { reconcile: self.peer_change(change) }),
         }
     }
 
@@ -138,6 +153,15 @@ impl Control {
         sessions.persist(rec.clone());
         self.events.push("admin", Some(pool), Some(server), format!("session \"{key}\" moved here"));
         Ok(rec)
+    }
+
+    /// A peer's change, applied to this node's view of the cluster (no
+    /// view outside a cluster: nothing to do).
+    fn peer_change(&self, change: ClusterChange) -> bool {
+        match self.cluster() {
+            Some(rt) => super::replication::apply_peer_change(&rt.view, self, change),
+            None => false,
+        }
     }
 
     fn sessions_or_err(&self) -> Result<Arc<Sessions>, ControlError> {

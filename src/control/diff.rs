@@ -141,44 +141,14 @@ fn by_name<T: PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse_str, Cidr, RouteAction};
-    use std::path::Path;
+    use crate::config::{Cidr, RouteAction};
     use std::time::Duration;
-
-    const BASE: &str = r#"
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-
-[[rate_limits]]
-name = "login"
-rate = "5/s"
-burst = 10
-
-[[pools]]
-name = "api"
-servers = [{ addr = "127.0.0.1:9" }, { addr = "127.0.0.1:10" }]
-
-[[pools]]
-name = "other"
-servers = [{ addr = "127.0.0.1:11" }]
-
-[[routes]]
-name = "health"
-path = "/health"
-respond = { status = 200, body = "ok\n" }
-
-[[routes]]
-name = "api"
-path_prefix = "/"
-pool = "api"
-"#;
 
     /// One change made to a copy of the base config.
     type Edit = fn(&mut Config);
 
     fn base() -> Config {
-        parse_str(BASE, "test.toml", Path::new(".")).expect("valid test config")
+        crate::config::sample::config()
     }
 
     fn changed(edit: impl FnOnce(&mut Config)) -> Vec<Change> {

@@ -1,11 +1,12 @@
 //! The single writer of the node's desired state. It owns the config, the
 //! registry of server runtime state and the health-check tasks; it applies
 //! typed commands ([`command::Command`]: reload, admin state, weight,
-//! session moves) one at a time and publishes a new immutable snapshot for
-//! the proxy; [`diff`] says what a reload changes.
+//! session moves, peers' changes) and publishes a new immutable snapshot
+//! for the proxy; [`diff`] says what a reload changes.
 //!
-//! Called by `runtime` (start, SIGHUP) and `admin` (API actions). Commands are
-//! serialised by an async mutex, so two reloads never interleave.
+//! Called by `runtime` (start, SIGHUP), `admin` (API actions) and the
+//! replication task (peers' changes). Operators' commands are serialised by
+//! an async mutex, so two reloads never interleave.
 
 pub mod command;
 pub mod diff;
@@ -73,6 +74,11 @@ pub struct Control {
     cert_stores: std::sync::Mutex<Vec<(String, Arc<crate::tls::CertStore>)>>,
     /// Set once when the node runs in a cluster.
     cluster: std::sync::OnceLock<Arc<replication::ClusterRuntime>>,
+    /// In a cluster: the session outbox's sending half, given to the
+    /// session store when it opens, and its receiving half until the
+    /// replication task takes it.
+    gossip: Option<tokio::sync::mpsc::Sender<crate::sessions::SessionRecord>>,
+    outbox: std::sync::Mutex<Option<replication::Outbox>>,
 }
 
 struct Inner {
@@ -86,7 +92,14 @@ impl Control {
     /// ticker. Must run inside a tokio runtime.
     pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Control>, ControlError> {
         let events = Arc::new(EventLog::new(200));
-        let sessions = open_sessions_if_needed(&config, None)?;
+        let (gossip, outbox) = match config.cluster {
+            Some(_) => {
+                let (tx, outbox) = replication::session_outbox();
+                (Some(tx), Some(outbox))
+            }
+            None => (None, None),
+        };
+        let sessions = open_sessions_if_needed(&config, None, &gossip)?;
         let mut inner = Inner { registry: Registry::default(), checks: JoinSet::new(), check_client: check_client() };
         let snapshot = Arc::new(Snapshot::new(config, &mut inner.registry, events.clone()));
         inner.spawn_checks(&snapshot, &events);
@@ -99,6 +112,8 @@ impl Control {
             sessions: std::sync::Mutex::new(sessions),
             cert_stores: std::sync::Mutex::new(Vec::new()),
             cluster: std::sync::OnceLock::new(),
+            gossip,
+            outbox: std::sync::Mutex::new(outbox),
         });
         tokio::spawn(ramp_ticker(Arc::downgrade(&control)));
         Ok(control)
@@ -114,9 +129,13 @@ impl Control {
         if self.snapshot().config.cluster.is_none() {
             return Ok(None);
         }
-        let rt = replication::ClusterRuntime::start(self, extra_seeds, admin).await?;
-        let _ = self.cluster.set(rt.clone());
-        Ok(Some(rt))
+        // `start` sets `self.cluster` before any peer's change arrives.
+        Ok(Some(replication::ClusterRuntime::start(self, extra_seeds, admin).await?))
+    }
+
+    /// The session outbox's receiving half, for the replication task (once).
+    fn take_outbox(&self) -> Option<replication::Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     pub fn cluster(&self) -> Option<&Arc<replication::ClusterRuntime>> {
@@ -185,7 +204,7 @@ impl Control {
     /// for new requests; open connections, streams and tunnels continue.
     pub async fn apply(&self, cfg: Config) -> ReloadReport {
         let mut inner = self.inner.lock().await;
-        let sessions = match open_sessions_if_needed(&cfg, self.sessions()) {
+        let sessions = match open_sessions_if_needed(&cfg, self.sessions(), &self.gossip) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("sticky sessions unavailable: {e}");
@@ -240,12 +259,17 @@ fn reload_certificates(stores: &[(String, Arc<crate::tls::CertStore>)]) -> Vec<S
 }
 
 /// The sessions to use for `cfg`: the open ones, or a newly opened store if
-/// a pool has `affinity` and none is open yet.
-fn open_sessions_if_needed(cfg: &Config, open: Option<Arc<Sessions>>) -> Result<Option<Arc<Sessions>>, ControlError> {
+/// a pool has `affinity` and none is open yet (its records also go to
+/// `gossip`, in a cluster).
+fn open_sessions_if_needed(
+    cfg: &Config,
+    open: Option<Arc<Sessions>>,
+    gossip: &Option<tokio::sync::mpsc::Sender<crate::sessions::SessionRecord>>,
+) -> Result<Option<Arc<Sessions>>, ControlError> {
     if open.is_some() || !cfg.pools.iter().any(|p| p.affinity.is_some()) {
         return Ok(open);
     }
-    Ok(Some(Sessions::open(&cfg.node.name, &cfg.node.data_dir)?))
+    Ok(Some(Sessions::open(&cfg.node.name, &cfg.node.data_dir, gossip.clone())?))
 }
 
 impl Inner {

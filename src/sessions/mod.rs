@@ -34,16 +34,22 @@ pub use table::{Claim, Table, Touch};
 pub struct Sessions {
     pub table: std::sync::Arc<Table>,
     pub store: StoreHandle,
-    /// Where local changes go to be gossiped (set in a cluster).
-    outbox: std::sync::OnceLock<tokio::sync::mpsc::Sender<SessionRecord>>,
+    /// Where records this node writes go to be gossiped (in a cluster).
+    gossip: Option<tokio::sync::mpsc::Sender<SessionRecord>>,
     owner: std::sync::Mutex<Option<Store>>,
     path: std::path::PathBuf,
 }
 
 impl Sessions {
     /// Opens (or creates) `data_dir/sessions.redb`, loads the live records
-    /// and starts the sweeper. Must run inside a tokio runtime.
-    pub fn open(node: &str, data_dir: &std::path::Path) -> Result<std::sync::Arc<Sessions>, StoreError> {
+    /// and starts the sweeper. In a cluster, `gossip` is the replication
+    /// task's outbox: every record this node writes is also sent there.
+    /// Must run inside a tokio runtime.
+    pub fn open(
+        node: &str,
+        data_dir: &std::path::Path,
+        gossip: Option<tokio::sync::mpsc::Sender<SessionRecord>>,
+    ) -> Result<std::sync::Arc<Sessions>, StoreError> {
         let store = Store::open(data_dir)?;
         let table = std::sync::Arc::new(Table::new(node));
         let loaded = store.load_into(&table, unix_now_ms())?;
@@ -54,7 +60,7 @@ impl Sessions {
         Ok(std::sync::Arc::new(Sessions {
             table,
             store: handle,
-            outbox: std::sync::OnceLock::new(),
+            gossip,
             owner: std::sync::Mutex::new(Some(store)),
             path,
         }))
@@ -69,7 +75,7 @@ impl Sessions {
     /// (gossip: peers then learn the record from a catch-up); the record
     /// stays in memory.
     pub fn persist(&self, record: SessionRecord) {
-        if let Some(tx) = self.outbox.get() {
+        if let Some(tx) = &self.gossip {
             if tx.try_send(record.clone()).is_err() {
                 crate::metrics::COUNTERS.sessions_not_gossiped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -77,11 +83,6 @@ impl Sessions {
         if let Err(e) = self.store.put(record) {
             tracing::warn!("session not persisted: {e}");
         }
-    }
-
-    /// Sends every record written from now on to `tx` too (first call wins).
-    pub fn replicate_to(&self, tx: tokio::sync::mpsc::Sender<SessionRecord>) {
-        let _ = self.outbox.set(tx);
     }
 
     /// Applies a peer's record: kept (and queued for the store) when it wins

@@ -362,14 +362,9 @@ async fn a_joining_node_receives_a_large_state() {
     let entries: Vec<_> = (0..n)
         .map(|i| {
             let k: String = (0..40).map(|_| rng.digit(16)).collect();
-            let entry = sysmanage_node::cluster::SessionEntry {
-                server: format!("s{}", i % 3),
-                expires_at_ms: 1_700_000_000_000 + rng.u64(..1_000_000),
-                version: rng.u64(..),
-                origin: "node1".into(),
-                tombstone: false,
-            };
-            (GossipKey::session("agents", &k), GossipValue::Session(entry))
+            // A session record's value: `L {expires_ms} {hlc} {origin} {server}`.
+            let value = format!("L {} {} node1 s{}", 1_700_000_000_000 + rng.u64(..1_000_000), rng.u64(..), i % 3);
+            (GossipKey::session("agents", &k), GossipValue::Session(value))
         })
         .collect();
     nodes[0].set_many(entries).await.unwrap();

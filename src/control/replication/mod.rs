@@ -10,8 +10,8 @@
 //!    into the session table (`sessions::table`: `claim`, `assign`, `touch`,
 //!    `remove`), versioned by this node's hybrid logical clock.
 //! 2. `Sessions::persist` queues it for the store (`sessions::store`, redb)
-//!    and for gossip, into the [`outbox`] — handed to the sessions by the
-//!    runtime at start. Neither queue is awaited.
+//!    and for gossip, into the [`outbox`] — whose sending half `Control`
+//!    gave the store when it opened it. Neither queue is awaited.
 //! 3. The replication task ([`runtime`]) takes a batch from the outbox;
 //!    [`record`] maps each record to its gossip entry
 //!    `session:{pool}:{key}` = `{L|T} {expires} {hlc} {origin} {server}`,
@@ -55,5 +55,7 @@ mod runtime;
 pub mod view;
 
 pub use faults::FAULT_FILE_ENV;
+pub use outbox::{channel as session_outbox, Outbox};
+pub(super) use peers::apply as apply_peer_change;
 pub use runtime::ClusterRuntime;
 pub use view::ClusterView;

@@ -9,51 +9,37 @@
 //! records at a time and sets them as TTL keys `session:{pool}:{key}`
 //! ([`gossip`]).
 //!
-//! The sending half is handed to the node's `Sessions` by
-//! [`Outbox::hand_over`]: at start when the session store is open, and
-//! otherwise on the first tick after the reload that opens it (the store
-//! opens when a pool first has `affinity`). `Sessions` keeps the first
-//! sender it is given.
-
-use std::sync::{Arc, Weak};
+//! The channel is made by [`channel`] when the node starts with a
+//! `[cluster]` table (a reload cannot add one): [`crate::control::Control`]
+//! keeps the sending half and gives it to the session store whenever it
+//! opens it (at start, or at the reload that first sets `affinity`), and
+//! the replication task takes the receiving half, [`Outbox`], when it
+//! starts. Records written before gossip starts wait in the channel.
 
 use tokio::sync::mpsc;
 
 use super::record;
 use crate::cluster::Cluster;
-use crate::control::Control;
-use crate::sessions::{SessionRecord, Sessions};
+use crate::sessions::SessionRecord;
 
 /// Session records gossiped per batch.
 pub(super) const BATCH: usize = 4096;
 /// Room for session records waiting to be gossiped.
 const CAPACITY: usize = 65_536;
 
-/// Both halves of the channel; owned by the replication task.
-pub(super) struct Outbox {
-    tx: mpsc::Sender<SessionRecord>,
+/// The outbox of a node in a cluster: the sending half for the session
+/// store, and the [`Outbox`] the replication task reads.
+pub fn channel() -> (mpsc::Sender<SessionRecord>, Outbox) {
+    let (tx, rx) = mpsc::channel(CAPACITY);
+    (tx, Outbox { rx })
+}
+
+/// The receiving half; owned by the replication task.
+pub struct Outbox {
     rx: mpsc::Receiver<SessionRecord>,
-    /// The sessions `tx` was handed to.
-    handed_to: Weak<Sessions>,
 }
 
 impl Outbox {
-    pub(super) fn new() -> Outbox {
-        let (tx, rx) = mpsc::channel(CAPACITY);
-        Outbox { tx, rx, handed_to: Weak::new() }
-    }
-
-    /// Hands the sending half to the node's sessions if they are open and
-    /// do not have it yet. Cheap when there is nothing to do.
-    pub(super) fn hand_over(&mut self, control: &Control) {
-        let Some(sessions) = control.sessions() else { return };
-        if std::ptr::eq(self.handed_to.as_ptr(), Arc::as_ptr(&sessions)) {
-            return;
-        }
-        sessions.replicate_to(self.tx.clone());
-        self.handed_to = Arc::downgrade(&sessions);
-    }
-
     /// Waits for records and moves up to [`BATCH`] of them into `batch`;
     /// 0 when the channel is closed. Cancel-safe.
     pub(super) async fn next_batch(&mut self, batch: &mut Vec<SessionRecord>) -> usize {
@@ -63,7 +49,7 @@ impl Outbox {
 
 /// Sets a batch of this node's records as gossip keys (empties `batch`).
 pub(super) async fn gossip(cluster: &Cluster, batch: &mut Vec<SessionRecord>) {
-    let entries: Vec<_> = batch.drain(..).map(record::into_gossip).collect();
+    let entries: Vec<_> = batch.drain(..).filter_map(record::into_gossip).collect();
     if let Err(e) = cluster.set_many(entries).await {
         tracing::warn!("sessions not gossiped: {e}");
     }

@@ -4,15 +4,15 @@
 //! |-------------------------------------|------------------|--------|
 //! | a member is live                    | [`joined`]       | an empty [`PeerState`], an event |
 //! | a member is dead or left            | [`departed`]     | its values stop counting, its rate counts are re-summed |
-//! | `session:{pool}:{key}` set          | [`session`]      | merged into the table and queued to the store (last writer wins) |
+//! | `session:{pool}:{key}` set          | [`session`]      | read by [`super::record`]; merged into the table and queued to the store (last writer wins) |
 //! | `server:{pool}:{server}` set        | [`health`]       | kept for the votes; a peer's `down` probes the server now |
 //! | `load:{pool}:{server}` set          | [`load`]         | kept; summed into `remote_connections` by [`super::reconcile`] |
 //! | `primary:{pool}` set                | [`primary`]      | kept for the tally of active servers |
 //! | `rate:{zone}:{key}` set or removed  | [`rate`], [`rate_removed`] | the live peers' counts summed into the zone |
 //! | another key removed                 | [`removed`]      | dropped from the peer's state |
 //!
-//! Every handler is synchronous and short: the replication task calls
-//! [`apply`] for each change as it arrives. A peer's session record is
+//! Every handler is synchronous and short: the replication task sends each
+//! change as it arrives as a `Command::Peer`, which [`apply`]s it. A peer's session record is
 //! merged here and never gossiped again: only the node that wrote a record
 //! publishes it.
 
@@ -29,13 +29,19 @@ use crate::state::Snapshot;
 
 /// Applies one change; true when health views, loads or primaries may need
 /// a recompute ([`super::reconcile`]).
-pub(super) fn apply(view: &ClusterView, control: &Control, change: ClusterChange) -> bool {
+pub(in crate::control) fn apply(view: &ClusterView, control: &Control, change: ClusterChange) -> bool {
     match change {
         ClusterChange::Joined(id) => joined(view, control, id),
         ClusterChange::Departed(id) => departed(view, control, id),
         ClusterChange::Set { node, key, value } => match (key, value) {
-            (GossipKey::Session { pool, key }, GossipValue::Session(e)) => {
-                session(control, record::from_gossip(pool, key, e))
+            (GossipKey::Session { pool, key }, GossipValue::Session(value)) => {
+                match record::from_gossip(pool, key, &value) {
+                    Ok(record) => session(control, record),
+                    Err(e) => {
+                        tracing::debug!(member = %node, "malformed gossip value skipped: {e}");
+                        false
+                    }
+                }
             }
             (GossipKey::Server { pool, server }, GossipValue::Health(h)) => {
                 health(view, control, node, pool, server, h)

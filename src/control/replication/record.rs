@@ -1,44 +1,75 @@
-//! A session record as gossip: the one place that maps
-//! [`SessionRecord`] to and from its wire form.
+//! A session record as gossip: the one place that maps a
+//! [`SessionRecord`] to and from its wire form. There is one record type;
+//! the wire form is text.
 //!
-//! A record travels as one gossip entry: the key `session:{pool}:{key}` and
-//! a [`SessionEntry`] value, `{L|T} {expires_ms} {hlc} {origin} {server}`
-//! (both encoded by [`crate::cluster::keys`], which knows nothing of
-//! `sessions`). The same entry, as one text line `{key}\t{value}`, is what
-//! the catch-up endpoint serves ([`encode_lines`], [`decode_lines`]). So
-//! gossip, catch-up and peers of older versions all read the same bytes.
+//! A record travels as one gossip entry: the key `session:{pool}:{key}`
+//! (encoded by [`crate::cluster::keys`], which knows nothing of `sessions`
+//! and carries the value as opaque text) and the value
 //!
-//! [`SessionEntry`] is the record without its pool and key (they are in the
-//! gossip key), with the version as the raw hybrid-logical-clock `u64` and
-//! no server for a tombstone. Pure code.
+//! ```text
+//! L {expires_ms} {hlc} {origin} {server}     a live record
+//! T {expires_ms} {hlc} {origin}              a tombstone (no server)
+//! ```
+//!
+//! with the names escaped by [`escape_name`] and the version as the raw
+//! hybrid-logical-clock `u64`. The same entry, as one text line
+//! `{key}\t{value}`, is what the catch-up endpoint serves ([`encode_lines`],
+//! [`decode_lines`]). So gossip, catch-up and peers of older versions all
+//! read the same bytes. Pure code.
 
 use crate::cluster::keys::decode_entry;
-use crate::cluster::{GossipKey, GossipValue, SessionEntry};
+use crate::cluster::{escape_name, unescape_name, GossipKey, GossipValue};
 use crate::sessions::{Hlc, SessionRecord};
 
-/// The gossip entry of a record.
-pub(super) fn into_gossip(record: SessionRecord) -> (GossipKey, GossipValue) {
-    let entry = SessionEntry {
-        server: if record.tombstone { String::new() } else { record.server },
-        expires_at_ms: record.expires_at_ms,
-        version: record.version.0,
-        origin: record.origin,
-        tombstone: record.tombstone,
-    };
-    (GossipKey::Session { pool: record.pool, key: record.key }, GossipValue::Session(entry))
+/// Why a gossip value is not a session record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session value `{value}` is malformed: {what}")]
+pub(super) struct BadValue {
+    value: String,
+    what: &'static str,
 }
 
-/// The record of a gossip entry `session:{pool}:{key}` = `entry`.
-pub(super) fn from_gossip(pool: String, key: String, entry: SessionEntry) -> SessionRecord {
-    SessionRecord {
-        key,
-        pool,
-        server: entry.server,
-        expires_at_ms: entry.expires_at_ms,
-        version: Hlc(entry.version),
-        origin: entry.origin,
-        tombstone: entry.tombstone,
+/// The gossip entry of a record; `None` when a name it needs is empty (a
+/// record the table never holds).
+pub(super) fn into_gossip(record: SessionRecord) -> Option<(GossipKey, GossipValue)> {
+    let value = encode_value(&record)?;
+    Some((GossipKey::Session { pool: record.pool, key: record.key }, GossipValue::Session(value)))
+}
+
+/// The value text of a record: `L …` or `T …` (see the module header).
+fn encode_value(r: &SessionRecord) -> Option<String> {
+    if r.origin.is_empty() || r.pool.is_empty() || r.key.is_empty() {
+        return None;
     }
+    let (exp, version, origin) = (r.expires_at_ms, r.version.0, escape_name(&r.origin));
+    if r.tombstone {
+        return Some(format!("T {exp} {version} {origin}"));
+    }
+    if r.server.is_empty() {
+        return None;
+    }
+    Some(format!("L {exp} {version} {origin} {}", escape_name(&r.server)))
+}
+
+/// The record of a gossip entry `session:{pool}:{key}` = `value`.
+pub(super) fn from_gossip(pool: String, key: String, value: &str) -> Result<SessionRecord, BadValue> {
+    let bad = |what| BadValue { value: value.to_string(), what };
+    let mut parts = value.split(' ');
+    let tombstone = match parts.next() {
+        Some("L") => false,
+        Some("T") => true,
+        _ => return Err(bad("flag is not L or T")),
+    };
+    let mut number = |what| parts.next().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| bad(what));
+    let expires_at_ms = number("expiry is not an integer")?;
+    let version = Hlc(number("version is not an integer")?);
+    let mut name = |what| parts.next().and_then(unescape_name).ok_or_else(|| bad(what));
+    let origin = name("origin is missing, empty or not UTF-8")?;
+    let server = if tombstone { String::new() } else { name("server is missing, empty or not UTF-8")? };
+    if parts.next().is_some() {
+        return Err(bad("trailing fields"));
+    }
+    Ok(SessionRecord { key, pool, server, expires_at_ms, version, origin, tombstone })
 }
 
 /// The catch-up body: one `{gossip key}\t{gossip value}` line per record.
@@ -46,7 +77,7 @@ pub(super) fn from_gossip(pool: String, key: String, entry: SessionEntry) -> Ses
 pub(super) fn encode_lines(records: Vec<SessionRecord>) -> String {
     let mut out = String::with_capacity(records.len() * 96);
     for r in records {
-        let (key, value) = into_gossip(r);
+        let Some((key, value)) = into_gossip(r) else { continue };
         let (Ok(k), Ok(v)) = (key.encode(), value.encode()) else { continue };
         out.push_str(&k);
         out.push('\t');
@@ -62,9 +93,13 @@ pub(super) fn decode_lines(body: &str) -> (Vec<SessionRecord>, usize) {
     let mut out = Vec::new();
     let mut bad = 0;
     for line in body.lines().filter(|l| !l.is_empty()) {
-        match line.split_once('\t').and_then(|(k, v)| decode_entry(k, v).ok()) {
-            Some((GossipKey::Session { pool, key }, GossipValue::Session(e))) => out.push(from_gossip(pool, key, e)),
-            _ => bad += 1,
+        let record = match line.split_once('\t').and_then(|(k, v)| decode_entry(k, v).ok()) {
+            Some((GossipKey::Session { pool, key }, GossipValue::Session(v))) => from_gossip(pool, key, &v).ok(),
+            _ => None,
+        };
+        match record {
+            Some(r) => out.push(r),
+            None => bad += 1,
         }
     }
     (out, bad)
@@ -118,10 +153,47 @@ mod tests {
     fn a_tombstone_goes_out_without_its_server() {
         let mut tomb = records().remove(1);
         tomb.server = "s1".into();
-        let (key, value) = into_gossip(tomb.clone());
+        let (key, value) = into_gossip(tomb.clone()).expect("encodable");
         assert_eq!(key, GossipKey::session("agents", "h2"));
-        let GossipValue::Session(entry) = value else { panic!("not a session value") };
-        assert_eq!(entry.server, "");
-        assert_eq!(from_gossip("agents".into(), "h2".into(), entry), SessionRecord { server: String::new(), ..tomb });
+        assert_eq!(value, GossipValue::Session("T 11 6 lb2".into()));
+        let back = from_gossip("agents".into(), "h2".into(), "T 11 6 lb2").unwrap();
+        assert_eq!(back, SessionRecord { server: String::new(), ..tomb });
+    }
+
+    #[test]
+    fn the_value_is_compact_and_escapes_names() {
+        let mut r = records().remove(0);
+        (r.expires_at_ms, r.version, r.server, r.origin) =
+            (1_700_000_000_000, Hlc(u64::MAX), "srv:1 b".into(), "lb 1".into());
+        let (_, value) = into_gossip(r.clone()).unwrap();
+        let GossipValue::Session(text) = value else { panic!("not a session value") };
+        assert_eq!(text, "L 1700000000000 18446744073709551615 lb%201 srv%3A1%20b");
+        assert_eq!(from_gossip(r.pool.clone(), r.key.clone(), &text).unwrap(), r);
+    }
+
+    #[test]
+    fn records_without_names_are_not_gossiped() {
+        let live = records().remove(0);
+        assert!(into_gossip(SessionRecord { server: String::new(), ..live.clone() }).is_none());
+        assert!(into_gossip(SessionRecord { origin: String::new(), ..live.clone() }).is_none());
+        assert!(into_gossip(SessionRecord { key: String::new(), ..live }).is_none());
+    }
+
+    #[test]
+    fn malformed_values_are_errors() {
+        for v in [
+            "",
+            "X 1 2 o s",
+            "L 1 2 o",
+            "L 1 2 o s extra",
+            "L one 2 o s",
+            "T 1 2",
+            "L 1 2 %ff s",
+            "L 1 2  s",
+            "T 1 -2 o",
+        ] {
+            let e = from_gossip("p".into(), "k".into(), v).unwrap_err();
+            assert!(e.to_string().contains(&format!("`{v}`")), "{v:?}: {e}");
+        }
     }
 }

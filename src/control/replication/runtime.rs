@@ -5,11 +5,10 @@
 //! API and the shutdown.
 //!
 //! The task owns the flow, one `select!` over four inputs:
-//! - peers' changes → [`super::peers::apply`], then [`reconcile`] if health,
-//!   loads or primaries may have moved;
+//! - peers' changes → [`Command::Peer`] (applied by [`super::peers`]),
+//!   then [`reconcile`] if health, loads or primaries may have moved;
 //! - this node's session records from the [`Outbox`] → gossip;
-//! - a tick (every 250 ms at most) → [`reconcile`], and the outbox handed
-//!   to a session store opened by a reload;
+//! - a tick (every 250 ms at most) → [`reconcile`];
 //! - gossip's request for a catch-up → [`catchup::refetch_all`].
 //!
 //! The task and the cluster API stop at [`ClusterRuntime::leave`]; they and
@@ -27,13 +26,13 @@ use tokio::sync::watch;
 use super::outbox::{self, Outbox};
 use super::reconcile::{reconcile, Published};
 use super::view::ClusterView;
-use super::{catchup, faults, peers};
+use super::{catchup, faults};
 use crate::cluster::{
-    Cluster, ClusterChangeStream, ClusterConfig, ClusterError, ClusterKey, GossipKey, GossipValue, Member,
-    SecureTransport,
+    Cluster, ClusterChange, ClusterChangeStream, ClusterConfig, ClusterError, ClusterKey, GossipKey, GossipValue,
+    Member, SecureTransport,
 };
 use crate::config::ClusterSettings;
-use crate::control::Control;
+use crate::control::{Command, Control, Done};
 
 /// A node's membership in its cluster.
 pub struct ClusterRuntime {
@@ -56,6 +55,9 @@ impl ClusterRuntime {
     ) -> anyhow::Result<Arc<ClusterRuntime>> {
         let cfg = control.snapshot().config.clone();
         let Some(cc) = cfg.cluster.clone() else { anyhow::bail!("the config has no [cluster] table") };
+        // Made by `Control::start` for a config with `[cluster]`; records
+        // written since then are waiting in it.
+        let Some(outbox) = control.take_outbox() else { anyhow::bail!("the cluster runtime is already started") };
         let mut seeds = cc.seeds.clone();
         for s in extra_seeds {
             if !seeds.contains(&s) {
@@ -70,9 +72,8 @@ impl ClusterRuntime {
         let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
         let api_addr = cluster.gossip_addr();
         let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, stop });
-        // Records written from now on reach gossip (if the store is open).
-        let mut outbox = Outbox::new();
-        outbox.hand_over(control);
+        // Before the task starts: peers' changes reach the view through it.
+        let _ = control.cluster.set(rt.clone());
         tokio::spawn(catchup::serve(api_listener, Arc::downgrade(control), rt.token.clone(), stop_rx.clone()));
         let changes = rt.cluster.subscribe();
         let catchups = rt.cluster.catchup_requests();
@@ -178,10 +179,10 @@ async fn run(
             change = changes.recv() => {
                 let Some(change) = change else { return };
                 let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
-                let mut dirty = peers::apply(&rt.view, &control, change);
+                let mut dirty = peer_change(&control, change).await;
                 // Apply what else is ready before recomputing.
                 while let Some(change) = changes.try_recv() {
-                    dirty |= peers::apply(&rt.view, &control, change);
+                    dirty |= peer_change(&control, change).await;
                 }
                 if dirty {
                     reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
@@ -196,8 +197,6 @@ async fn run(
             }
             _ = tick.tick() => {
                 let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
-                // A store opened by a reload since the last tick.
-                outbox.hand_over(&control);
                 reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
             }
             changed = catchups.changed() => {
@@ -210,4 +209,10 @@ async fn run(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Applies a peer's change through the node's one command path; true when
+/// what this node derives from peers needs a recompute.
+async fn peer_change(control: &Control, change: ClusterChange) -> bool {
+    matches!(control.execute(Command::Peer(change)).await, Ok(Done::Peer { reconcile: true }))
 }
