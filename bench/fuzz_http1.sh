@@ -16,7 +16,7 @@
 #   http1_differential   wire::request::parse against hyper's HTTP/1 server
 #
 # Knobs (env): RUNS (default 10000000, libFuzzer -runs), FUZZ_SANITIZER
-# (address, the default, or none), PREBUILT=1 (run the binaries already in
+# (address, the default, or none; bench/fuzz_setup.sh), PREBUILT=1 (run the binaries already in
 # fuzz/target without rebuilding: for long runs while the library is being
 # edited), MERGE=1 (after fuzzing, minimise
 # corpus + seeds into fuzz/seeds/<target> with -merge=1; see the note on
@@ -30,7 +30,6 @@
 # and fix the wire code.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ALL=(http1_request_head http1_response_head http1_chunked http1_differential)
 TARGETS=()
 EXTRA=()
@@ -44,17 +43,9 @@ done
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=("${ALL[@]}")
 RUNS=${RUNS:-10000000}
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -gt 0 ]] || { echo "RUNS must be a positive number" >&2; exit 2; }
-SANITIZER=${FUZZ_SANITIZER:-address}
-export RUSTC_BOOTSTRAP=1
-
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "== installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
-fi
-
-FUZZ=$ROOT/fuzz
+# shellcheck source=fuzz_setup.sh
+source "$(dirname "$0")/fuzz_setup.sh"
 DICT=$FUZZ/http1.dict
-cd "$ROOT"
 echo "== building the fuzz targets (sanitizer: $SANITIZER): ${TARGETS[*]}"
 BIN=$FUZZ/target/x86_64-unknown-linux-gnu/release
 # One build for all of them (the library is compiled once).

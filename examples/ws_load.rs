@@ -10,32 +10,16 @@
 //! PATH defaults to /api/agent/connect. Raw TCP client (no WebSocket library):
 //! one socket and a few hundred bytes per connection, so the client's own memory
 //! does not matter. Single-threaded runtime.
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// A token shaped like SysManage's: standard base64 of
-/// {"payload": {connection_id, hostname, client_ip, timestamp, expires}, "signature": ...}.
+/// A token shaped like SysManage's, fresh for every attempt (the demo's
+/// backend makes them).
 fn token(hostname: &str) -> String {
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    let json = serde_json::json!({
-        "payload": {
-            "connection_id": format!("{:08x}-{seq:08x}-4000-8000-{:012x}", fastrand::u32(..), fastrand::u64(..) >> 16),
-            "hostname": hostname,
-            "client_ip": "127.0.0.1",
-            "timestamp": now,
-            "expires": now + 3600.0,
-        },
-        "signature": format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-    });
-    base64::engine::general_purpose::STANDARD.encode(json.to_string())
+    sysmanage_node::demo::backend::connection_token(hostname, "127.0.0.1")
 }
 
 fn request(path: &str, hostname: &str) -> Vec<u8> {

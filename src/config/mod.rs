@@ -9,6 +9,8 @@
 mod keys;
 mod locate;
 pub mod raw;
+#[cfg(test)]
+pub mod sample;
 pub mod units;
 mod validate;
 pub use validate::hostname;

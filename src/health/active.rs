@@ -88,26 +88,10 @@ async fn run_check(
         let started = tokio::time::Instant::now();
         let result = probe(&server, &check, &client).await;
         let latency_us = started.elapsed().as_micros() as u64;
-        let stats = &server.stats;
-        stats.last_check_latency_us.store(latency_us, Ordering::Relaxed);
-        match &result {
-            Ok(()) => {
-                COUNTERS.checks_ok.fetch_add(1, Ordering::Relaxed);
-                stats.checks_ok.fetch_add(1, Ordering::Relaxed);
-                stats.last_check.store(1, Ordering::Relaxed);
-                stats.consecutive_failures.store(0, Ordering::Relaxed);
-                fails = 0;
-                oks = oks.saturating_add(1);
-            }
-            Err(_) => {
-                COUNTERS.checks_failed.fetch_add(1, Ordering::Relaxed);
-                stats.checks_failed.fetch_add(1, Ordering::Relaxed);
-                stats.last_check.store(2, Ordering::Relaxed);
-                stats.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-                oks = 0;
-                fails = fails.saturating_add(1);
-            }
-        }
+        server.stats.record_check(result.is_ok(), latency_us);
+        let total = if result.is_ok() { &COUNTERS.checks_ok } else { &COUNTERS.checks_failed };
+        total.fetch_add(1, Ordering::Relaxed);
+        (oks, fails) = if result.is_ok() { (oks.saturating_add(1), 0) } else { (0, fails.saturating_add(1)) };
         let change = match &result {
             Ok(()) if down && oks >= check.rise => {
                 down = false;

@@ -74,6 +74,18 @@ impl ServerStats {
     pub fn record_error(&self) {
         self.responses[0].fetch_add(1, Ordering::Relaxed);
     }
+    /// One active check's result and how long it took.
+    pub fn record_check(&self, ok: bool, latency_us: u64) {
+        self.last_check_latency_us.store(latency_us, Ordering::Relaxed);
+        let (count, last) = if ok { (&self.checks_ok, 1) } else { (&self.checks_failed, 2) };
+        count.fetch_add(1, Ordering::Relaxed);
+        self.last_check.store(last, Ordering::Relaxed);
+        if ok {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        } else {
+            self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     pub fn total_responses(&self) -> u64 {
         self.responses.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }

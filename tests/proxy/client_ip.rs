@@ -238,18 +238,8 @@ async fn plain_listener_redirects_to_https_keeping_host_path_and_query() {
     let b = Backend::start("b").await;
     let listeners = listener("http", "redirect_to_https = 443")
         + &listener("alt", "redirect_to_https = 8443\nredirect_except = [\"/healthz\"]");
-    let routes = r#"
-[[routes]]
-name = "health"
-path = "/health"
-respond = { status = 200, body = "ok" }
-
-[[routes]]
-name = "healthz"
-path = "/healthz"
-respond = { status = 200, body = "okz" }
-"#;
-    let node = start_node(&config_listeners(&listeners, &servers(&[(&b, "")]), routes, "")).await;
+    let routes = respond_route("health", "/health", 200, "ok") + &respond_route("healthz", "/healthz", 200, "okz");
+    let node = start_node(&config_listeners(&listeners, &servers(&[(&b, "")]), &routes, "")).await;
     let addr = node.addr("http").unwrap();
     let alt = node.addr("alt").unwrap();
 

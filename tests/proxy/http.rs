@@ -248,13 +248,9 @@ async fn static_files_fixed_responses_and_redirects() {
     std::fs::write(dir.path().join("secret.txt"), "top secret").unwrap();
     std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt")).unwrap();
     let b = Backend::start("b").await;
-    let extra = format!(
-        r#"
-[[routes]]
-name = "health"
-path = "/health"
-respond = {{ status = 200, body = "healthy\n" }}
-
+    let extra = respond_route("health", "/health", 200, "healthy\n")
+        + &format!(
+            r#"
 [[routes]]
 name = "static"
 path_prefix = "/static/"
@@ -266,8 +262,8 @@ name = "old"
 path_prefix = "/old/"
 redirect = {{ to = "https://new.example$request_uri", status = 301 }}
 "#,
-        root.display()
-    );
+            root.display()
+        );
     let node = start_node(&config(&servers(&[(&b, "")]), &extra)).await;
     let addr = node.addr("http").unwrap();
     let c = client();

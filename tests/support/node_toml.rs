@@ -149,6 +149,12 @@ pub fn config_listeners(listeners: &str, pool: &str, extra: &str, admin: &str) -
         .to_string()
 }
 
+/// A `[[routes]]` table that answers requests for exactly `path` itself
+/// with `status` and `body` (a health endpoint, say).
+pub fn respond_route(name: &str, path: &str, status: u16, body: &str) -> String {
+    format!("\n[[routes]]\nname = \"{name}\"\npath = \"{path}\"\nrespond = {{ status = {status}, body = {body:?} }}\n")
+}
+
 /// `servers = [...]` for these backends, each with the given attributes.
 pub fn servers(list: &[(&Backend, &str)]) -> String {
     let items: Vec<String> = list

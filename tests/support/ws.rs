@@ -280,22 +280,9 @@ where
 
 /// A SysManage connection token for `hostname`: base64 of the JSON the
 /// server signs, with a fresh `connection_id` and timestamps every call, as
-/// an agent gets for every attempt.
+/// an agent gets for every attempt (the demo's backend makes the same).
 pub fn agent_token(hostname: &str) -> String {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    let json = serde_json::json!({
-        "payload": {
-            "connection_id": format!("{:08x}-{seq:08x}-4000-8000-{:012x}", fastrand::u32(..), fastrand::u64(..) >> 16),
-            "hostname": hostname,
-            "client_ip": "127.0.0.1",
-            "timestamp": now,
-            "expires": now + 3600.0,
-        },
-        "signature": format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
-    });
-    base64::engine::general_purpose::STANDARD.encode(json.to_string())
+    sysmanage_node::demo::backend::connection_token(hostname, "127.0.0.1")
 }
 
 /// A JWT (unsigned: the node only reads claims) with these claims.

@@ -43,39 +43,9 @@ pub fn host_without_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse_str;
-    use std::path::Path;
-
-    const CFG: &str = r#"
-[[listeners]]
-name = "http"
-bind = "127.0.0.1:0"
-[[pools]]
-name = "api"
-servers = [{ addr = "127.0.0.1:9" }]
-[[routes]]
-name = "ws"
-path_prefix = "/api/agent/connect"
-websocket = true
-pool = "api"
-[[routes]]
-name = "health"
-path = "/health"
-respond = { status = 200, body = "healthy\n" }
-[[routes]]
-name = "admin-host"
-path_prefix = "/"
-host = "admin.example.com"
-methods = ["GET"]
-respond = { status = 204 }
-[[routes]]
-name = "default"
-path_prefix = "/"
-pool = "api"
-"#;
 
     fn route(path: &str, method: Method, host: Option<&str>, ws: bool) -> String {
-        let cfg = parse_str(CFG, "t.toml", Path::new(".")).unwrap();
+        let cfg = crate::config::sample::config();
         let key = RequestKey { method: &method, path, host, websocket: ws };
         cfg.routes[match_route(&cfg.routes, &key).unwrap()].name.clone()
     }
