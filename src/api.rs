@@ -15,6 +15,27 @@ pub struct Status {
     /// `None`: a standalone node (or a node older than clustering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+    /// The rate-limit zones, in config order.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitStatus>,
+}
+
+/// One rate-limit zone in `/api/v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RateLimitStatus {
+    pub name: String,
+    /// The limit as configured: `5/s burst 10` or `100 per 1m`.
+    pub limit: String,
+    /// Window zones summed over the cluster's nodes.
+    pub cluster: bool,
+    /// Clients (keys) tracked now, and the most the zone holds.
+    pub keys: usize,
+    pub max_keys: usize,
+    /// Requests refused since the zone was built (a reload that changes the
+    /// zone starts it again).
+    pub rejected: u64,
+    /// Clients with live state dropped because the zone was full.
+    pub evicted_live: u64,
 }
 
 /// The node's cluster, in `/api/v1/status` and `/api/v1/members`.
@@ -88,12 +109,44 @@ pub struct NodeInfo {
     pub config_source: String,
     /// Whether write actions are enabled (a token is configured).
     pub admin_writes: bool,
+    /// CPU use of the process in percent of one core since the previous
+    /// status request (the first: since start).
+    #[serde(default)]
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the process.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ListenerInfo {
     pub name: String,
+    /// As configured (`bind`); port 0 means "any free port".
     pub bind: String,
+    /// The address the listener got (the port chosen for port 0). Absent
+    /// from older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub tls: bool,
+    /// Client connections open now on this listener, and accepted since
+    /// start.
+    #[serde(default)]
+    pub connections: u64,
+    #[serde(default)]
+    pub accepted: u64,
+    /// Completed and failed TLS handshakes since start (0 without TLS).
+    #[serde(default)]
+    pub tls_handshakes: u64,
+    #[serde(default)]
+    pub tls_handshake_failures: u64,
+}
+
+impl ListenerInfo {
+    /// The bound address when known, else the configured one.
+    pub fn addr(&self) -> &str {
+        self.address.as_deref().unwrap_or(&self.bind)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -151,7 +204,29 @@ pub struct ServerStatus {
     pub requests_per_second: f64,
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
+    #[serde(default)]
+    pub p99_ms: Option<f64>,
+    /// 5xx answers from the server since start, and per second over the
+    /// last ten seconds.
+    #[serde(default)]
+    pub responses_5xx: u64,
+    #[serde(default)]
+    pub responses_5xx_per_second: f64,
+    /// Requests sent again to another server after this one failed them.
+    #[serde(default)]
+    pub retries: u64,
+    /// WebSocket tunnels open now to the server.
+    #[serde(default)]
+    pub websocket_tunnels: u64,
     pub last_check: Option<CheckResult>,
+    /// Active checks since start, passed and failed.
+    #[serde(default)]
+    pub checks_ok: u64,
+    #[serde(default)]
+    pub checks_failed: u64,
+    /// Attempts the proxy saw fail (passive health, `max_fails`) since start.
+    #[serde(default)]
+    pub passive_failures: u64,
     pub consecutive_failures: u32,
     pub changed_at_unix_ms: u64,
     /// Nodes that see the server up, of the live nodes that report on it
@@ -293,4 +368,21 @@ pub struct SessionRecordView {
     pub expires_at_unix_ms: u64,
     pub version: u64,
     pub origin: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_shows_the_address_it_got_and_older_nodes_still_read() {
+        // An older node's answer has only `bind`: it still reads, and shows it.
+        let old: ListenerInfo = serde_json::from_str(r#"{"name":"http","bind":"127.0.0.1:0"}"#).unwrap();
+        assert_eq!((old.addr(), old.tls, old.connections), ("127.0.0.1:0", false, 0));
+        let new = ListenerInfo { address: Some("127.0.0.1:41234".into()), ..old };
+        assert_eq!(new.addr(), "127.0.0.1:41234");
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["bind"], "127.0.0.1:0");
+        assert_eq!(json["address"], "127.0.0.1:41234");
+    }
 }

@@ -171,7 +171,7 @@ pub fn status_text(s: &Status) -> String {
         s.node.name, s.node.version, s.node.uptime_seconds, s.node.config_source
     );
     for l in &s.listeners {
-        out.push_str(&format!("listener {} on {}\n", l.name, l.bind));
+        out.push_str(&format!("listener {} on {}\n", l.name, l.addr()));
     }
     out.push_str(&format!(
         "requests {} ({:.1}/s), 5xx rate {:.2}%, p50 {} ms, p95 {} ms, p99 {} ms\n",

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin;
 use crate::config::{self, Config, LogFormat};
-use crate::control::Control;
+use crate::control::{BoundListener, Control};
 use crate::proxy::{self, ServeOptions};
 
 /// `sysmanage-node run` (and `join PEER`): blocks until a shutdown signal
@@ -103,7 +103,14 @@ impl Node {
         tracing::info!(node = %cfg.node.name, source = %cfg.source, pools = cfg.pools.len(), routes = cfg.routes.len(), "sysmanage-node started");
         let control = Control::start(cfg, path)?;
         control.start_cluster(seeds, admin).await?;
-        for l in &bound {
+        for (l, (_, addr)) in bound.iter().zip(&listeners) {
+            let tls = l.runtime.tls.is_some();
+            control.add_listener(BoundListener {
+                name: l.name.clone(),
+                addr: *addr,
+                tls,
+                stats: l.runtime.stats.clone(),
+            });
             if let Some(store) = &l.runtime.cert_store {
                 // New certificate files are picked up within seconds; SIGHUP
                 // and the reload API reload them at once.

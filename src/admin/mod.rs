@@ -1,10 +1,12 @@
 //! The admin HTTP API (axum) on its own listener: node health, Prometheus
 //! metrics, status, and write actions (drain, maintenance, enable, weight,
-//! reload) behind a bearer token.
+//! reload) behind a bearer token; and the stats page ([`page`]) that reads
+//! and drives it from a browser.
 //!
 //! Reads the snapshot and counters; writes only through [`Control`]. Never
 //! on the request path.
 
+pub mod page;
 pub mod prometheus;
 pub mod sampler;
 mod sessions;
@@ -32,6 +34,9 @@ pub struct AdminContext {
     pub control: Arc<Control>,
     pub sampler: Arc<Sampler>,
     pub cpu: prometheus::CpuMeter,
+    /// CPU use between status requests (the page's), apart from `cpu`,
+    /// which measures between Prometheus scrapes.
+    pub status_cpu: prometheus::CpuMeter,
     pub started: Instant,
     pub started_unix_ms: u64,
 }
@@ -46,6 +51,7 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: w
         control,
         sampler,
         cpu: prometheus::CpuMeter::default(),
+        status_cpu: prometheus::CpuMeter::default(),
         started: Instant::now(),
         started_unix_ms: crate::health::server::unix_ms(),
     });
@@ -60,6 +66,10 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: w
 
 pub fn router(state: Shared) -> Router {
     Router::new()
+        .route("/", get(page::to_page))
+        .route("/stats", get(page::file))
+        .route("/stats/", get(page::to_page))
+        .route("/stats/{file}", get(page::file))
         .route("/health", get(|| async { "healthy\n" }))
         .route("/api/health", get(status::basic_health))
         .route("/api/health/detailed", get(status::detailed_health))

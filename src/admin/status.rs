@@ -176,16 +176,70 @@ pub async fn status(State(st): State<Shared>) -> Json<Status> {
     Json(Status {
         cluster,
         node: node_info(&st, &snap),
-        listeners: snap
-            .config
-            .listeners
-            .iter()
-            .map(|l| ListenerInfo { name: l.name.clone(), bind: l.bind.to_string() })
-            .collect(),
+        listeners: listeners(&st, &snap),
         totals: totals(&st, &rates),
         pools,
         events,
+        rate_limits: rate_limits(&st),
     })
+}
+
+/// The configured listeners, with the address each got and its counters
+/// (a node started without [`crate::runtime::Node`] has none bound).
+fn listeners(st: &super::AdminContext, snap: &Snapshot) -> Vec<ListenerInfo> {
+    let bound = st.control.listeners();
+    snap.config
+        .listeners
+        .iter()
+        .map(|l| {
+            let b = bound.iter().find(|b| b.name == l.name);
+            let load = |f: fn(&crate::proxy::ListenerStats) -> &std::sync::atomic::AtomicU64| {
+                b.map_or(0, |b| f(&b.stats).load(Ordering::Relaxed))
+            };
+            ListenerInfo {
+                name: l.name.clone(),
+                bind: l.bind.to_string(),
+                address: b.map(|b| b.addr.to_string()),
+                tls: l.tls.is_some(),
+                connections: load(|s| &s.open),
+                accepted: load(|s| &s.accepted),
+                tls_handshakes: load(|s| &s.tls_handshakes),
+                tls_handshake_failures: load(|s| &s.tls_handshake_failures),
+            }
+        })
+        .collect()
+}
+
+/// Every rate-limit zone with its limit and what it refused.
+fn rate_limits(st: &super::AdminContext) -> Vec<RateLimitStatus> {
+    let proxy = st.control.shared.state.load();
+    proxy
+        .zones
+        .iter()
+        .flatten()
+        .map(|z| {
+            let stats = z.zone.stats();
+            RateLimitStatus {
+                name: z.config.name.clone(),
+                limit: describe_limit(&z.config.kind),
+                cluster: z.config.cluster,
+                keys: stats.keys,
+                max_keys: z.zone.max_keys(),
+                rejected: stats.rejected,
+                evicted_live: stats.evicted_live,
+            }
+        })
+        .collect()
+}
+
+/// `5/s burst 10`, `0.5/s burst 1`, `100 per 1m`.
+fn describe_limit(kind: &crate::config::RateKind) -> String {
+    match kind {
+        crate::config::RateKind::Bucket { per_second, burst } => format!("{per_second}/s burst {burst}"),
+        crate::config::RateKind::Window { limit, window } => {
+            format!("{limit} per {}", humantime::format_duration(*window))
+        }
+    }
 }
 
 /// This node: name, version, uptime, config and whether writes are on.
@@ -197,6 +251,8 @@ fn node_info(st: &super::AdminContext, snap: &Snapshot) -> NodeInfo {
         started_at_unix_ms: st.started_unix_ms,
         config_source: snap.config.source.clone(),
         admin_writes: snap.config.admin.token.is_some(),
+        cpu_percent: Some(st.status_cpu.percent(st.started.elapsed().as_secs_f64())),
+        memory_bytes: super::prometheus::resident_memory_bytes(),
     }
 }
 
@@ -280,7 +336,15 @@ fn server_status(
         requests_per_second: r.requests_per_second,
         p50_ms: r.p50_ms,
         p95_ms: r.p95_ms,
+        p99_ms: r.p99_ms,
+        responses_5xx: state.stats.responses[5].load(Ordering::Relaxed),
+        responses_5xx_per_second: r.responses_5xx_per_second,
+        retries: state.stats.retries.load(Ordering::Relaxed),
+        websocket_tunnels: state.stats.tunnels.load(Ordering::Relaxed),
         last_check,
+        checks_ok: state.stats.checks_ok.load(Ordering::Relaxed),
+        checks_failed: state.stats.checks_failed.load(Ordering::Relaxed),
+        passive_failures: state.passive.failures_total(),
         consecutive_failures: state.stats.consecutive_failures.load(Ordering::Relaxed),
         changed_at_unix_ms: state.changed_at_unix_ms.load(Ordering::Relaxed),
         nodes_up: votes.map(|(up, _)| up),

@@ -19,6 +19,7 @@ pub const KEYS: &[&str] = &[
     "admin.enabled",
     "admin.listen",
     "admin.token_file",
+    "admin.stats",
     "metrics",
     "metrics.enabled",
     "limits",

@@ -91,6 +91,8 @@ pub struct AdminConfig {
     pub token_file: Option<PathBuf>,
     /// The bearer token read from `token_file`; without it, writes are off.
     pub token: Option<String>,
+    /// Serve the stats page at `/stats` (default true).
+    pub stats: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -47,6 +47,7 @@ pub struct RawAdmin {
     pub enabled: Option<bool>,
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub stats: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -85,6 +85,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         ("headers", old.headers != new.headers),
         ("metrics.enabled", old.metrics_enabled != new.metrics_enabled),
         ("admin.token_file", old.admin.token_file != new.admin.token_file || old.admin.token != new.admin.token),
+        ("admin.stats", old.admin.stats != new.admin.stats),
     ];
     out.extend(applied.into_iter().filter(|(_, changed)| *changed).map(|(key, _)| Change::Setting(key)));
     by_name(
@@ -224,7 +225,7 @@ mod tests {
 
     #[test]
     fn settings_read_per_request_apply_at_once() {
-        let cases: [(&str, Edit); 7] = [
+        let cases: [(&str, Edit); 8] = [
             ("limits.max_body", |c| c.limits.max_body += 1),
             ("limits.body_timeout", |c| c.limits.body_timeout += Duration::from_secs(1)),
             ("limits.tunnel_close_spread", |c| c.limits.tunnel_close_spread += Duration::from_millis(1)),
@@ -232,6 +233,7 @@ mod tests {
             ("headers", |c| c.headers.hsts = Some("max-age=60".into())),
             ("metrics.enabled", |c| c.metrics_enabled = !c.metrics_enabled),
             ("admin.token_file", |c| c.admin.token = Some("new token".into())),
+            ("admin.stats", |c| c.admin.stats = !c.admin.stats),
         ];
         for (key, edit) in cases {
             let changes = changed(edit);

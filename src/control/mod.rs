@@ -51,6 +51,16 @@ pub enum ControlError {
     NoSessionServer { pool: String, server: String },
 }
 
+/// A listener as the node bound it: its name, the address it got (the
+/// port chosen for port 0), whether it terminates TLS, and its counters.
+#[derive(Debug, Clone)]
+pub struct BoundListener {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    pub tls: bool,
+    pub stats: Arc<crate::proxy::ListenerStats>,
+}
+
 /// What a reload did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadReport {
@@ -70,6 +80,8 @@ pub struct Control {
     inner: Mutex<Inner>,
     /// Sticky sessions, opened when a pool first has `affinity`.
     sessions: std::sync::Mutex<Option<Arc<Sessions>>>,
+    /// The listeners as bound at start (listener changes need a restart).
+    listeners: std::sync::Mutex<Vec<BoundListener>>,
     /// TLS certificate stores of the listeners, reloaded with the config.
     cert_stores: std::sync::Mutex<Vec<(String, Arc<crate::tls::CertStore>)>>,
     /// Set once when the node runs in a cluster.
@@ -110,6 +122,7 @@ impl Control {
             config_path,
             inner: Mutex::new(inner),
             sessions: std::sync::Mutex::new(sessions),
+            listeners: std::sync::Mutex::new(Vec::new()),
             cert_stores: std::sync::Mutex::new(Vec::new()),
             cluster: std::sync::OnceLock::new(),
             gossip,
@@ -158,6 +171,16 @@ impl Control {
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.state.load().snapshot.clone()
+    }
+
+    /// Records a listener the node bound (for the admin API).
+    pub fn add_listener(&self, listener: BoundListener) {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).push(listener);
+    }
+
+    /// The listeners the node bound, in config order.
+    pub fn listeners(&self) -> Vec<BoundListener> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn add_cert_store(&self, listener: &str, store: Arc<crate::tls::CertStore>) {

@@ -20,6 +20,8 @@ pub struct PassiveHealth {
     fails: AtomicU32,
     /// Start of the current failure window.
     window_start_ms: Mutex<u64>,
+    /// Failed attempts since start (the stats page's "passive failures").
+    total: AtomicU64,
 }
 
 impl PassiveHealth {
@@ -30,6 +32,7 @@ impl PassiveHealth {
             down_until_ms: AtomicU64::new(0),
             fails: AtomicU32::new(0),
             window_start_ms: Mutex::new(0),
+            total: AtomicU64::new(0),
         }
     }
 
@@ -47,6 +50,7 @@ impl PassiveHealth {
     /// Records a failed attempt; returns `true` when this failure took the
     /// server out.
     pub fn record_failure(&self, now_ms: u64) -> bool {
+        self.total.fetch_add(1, Ordering::Relaxed);
         let max_fails = self.max_fails.load(Ordering::Relaxed);
         let fail_timeout_ms = self.fail_timeout_ms.load(Ordering::Relaxed);
         if max_fails == 0 {
@@ -68,6 +72,11 @@ impl PassiveHealth {
             self.fails.store(fails, Ordering::Relaxed);
             false
         }
+    }
+
+    /// Failed attempts recorded since start.
+    pub fn failures_total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// Records a successful attempt: pending failures are forgotten.

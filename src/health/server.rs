@@ -63,6 +63,10 @@ pub struct ServerStats {
     pub last_check_latency_us: AtomicU64,
     /// Consecutive failed checks (any check of the server).
     pub consecutive_failures: AtomicU32,
+    /// Requests sent again to another server after this one failed them.
+    pub retries: AtomicU64,
+    /// WebSocket tunnels open now to this server.
+    pub tunnels: AtomicU64,
 }
 
 impl ServerStats {

@@ -34,7 +34,7 @@ fn draw_node(f: &mut Frame, area: Rect, app: &App, status: &Status) {
         (true, false) => Span::styled("no token given to top", Style::new().fg(Color::Yellow)),
         (false, _) => Span::styled("off on this node", Style::new().fg(Color::Yellow)),
     };
-    let listeners: Vec<String> = status.listeners.iter().map(|l| format!("{} {}", l.name, l.bind)).collect();
+    let listeners: Vec<String> = status.listeners.iter().map(|l| format!("{} {}", l.name, l.addr())).collect();
     let lines = vec![
         Line::from(vec![
             Span::styled(format!(" {}", n.name), text::header_style()),

@@ -8,3 +8,4 @@ mod admin;
 mod balancing;
 mod ratelimit;
 mod sessions;
+mod stats_page;

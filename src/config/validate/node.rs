@@ -93,7 +93,7 @@ pub(super) fn validate_admin(cx: &mut Ctx, ra: &RawAdmin, ap: KeyPath, base: &Pa
             }
         },
     };
-    AdminConfig { listen, token_file, token }
+    AdminConfig { listen, token_file, token, stats: ra.stats.unwrap_or(true) }
 }
 
 /// `[limits]`: client timeouts, sizes, connections and shutdown.

@@ -11,7 +11,7 @@
 //! hyper connection takes over when the client sends again (see `conn.rs`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -62,6 +62,38 @@ pub struct ListenerRuntime {
     pub cert_store: Option<Arc<CertStore>>,
     pub accept_proxy_protocol: bool,
     pub policy: Arc<ListenerPolicy>,
+    /// Its counters, read by the admin API.
+    pub stats: Arc<ListenerStats>,
+}
+
+/// One listener's connections and TLS handshakes.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Client connections open now (and any tunnel made from them).
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    pub tls_handshakes: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+}
+
+/// Counts a connection as open on its listener until dropped; held with the
+/// connection's permit, so it lives as long as the connection and its
+/// tunnels.
+#[derive(Debug)]
+struct OpenOn(Arc<ListenerStats>);
+
+impl OpenOn {
+    fn new(stats: &Arc<ListenerStats>) -> OpenOn {
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        OpenOn(stats.clone())
+    }
+}
+
+impl Drop for OpenOn {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The messages carry their cause, as this crate's errors do (e.g.
@@ -178,7 +210,8 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
         let runtime = l.runtime.clone();
         // The permit and the drain sender live as long as the connection
         // and any WebSocket tunnel made from it.
-        let activity = Arc::new(ConnActivity::holding(Box::new((permit, ctx.drain.clone()))));
+        let open = OpenOn::new(&runtime.stats);
+        let activity = Arc::new(ConnActivity::holding(Box::new((permit, ctx.drain.clone(), open))));
         tokio::spawn(connection(stream, peer, runtime, activity, ctx));
     }
 }
@@ -252,16 +285,19 @@ async fn setup(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            listener.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(listener = %listener.policy.name, %peer, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
             COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            listener.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(listener = %listener.policy.name, %peer, "TLS handshake timed out (header_timeout)");
             return None;
         }
     };
     COUNTERS.tls_handshake.record_us(started.elapsed().as_micros() as u64);
+    listener.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
     let alpn_h2 = tls.conn().alpn_protocol() == Some(b"h2");
     let (io, svc, h2) = prepare(tls, addrs, listener, Some(alpn_h2), activity.clone(), &ctx).await?;
     if h2 {
@@ -423,6 +459,7 @@ pub async fn bind_all(cfg: &Config) -> Result<Vec<Listener>, ListenerError> {
                 redirect_except: l.redirect_except.clone(),
                 trusted_proxies: l.trusted_proxies.clone(),
             }),
+            stats: Arc::default(),
         });
         out.push(Listener { name: l.name.clone(), socket, runtime });
     }

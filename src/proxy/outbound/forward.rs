@@ -159,6 +159,8 @@ impl Forward<'_> {
             outcome.attempts = attempt as u32 + 1;
             if attempt > 0 {
                 metrics::inc(&COUNTERS.retries);
+                // Counted against the server whose attempt failed.
+                metrics::inc(&self.pool.servers[tried[attempt - 1]].state.stats.retries);
             }
             let server = &self.pool.servers[idx];
             let in_flight = InFlight::new(&server.state.in_flight);

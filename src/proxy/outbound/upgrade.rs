@@ -14,6 +14,7 @@ use super::forward::Forward;
 use super::h1client;
 use super::response::{InFlight, ProxyBody};
 use super::tunnel;
+use crate::health::ServerState;
 use crate::metrics::COUNTERS;
 use crate::proxy::activity::ActiveGuard;
 use crate::proxy::wire::fields::remove_hop_by_hop;
@@ -28,12 +29,22 @@ pub(super) struct SessionTouch {
     pub(super) ttl: Duration,
 }
 
-/// Counts an open WebSocket tunnel until dropped.
-struct TunnelCount;
+/// Counts an open WebSocket tunnel, node-wide and for its server, until
+/// dropped.
+struct TunnelCount(Arc<ServerState>);
+
+impl TunnelCount {
+    fn new(server: Arc<ServerState>) -> TunnelCount {
+        COUNTERS.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
+        server.stats.tunnels.fetch_add(1, Ordering::Relaxed);
+        TunnelCount(server)
+    }
+}
 
 impl Drop for TunnelCount {
     fn drop(&mut self) {
         COUNTERS.websocket_tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats.tunnels.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -56,8 +67,7 @@ impl Forward<'_> {
         tokio::spawn(async move {
             let _busy = busy;
             let _in_flight = in_flight;
-            COUNTERS.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
-            let _tunnel = TunnelCount;
+            let _tunnel = TunnelCount::new(state.clone());
             match client_upgrade.await {
                 Ok(client) => {
                     let touch_every = touch.as_ref().map_or(Duration::from_secs(3600), |t| t.ttl / 4);
