@@ -2,7 +2,7 @@
 # User-space instructions per proxied request, counted by valgrind's
 # callgrind: a deterministic A/B measure for hot-path changes on a machine
 # too noisy for small CPU-time differences (wall-clock results still come
-# from bench/run.sh). Kernel work (the larger part, see BENCHMARKS.md) is
+# from bench/run.sh). Kernel work (the larger part, see bench/history.md) is
 # not counted.
 #
 #   bench/harness/compare.sh start          # the two nginx backends on :9001 and :9002
