@@ -1,6 +1,6 @@
 //! The binary and what ships with it: commands (`check-config`, `init`,
 //! `cert`, `demo`, `top`), signals and logs of `run`, config errors and keys,
-//! the man pages and the packaging files.
+//! the man pages, the packaging files and the book's reference.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -12,5 +12,6 @@ mod demo;
 mod init;
 mod man_pages;
 mod packaging;
+mod reference_docs;
 mod tui_e2e;
 mod tui_snapshots;
