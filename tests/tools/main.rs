@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_examples;
 mod binary;
 mod config_errors;
 mod config_keys;
