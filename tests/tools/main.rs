@@ -1,6 +1,6 @@
 //! The binary and what ships with it: commands (`check-config`, `init`,
 //! `cert`, `demo`, `top`), signals and logs of `run`, config errors and keys,
-//! the man pages, the packaging files and the book's reference.
+//! the man pages, the packaging files, the README and the book's reference.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -13,6 +13,7 @@ mod demo;
 mod init;
 mod man_pages;
 mod packaging;
+mod readme;
 mod reference_docs;
 mod tui_e2e;
 mod tui_snapshots;
