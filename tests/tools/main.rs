@@ -7,6 +7,7 @@ mod support;
 
 mod admin_examples;
 mod binary;
+mod book_links;
 mod config_errors;
 mod config_keys;
 mod demo;
