@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A/B benchmark of two builds of sysmanage-node against nginx and HAProxy,
-# alternating the builds run by run with the shared harness
-# (../shared/bench/compare.sh), so that both see the same drift of this
+# alternating the builds run by run with the harness
+# (bench/harness/compare.sh), so that both see the same drift of this
 # noisy machine; then the pooled per-round ratios of each build (÷ nginx,
 # ÷ HAProxy, paired within each round) and the test whether the two
 # builds differ (bench/ab_summary.py).
@@ -19,7 +19,7 @@ set -euo pipefail
 OLD=$(realpath "${1:?usage: bench/ab.sh OLD_BINARY NEW_BINARY}")
 NEW=$(realpath "${2:?usage: bench/ab.sh OLD_BINARY NEW_BINARY}")
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-HARNESS=$(cd "$ROOT/../shared/bench" && pwd)/compare.sh
+HARNESS=$ROOT/bench/harness/compare.sh
 for tool in nginx haproxy wrk python3 taskset curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light haproxy wrk)" >&2; exit 1; }
 done

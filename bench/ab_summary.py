@@ -2,7 +2,7 @@
 """Compare two builds ("old", "new") of sysmanage-node from compare.sh runs made by bench/ab.sh.
 
 For every load and metric, each round of each run gives one paired ratio custom ÷ nginx and
-custom ÷ HAProxy (as ../shared/bench/summarize.py computes them, same noise filter NOISE_MAX).
+custom ÷ HAProxy (as bench/harness/summarize.py computes them, same noise filter NOISE_MAX).
 The table shows, per build, the median and the interquartile range of these ratios, new ÷ old
 of the medians, and a two-sided permutation test of the difference of the medians (10,000
 relabellings, fixed seed): p well above 0.05 means the two builds cannot be told apart by this

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cluster gossip benchmarks (BENCHMARKS.md, "Cluster gossip"): real sysmanage-node
+# Cluster gossip benchmarks (BENCHMARKS.md, "Cluster"; runs in bench/history.md): real sysmanage-node
 # processes on 127.0.0.11 .. 127.0.0.20, each with its own data_dir in a temp dir,
 # the client and tiny backends from examples/cluster_bench.rs.
 #

@@ -2,13 +2,13 @@
 # User-space instructions per proxied request, counted by valgrind's
 # callgrind: a deterministic A/B measure for hot-path changes on a machine
 # too noisy for small CPU-time differences (wall-clock results still come
-# from bench/run.sh). Kernel work (the larger part, see BENCHMARKS.md) is
+# from bench/run.sh). Kernel work (the larger part, see bench/history.md) is
 # not counted.
 #
-#   ../shared/bench/compare.sh start          # the two nginx backends on :9001 and :9002
+#   bench/harness/compare.sh start          # the two nginx backends on :9001 and :9002
 #   bench/instructions.sh target/profiling/sysmanage-node [requests]
 #   TLS=1 bench/instructions.sh target/profiling/sysmanage-node   # HTTPS keep-alive
-#   ../shared/bench/compare.sh stop
+#   bench/harness/compare.sh stop
 #
 # The node runs under callgrind on 127.0.0.1:8095 (admin :9195) with
 # bench/node.toml otherwise; after a warm-up the counters are zeroed, then
@@ -23,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 for tool in valgrind callgrind_control python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y valgrind curl python3)" >&2; exit 1; }
 done
-curl -s -o /dev/null http://127.0.0.1:9001/ || { echo "no backend on :9001 (run ../shared/bench/compare.sh start)" >&2; exit 1; }
+curl -s -o /dev/null http://127.0.0.1:9001/ || { echo "no backend on :9001 (run bench/harness/compare.sh start)" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sysmanage-instr.XXXXXX")
 # Busy polling off: under callgrind its turns would count as instructions of the requests.

@@ -7,9 +7,9 @@
 #   CARGO_TARGET_DIR=/work/target-bench bash bench/metrics_overhead.sh
 #   ROUNDS=8 DUR=10 CONNS=50 bash bench/metrics_overhead.sh
 #
-# Topology as in ../shared/bench/compare.sh: both nodes pinned to CPU $PROXY_CPU (only the
+# Topology as in bench/harness/compare.sh: both nodes pinned to CPU $PROXY_CPU (only the
 # one under load is busy; the idle one costs ~0), wrk (1 thread) and the two nginx backends
-# (../shared/bench/conf/backend-nginx.conf.tmpl, 127.0.0.1:9001 and :9002, 1 worker each)
+# (bench/harness/conf/backend-nginx.conf.tmpl, 127.0.0.1:9001 and :9002, 1 worker each)
 # on CPU $LOAD_CPU. Each round runs both variants back to back; the order alternates
 # (on,off / off,on). Before every run: a quiet gate (foreign CPU < QUIET_PCT % of a core,
 # at most QUIET_WAIT s). Each run records req/s, node CPU µs/req (utime+stime of the node)
@@ -26,7 +26,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=$(cd "$ROOT/../shared/bench" && pwd)
+SHARED=$ROOT/bench/harness   # a copy of ../shared/bench: bench/harness/ORIGIN.md
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${BIN:-$TARGET_DIR/release/sysmanage-node}
 ROUNDS=${ROUNDS:-8}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Paired per-round ratios target/base from a compare.sh results.csv, computed the
-same way as ../shared/bench/summarize.py (median over rounds of the per-round ratio,
+same way as bench/harness/summarize.py (median over rounds of the per-round ratio,
 same noise filter NOISE_MAX), but for any base (summarize.py only prints ÷ nginx).
 usage: paired_ratios.py RESULTS_DIR [TARGET [BASE ...]]   (default: custom nginx haproxy)"""
 import csv, os, statistics as st, sys

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Pooled paired ratios over several compare.sh runs: every round of every run gives one
-ratio target/base (as paired_ratios.py and ../shared/bench/summarize.py compute it, same
+ratio target/base (as paired_ratios.py and bench/harness/summarize.py compute it, same
 noise filter NOISE_MAX); the table shows the median of all of them and how many rounds
 met the target (req/s ratio >= 1.0, p99 and CPU ratio <= 1.0).
 usage: pooled_ratios.py RESULTS_DIR [RESULTS_DIR ...]   (target custom, bases nginx haproxy)"""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark sysmanage-node against nginx and HAProxy with the shared harness
-# (../shared/bench/compare.sh, relative to the repo root), then measure idle
+# Benchmark sysmanage-node against nginx and HAProxy with the harness in
+# bench/harness/ (compare.sh, a copy of the shared one: bench/harness/ORIGIN.md), then measure idle
 # keep-alive memory on fresh processes (compare.sh idle).
 #
 #   bench/run.sh                                    # defaults of compare.sh (ROUNDS=5 DUR=10 ...)
@@ -16,7 +16,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-HARNESS=$(cd "$ROOT/../shared/bench" && pwd)/compare.sh
+HARNESS=$ROOT/bench/harness/compare.sh
 [[ -x $HARNESS || -f $HARNESS ]] || { echo "harness not found: $HARNESS" >&2; exit 1; }
 for tool in nginx haproxy wrk python3 taskset curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y nginx-light haproxy wrk)" >&2; exit 1; }

@@ -5,7 +5,7 @@
 #   CARGO_TARGET_DIR=/work/target-bench bash bench/tls.sh
 #   ROUNDS=5 DUR=10 MODES="ka hs-full hs-resume" TARGETS="nginx haproxy node" bash bench/tls.sh
 #
-# Topology as in ../shared/bench/compare.sh: each proxy has 1 worker / 1 thread and is pinned
+# Topology as in bench/harness/compare.sh: each proxy has 1 worker / 1 thread and is pinned
 # to CPU $PROXY_CPU (all three stay up; the idle ones cost ~0); wrk (1 thread) and the
 # backends (127.0.0.1:9001, :9002, 1 nginx worker each) are on CPU $LOAD_CPU.
 #   nginx    https://127.0.0.1:8443/  listen ... ssl; ssl_protocols TLSv1.2 TLSv1.3; upstream keepalive 512
@@ -38,7 +38,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=$(cd "$ROOT/../shared/bench" && pwd)
+SHARED=$ROOT/bench/harness   # a copy of ../shared/bench: bench/harness/ORIGIN.md
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=${BIN:-$TARGET_DIR/release/sysmanage-node}
 ROUNDS=${ROUNDS:-3}

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 
-pub use keys::KEYS;
+pub use keys::{Key, KEYS};
 pub use locate::{KeyPath, Locator};
 
 use crate::model::{Balance, RetryOn};

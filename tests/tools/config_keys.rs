@@ -118,7 +118,7 @@ fn accepted_keys() -> BTreeSet<String> {
 #[test]
 fn keys_list_matches_what_the_parser_accepts() {
     let accepted = accepted_keys();
-    let listed: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
+    let listed: BTreeSet<String> = KEYS.iter().map(|k| k.path.to_string()).collect();
     assert_eq!(listed.len(), KEYS.len(), "config::KEYS has duplicates");
     let missing: Vec<_> = accepted.difference(&listed).collect();
     let extra: Vec<_> = listed.difference(&accepted).collect();
