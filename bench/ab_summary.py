@@ -12,7 +12,7 @@ import csv, os, random, statistics as st, sys
 
 NOISE_MAX = float(os.environ.get("NOISE_MAX", "25"))
 BASES = ["nginx", "haproxy"]
-METRICS = [("rps", "req/s"), ("p99_ms", "p99")]
+METRICS = [("rps", "req/s"), ("p99_ms", "p99"), ("proxy_us_per_req", "CPU µs/req")]
 
 
 def parse_args(argv):
@@ -83,7 +83,8 @@ def main():
     print()
     print("| load | metric | old: median [IQR] (rounds) | new: median [IQR] (rounds) | new ÷ old | permutation p |")
     print("|---|---|---|---|---|---|")
-    keys = sorted(set(old) & set(new), key=lambda x: (int(x[0].split("p")[0]), x[1] != "rps", BASES.index(x[2])))
+    order = [k for k, _ in METRICS]
+    keys = sorted(set(old) & set(new), key=lambda x: (int(x[0].split("p")[0]), order.index(x[1]), BASES.index(x[2])))
     for key in keys:
         load, k, base = key
         a, b = old[key], new[key]
