@@ -380,7 +380,27 @@ async fn browser_the_page_follows_the_node_and_drives_it_with_the_token() {
         .execute("document.getElementById('filter').dispatchEvent(new Event('input')); return 0;", vec![])
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await; // rows stop flashing
+
+    // Sorting by a column header, both ways: api-1 has failed checks, api-2 none.
+    let rows = "return [...document.querySelectorAll('section.pool tbody tr')].map(r => r.dataset.id);";
+    let header = "section.pool th[data-key=failed]";
+    browser.click(&format!("{header} button")).await;
+    assert_eq!(browser.c().execute(rows, vec![]).await.unwrap(), serde_json::json!(["p/api-2", "p/api-1"]));
+    let sort = browser.c().find(Locator::Css(header)).await.unwrap().attr("aria-sort").await.unwrap();
+    assert_eq!(sort.as_deref(), Some("ascending"));
+    browser.click(&format!("{header} button")).await;
+    assert_eq!(browser.c().execute(rows, vec![]).await.unwrap(), serde_json::json!(["p/api-1", "p/api-2"]));
+    // The keyboard: Enter on api-1's closed actions opens them.
+    let summary = browser.c().find(Locator::Css("tr[data-id='p/api-1'] summary")).await.unwrap();
+    summary.send_keys("\u{E007}").await.unwrap(); // WebDriver's Enter key
+    let open = browser.c().execute("return document.querySelector(\"tr[data-id='p/api-1'] details\").open;", vec![]);
+    assert_eq!(open.await.unwrap(), serde_json::json!(true), "Enter opens the actions");
+
+    // For the pictures: actions closed, nothing focused, rows done flashing.
+    let tidy =
+        "document.querySelectorAll('details').forEach(d => d.open = false); document.activeElement.blur(); return 0;";
+    browser.c().execute(tidy, vec![]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     browser.screenshot("stats-wide.png").await;
     browser.c().set_window_size(375, 800).await.unwrap();
     // The pools, which is what a phone's first look is for.
