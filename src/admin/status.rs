@@ -221,7 +221,7 @@ fn rate_limits(st: &super::AdminContext) -> Vec<RateLimitStatus> {
             let stats = z.zone.stats();
             RateLimitStatus {
                 name: z.config.name.clone(),
-                limit: describe_limit(&z.config.kind),
+                limit: z.config.kind.to_string(),
                 cluster: z.config.cluster,
                 keys: stats.keys,
                 max_keys: z.zone.max_keys(),
@@ -230,16 +230,6 @@ fn rate_limits(st: &super::AdminContext) -> Vec<RateLimitStatus> {
             }
         })
         .collect()
-}
-
-/// `5/s burst 10`, `0.5/s burst 1`, `100 per 1m`.
-fn describe_limit(kind: &crate::config::RateKind) -> String {
-    match kind {
-        crate::config::RateKind::Bucket { per_second, burst } => format!("{per_second}/s burst {burst}"),
-        crate::config::RateKind::Window { limit, window } => {
-            format!("{limit} per {}", humantime::format_duration(*window))
-        }
-    }
 }
 
 /// This node: name, version, uptime, config and whether writes are on.

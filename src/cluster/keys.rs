@@ -86,25 +86,19 @@ pub enum GossipKey {
     NodeLeaving,
 }
 
-fn enc(s: &str) -> impl fmt::Display + '_ {
-    utf8_percent_encode(s, COMPONENT)
-}
-
+/// A name component of `key`, decoded; `what` names an empty one.
 fn dec(key: &str, s: &str, what: &'static str) -> Result<String, KeyError> {
     if s.is_empty() {
         return Err(KeyError::BadKey { key: key.to_string(), what });
     }
-    percent_decode_str(s)
-        .decode_utf8()
-        .map(|c| c.into_owned())
-        .map_err(|_| KeyError::BadKey { key: key.to_string(), what: "percent-encoding is not UTF-8" })
+    unescape_name(s).ok_or_else(|| KeyError::BadKey { key: key.to_string(), what: "percent-encoding is not UTF-8" })
 }
 
 /// A name (pool, server, node, session key) as it stands inside a gossip
 /// key or value: `%`, `:`, white space and control characters
 /// percent-encoded, so that names split unambiguously on `:` and spaces.
 pub fn escape_name(s: &str) -> impl fmt::Display + '_ {
-    enc(s)
+    utf8_percent_encode(s, COMPONENT)
 }
 
 /// The name [`escape_name`] wrote; `None` when it is empty or its
@@ -151,25 +145,25 @@ impl GossipKey {
             GossipKey::Server { pool, server } => {
                 non_empty(pool, "pool name")?;
                 non_empty(server, "server name")?;
-                format!("{SERVER_PREFIX}{}:{}", enc(pool), enc(server))
+                format!("{SERVER_PREFIX}{}:{}", escape_name(pool), escape_name(server))
             }
             GossipKey::Load { pool, server } => {
                 non_empty(pool, "pool name")?;
                 non_empty(server, "server name")?;
-                format!("{LOAD_PREFIX}{}:{}", enc(pool), enc(server))
+                format!("{LOAD_PREFIX}{}:{}", escape_name(pool), escape_name(server))
             }
             GossipKey::Session { pool, key } => {
                 non_empty(pool, "pool name")?;
                 non_empty(key, "session key")?;
-                format!("{SESSION_PREFIX}{}:{}", enc(pool), enc(key))
+                format!("{SESSION_PREFIX}{}:{}", escape_name(pool), escape_name(key))
             }
             GossipKey::Rate { zone, key } => {
                 non_empty(zone, "zone name")?;
-                format!("{RATE_PREFIX}{}:{key:016x}", enc(zone))
+                format!("{RATE_PREFIX}{}:{key:016x}", escape_name(zone))
             }
             GossipKey::Primary { pool } => {
                 non_empty(pool, "pool name")?;
-                format!("{PRIMARY_PREFIX}{}", enc(pool))
+                format!("{PRIMARY_PREFIX}{}", escape_name(pool))
             }
             GossipKey::NodeVersion => NODE_VERSION.to_string(),
             GossipKey::NodeAdminAddr => NODE_ADMIN_ADDR.to_string(),

@@ -224,6 +224,16 @@ pub enum RateKind {
     Window { limit: u32, window: Duration },
 }
 
+/// As an operator writes it: `5/s burst 10`, `100 per 1m`.
+impl fmt::Display for RateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateKind::Bucket { per_second, burst } => write!(f, "{per_second}/s burst {burst}"),
+            RateKind::Window { limit, window } => write!(f, "{limit} per {}", humantime::format_duration(*window)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RateKey {
     ClientIp,

@@ -53,3 +53,17 @@ pool = "api"
 pub fn config() -> Config {
     parse_str(TOML, "sample.toml", Path::new(".")).expect("the sample config is valid")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::config;
+    use crate::config::RateKind;
+    use std::time::Duration;
+
+    #[test]
+    fn limits_read_as_an_operator_writes_them() {
+        assert_eq!(config().rate_limits[0].kind.to_string(), "5/s burst 10");
+        assert_eq!(RateKind::Bucket { per_second: 0.5, burst: 1 }.to_string(), "0.5/s burst 1");
+        assert_eq!(RateKind::Window { limit: 100, window: Duration::from_secs(60) }.to_string(), "100 per 1m");
+    }
+}
