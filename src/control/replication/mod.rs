@@ -57,5 +57,19 @@ pub mod view;
 pub use faults::FAULT_FILE_ENV;
 pub use outbox::{channel as session_outbox, Outbox};
 pub(super) use peers::apply as apply_peer_change;
+
+/// Session records from a peer's catch-up body (one `{key}\t{value}` line
+/// per record), and how many lines were malformed: the parser of bytes from
+/// peers, public for the fuzz target `session_lines`.
+#[doc(hidden)]
+pub fn parse_session_lines(body: &str) -> (Vec<crate::sessions::SessionRecord>, usize) {
+    record::decode_lines(body)
+}
+
+/// The catch-up body of `records` ([`parse_session_lines`] reads it back).
+#[doc(hidden)]
+pub fn session_lines(records: Vec<crate::sessions::SessionRecord>) -> String {
+    record::encode_lines(records)
+}
 pub use runtime::ClusterRuntime;
 pub use view::ClusterView;
