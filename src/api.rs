@@ -298,8 +298,22 @@ pub struct StoreCheck {
     pub records: usize,
     /// Commits that failed since start (e.g. a full disk).
     pub commit_errors: u64,
+    /// Records waiting in memory for the file to be writable again.
+    #[serde(default)]
+    pub pending: u64,
+    /// What keeps the file from being written now, or the probe's failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Where a damaged file found at start was moved (this node then
+    /// started with an empty store), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_aside: Option<MovedAsideInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MovedAsideInfo {
+    pub to: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

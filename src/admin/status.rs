@@ -367,8 +367,11 @@ fn last_check(state: &ServerState) -> Option<CheckResult> {
 }
 
 /// Writes a probe record through the store's writer and waits for it to be
-/// committed (off the runtime), then reads the table. Degraded when the
-/// write fails or takes over a second: the node keeps serving from memory.
+/// committed (off the runtime), then reads the table. Degraded while the
+/// file cannot be written (the node keeps serving from memory), when the
+/// probe takes over a second, and when a damaged file was moved aside at
+/// start (until a restart, or in a cluster until the table was fetched from
+/// a peer).
 async fn store_check(st: &super::AdminContext) -> Option<StoreCheck> {
     let sessions = st.control.sessions()?;
     let started = std::time::Instant::now();
@@ -390,20 +393,25 @@ async fn store_check(st: &super::AdminContext) -> Option<StoreCheck> {
     .await;
     let _ = sessions.table.get("__health", "probe", crate::sessions::unix_now_ms());
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let error = match written {
+    let probe_error = match written {
         Ok(Ok(Ok(()))) => None,
         Ok(Ok(Err(e))) => Some(e.to_string()),
         Ok(Err(e)) => Some(format!("probe task failed: {e}")),
         Err(_) => Some("the store did not commit within 3 s".to_string()),
     };
+    let error = sessions.store.problem().map(|p| p.error).or(probe_error);
+    let moved_aside =
+        sessions.moved_aside().map(|m| MovedAsideInfo { to: m.to.display().to_string(), reason: m.reason });
     let stats = sessions.store.stats();
-    let status = if error.is_some() || stats.commit_errors > 0 || latency_ms > 1000.0 { "degraded" } else { "healthy" };
+    let status = if error.is_some() || moved_aside.is_some() || latency_ms > 1000.0 { "degraded" } else { "healthy" };
     Some(StoreCheck {
         status: status.into(),
         file: sessions.path().display().to_string(),
         latency_ms,
         records: sessions.table.len(),
         commit_errors: stats.commit_errors,
+        pending: stats.pending,
         error,
+        moved_aside,
     })
 }

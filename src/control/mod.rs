@@ -39,7 +39,9 @@ pub enum ControlError {
     BadWeight(u32),
     #[error("the config is invalid; the running config is kept:\n{0}")]
     Config(ConfigErrors),
-    #[error("{0}")]
+    // Transparent: `{:#}` would print the message twice (once as the
+    // source).
+    #[error(transparent)]
     Sessions(#[from] crate::sessions::StoreError),
     #[error("no pool has affinity: there are no sessions")]
     NoSessions,

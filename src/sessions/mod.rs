@@ -25,7 +25,7 @@ pub mod table;
 pub use key::{AffinityKey, KeyError, KeySpecError};
 pub use policy::{Candidate, Policy};
 pub use record::{unix_now_ms, wins, Hlc, HlcClock, SessionRecord};
-pub use store::{Store, StoreError, StoreHandle, StoreOptions, StoreStats};
+pub use store::{MovedAside, Store, StoreError, StoreHandle, StoreOptions, StoreProblem, StoreStats};
 pub use sweeper::spawn_sweeper;
 pub use table::{Claim, Table, Touch};
 
@@ -38,21 +38,25 @@ pub struct Sessions {
     gossip: Option<tokio::sync::mpsc::Sender<SessionRecord>>,
     owner: std::sync::Mutex<Option<Store>>,
     path: std::path::PathBuf,
+    refilled: std::sync::atomic::AtomicBool,
 }
 
 impl Sessions {
     /// Opens (or creates) `data_dir/sessions.redb`, loads the live records
     /// and starts the sweeper. In a cluster, `gossip` is the replication
     /// task's outbox: every record this node writes is also sent there.
-    /// Must run inside a tokio runtime.
+    /// Only a file held by another process is an error: an unusable file is
+    /// moved aside, one that cannot be written leaves the records in memory
+    /// (see [`Store::open_or_recover`]). Must run inside a tokio runtime.
     pub fn open(
         node: &str,
         data_dir: &std::path::Path,
         gossip: Option<tokio::sync::mpsc::Sender<SessionRecord>>,
     ) -> Result<std::sync::Arc<Sessions>, StoreError> {
-        let store = Store::open(data_dir)?;
+        let now = unix_now_ms();
+        let (store, records) = Store::open_or_recover(data_dir, StoreOptions::default(), now)?;
         let table = std::sync::Arc::new(Table::new(node));
-        let loaded = store.load_into(&table, unix_now_ms())?;
+        let loaded = records.into_iter().map(|r| table.merge(r, now)).filter(|merged| *merged).count();
         tracing::info!(file = %store.path().display(), loaded, "session store opened");
         let handle = store.handle();
         spawn_sweeper(table.clone(), handle.clone(), std::time::Duration::from_secs(10));
@@ -63,11 +67,27 @@ impl Sessions {
             gossip,
             owner: std::sync::Mutex::new(Some(store)),
             path,
+            refilled: Default::default(),
         }))
     }
 
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// The damaged file moved aside at start, while it matters: until the
+    /// table was filled again from a peer ([`Sessions::refilled`]).
+    pub fn moved_aside(&self) -> Option<MovedAside> {
+        if self.refilled.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.store.moved_aside()
+    }
+
+    /// The session table was fetched whole from a peer: what a store moved
+    /// aside at start held is known again.
+    pub fn refilled(&self) {
+        self.refilled.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Queues a record this node wrote for the store, and for the peers when

@@ -276,6 +276,52 @@ async fn sessions_follow_their_key_through_every_node_across_kill_and_restart() 
     assert!(c.log().contains("session table caught up"), "{}", c.log());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_store_is_corrupt_starts_and_fetches_the_table_from_a_peer_at_once() {
+    let (b1, b2) = (Backend::start("s1").await, Backend::start("s2").await);
+    let pool = sticky_pool(&[&b1, &b2]);
+    let root = tempfile::tempdir().unwrap();
+    // A is the first node: no seeds, so only the damaged store makes it
+    // fetch the table when it comes back.
+    let mut a = Proc::new(root.path(), 11, &pool, SECRET, &[]);
+    a.start(None).await;
+    let mut b = Proc::new(root.path(), 12, &pool, SECRET, &[]);
+    b.start(Some(a.gossip)).await;
+    all_live(&[&a, &b], 2).await;
+    let mut owner = BTreeMap::new();
+    for i in 0..60 {
+        let key = format!("agent-{i}");
+        owner.insert(key.clone(), b.backend_for(&key).await);
+    }
+    wait_until(Duration::from_secs(10), "n11 knows the 60 sessions", || async { a.sessions_total().await >= 60 }).await;
+
+    // kill -9 A, damage its store, start it again with `run`.
+    a.kill9();
+    std::fs::write(a.dir.join("data/sessions.redb"), b"garbage, not a redb database\n".repeat(300)).unwrap();
+    a.start(None).await;
+    wait_until(Duration::from_secs(20), "n11 has fetched the table from n12", || async {
+        let h = a.json("/api/health/detailed").await;
+        h["checks"]["cluster"]["syncing"] == false && a.sessions_total().await >= 60
+    })
+    .await;
+    let log = a.log();
+    assert!(log.contains("was moved aside"), "{log}");
+    assert!(log.contains("session table caught up"), "{log}");
+    // What was lost is known again: the store is no longer degraded.
+    let h = a.json("/api/health/detailed").await;
+    let store = &h["checks"]["session_store"];
+    assert_eq!(store["status"], "healthy", "{h}");
+    assert_eq!(store.get("moved_aside"), None, "{h}");
+    for (key, server) in &owner {
+        assert_eq!(&a.backend_for(key).await, server, "key {key} through the restarted n11");
+    }
+    let kept = std::fs::read_dir(a.dir.join("data"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("sessions.redb.corrupt-"))
+        .count();
+    assert_eq!(kept, 1);
+}
+
 const FAST_CHECK: &str =
     r#"checks = [{ path = "/api/health", interval = "200ms", timeout = "150ms", fall = 2, rise = 2 }]"#;
 const SLOW_CHECK: &str =

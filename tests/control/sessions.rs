@@ -1,8 +1,8 @@
 //! Sticky sessions through a real node: the same key always reaches the
 //! same server, new keys spread by load, a dead server's keys move, records
 //! survive a restart and expire with their TTL, JWT claims as keys, the
-//! admin sessions API, and the store's locked / corrupt errors from the
-//! real binary.
+//! admin sessions API, and the store's failures from the real binary: a
+//! corrupt file moved aside, a store that cannot be written, a locked one.
 
 use crate::support;
 
@@ -400,20 +400,128 @@ async fn run_refused(config: &Path) -> String {
     err
 }
 
+/// `GET /api/health/detailed` of a node: its status code and body.
+async fn detailed_health(admin: std::net::SocketAddr) -> (StatusCode, serde_json::Value) {
+    let (code, body) = admin_call(admin, Method::GET, "/api/health/detailed", None, "").await;
+    (code, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+}
+
+/// `sysmanage-node health` against `admin`: its exit code and output.
+async fn health_command(admin: std::net::SocketAddr) -> (i32, String) {
+    let url = format!("http://{admin}/api/health/detailed");
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || support::process::run(&["health", "--url", &url])).await.unwrap();
+    (code, format!("{out}{err}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
+async fn the_binary_serves_through_a_corrupt_store_and_keeps_the_damaged_file() {
     let s1 = WsBackend::start("s1").await;
     let pool = sticky_pool(&[&s1], "");
-
-    // Corrupt: garbage where the database should be.
     let data = tempfile::tempdir().unwrap();
     let file = data.path().join("sessions.redb");
-    std::fs::write(&file, b"garbage, not a redb database\n".repeat(300)).unwrap();
+    let garbage = b"garbage, not a redb database\n".repeat(300);
+    std::fs::write(&file, &garbage).unwrap();
     let cfg = data.path().join("node.toml");
     std::fs::write(&cfg, agents_config(data.path(), &pool, "", "")).unwrap();
-    let err = run_refused(&cfg).await;
-    assert!(err.contains(&format!("sessions store {} is corrupt", file.display())), "{err}");
-    assert!(err.contains("move it away and restart"), "{err}");
+    let cfg2 = cfg.clone();
+    let node = tokio::task::spawn_blocking(move || {
+        let node = Spawn::run(&cfg2).spawn();
+        node.wait_line("that it started", READY, |l| l.contains("sysmanage-node started"));
+        node
+    })
+    .await
+    .unwrap();
+    let (addr, admin) = (node.listener_addr(), node.admin_addr());
+
+    // It serves, with stickiness, on a fresh store.
+    assert_eq!(agent_lands_on(addr, "agent-1").await, "s1");
+    assert_eq!(session_server(admin, "agent-1").await.as_deref(), Some("s1"));
+
+    // The damaged file is kept beside the new one, byte for byte.
+    let kept: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("sessions.redb.corrupt-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), garbage);
+
+    // Logged once, at ERROR, naming both files.
+    let logged = node.lines_with("was moved aside");
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(logged[0].contains("ERROR"), "{}", logged[0]);
+    assert!(logged[0].contains(&format!("sessions store {} is corrupt", file.display())), "{}", logged[0]);
+    assert!(logged[0].contains(&kept[0].display().to_string()), "{}", logged[0]);
+
+    // Reported degraded (status 200: the node serves) until a restart.
+    let (code, health) = detailed_health(admin).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(health["status"], "degraded", "{health}");
+    let store = &health["checks"]["session_store"];
+    assert_eq!(store["status"], "degraded", "{store}");
+    assert_eq!(store["moved_aside"]["to"], kept[0].display().to_string(), "{store}");
+    assert!(store["moved_aside"]["reason"].as_str().unwrap().contains("is corrupt"), "{store}");
+    assert_eq!(store.get("error"), None, "the new file is written: {store}");
+    let (exit, out) = health_command(admin).await;
+    assert_eq!(exit, 1, "{out}");
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_written_keeps_sessions_in_memory_and_writes_them_later() {
+    let s1 = WsBackend::start("s1").await;
+    let s2 = WsBackend::start("s2").await;
+    let pool = sticky_pool(&[&s1, &s2], "");
+    let dir = tempfile::tempdir().unwrap();
+    // A plain file where data_dir's parent should be: even root cannot
+    // create the directory, as on a read-only filesystem.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, b"x").unwrap();
+    let data_dir = blocker.join("data");
+    let node = start_node(&agents_config(&data_dir, &pool, "", "")).await;
+    let (addr, admin) = (node.addr("http").unwrap(), node.admin.unwrap());
+
+    // Traffic flows and sticks, from memory.
+    let mut homes = BTreeMap::new();
+    for i in 0..20 {
+        let host = format!("agent-{i}");
+        homes.insert(host.clone(), agent_lands_on(addr, &host).await);
+    }
+    for (host, home) in &homes {
+        assert_eq!(&agent_lands_on(addr, host).await, home, "{host} moved");
+    }
+    // The state is visible.
+    let (code, health) = detailed_health(admin).await;
+    assert_eq!(code, StatusCode::OK);
+    let store = &health["checks"]["session_store"];
+    assert_eq!(store["status"], "degraded", "{store}");
+    let error = store["error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("cannot create data_dir {}", data_dir.display())), "{error}");
+    assert!(store["pending"].as_u64().unwrap() >= 20, "{store}");
+    assert_eq!(health_command(admin).await.0, 1);
+
+    // The disk is back: the records are written without any command.
+    std::fs::remove_file(&blocker).unwrap();
+    wait_until(Duration::from_secs(15), "the store to be healthy again", || async {
+        detailed_health(admin).await.1["checks"]["session_store"]["status"] == "healthy"
+    })
+    .await;
+    let (_, health) = detailed_health(admin).await;
+    assert_eq!(health["checks"]["session_store"]["pending"], 0, "{health}");
+    node.stop().await;
+    // A node started on that data_dir finds every pin.
+    let node = start_node(&agents_config(&data_dir, &pool, "", "")).await;
+    for (host, home) in &homes {
+        assert_eq!(session_server(node.admin.unwrap(), host).await.as_ref(), Some(home), "{host}");
+    }
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_a_locked_store_with_a_clear_message_printed_once() {
+    let s1 = WsBackend::start("s1").await;
+    let pool = sticky_pool(&[&s1], "");
 
     // Locked by an in-process node.
     let data = tempfile::tempdir().unwrap();
@@ -427,7 +535,7 @@ async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
         file.display()
     );
     let err = run_refused(&cfg).await;
-    assert!(err.contains(&locked), "{err}");
+    assert_eq!(err.matches(&locked).count(), 1, "{err}");
     holder.stop().await;
 
     // Released with it: a binary starts on that data_dir, and now holds it
@@ -442,7 +550,7 @@ async fn the_binary_refuses_a_corrupt_or_locked_store_with_a_clear_message() {
     .unwrap();
     let err = run_refused(&cfg).await;
     drop(first);
-    assert!(err.contains(&locked), "{err}");
+    assert_eq!(err.matches(&locked).count(), 1, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

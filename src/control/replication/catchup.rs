@@ -9,8 +9,9 @@
 //!   cluster secret. Body: one record per line, `{gossip key}\t{gossip
 //!   value}`, the same encodings as gossip ([`super::record`]), so any name
 //!   round-trips.
-//! - Fetch: [`first_sync`] when a node starts with seeds (from the first
-//!   live peer that answers), [`refetch_all`] when gossip asks for a
+//! - Fetch: [`first_sync`] when a node starts with seeds or with a session
+//!   store that was damaged and moved aside (from the first live peer that
+//!   answers), [`refetch_all`] when gossip asks for a
 //!   catch-up (from every live peer, since records written on either side
 //!   may have left the gossip window). Records are merged with the same
 //!   last-writer-wins rule as gossiped ones.
@@ -204,6 +205,9 @@ async fn sync_from_peers(view: &ClusterView, token: &str, control: &Control, all
     if from.is_empty() {
         view.set_sync_error(last_err.clone());
         return Err(last_err);
+    }
+    if let Some(s) = control.sessions() {
+        s.refilled();
     }
     info.peer = Some(from.join(","));
     info.took_ms = started.elapsed().as_millis() as u64;

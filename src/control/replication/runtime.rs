@@ -68,7 +68,11 @@ impl ClusterRuntime {
         announce(&cluster, admin).await?;
         let (stop, stop_rx) = watch::channel(false);
         let view = Arc::new(ClusterView::default());
-        view.syncing.store(!seeds.is_empty(), Ordering::Relaxed);
+        // A node whose store was damaged and moved aside at start fetches
+        // the table from a peer at once, as a node with seeds does.
+        let store_lost = control.sessions().is_some_and(|s| s.moved_aside().is_some());
+        let first_sync = !seeds.is_empty() || store_lost;
+        view.syncing.store(first_sync, Ordering::Relaxed);
         let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
         let api_addr = cluster.gossip_addr();
         let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, stop });
@@ -78,7 +82,7 @@ impl ClusterRuntime {
         let changes = rt.cluster.subscribe();
         let catchups = rt.cluster.catchup_requests();
         tokio::spawn(run(Arc::downgrade(&rt), Arc::downgrade(control), changes, outbox, catchups, stop_rx));
-        if !seeds.is_empty() {
+        if first_sync {
             tokio::spawn(catchup::first_sync(Arc::downgrade(&rt.view), rt.token.clone(), Arc::downgrade(control)));
         }
         Ok(rt)

@@ -12,6 +12,19 @@
 //! session. `control` opens the store, which is loaded into the table at
 //! start ([`Store::load_all`]); `runtime` flushes it at shutdown.
 //!
+//! A running node opens it with [`Store::open_or_recover`], which keeps the
+//! node up whatever the file's state (only a file held by another process
+//! refuses the start):
+//! - a damaged file, or one written by a newer build, is renamed aside
+//!   (`sessions.redb.corrupt-<UTC time>`, kept for inspection) and an empty
+//!   store is started; [`StoreHandle::moved_aside`] says so until restart;
+//! - a file that cannot be opened or written (read-only filesystem, full
+//!   disk, `data_dir` not creatable) leaves the records in memory: the
+//!   writer keeps what it could not commit and retries every
+//!   [`StoreOptions::retry_interval`], reopening the file (redb refuses
+//!   every write after an I/O error until it is reopened).
+//!   [`StoreHandle::problem`] says what is wrong until a commit succeeds.
+//!
 //! Layout (schema version [`SCHEMA_VERSION`]):
 //! - `meta`: `"schema_version" → u64`; a file with a newer version is refused.
 //! - `sessions`: `(pool, key) → (server, expires_at_ms, version, origin, tombstone)`.
@@ -25,7 +38,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -56,12 +69,10 @@ pub enum StoreError {
         "sessions store {path} is locked by another process: is another sysmanage-node running with the same data_dir?"
     )]
     Locked { path: PathBuf },
-    #[error(
-        "sessions store {path} is corrupt ({detail}): move it away and restart; sessions will be re-created as agents reconnect"
-    )]
+    #[error("sessions store {path} is corrupt ({detail})")]
     Corrupt { path: PathBuf, detail: String },
     #[error(
-        "sessions store {path} has schema version {found}, but this sysmanage-node knows only up to {supported}: run the newer sysmanage-node that wrote it, or move the file away and restart (sessions will be re-created as agents reconnect)"
+        "sessions store {path} has schema version {found}, but this sysmanage-node knows only up to {supported} (a newer sysmanage-node wrote it)"
     )]
     SchemaTooNew { path: PathBuf, found: u64, supported: u64 },
     #[error("cannot open sessions store {path}: {detail}")]
@@ -83,13 +94,25 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Writes that may wait for the writer; beyond it, writes are refused.
     pub queue_capacity: usize,
+    /// How often writes that failed (the file cannot be written) are tried
+    /// again.
+    pub retry_interval: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { commit_interval: Duration::from_millis(50), max_batch: 1024, queue_capacity: 65_536 }
+        StoreOptions {
+            commit_interval: Duration::from_millis(50),
+            max_batch: 1024,
+            queue_capacity: 65_536,
+            retry_interval: Duration::from_secs(2),
+        }
     }
 }
+
+/// Records kept in memory for a file that cannot be written, at most; the
+/// writes beyond are dropped (counted in [`StoreStats::dropped`]).
+pub const MAX_PENDING: usize = 1_000_000;
 
 /// Counters of the writer, for metrics and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -102,8 +125,27 @@ pub struct StoreStats {
     pub swept: u64,
     /// Writes refused because the queue was full.
     pub dropped: u64,
-    /// Batches that failed to commit (logged; their writes are lost).
+    /// Commits (or reopenings of the file) that failed; their writes wait
+    /// in memory and are retried.
     pub commit_errors: u64,
+    /// Records waiting in memory for the file to be writable again.
+    pub pending: u64,
+}
+
+/// What is wrong with the store now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreProblem {
+    pub error: String,
+    /// Unix milliseconds when it started.
+    pub since_unix_ms: u64,
+}
+
+/// A damaged (or too new) file that was renamed aside at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedAside {
+    pub to: PathBuf,
+    /// Why the file could not be used.
+    pub reason: String,
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +155,35 @@ struct Counters {
     swept: AtomicU64,
     dropped: AtomicU64,
     commit_errors: AtomicU64,
+    pending: AtomicU64,
+    problem: Mutex<Option<StoreProblem>>,
+    moved_aside: Mutex<Option<MovedAside>>,
 }
+
+impl Counters {
+    /// Records a failure; true when the store was healthy until now.
+    fn set_problem(&self, error: &StoreError) -> bool {
+        let mut p = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+        let first = p.is_none();
+        if first {
+            *p = Some(StoreProblem { error: error.to_string(), since_unix_ms: crate::sessions::unix_now_ms() });
+        } else if let Some(p) = p.as_mut() {
+            p.error = error.to_string();
+        }
+        first
+    }
+
+    /// Clears the failure; what it was, if there was one.
+    fn clear_problem(&self) -> Option<StoreProblem> {
+        self.problem.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The database the writer uses, shared with [`Store::load_all`]; empty
+/// while the file cannot be opened.
+type Slot = Arc<Mutex<Option<Arc<Database>>>>;
+/// Opens the file again after a failure.
+type Opener = Box<dyn FnMut() -> Result<Database, StoreError> + Send>;
 
 enum Op {
     Put(SessionRecord),
@@ -128,7 +198,7 @@ enum Op {
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    db: Arc<Database>,
+    db: Slot,
     handle: StoreHandle,
     writer: Option<JoinHandle<()>>,
 }
@@ -148,30 +218,80 @@ impl Store {
         Store::open_with(data_dir, StoreOptions::default())
     }
 
+    /// Opens the store strictly: any problem with the file is an error.
     pub fn open_with(data_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::DataDir { path: data_dir.to_owned(), detail: e.to_string() })?;
         let path = data_dir.join(FILE_NAME);
-        // Integrity is checked on open: a file damaged outside redb then gives
-        // an error instead of a panic later. The file is small; the check is quick.
-        let db =
-            Database::builder().set_check_integrity_on_open(true).create(&path).map_err(|e| open_error(&path, e))?;
-        prepare_schema(&db, &path)?;
-        let db = Arc::new(db);
-        let (tx, rx) = mpsc::sync_channel(opts.queue_capacity.max(1));
+        let db = open_file(data_dir, &path)?;
+        let opener = {
+            let (data_dir, path) = (data_dir.to_owned(), path.clone());
+            Box::new(move || open_file(&data_dir, &path)) as Opener
+        };
+        Store::start(path, Some(db), opener, opts, Arc::default())
+    }
+
+    /// Opens the store for a running node, which must stay up whatever the
+    /// file's state: only [`StoreError::Locked`] (another process holds the
+    /// file) is an error. A damaged or too new file is moved aside and an
+    /// empty store started; a file that cannot be opened leaves the node
+    /// with its records in memory, retried every
+    /// [`StoreOptions::retry_interval`]. Returns the store and the records
+    /// in force at `now_ms`.
+    pub fn open_or_recover(
+        data_dir: &Path,
+        opts: StoreOptions,
+        now_ms: u64,
+    ) -> Result<(Store, Vec<SessionRecord>), StoreError> {
+        let path = data_dir.join(FILE_NAME);
         let counters = Arc::new(Counters::default());
+        let mut opener = {
+            let (data_dir, path, counters) = (data_dir.to_owned(), path.clone(), counters.clone());
+            Box::new(move || open_recovering(&data_dir, &path, &counters)) as Opener
+        };
+        let (db, records) = match opener() {
+            Ok(db) => match read_all(&db, &path, now_ms) {
+                Ok(records) => (Some(db), records),
+                // Damage that the integrity check did not see: the same as at open.
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    drop(db);
+                    move_aside(&path, &e, &counters)?;
+                    (Some(open_file(data_dir, &path)?), Vec::new())
+                }
+                Err(e) => return Err(e),
+            },
+            Err(e @ StoreError::Locked { .. }) => return Err(e),
+            Err(e) => {
+                counters.set_problem(&e);
+                tracing::error!(
+                    "{e}; serving with sessions in memory only, trying again every {}s",
+                    opts.retry_interval.as_secs_f64()
+                );
+                (None, Vec::new())
+            }
+        };
+        Ok((Store::start(path, db, opener, opts, counters)?, records))
+    }
+
+    fn start(
+        path: PathBuf,
+        db: Option<Database>,
+        open: Opener,
+        opts: StoreOptions,
+        counters: Arc<Counters>,
+    ) -> Result<Store, StoreError> {
+        let slot: Slot = Arc::new(Mutex::new(db.map(Arc::new)));
+        let (tx, rx) = mpsc::sync_channel(opts.queue_capacity.max(1));
         let handle = StoreHandle {
             tx,
             path: Arc::from(path.as_path()),
             capacity: opts.queue_capacity,
             counters: counters.clone(),
         };
-        let writer = Writer { db: db.clone(), path: path.clone(), rx, opts, counters };
+        let writer = Writer::new(slot.clone(), open, path.clone(), rx, opts, counters);
         let writer =
             std::thread::Builder::new().name("sessions-store".into()).spawn(move || writer.run()).map_err(|e| {
                 StoreError::Open { path: path.clone(), detail: format!("cannot start the writer thread: {e}") }
             })?;
-        Ok(Store { path, db, handle, writer: Some(writer) })
+        Ok(Store { path, db: slot, handle, writer: Some(writer) })
     }
 
     pub fn path(&self) -> &Path {
@@ -185,28 +305,11 @@ impl Store {
     /// Every stored record still in force at `now_ms` (tombstones included:
     /// the table needs them to refuse older copies from peers).
     pub fn load_all(&self, now_ms: u64) -> Result<Vec<SessionRecord>, StoreError> {
-        let io = |e: redb::Error| io_error(&self.path, "reading", e);
-        let txn = self.db.begin_read().map_err(|e| io(e.into()))?;
-        let table = txn.open_table(SESSIONS).map_err(|e| io(e.into()))?;
-        let mut out = Vec::new();
-        for item in table.iter().map_err(|e| io(e.into()))? {
-            let (k, v) = item.map_err(|e| io(e.into()))?;
-            let (pool, key) = k.value();
-            let (server, expires_at_ms, version, origin, tombstone) = v.value();
-            if expires_at_ms <= now_ms {
-                continue;
-            }
-            out.push(SessionRecord {
-                key: key.to_owned(),
-                pool: pool.to_owned(),
-                server: server.to_owned(),
-                expires_at_ms,
-                version: Hlc(version),
-                origin: origin.to_owned(),
-                tombstone,
-            });
+        let db = self.db.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match db {
+            Some(db) => read_all(&db, &self.path, now_ms),
+            None => Ok(Vec::new()),
         }
-        Ok(out)
     }
 
     /// [`Store::load_all`] merged into `table`; returns how many records it took.
@@ -277,7 +380,18 @@ impl StoreHandle {
             swept: c.swept.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             commit_errors: c.commit_errors.load(Ordering::Relaxed),
+            pending: c.pending.load(Ordering::Relaxed),
         }
+    }
+
+    /// What keeps the file from being written now, if anything.
+    pub fn problem(&self) -> Option<StoreProblem> {
+        self.counters.problem.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The damaged file this store replaced at open, if it did.
+    pub fn moved_aside(&self) -> Option<MovedAside> {
+        self.counters.moved_aside.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn path(&self) -> &Path {
@@ -293,6 +407,75 @@ impl StoreHandle {
             TrySendError::Disconnected(_) => StoreError::Closed,
         })
     }
+}
+
+/// Every record of `db` in force at `now_ms` (tombstones included).
+fn read_all(db: &Database, path: &Path, now_ms: u64) -> Result<Vec<SessionRecord>, StoreError> {
+    let io = |e: redb::Error| io_error(path, "reading", e);
+    let txn = db.begin_read().map_err(|e| io(e.into()))?;
+    let table = txn.open_table(SESSIONS).map_err(|e| io(e.into()))?;
+    let mut out = Vec::new();
+    for item in table.iter().map_err(|e| io(e.into()))? {
+        let (k, v) = item.map_err(|e| io(e.into()))?;
+        let (pool, key) = k.value();
+        let (server, expires_at_ms, version, origin, tombstone) = v.value();
+        if expires_at_ms <= now_ms {
+            continue;
+        }
+        out.push(SessionRecord {
+            key: key.to_owned(),
+            pool: pool.to_owned(),
+            server: server.to_owned(),
+            expires_at_ms,
+            version: Hlc(version),
+            origin: origin.to_owned(),
+            tombstone,
+        });
+    }
+    Ok(out)
+}
+
+/// Creates `data_dir` and opens (or creates) the file in it, checked.
+fn open_file(data_dir: &Path, path: &Path) -> Result<Database, StoreError> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StoreError::DataDir { path: data_dir.to_owned(), detail: e.to_string() })?;
+    // Integrity is checked on open: a file damaged outside redb then gives
+    // an error instead of a panic later. The file is small; the check is quick.
+    let db = Database::builder().set_check_integrity_on_open(true).create(path).map_err(|e| open_error(path, e))?;
+    prepare_schema(&db, path)?;
+    Ok(db)
+}
+
+/// [`open_file`], moving a damaged or too new file aside first.
+fn open_recovering(data_dir: &Path, path: &Path, counters: &Counters) -> Result<Database, StoreError> {
+    match open_file(data_dir, path) {
+        Err(e @ (StoreError::Corrupt { .. } | StoreError::SchemaTooNew { .. })) => {
+            move_aside(path, &e, counters)?;
+            open_file(data_dir, path)
+        }
+        other => other,
+    }
+}
+
+/// Renames an unusable file to `<file>.corrupt-<UTC time>` beside it, kept
+/// for inspection, and logs it at `error`.
+fn move_aside(path: &Path, why: &StoreError, counters: &Counters) -> Result<(), StoreError> {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+    let mut to = path.as_os_str().to_owned();
+    to.push(format!(".corrupt-{stamp}"));
+    let to = PathBuf::from(to);
+    std::fs::rename(path, &to).map_err(|e| StoreError::Io {
+        path: path.to_owned(),
+        action: "moving the unusable file aside",
+        detail: e.to_string(),
+    })?;
+    tracing::error!(
+        moved_to = %to.display(),
+        "{why}; the file was moved aside and this node starts with an empty session store \
+         (in a cluster the table is fetched from a peer; otherwise sessions are re-created as agents reconnect)"
+    );
+    *counters.moved_aside.lock().unwrap_or_else(|e| e.into_inner()) = Some(MovedAside { to, reason: why.to_string() });
+    Ok(())
 }
 
 /// Creates the tables on first open; refuses a layout newer than this build's.

@@ -2,7 +2,15 @@
 //! Fed by [`super::StoreHandle`]s through a bounded channel; commits in
 //! groups (see [`super::StoreOptions`]) and answers flushes after the commit
 //! that covers them.
+//!
+//! When a commit fails (a full disk, a read-only filesystem) or the file
+//! cannot be opened, the writes are kept in memory (the newest record per
+//! key, at most [`super::MAX_PENDING`]), the database is closed (redb
+//! refuses every write after an I/O error until it is reopened), and the
+//! writer tries again every [`super::StoreOptions::retry_interval`] until a
+//! commit succeeds.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -11,16 +19,19 @@ use std::time::Instant;
 
 use redb::{Database, Durability, ReadableTable};
 
-use super::{io_error, Counters, Op, StoreError, StoreOptions, EXPIRY, SESSIONS};
+use super::{io_error, Counters, Op, Opener, Slot, StoreError, StoreOptions, EXPIRY, MAX_PENDING, SESSIONS};
 use crate::sessions::record::SessionRecord;
 
 /// The writer thread's state.
 pub(super) struct Writer {
-    pub(super) db: Arc<Database>,
-    pub(super) path: PathBuf,
-    pub(super) rx: Receiver<Op>,
-    pub(super) opts: StoreOptions,
-    pub(super) counters: Arc<Counters>,
+    db: Option<Arc<Database>>,
+    slot: Slot,
+    open: Opener,
+    path: PathBuf,
+    rx: Receiver<Op>,
+    opts: StoreOptions,
+    counters: Arc<Counters>,
+    pending: Pending,
 }
 
 /// One group commit's worth of work.
@@ -31,13 +42,77 @@ struct Batch {
     waiters: Vec<SyncSender<Result<(), StoreError>>>,
 }
 
+/// Writes that failed, waiting for the file: the newest record per key.
+#[derive(Default)]
+struct Pending {
+    records: HashMap<(String, String), SessionRecord>,
+    sweep_at: Option<u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.sweep_at.is_none()
+    }
+
+    /// Keeps `puts` for the next try; records beyond the cap are dropped and counted.
+    fn keep(&mut self, puts: Vec<SessionRecord>, sweep_at: Option<u64>, counters: &Counters) {
+        self.sweep_at = self.sweep_at.max(sweep_at);
+        for r in puts {
+            let id = (r.pool.clone(), r.key.clone());
+            match self.records.get(&id) {
+                Some(old) if (old.version, old.origin.as_str()) >= (r.version, r.origin.as_str()) => {}
+                Some(_) => {
+                    self.records.insert(id, r);
+                }
+                None if self.records.len() >= MAX_PENDING => {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    self.records.insert(id, r);
+                }
+            }
+        }
+        counters.pending.store(self.records.len() as u64, Ordering::Relaxed);
+    }
+}
+
 impl Writer {
-    pub(super) fn run(self) {
+    pub(super) fn new(
+        slot: Slot,
+        open: Opener,
+        path: PathBuf,
+        rx: Receiver<Op>,
+        opts: StoreOptions,
+        counters: Arc<Counters>,
+    ) -> Writer {
+        let db = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Writer { db, slot, open, path, rx, opts, counters, pending: Pending::default() }
+    }
+
+    pub(super) fn run(mut self) {
         let mut batch = Batch::default();
         loop {
-            // Wait for the first write of a batch, then collect until the
+            // Wait for the first write of a batch (or, with writes waiting
+            // for the file, for the next retry), then collect until the
             // interval ends, the batch is full, or someone waits on a flush.
-            let Ok(first) = self.rx.recv() else { return };
+            let first = if self.pending.is_empty() {
+                match self.rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                }
+            } else {
+                match self.rx.recv_timeout(self.opts.retry_interval) {
+                    Ok(op) => op,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let _ = self.commit(&mut batch);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.last_try(&mut batch);
+                        return;
+                    }
+                }
+            };
             let deadline = Instant::now() + self.opts.commit_interval;
             let mut next = Some(first);
             let mut closing = false;
@@ -63,36 +138,96 @@ impl Writer {
                     Err(RecvTimeoutError::Disconnected) => closing = true,
                 }
             }
+            if closing {
+                self.last_try(&mut batch);
+                return;
+            }
             let result = self.commit(&mut batch);
             for w in batch.waiters.drain(..) {
                 let _ = w.send(result.clone());
             }
-            if closing {
-                return;
-            }
         }
     }
 
-    fn commit(&self, batch: &mut Batch) -> Result<(), StoreError> {
-        if batch.puts.is_empty() && batch.sweep_at.is_none() {
+    /// The commit at close: what still cannot be written is lost, and said.
+    fn last_try(&mut self, batch: &mut Batch) {
+        let result = self.commit(batch);
+        for w in batch.waiters.drain(..) {
+            let _ = w.send(result.clone());
+        }
+        if result.is_err() {
+            tracing::error!(
+                records = self.pending.records.len(),
+                "sessions store {}: closing with session records that could not be written",
+                self.path.display()
+            );
+        }
+    }
+
+    fn commit(&mut self, batch: &mut Batch) -> Result<(), StoreError> {
+        let mut puts = std::mem::take(&mut batch.puts);
+        let sweep_at = batch.sweep_at.take().max(self.pending.sweep_at.take());
+        let retried = self.pending.records.len();
+        puts.extend(self.pending.records.drain().map(|(_, r)| r));
+        if puts.is_empty() && sweep_at.is_none() {
             return Ok(());
         }
-        let puts = std::mem::take(&mut batch.puts);
-        let sweep_at = batch.sweep_at.take();
-        match write_batch(&self.db, &puts, sweep_at) {
+        let db = match self.database() {
+            Ok(db) => db,
+            Err(e) => return Err(self.failed(e, puts, sweep_at)),
+        };
+        match write_batch(&db, &puts, sweep_at) {
             Ok((written, swept)) => {
                 self.counters.commits.fetch_add(1, Ordering::Relaxed);
                 self.counters.records_written.fetch_add(written, Ordering::Relaxed);
                 self.counters.swept.fetch_add(swept, Ordering::Relaxed);
+                self.counters.pending.store(0, Ordering::Relaxed);
+                if let Some(was) = self.counters.clear_problem() {
+                    tracing::info!(
+                        records = retried,
+                        "sessions store {} is written again (it failed: {}); the records kept in memory meanwhile are committed",
+                        self.path.display(),
+                        was.error
+                    );
+                }
                 Ok(())
             }
             Err(e) => {
-                self.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+                // redb refuses every write after an I/O error until the
+                // database is reopened.
+                self.db = None;
+                *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 let e = io_error(&self.path, "commit", e);
-                tracing::error!(records = puts.len(), "{e}; these session records are kept in memory only");
-                Err(e)
+                Err(self.failed(e, puts, sweep_at))
             }
         }
+    }
+
+    /// The open database, reopening it after a failure.
+    fn database(&mut self) -> Result<Arc<Database>, StoreError> {
+        if let Some(db) = &self.db {
+            return Ok(db.clone());
+        }
+        let db = Arc::new((self.open)()?);
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
+        self.db = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Keeps the writes for the next try; logs the first failure at `error`.
+    fn failed(&mut self, e: StoreError, puts: Vec<SessionRecord>, sweep_at: Option<u64>) -> StoreError {
+        self.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+        self.pending.keep(puts, sweep_at, &self.counters);
+        if self.counters.set_problem(&e) {
+            tracing::error!(
+                records = self.pending.records.len(),
+                "{e}; the session records stay in memory and are written when the file can be, trying every {}s",
+                self.opts.retry_interval.as_secs_f64()
+            );
+        } else {
+            tracing::debug!("{e}");
+        }
+        e
     }
 }
 
