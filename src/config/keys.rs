@@ -512,13 +512,13 @@ pub const KEYS: &[Key] = &[
         path: "pools.send_proxy_protocol",
         kind: "`\"v1\"` | `\"v2\"`",
         default: "none",
-        meaning: "Begin every connection to the servers with a PROXY protocol header of that version, carrying the client's address and the address it connected to (HAProxy's `send-proxy`, `send-proxy-v2`). Such a connection carries one client only, so it is never kept for reuse (`keepalive` does not apply). Health checks do not send the header; for servers that require it, use `tcp` checks.",
+        meaning: "Begin every connection to the servers with a PROXY protocol header of that version, carrying the client's address and the address it connected to (HAProxy's `send-proxy`, `send-proxy-v2`). Such a connection carries one client only, so it is never kept for reuse (`keepalive` does not apply). Health checks send it too, with their own connection's addresses.",
     },
     Key {
         path: "pools.tls",
         kind: "table",
         default: "none (plain HTTP)",
-        meaning: "Speak TLS (1.2 and 1.3, ALPN `http/1.1`) to the servers. `ca_file` holds the PEM CA certificates that sign the servers' certificates (read when the config is loaded); without it the system's roots are used. The certificate must name `server_name`, or the server's IP address when it is not set. `insecure_skip_verify = true` accepts any certificate and cannot be combined with `ca_file`. A failed handshake counts as a connect failure (retried, 502). Health checks still use plain HTTP.",
+        meaning: "Speak TLS (1.2 and 1.3, ALPN `http/1.1`) to the servers. `ca_file` holds the PEM CA certificates that sign the servers' certificates (read when the config is loaded); without it the system's roots are used. The certificate must name `server_name`, or the server's IP address when it is not set. `insecure_skip_verify = true` accepts any certificate and cannot be combined with `ca_file`. A failed handshake counts as a connect failure (retried, 502). Health checks use it too (see `pools.checks.tls`).",
     },
     Key {
         path: "pools.tls.ca_file",
@@ -675,6 +675,12 @@ pub const KEYS: &[Key] = &[
         kind: "integer 1..=100",
         default: "2",
         meaning: "Consecutive successes that bring it back.",
+    },
+    Key {
+        path: "pools.checks.tls",
+        kind: "boolean",
+        default: "as the pool",
+        meaning: "Checks connect the way requests do, through the pool's `tls` (certificate verified, `server_name`) and `send_proxy_protocol` (HAProxy's `check-ssl` and `check-send-proxy`), so a server that only speaks TLS is checked over TLS. `false` checks in plain text even when the pool has `tls`; `true` requires the pool's `tls` table.",
     },
     Key {
         path: "routes",

@@ -356,6 +356,8 @@ pub struct CheckConfig {
     pub fall: u32,
     /// Consecutive successes that bring it back.
     pub rise: u32,
+    /// `false`: plain text even to a pool with `tls` (`None`: as the pool).
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

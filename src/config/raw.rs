@@ -201,6 +201,7 @@ pub struct RawCheck {
     pub timeout: Option<String>,
     pub fall: Option<i64>,
     pub rise: Option<i64>,
+    pub tls: Option<bool>,
 }
 
 /// `200` or `"200-399"`.

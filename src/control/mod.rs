@@ -23,8 +23,9 @@ use tokio::task::JoinSet;
 pub use self::command::{Command, Done};
 use self::diff::Change;
 use crate::config::{self, Config, ConfigErrors};
-use crate::health::active::{check_client, spawn_checks, CheckClient};
+use crate::health::active::spawn_check;
 use crate::health::EventLog;
+use crate::proxy::outbound::check::CheckProbe;
 use crate::proxy::{ProxyState, Shared};
 use crate::sessions::Sessions;
 use crate::state::{Registry, Snapshot};
@@ -98,7 +99,6 @@ pub struct Control {
 struct Inner {
     registry: Registry,
     checks: JoinSet<()>,
-    check_client: CheckClient,
 }
 
 impl Control {
@@ -114,7 +114,7 @@ impl Control {
             None => (None, None),
         };
         let sessions = open_sessions_if_needed(&config, None, &gossip)?;
-        let mut inner = Inner { registry: Registry::default(), checks: JoinSet::new(), check_client: check_client() };
+        let mut inner = Inner { registry: Registry::default(), checks: JoinSet::new() };
         let snapshot = Arc::new(Snapshot::new(config, &mut inner.registry, events.clone()));
         inner.spawn_checks(&snapshot, &events);
         let shared = Arc::new(Shared::new(ProxyState::new(snapshot, None, sessions.clone())));
@@ -300,8 +300,12 @@ fn open_sessions_if_needed(
 impl Inner {
     fn spawn_checks(&mut self, snapshot: &Snapshot, events: &Arc<EventLog>) {
         for pool in &snapshot.pools {
-            let servers: Vec<_> = pool.servers.iter().map(|s| s.state.clone()).collect();
-            spawn_checks(&pool.cfg.checks, &servers, &self.check_client, events, &mut self.checks);
+            for server in &pool.servers {
+                for (idx, check) in pool.cfg.checks.iter().enumerate() {
+                    let probe = CheckProbe::for_check(&pool.cfg, server.addr, check);
+                    spawn_check(server.state.clone(), idx, check.clone(), probe, events, &mut self.checks);
+                }
+            }
         }
     }
 }

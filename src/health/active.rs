@@ -1,7 +1,8 @@
 //! Active health checks: one small task per (server, check), each with its
 //! own interval, a random start offset and ±10 % jitter so that checks of
-//! many servers spread out. An HTTP check is one request on a pooled
-//! keep-alive connection; a TCP check is one connect. `fall` consecutive
+//! many servers spread out. An HTTP check is one request on a kept-alive
+//! connection; a TCP check is one connect (and TLS handshake, for a pool
+//! with `tls`); both are made by a [`Probe`] from `proxy`. `fall` consecutive
 //! failures take the check down, `rise` consecutive successes bring it back;
 //! a server is up while all of its checks are.
 //!
@@ -9,16 +10,12 @@
 //! servers' [`ServerState`] and the [`EventLog`]. Never touches the request
 //! path.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::task::JoinSet;
 
 use super::events::EventLog;
@@ -26,36 +23,24 @@ use super::server::{ServerState, Transition};
 use crate::config::{CheckConfig, CheckKind};
 use crate::metrics::COUNTERS;
 
-pub type CheckClient = Client<HttpConnector, Empty<Bytes>>;
-
-/// The shared client for HTTP checks: keeps one idle connection per server.
-pub fn check_client() -> CheckClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(TokioTimer::new())
-        .set_host(false)
-        .build(connector)
+/// One check's exchange with its server: `Ok`, or why it failed. Made by
+/// `proxy` (`proxy::outbound::check`), which connects the way requests do
+/// (the pool's TLS, PROXY header, timeouts) and speaks HTTP/1.1 with the
+/// request path's own code; this module only schedules and counts.
+pub trait Probe: Send + Sync + 'static {
+    fn probe<'a>(&'a self, check: &'a CheckConfig) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
-/// Largest check response body read when looking for `expect_body`.
-const BODY_LIMIT: usize = 64 * 1024;
-
-/// Starts the checks of one pool's servers into `set`.
-pub fn spawn_checks(
-    checks: &[CheckConfig],
-    servers: &[Arc<ServerState>],
-    client: &CheckClient,
+/// Starts one check of one server into `set`.
+pub fn spawn_check(
+    server: Arc<ServerState>,
+    idx: usize,
+    check: CheckConfig,
+    probe: Arc<dyn Probe>,
     events: &Arc<EventLog>,
     set: &mut JoinSet<()>,
 ) {
-    for server in servers {
-        for (idx, check) in checks.iter().enumerate() {
-            set.spawn(run_check(server.clone(), idx, check.clone(), client.clone(), events.clone()));
-        }
-    }
+    set.spawn(run_check(server, idx, check, probe, events.clone()));
 }
 
 fn describe(check: &CheckConfig) -> String {
@@ -74,7 +59,7 @@ async fn run_check(
     server: Arc<ServerState>,
     idx: usize,
     check: CheckConfig,
-    client: CheckClient,
+    probe: Arc<dyn Probe>,
     events: Arc<EventLog>,
 ) {
     let what = describe(&check);
@@ -86,7 +71,7 @@ async fn run_check(
     let (mut fails, mut oks) = (0u32, 0u32);
     loop {
         let started = tokio::time::Instant::now();
-        let result = probe(&server, &check, &client).await;
+        let result = probe.probe(&check).await;
         let latency_us = started.elapsed().as_micros() as u64;
         server.stats.record_check(result.is_ok(), latency_us);
         let total = if result.is_ok() { &COUNTERS.checks_ok } else { &COUNTERS.checks_failed };
@@ -137,57 +122,18 @@ async fn run_check(
 /// decided.
 const SUSPECT_INTERVAL: Duration = Duration::from_millis(100);
 
-async fn probe(server: &ServerState, check: &CheckConfig, client: &CheckClient) -> Result<(), String> {
-    match &check.kind {
-        CheckKind::Tcp => {
-            match tokio::time::timeout(check.timeout, tokio::net::TcpStream::connect(server.addr)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("connect: {e}")),
-                Err(_) => Err(format!("connect timed out after {:?}", check.timeout)),
-            }
-        }
-        CheckKind::Http { method, path, host, status_lo, status_hi, body } => {
-            let uri: Uri =
-                format!("http://{}{}", server.addr, path).parse().map_err(|e| format!("bad check URL: {e}"))?;
-            let host_value = host.clone().unwrap_or_else(|| server.addr.to_string());
-            let req = Request::builder()
-                .method(method.clone())
-                .uri(uri)
-                .header(header::HOST, host_value)
-                .header(header::USER_AGENT, "sysmanage-node-health-check")
-                .body(Empty::new())
-                .map_err(|e| format!("bad check request: {e}"))?;
-            let exchange = async {
-                let resp =
-                    client.request(req).await.map_err(|e| format!("request: {}", crate::model::error_chain(&e)))?;
-                let status = resp.status().as_u16();
-                let bytes = Limited::new(resp.into_body(), BODY_LIMIT).collect().await.map(|c| c.to_bytes());
-                if !(*status_lo..=*status_hi).contains(&status) {
-                    return Err(format!("status {status}, expected {status_lo}-{status_hi}"));
-                }
-                if let Some(needle) = body {
-                    let text = bytes.map_err(|e| format!("reading body: {e}"))?;
-                    if !contains(&text, needle.as_bytes()) {
-                        return Err(format!("body does not contain {needle:?}"));
-                    }
-                }
-                Ok(())
-            };
-            match tokio::time::timeout(check.timeout, exchange).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("no answer within {:?}", check.timeout)),
-            }
-        }
-    }
-}
-
-fn contains(hay: &Bytes, needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bare TCP connect to `addr`, as the proxy's probe does without TLS.
+    struct Connect(std::net::SocketAddr);
+
+    impl Probe for Connect {
+        fn probe<'a>(&'a self, _: &'a CheckConfig) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+            Box::pin(async move { tokio::net::TcpStream::connect(self.0).await.map(drop).map_err(|e| e.to_string()) })
+        }
+    }
 
     async fn until(cond: impl Fn() -> bool) {
         while !cond() {
@@ -205,8 +151,9 @@ mod tests {
         drop(free);
         let server = Arc::new(ServerState::new("p", "s", addr, 1));
         let events = Arc::new(EventLog::new(10));
-        let check = CheckConfig { kind: CheckKind::Tcp, interval, timeout: Duration::from_secs(1), fall, rise: 2 };
-        let task = tokio::spawn(run_check(server.clone(), 0, check, check_client(), events.clone()));
+        let check =
+            CheckConfig { kind: CheckKind::Tcp, interval, timeout: Duration::from_secs(1), fall, rise: 2, tls: None };
+        let task = tokio::spawn(run_check(server.clone(), 0, check, Arc::new(Connect(addr)), events.clone()));
         (server, events, task)
     }
 

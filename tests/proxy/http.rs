@@ -523,6 +523,57 @@ async fn send_proxy_protocol_puts_the_client_on_each_server_connection() {
     }
 }
 
+#[tokio::test]
+async fn health_checks_send_the_proxy_header_the_pool_sends() {
+    // A server that requires the v1 header: it answers only a connection
+    // that starts with one naming the connection's own addresses.
+    let checked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = checked.clone();
+    let addr = raw_server(move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let (peer, local) = (s.peer_addr().unwrap(), s.local_addr().unwrap());
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&got).to_string();
+            let expected = format!("PROXY TCP4 {} {} {} {}\r\n", peer.ip(), local.ip(), peer.port(), local.port());
+            let ok = text.starts_with(&expected) && text[expected.len()..].starts_with("GET /health HTTP/1.1\r\n");
+            seen.lock().unwrap().push(text);
+            let resp: &[u8] = if ok {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            } else {
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = s.write_all(resp).await;
+        }
+    })
+    .await;
+    let pool = format!(
+        "send_proxy_protocol = \"v1\"\n\
+         checks = [{{ path = \"/health\", interval = \"100ms\", timeout = \"1s\", fall = 1, rise = 1 }}]\n\
+         servers = [{{ addr = \"{addr}\" }}]"
+    );
+    let node = start_node(&config(&pool, "")).await;
+    let admin = node.admin.unwrap();
+    wait_until(Duration::from_secs(5), "three passed checks", || async {
+        let (_, _, body) = get(&client(), admin, "/api/v1/status").await;
+        let s: sysmanage_node::api::Status = serde_json::from_str(&body).unwrap();
+        s.pools[0].servers[0].checks_ok >= 3
+    })
+    .await;
+    let (_, _, body) = get(&client(), admin, "/api/v1/status").await;
+    let s: sysmanage_node::api::Status = serde_json::from_str(&body).unwrap();
+    assert_eq!((s.pools[0].servers[0].checks_failed, s.pools[0].servers[0].state.as_str()), (0, "up"));
+    assert!(checked.lock().unwrap().iter().all(|t| t.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 ")));
+    node.stop().await;
+}
+
 /// One HTTP/1.1 response read off a raw connection; bytes after it stay in
 /// `buf` for the next one.
 async fn next_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, head_request: bool) -> (String, Vec<u8>) {

@@ -9,11 +9,22 @@ use crate::config::raw::*;
 use crate::config::*;
 
 /// A pool's checks, at most 32.
-pub(super) fn validate_checks(cx: &mut Ctx, raw: &[RawCheck], cp: KeyPath) -> Vec<CheckConfig> {
+/// `pool_tls`: the pool has `tls`, which checks use unless they say
+/// `tls = false`.
+pub(super) fn validate_checks(cx: &mut Ctx, raw: &[RawCheck], cp: KeyPath, pool_tls: bool) -> Vec<CheckConfig> {
     if raw.len() > 32 {
         cx.err(cp.clone(), format!("at most 32 checks per pool, got {}", raw.len()));
     }
-    raw.iter().enumerate().map(|(j, rc)| validate_check(cx, rc, cp.index(j))).collect()
+    raw.iter()
+        .enumerate()
+        .map(|(j, rc)| {
+            let p = cp.index(j);
+            if rc.tls == Some(true) && !pool_tls {
+                cx.err(p.key("tls"), "the pool has no `tls` table to check with: add [pools.tls] or leave tls out");
+            }
+            validate_check(cx, rc, p)
+        })
+        .collect()
 }
 
 /// One check: how often, how long it may take, what it sends and expects,
@@ -44,6 +55,7 @@ fn validate_check(cx: &mut Ctx, rc: &RawCheck, p: KeyPath) -> CheckConfig {
         timeout,
         fall: cx.int(rc.fall, p.key("fall"), 1, 100, 3) as u32,
         rise: cx.int(rc.rise, p.key("rise"), 1, 100, 2) as u32,
+        tls: rc.tls,
     }
 }
 

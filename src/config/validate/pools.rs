@@ -56,7 +56,7 @@ fn validate_pool(cx: &mut Ctx, rp: &RawPool, p: KeyPath, names: &mut HashSet<Str
     let retry_on = retry_conditions(cx, rp.retry_on.as_deref(), &p);
     let servers = pool_servers(cx, rp, &p, &name);
     let [connect_timeout, read_timeout, send_timeout] = pool_timeouts(cx, rp, &p);
-    let checks = validate_checks(cx, &rp.checks, p.key("checks"));
+    let checks = validate_checks(cx, &rp.checks, p.key("checks"), rp.tls.is_some());
     let send_proxy_protocol = match rp.send_proxy_protocol.as_deref() {
         None => None,
         Some("v1") => Some(SendProxyProtocol::V1),

@@ -60,6 +60,34 @@ pub struct UpstreamTls {
     pub source: crate::config::UpstreamTlsConfig,
 }
 
+/// TLS settings for connections to `addr` of pool `p`. Settings that cannot
+/// be built (the CA file went missing after validation) make every
+/// connection fail with the reason, never fall back to plain text.
+pub fn upstream_tls(p: &crate::config::PoolConfig, addr: std::net::SocketAddr) -> Option<Result<UpstreamTls, String>> {
+    let t = p.tls.as_ref()?;
+    crate::tls::install_crypto_provider();
+    let opts = crate::tls::UpstreamTlsOptions {
+        ca_file: t.ca_file.clone(),
+        insecure_skip_verify: t.insecure_skip_verify,
+        alpn: vec![b"http/1.1".to_vec()],
+    };
+    let config = match crate::tls::upstream_config(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(pool = %p.name, "upstream TLS unusable, connections will fail: {e}");
+            return Some(Err(format!("upstream TLS unusable: {e}")));
+        }
+    };
+    let server_name = match &t.server_name {
+        Some(n) => match rustls_pki_types::ServerName::try_from(n.clone()) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(format!("bad server_name {n:?}: {e}"))),
+        },
+        None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    Some(Ok(UpstreamTls { config, server_name, source: t.clone() }))
+}
+
 /// The connections to one server.
 pub struct ServerPool {
     addr: SocketAddr,
@@ -118,6 +146,16 @@ impl ServerPool {
     /// A new connection; `client` and `local` (the client's address and the
     /// address it connected to) go into the PROXY header when one is sent.
     pub async fn connect(&self, client: SocketAddr, local: SocketAddr) -> Result<ServerIo, ConnectError> {
+        self.connect_for(Some((client, local))).await
+    }
+
+    /// A new connection made by the node itself (a health check): a PROXY
+    /// header carries the connection's own addresses, as HAProxy's checks do.
+    pub async fn connect_own(&self) -> Result<ServerIo, ConnectError> {
+        self.connect_for(None).await
+    }
+
+    async fn connect_for(&self, addrs: Option<(SocketAddr, SocketAddr)>) -> Result<ServerIo, ConnectError> {
         let mut stream =
             match tokio::time::timeout(self.opts.connect_timeout, tokio::net::TcpStream::connect(self.addr)).await {
                 Ok(r) => r?,
@@ -126,6 +164,10 @@ impl ServerPool {
         let _ = stream.set_nodelay(true);
         if let Some(version) = self.opts.proxy_protocol {
             use tokio::io::AsyncWriteExt;
+            let (client, local) = match addrs {
+                Some(a) => a,
+                None => (stream.local_addr()?, stream.peer_addr()?),
+            };
             let header = match version {
                 crate::config::SendProxyProtocol::V1 => crate::proxy_protocol::encode_v1(client, local),
                 crate::config::SendProxyProtocol::V2 => crate::proxy_protocol::encode_v2(client, local),

@@ -13,7 +13,7 @@ use http::{Response, StatusCode};
 use super::stats::RouteStats;
 use crate::config::{RateKey, RateKind};
 use crate::proxy::headers::SecurityHeaders;
-use crate::proxy::outbound::pool::{pool_options, PoolOptions, ServerPool, UpstreamTls};
+use crate::proxy::outbound::pool::{pool_options, upstream_tls, PoolOptions, ServerPool};
 use crate::proxy::outbound::response::{text_response, ProxyBody};
 use crate::ratelimit::{Decision, KeySource, Zone, ZoneConfig, ZoneKind};
 use crate::sessions::{AffinityKey, Sessions};
@@ -75,34 +75,6 @@ impl ProxyState {
             }
         }
     }
-}
-
-/// TLS settings for connections to `addr` of pool `p`. Settings that cannot
-/// be built (the CA file went missing after validation) make every
-/// connection fail with the reason, never fall back to plain text.
-fn upstream_tls(p: &crate::config::PoolConfig, addr: std::net::SocketAddr) -> Option<Result<UpstreamTls, String>> {
-    let t = p.tls.as_ref()?;
-    crate::tls::install_crypto_provider();
-    let opts = crate::tls::UpstreamTlsOptions {
-        ca_file: t.ca_file.clone(),
-        insecure_skip_verify: t.insecure_skip_verify,
-        alpn: vec![b"http/1.1".to_vec()],
-    };
-    let config = match crate::tls::upstream_config(&opts) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(pool = %p.name, "upstream TLS unusable, connections will fail: {e}");
-            return Some(Err(format!("upstream TLS unusable: {e}")));
-        }
-    };
-    let server_name = match &t.server_name {
-        Some(n) => match rustls_pki_types::ServerName::try_from(n.clone()) {
-            Ok(n) => n,
-            Err(e) => return Some(Err(format!("bad server_name {n:?}: {e}"))),
-        },
-        None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
-    };
-    Some(Ok(UpstreamTls { config, server_name, source: t.clone() }))
 }
 
 fn zone_config(c: &crate::config::RateLimitConfig) -> ZoneConfig {
