@@ -3,9 +3,9 @@
 //! one), with sticky sessions and one session, is asked each documented
 //! `GET`, and every field of the example must be in the answer and every
 //! field of the answer in the example, at every level. The same node's
-//! `/metrics` is held against the metrics reference: every family's label
-//! names, and the values of its enumerated labels, must be the ones its row
-//! gives.
+//! `/metrics` is held against the metric definitions and their reference:
+//! every family once, with its type and help text, and its label names and
+//! the values of its enumerated labels the ones its row gives.
 
 use std::time::Duration;
 
@@ -13,6 +13,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::Value;
+
+use sysmanage_node::admin::metric_families::FAMILIES;
 
 use crate::support::{self, Backend};
 
@@ -137,6 +139,22 @@ fn metric_rows_match(metrics: &str, wrong: &mut Vec<String>) {
     }
 }
 
+/// Every family of `metric_families::FAMILIES` is on `/metrics` once, in
+/// that order, with its type and help text, and no other.
+fn families_match(metrics: &str, wrong: &mut Vec<String>) {
+    let exported: Vec<(&str, &str)> =
+        metrics.lines().filter_map(|l| l.strip_prefix("# HELP ")?.split_once(' ')).collect();
+    let defined: Vec<(&str, &str)> = FAMILIES.iter().map(|f| (f.name, f.help)).collect();
+    if exported != defined {
+        wrong.push(format!("# HELP lines on /metrics: {exported:?}\nfamilies defined: {defined:?}"));
+    }
+    let types: Vec<(&str, &str)> = metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' ')).collect();
+    let defined: Vec<(&str, &str)> = FAMILIES.iter().map(|f| (f.name, f.kind.as_str())).collect();
+    if types != defined {
+        wrong.push(format!("# TYPE lines on /metrics: {types:?}\nfamilies defined: {defined:?}"));
+    }
+}
+
 #[test]
 fn shape_diff_finds_missing_and_extra_fields() {
     let doc: Value = serde_json::json!({"a": 1, "b": {"c": [{"d": 1}]}, "e": null, "f": {"…": "x"}});
@@ -195,6 +213,7 @@ async fn admin_api_examples_have_the_shape_of_real_answers() {
     let mut wrong = Vec::new();
     let (_, _, metrics) = support::get(&c, admin, "/metrics").await;
     metric_rows_match(&metrics, &mut wrong);
+    families_match(&metrics, &mut wrong);
     for (heading, path) in [
         ("### `GET /api/health/detailed`", "/api/health/detailed"),
         ("### `GET /api/health/websocket`", "/api/health/websocket"),
