@@ -414,7 +414,7 @@ fn metrics_reference_gives_the_histogram_buckets() {
 // ---------------------------------------------------------------- admin API
 
 /// `METHOD PATH` of every endpoint the admin router serves.
-fn admin_endpoints() -> Vec<String> {
+pub(crate) fn admin_endpoints() -> Vec<String> {
     let router = read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/admin/mod.rs"));
     let mut out = Vec::new();
     for line in router.lines().map(str::trim) {
