@@ -9,9 +9,10 @@
 //!   `reference_docs.rs`);
 //! - SIGNALS names the signals the node handles (`src/runtime.rs`), the
 //!   same ones as the book's signal table;
-//! - the settings RELOAD of sysmanage-node.toml(5) and the book's
-//!   "Signals, reload and shutdown" say need a restart are exactly those a
-//!   reload warns about (`src/control/diff.rs`);
+//! - the settings RELOAD of sysmanage-node.toml(5), the book's "Signals,
+//!   reload and shutdown" and the guide's "Configuration changes" say need
+//!   a restart are exactly those a reload warns about
+//!   (`src/control/diff.rs`);
 //! - every file FILES of either page names is in the book;
 //! - every configuration key either page's prose names is a key
 //!   (`config::KEYS`).
@@ -221,8 +222,11 @@ fn restart_only_settings_are_the_ones_a_reload_warns_about() {
     let man = key_mentions(&reload[reload.find("\n\n").map_or(0, |i| i + 2)..]);
     let book_page = read("docs/src/reference-requests.md");
     let book = key_mentions(paragraph(&book_page, "These need a restart"));
+    let guide_page = read("docs/src/operating.md");
+    let guide = key_mentions(paragraph(&guide_page, "Some keys are read only at start"));
     assert_eq!(man, code, "sysmanage-node.toml(5) RELOAD (second paragraph) against src/control/diff.rs");
     assert_eq!(book, code, "reference-requests.md (\"These need a restart\") against src/control/diff.rs");
+    assert_eq!(guide, code, "operating.md (\"Some keys are read only at start\") against src/control/diff.rs");
 }
 
 #[test]
