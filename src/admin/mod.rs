@@ -6,6 +6,7 @@
 //! Reads the snapshot and counters; writes only through [`Control`]. Never
 //! on the request path.
 
+pub mod metric_families;
 pub mod page;
 pub mod prometheus;
 pub mod sampler;

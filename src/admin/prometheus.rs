@@ -1,11 +1,14 @@
 //! `GET /metrics`: the Prometheus text exposition format (version 0.0.4),
-//! written by hand from the counters; names come from [`crate::metrics`].
+//! written by hand from the counters; each family's name, type, help text
+//! (and the label of one-label families) come from
+//! [`super::metric_families`].
 
 use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::metric_families::{self as f, Family};
 use crate::metrics::{self as m, Histogram, BUCKETS_US, COUNTERS};
 use crate::state::{Pool, Server, Snapshot};
 
@@ -68,29 +71,24 @@ impl CpuMeter {
 }
 
 /// The two comment lines that open a family: what it counts and its type.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+fn header(out: &mut String, family: &Family) {
+    let Family { name, kind, help, .. } = family;
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "# TYPE {name} {}", kind.as_str());
 }
-
-/// A family's name, type and help text.
-type Family<'a> = (&'a str, &'a str, &'a str);
 
 /// A family of one sample without labels: `name value`.
-fn single(out: &mut String, (name, kind, help): Family, value: impl Display) {
-    header(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+fn single(out: &mut String, family: &Family, value: impl Display) {
+    header(out, family);
+    let _ = writeln!(out, "{} {value}", family.name);
 }
 
-/// A family whose samples are told apart by one label:
+/// A family whose samples are told apart by its one label:
 /// `name{label="key"} value` for each (key, value).
-fn labeled<K: Display, V: Display>(
-    out: &mut String,
-    (name, kind, help): Family,
-    label: &str,
-    samples: impl IntoIterator<Item = (K, V)>,
-) {
-    header(out, name, kind, help);
+fn labeled<K: Display, V: Display>(out: &mut String, family: &Family, samples: impl IntoIterator<Item = (K, V)>) {
+    debug_assert_eq!(family.labels.len(), 1, "{}", family.name);
+    header(out, family);
+    let (name, label) = (family.name, family.labels[0].name);
     for (key, value) in samples {
         let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {value}");
     }
@@ -147,72 +145,41 @@ pub fn render(
 /// malformed ones and malformed answers), this process's CPU and memory,
 /// and the health checks' results.
 fn render_traffic(out: &mut String, proxy: &crate::proxy::ProxyState, cpu_percent: f64) {
-    single(out, (m::ACTIVE_CONNECTIONS, "gauge", "Client connections open now."), load(&COUNTERS.active_connections));
-    single(out, (m::WEBSOCKET_TUNNELS, "gauge", "WebSocket tunnels open now."), load(&COUNTERS.websocket_tunnels));
-    header(out, m::REQUEST_DURATION, "histogram", "Time from request head to response head.");
+    single(out, &f::ACTIVE_CONNECTIONS, load(&COUNTERS.active_connections));
+    single(out, &f::WEBSOCKET_TUNNELS, load(&COUNTERS.websocket_tunnels));
+    header(out, &f::REQUEST_DURATION);
     histogram(out, m::REQUEST_DURATION, "", &COUNTERS.request_duration);
-    header(out, m::REQUESTS_TOTAL, "counter", "Requests by method and endpoint (route name).");
+    header(out, &f::REQUESTS_TOTAL);
     for (route, method, count) in proxy.route_stats.read() {
         let _ = writeln!(out, "{}{{method=\"{method}\",endpoint=\"{}\"}} {count}", m::REQUESTS_TOTAL, esc(&route));
     }
-    let cpu_help = "CPU use of this process in percent of one core since the previous scrape.";
-    single(out, (m::CPU_USAGE, "gauge", cpu_help), format!("{cpu_percent:.2}"));
-    let memory = resident_memory_bytes().unwrap_or(0);
-    single(out, (m::MEMORY_USAGE, "gauge", "Resident memory of this process in bytes."), memory);
-    single(out, (m::RETRIES_TOTAL, "counter", "Requests sent again to another server."), load(&COUNTERS.retries));
-    labeled(
-        out,
-        (m::MALFORMED_TOTAL, "counter", "Requests refused as malformed (400, 431), by reason."),
-        "reason",
-        m::MALFORMED_REQUEST_REASONS.iter().zip(COUNTERS.malformed.iter().map(load)),
-    );
-    labeled(
-        out,
-        (
-            m::MALFORMED_RESPONSES,
-            "counter",
-            "Servers' answers refused (502) or whose connection was not reused, by reason.",
-        ),
-        "reason",
-        m::MALFORMED_RESPONSE_REASONS.iter().zip(COUNTERS.malformed_responses.iter().map(load)),
-    );
-    labeled(
-        out,
-        (m::HEALTH_CHECKS, "counter", "Active health checks by result."),
-        "result",
-        [("success", load(&COUNTERS.checks_ok)), ("failure", load(&COUNTERS.checks_failed))],
-    );
+    single(out, &f::CPU_USAGE, format!("{cpu_percent:.2}"));
+    single(out, &f::MEMORY_USAGE, resident_memory_bytes().unwrap_or(0));
+    single(out, &f::RETRIES_TOTAL, load(&COUNTERS.retries));
+    let malformed = m::MALFORMED_REQUEST_REASONS.iter().zip(COUNTERS.malformed.iter().map(load));
+    labeled(out, &f::MALFORMED_TOTAL, malformed);
+    let malformed = m::MALFORMED_RESPONSE_REASONS.iter().zip(COUNTERS.malformed_responses.iter().map(load));
+    labeled(out, &f::MALFORMED_RESPONSES, malformed);
+    let checks = [("success", load(&COUNTERS.checks_ok)), ("failure", load(&COUNTERS.checks_failed))];
+    labeled(out, &f::HEALTH_CHECKS, checks);
 }
 
 /// TLS handshakes, requests refused by rate limits, bytes through tunnels
 /// and sticky-session lookups.
 fn render_features(out: &mut String, proxy: &crate::proxy::ProxyState) {
-    header(out, m::TLS_HANDSHAKE, "histogram", "Time to complete a TLS handshake with a client.");
+    header(out, &f::TLS_HANDSHAKE);
     histogram(out, m::TLS_HANDSHAKE, "", &COUNTERS.tls_handshake);
-    let failures = load(&COUNTERS.tls_handshake_failures);
-    single(out, (m::TLS_HANDSHAKE_FAILURES, "counter", "TLS handshakes that failed or timed out."), failures);
-    labeled(
-        out,
-        (m::RATELIMITED, "counter", "Requests refused by a rate-limit zone."),
-        "zone",
-        proxy.zones.iter().flatten().map(|z| (esc(&z.config.name), z.zone.stats().rejected)),
-    );
-    labeled(
-        out,
-        (m::TUNNEL_BYTES, "counter", "Bytes through WebSocket tunnels, by direction."),
-        "direction",
-        [("up", load(&COUNTERS.tunnel_bytes_up)), ("down", load(&COUNTERS.tunnel_bytes_down))],
-    );
-    labeled(
-        out,
-        (m::AFFINITY, "counter", "Sticky-session lookups: hit, miss (new key) or reassigned."),
-        "result",
-        [
-            ("hit", load(&COUNTERS.affinity_hits)),
-            ("miss", load(&COUNTERS.affinity_misses)),
-            ("reassigned", load(&COUNTERS.affinity_reassigned)),
-        ],
-    );
+    single(out, &f::TLS_HANDSHAKE_FAILURES, load(&COUNTERS.tls_handshake_failures));
+    let zones = proxy.zones.iter().flatten().map(|z| (esc(&z.config.name), z.zone.stats().rejected));
+    labeled(out, &f::RATELIMITED, zones);
+    let bytes = [("up", load(&COUNTERS.tunnel_bytes_up)), ("down", load(&COUNTERS.tunnel_bytes_down))];
+    labeled(out, &f::TUNNEL_BYTES, bytes);
+    let lookups = [
+        ("hit", load(&COUNTERS.affinity_hits)),
+        ("miss", load(&COUNTERS.affinity_misses)),
+        ("reassigned", load(&COUNTERS.affinity_reassigned)),
+    ];
+    labeled(out, &f::AFFINITY, lookups);
 }
 
 /// `pool="...",server="..."`: the labels of a server's samples.
@@ -223,7 +190,7 @@ fn server_labels(p: &Pool, s: &Server) -> String {
 /// Live sticky sessions per server of each pool with affinity (the family
 /// is empty without a session table).
 fn render_sessions(out: &mut String, snap: &Snapshot, sessions: Option<&crate::sessions::Sessions>) {
-    header(out, m::SESSIONS, "gauge", "Live sticky sessions per server.");
+    header(out, &f::SESSIONS);
     let Some(sessions) = sessions else { return };
     for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
         let counts = sessions.table.counts_per_server(&p.cfg.name);
@@ -236,16 +203,11 @@ fn render_sessions(out: &mut String, snap: &Snapshot, sessions: Option<&crate::s
 
 /// A family with one sample per server of every pool: `value` of the pool
 /// and the server's index in it.
-fn per_server<V: Display>(
-    out: &mut String,
-    (name, kind, help): Family,
-    snap: &Snapshot,
-    value: impl Fn(&Pool, usize) -> V,
-) {
-    header(out, name, kind, help);
+fn per_server<V: Display>(out: &mut String, family: &Family, snap: &Snapshot, value: impl Fn(&Pool, usize) -> V) {
+    header(out, family);
     for p in &snap.pools {
         for (i, s) in p.servers.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{{}}} {}", server_labels(p, s), value(p, i));
+            let _ = writeln!(out, "{}{{{}}} {}", family.name, server_labels(p, s), value(p, i));
         }
     }
 }
@@ -254,11 +216,9 @@ fn per_server<V: Display>(
 /// response class, response time and health transitions.
 fn render_servers(out: &mut String, snap: &Snapshot) {
     let now = crate::clock::now_ms();
-    let up = (m::BACKEND_UP, "gauge", "1 if the server can take new requests, else 0.");
-    per_server(out, up, snap, |p, i| u8::from(p.available(i, now)));
-    let active = (m::BACKEND_ACTIVE, "gauge", "Requests in flight to the server.");
-    per_server(out, active, snap, |p, i| p.servers[i].state.in_flight.load(Ordering::Relaxed));
-    header(out, m::BACKEND_REQUESTS, "counter", "Attempts sent to the server by response class (error: no response).");
+    per_server(out, &f::BACKEND_UP, snap, |p, i| u8::from(p.available(i, now)));
+    per_server(out, &f::BACKEND_ACTIVE, snap, |p, i| p.servers[i].state.in_flight.load(Ordering::Relaxed));
+    header(out, &f::BACKEND_REQUESTS);
     for p in &snap.pools {
         for s in &p.servers {
             for (i, c) in s.state.stats.responses.iter().enumerate() {
@@ -267,14 +227,13 @@ fn render_servers(out: &mut String, snap: &Snapshot) {
             }
         }
     }
-    header(out, m::BACKEND_RESPONSE, "histogram", "Time from sending a request to the server's response head.");
+    header(out, &f::BACKEND_RESPONSE);
     for p in &snap.pools {
         for s in &p.servers {
             histogram(out, m::BACKEND_RESPONSE, &server_labels(p, s), &s.state.stats.response_time);
         }
     }
-    let changes = (m::STATE_CHANGES, "counter", "Health transitions of the server.");
-    per_server(out, changes, snap, |p, i| p.servers[i].state.stats.state_changes.load(Ordering::Relaxed));
+    per_server(out, &f::STATE_CHANGES, snap, |p, i| p.servers[i].state.stats.state_changes.load(Ordering::Relaxed));
 }
 
 /// The busy poller's counters (`node.busy_poll`): turns (zero-timeout polls),
@@ -283,12 +242,7 @@ fn render_servers(out: &mut String, snap: &Snapshot) {
 /// shows a busy core: it was polling.
 pub fn render_busy_poll(out: &mut String, poller: &crate::busy_poll::Poller) {
     let (turns, sleeps) = poller.stats();
-    labeled(
-        out,
-        (m::BUSY_POLL, "counter", "Busy-poller events: turn (a zero-timeout poll), sleep, wait (coalescing)."),
-        "event",
-        [("turn", turns), ("sleep", sleeps), ("wait", poller.waits())],
-    );
+    labeled(out, &f::BUSY_POLL, [("turn", turns), ("sleep", sleeps), ("wait", poller.waits())]);
 }
 
 /// The cluster families. A standalone node (`None`) is a cluster of one:
@@ -302,34 +256,22 @@ pub fn render_cluster(out: &mut String, cluster: Option<(&crate::api::ClusterSta
         Some(c) => (state, c.members.iter().filter(|m| m.state == state).count()),
         None => (state, usize::from(state == "live")),
     });
-    labeled(out, (m::CLUSTER_NODES, "gauge", "Cluster members by state, this node included."), "state", members);
-    let syncing = u8::from(c.is_some_and(|c| c.syncing));
-    single(out, (m::CLUSTER_SYNCING, "gauge", "1 while the session table is being fetched from a peer."), syncing);
-    let help = "Size of this node's gossip state (keys, values, versions).";
-    single(out, (m::CLUSTER_STATE_BYTES, "gauge", help), c.map_or(0, |c| c.state_bytes));
-    let datagrams = [("sent", t.datagrams_sent), ("received", t.datagrams_received)];
-    labeled(out, (m::CLUSTER_DATAGRAMS, "counter", "Gossip datagrams sent and received."), "direction", datagrams);
-    let bytes = [("sent", t.bytes_sent), ("received", t.bytes_received)];
-    labeled(out, (m::CLUSTER_BYTES, "counter", "Gossip bytes (sealed) sent and received."), "direction", bytes);
+    labeled(out, &f::CLUSTER_NODES, members);
+    single(out, &f::CLUSTER_SYNCING, u8::from(c.is_some_and(|c| c.syncing)));
+    single(out, &f::CLUSTER_STATE_BYTES, c.map_or(0, |c| c.state_bytes));
+    labeled(out, &f::CLUSTER_DATAGRAMS, [("sent", t.datagrams_sent), ("received", t.datagrams_received)]);
+    labeled(out, &f::CLUSTER_BYTES, [("sent", t.bytes_sent), ("received", t.bytes_received)]);
     render_cluster_dropped(out, &t);
-    labeled(
-        out,
-        (
-            m::CLUSTER_SESSIONS,
-            "counter",
-            "Session records from peers that were applied, and records not gossiped (queue full).",
-        ),
-        "result",
-        [("merged", load(&COUNTERS.sessions_merged)), ("not_gossiped", load(&COUNTERS.sessions_not_gossiped))],
-    );
+    let sessions =
+        [("merged", load(&COUNTERS.sessions_merged)), ("not_gossiped", load(&COUNTERS.sessions_not_gossiped))];
+    labeled(out, &f::CLUSTER_SESSIONS, sessions);
 }
 
 /// Gossip datagrams dropped on receipt, one sample per reason.
 fn render_cluster_dropped(out: &mut String, t: &crate::cluster::TransportStats) {
     labeled(
         out,
-        (m::CLUSTER_DROPPED, "counter", "Gossip datagrams dropped on receipt, by reason."),
-        "reason",
+        &f::CLUSTER_DROPPED,
         [
             ("too_short", t.too_short),
             ("too_long", t.too_long),

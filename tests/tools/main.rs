@@ -13,6 +13,7 @@ mod config_keys;
 mod demo;
 mod init;
 mod man_pages;
+mod man_prose;
 mod packaging;
 mod readme;
 mod reference_docs;

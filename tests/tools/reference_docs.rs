@@ -6,8 +6,10 @@
 //!   every key is in exactly one of them;
 //! - the help of every command in `reference-cli.md` is generated from the
 //!   clap definitions;
-//! - every metric family of `src/metrics.rs` has exactly one row in
-//!   `reference-metrics.md`, with the type `/metrics` gives it;
+//! - the table of `reference-metrics.md` is generated from
+//!   `admin::metric_families::FAMILIES` (which `/metrics` is written from),
+//!   every metric name of `src/metrics.rs` has exactly one family there,
+//!   and so exactly one row, with its type;
 //! - every admin endpoint routed in `src/admin/mod.rs` has exactly one row
 //!   in `reference-admin-api.md`, and only those.
 //!
@@ -23,6 +25,7 @@
 use std::collections::BTreeMap;
 
 use clap::CommandFactory;
+use sysmanage_node::admin::metric_families::{Family, FAMILIES};
 use sysmanage_node::config::{Key, KEYS};
 
 const BOOK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src");
@@ -298,36 +301,82 @@ fn cli_reference_has_every_command_and_option() {
 
 // ---------------------------------------------------------------- metrics
 
-/// `name → type` of every metric family: names from `src/metrics.rs`, types
-/// from the family definitions in `src/admin/prometheus.rs`.
-fn metric_families() -> BTreeMap<String, String> {
+/// Names of every metric family of `src/metrics.rs` (the `sysmanage_*`
+/// constants).
+fn metric_names() -> Vec<String> {
     let metrics = read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs"));
-    let render = read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/admin/prometheus.rs"));
-    let mut out = BTreeMap::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix("pub const ") else { continue };
-        let Some((constant, value)) = rest.split_once(": &str = \"") else { continue };
-        let name = value.trim_end_matches("\";");
-        if !name.starts_with("sysmanage_") {
-            continue;
-        }
-        // `m::CONSTANT, "kind"` in a family tuple or a `header(...)` call
-        // (rustfmt may break the line after the comma).
-        let needle = format!("m::{constant},");
-        let kind = render
-            .match_indices(&needle)
-            .find_map(|(i, _)| render[i + needle.len()..].trim_start().strip_prefix('"')?.split('"').next())
-            .unwrap_or_else(|| panic!("{constant} is not rendered with a type in src/admin/prometheus.rs"));
-        out.insert(name.to_string(), kind.to_string());
+    let names: Vec<String> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub const ")?.split_once(": &str = \"")?.1.strip_suffix("\";"))
+        .filter(|name| name.starts_with("sysmanage_"))
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() >= 20, "read the metric names from src/metrics.rs: {names:?}");
+    names
+}
+
+#[test]
+fn every_metric_name_has_one_family_definition() {
+    let mut defined: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in FAMILIES {
+        *defined.entry(f.name).or_default() += 1;
     }
-    assert!(out.len() >= 20, "read the metric names from src/metrics.rs: {out:?}");
-    out
+    let mut wrong = Vec::new();
+    for name in metric_names() {
+        match defined.remove(name.as_str()) {
+            Some(1) => {}
+            Some(n) => wrong.push(format!("{name}: {n} families")),
+            None => wrong.push(format!("{name}: no family in src/admin/metric_families.rs")),
+        }
+    }
+    wrong.extend(defined.into_keys().map(|k| format!("{k}: a family, not a name of src/metrics.rs")));
+    assert!(wrong.is_empty(), "src/admin/metric_families.rs: {wrong:?}");
+}
+
+/// The labels cell of a family's row: `` `name` (values) `` for each label.
+fn labels_cell(f: &Family) -> String {
+    if f.labels.is_empty() {
+        return "—".to_string();
+    }
+    let labels: Vec<String> = f
+        .labels
+        .iter()
+        .map(|l| if l.values.is_empty() { format!("`{}`", l.name) } else { format!("`{}` ({})", l.name, l.values) })
+        .collect();
+    labels.join(", ")
+}
+
+fn metrics_table() -> String {
+    let mut s = String::from("| name | type | labels | meaning |\n|---|---|---|---|\n");
+    for f in FAMILIES {
+        let meaning = if f.note.is_empty() { f.help.to_string() } else { format!("{} {}", f.help, f.note) };
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            f.name,
+            f.kind.as_str(),
+            cell(&labels_cell(f)),
+            cell(&meaning)
+        ));
+    }
+    s
+}
+
+fn metrics_page() -> String {
+    let path = format!("{BOOK}/reference-metrics.md");
+    fill_markers(&read(&path), &MARKDOWN, |what| {
+        assert_eq!(what, "metric families", "unknown marker in {path}");
+        metrics_table()
+    })
+}
+
+#[test]
+fn metrics_reference_matches_the_families() {
+    check_or_update(&format!("{BOOK}/reference-metrics.md"), &metrics_page());
 }
 
 #[test]
 fn every_metric_is_in_the_reference_once_with_its_type() {
-    let page = read(&format!("{BOOK}/reference-metrics.md"));
-    let families = metric_families();
+    let page = metrics_page();
     let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in page.lines() {
         let Some(rest) = line.strip_prefix("| `sysmanage_") else { continue };
@@ -336,8 +385,9 @@ fn every_metric_is_in_the_reference_once_with_its_type() {
         rows.entry(name).or_default().push(cells.next().unwrap_or_default().to_string());
     }
     let mut wrong = Vec::new();
-    for (name, kind) in &families {
-        match rows.remove(name).as_deref() {
+    for name in metric_names() {
+        let kind = FAMILIES.iter().find(|f| f.name == name).map_or("?", |f| f.kind.as_str());
+        match rows.remove(&name).as_deref() {
             Some([k]) if k == kind => {}
             Some([k]) => wrong.push(format!("{name}: type {k}, /metrics says {kind}")),
             Some(more) => wrong.push(format!("{name}: {} rows", more.len())),
@@ -348,10 +398,23 @@ fn every_metric_is_in_the_reference_once_with_its_type() {
     assert!(wrong.is_empty(), "reference-metrics.md: {wrong:?}");
 }
 
+/// The page's sentence on histogram buckets gives `metrics::BUCKETS_US`.
+#[test]
+fn metrics_reference_gives_the_histogram_buckets() {
+    let buckets: Vec<String> = sysmanage_node::metrics::BUCKETS_US
+        .iter()
+        .map(|&us| if us >= 1_000_000 { format!("{} s", us as f64 / 1e6) } else { format!("{} ms", us as f64 / 1e3) })
+        .collect();
+    let (last, rest) = buckets.split_last().unwrap();
+    let sentence = format!("{} and {last}", rest.join(", "));
+    let page = read(&format!("{BOOK}/reference-metrics.md")).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(page.contains(&sentence), "reference-metrics.md should give the histogram buckets as: {sentence}");
+}
+
 // ---------------------------------------------------------------- admin API
 
 /// `METHOD PATH` of every endpoint the admin router serves.
-fn admin_endpoints() -> Vec<String> {
+pub(crate) fn admin_endpoints() -> Vec<String> {
     let router = read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/admin/mod.rs"));
     let mut out = Vec::new();
     for line in router.lines().map(str::trim) {
