@@ -60,6 +60,11 @@ pub const CLUSTER_DROPPED: &str = "sysmanage_cluster_datagrams_dropped_total";
 pub const CLUSTER_BYTES: &str = "sysmanage_cluster_gossip_bytes_total";
 pub const CLUSTER_SESSIONS: &str = "sysmanage_cluster_sessions_total";
 pub const CLUSTER_STATE_BYTES: &str = "sysmanage_cluster_state_bytes";
+pub const ACCEPT_ERRORS: &str = "sysmanage_accept_errors_total";
+pub const STORE_PENDING: &str = "sysmanage_session_store_pending";
+pub const STORE_WRITE_ERRORS: &str = "sysmanage_session_store_write_errors_total";
+/// The `reason` labels of [`ACCEPT_ERRORS`], by index of `Counters::accept_errors`.
+pub const ACCEPT_ERROR_REASONS: [&str; 3] = ["descriptors", "memory", "other"];
 
 /// Process-wide data-path counters.
 #[derive(Debug)]
@@ -97,6 +102,8 @@ pub struct Counters {
     pub sessions_not_gossiped: AtomicU64,
     /// Session records from peers (gossip or catch-up) that won over the one held.
     pub sessions_merged: AtomicU64,
+    /// Failed `accept` calls on the listeners, by reason ([`ACCEPT_ERROR_REASONS`]).
+    pub accept_errors: [AtomicU64; ACCEPT_ERROR_REASONS.len()],
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -124,6 +131,7 @@ pub static COUNTERS: Counters = Counters {
     affinity_reassigned: ZERO,
     sessions_not_gossiped: ZERO,
     sessions_merged: ZERO,
+    accept_errors: [ZERO; ACCEPT_ERROR_REASONS.len()],
 };
 
 pub fn count_response(status: u16) {

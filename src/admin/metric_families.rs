@@ -145,6 +145,19 @@ pub const HEALTH_CHECKS: Family = Family {
     help: "Active health checks by result.",
     note: "",
 };
+pub const ACCEPT_ERRORS: Family = Family {
+    name: m::ACCEPT_ERRORS,
+    kind: Kind::Counter,
+    labels: &[Label {
+        name: "reason",
+        values: "`descriptors`: out of file descriptors (`EMFILE`, `ENFILE`); `memory`: out of socket memory \
+                 (`ENOBUFS`, `ENOMEM`); `other`",
+    }],
+    help: "Failed accepts of client connections, by reason.",
+    note: "On `descriptors` or `memory` the listeners back off (10 ms doubling to 1 s) while clients wait in the \
+           kernel's queue, log once per 10 s, and resume by themselves. A connection that the client closed \
+           before it was accepted is not counted.",
+};
 pub const TLS_HANDSHAKE: Family = Family {
     name: m::TLS_HANDSHAKE,
     kind: Kind::Histogram,
@@ -200,6 +213,20 @@ pub const SESSIONS: Family = Family {
     labels: POOL_SERVER,
     help: "Live sticky sessions per server.",
     note: "Pools with `affinity` only.",
+};
+pub const STORE_PENDING: Family = Family {
+    name: m::STORE_PENDING,
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Session records waiting in memory because the session store cannot be written.",
+    note: "Written as soon as the file can be (tried every 2 s). Pools with `affinity` only.",
+};
+pub const STORE_WRITE_ERRORS: Family = Family {
+    name: m::STORE_WRITE_ERRORS,
+    kind: Kind::Counter,
+    labels: &[],
+    help: "Failed commits (or reopenings) of the session store.",
+    note: "A full disk or a read-only filesystem; the records are kept and retried. Pools with `affinity` only.",
 };
 pub const BACKEND_UP: Family = Family {
     name: m::BACKEND_UP,
@@ -306,6 +333,7 @@ pub const FAMILIES: &[&Family] = &[
     &MALFORMED_TOTAL,
     &MALFORMED_RESPONSES,
     &HEALTH_CHECKS,
+    &ACCEPT_ERRORS,
     &TLS_HANDSHAKE,
     &TLS_HANDSHAKE_FAILURES,
     &RATELIMITED,
@@ -313,6 +341,8 @@ pub const FAMILIES: &[&Family] = &[
     &AFFINITY,
     &BUSY_POLL,
     &SESSIONS,
+    &STORE_PENDING,
+    &STORE_WRITE_ERRORS,
     &BACKEND_UP,
     &BACKEND_ACTIVE,
     &BACKEND_REQUESTS,

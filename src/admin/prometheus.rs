@@ -162,6 +162,7 @@ fn render_traffic(out: &mut String, proxy: &crate::proxy::ProxyState, cpu_percen
     labeled(out, &f::MALFORMED_RESPONSES, malformed);
     let checks = [("success", load(&COUNTERS.checks_ok)), ("failure", load(&COUNTERS.checks_failed))];
     labeled(out, &f::HEALTH_CHECKS, checks);
+    labeled(out, &f::ACCEPT_ERRORS, m::ACCEPT_ERROR_REASONS.iter().zip(COUNTERS.accept_errors.iter().map(load)));
 }
 
 /// TLS handshakes, requests refused by rate limits, bytes through tunnels
@@ -187,17 +188,28 @@ fn server_labels(p: &Pool, s: &Server) -> String {
     format!("pool=\"{}\",server=\"{}\"", esc(&p.cfg.name), esc(&s.name))
 }
 
-/// Live sticky sessions per server of each pool with affinity (the family
-/// is empty without a session table).
+/// Live sticky sessions per server of each pool with affinity, and the
+/// session store's waiting records and failed writes (the families are
+/// empty without a session table).
 fn render_sessions(out: &mut String, snap: &Snapshot, sessions: Option<&crate::sessions::Sessions>) {
     header(out, &f::SESSIONS);
-    let Some(sessions) = sessions else { return };
-    for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
-        let counts = sessions.table.counts_per_server(&p.cfg.name);
-        for s in &p.servers {
-            let n = counts.get(&s.name).copied().unwrap_or(0);
-            let _ = writeln!(out, "{}{{{}}} {n}", m::SESSIONS, server_labels(p, s));
+    if let Some(sessions) = sessions {
+        for p in snap.pools.iter().filter(|p| p.cfg.affinity.is_some()) {
+            let counts = sessions.table.counts_per_server(&p.cfg.name);
+            for s in &p.servers {
+                let n = counts.get(&s.name).copied().unwrap_or(0);
+                let _ = writeln!(out, "{}{{{}}} {n}", m::SESSIONS, server_labels(p, s));
+            }
         }
+    }
+    let store = sessions.map(|s| s.store.stats());
+    header(out, &f::STORE_PENDING);
+    if let Some(st) = store {
+        let _ = writeln!(out, "{} {}", m::STORE_PENDING, st.pending);
+    }
+    header(out, &f::STORE_WRITE_ERRORS);
+    if let Some(st) = store {
+        let _ = writeln!(out, "{} {}", m::STORE_WRITE_ERRORS, st.commit_errors);
     }
 }
 

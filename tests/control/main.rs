@@ -7,5 +7,6 @@ mod support;
 mod admin;
 mod balancing;
 mod ratelimit;
+mod resources;
 mod sessions;
 mod stats_page;

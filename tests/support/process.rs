@@ -61,6 +61,20 @@ impl Spawn {
         Spawn::new(&[OsStr::new("run"), OsStr::new("-c"), config.as_os_str()]).env("RUST_LOG", "info")
     }
 
+    /// [`Spawn::run`] with at most `open_files` file descriptors (`ulimit
+    /// -n`, set by `sh`, which then execs the binary: the PID is the node's).
+    pub fn run_with_open_files(config: &Path, open_files: u32) -> Spawn {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+            .arg(open_files.to_string())
+            .arg(BIN)
+            .args(["run", "-c"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .env("RUST_LOG", "info");
+        Spawn { cmd, read: Reads::Stderr }
+    }
+
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Spawn {
         self.cmd.env(key, value);
         self

@@ -188,6 +188,7 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 }
 
 async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
+    let mut trouble = AcceptTrouble::default();
     loop {
         // Wait for room before accepting: excess clients queue in the
         // kernel's backlog instead of being accepted and starved.
@@ -195,12 +196,14 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
         let (stream, peer) = match l.socket.accept().await {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(listener = %l.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(pause) = trouble.failed(&l.name, &e) {
+                    drop(permit);
+                    tokio::time::sleep(pause).await;
+                }
                 continue;
             }
         };
+        trouble.accepted(&l.name);
         if *ctx.shutdown.borrow() {
             return;
         }
@@ -213,6 +216,112 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
         let open = OpenOn::new(&runtime.stats);
         let activity = Arc::new(ConnActivity::holding(Box::new((permit, ctx.drain.clone(), open))));
         tokio::spawn(connection(stream, peer, runtime, activity, ctx));
+    }
+}
+
+/// Why `accept` failed, as far as what to do next goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptFailure {
+    /// The connection died in the queue (the client gave up): take the next.
+    Gone,
+    /// Out of file descriptors (`EMFILE`, `ENFILE`).
+    Descriptors,
+    /// Out of socket memory (`ENOBUFS`, `ENOMEM`).
+    Memory,
+    Other,
+}
+
+impl AcceptFailure {
+    fn of(e: &std::io::Error) -> AcceptFailure {
+        // Linux errno values.
+        const ENOMEM: i32 = 12;
+        const ENFILE: i32 = 23;
+        const EMFILE: i32 = 24;
+        const ENOBUFS: i32 = 105;
+        const ECONNABORTED: i32 = 103;
+        const EPROTO: i32 = 71;
+        const ECONNRESET: i32 = 104;
+        const ETIMEDOUT: i32 = 110;
+        const EPERM: i32 = 1;
+        match e.raw_os_error() {
+            Some(EMFILE | ENFILE) => AcceptFailure::Descriptors,
+            Some(ENOBUFS | ENOMEM) => AcceptFailure::Memory,
+            Some(ECONNABORTED | EPROTO | ECONNRESET | ETIMEDOUT | EPERM) => AcceptFailure::Gone,
+            _ => AcceptFailure::Other,
+        }
+    }
+
+    /// Its index in `COUNTERS.accept_errors` (`metrics::ACCEPT_ERROR_REASONS`).
+    fn reason(self) -> Option<usize> {
+        match self {
+            AcceptFailure::Gone => None,
+            AcceptFailure::Descriptors => Some(0),
+            AcceptFailure::Memory => Some(1),
+            AcceptFailure::Other => Some(2),
+        }
+    }
+}
+
+/// A listener's run of failed accepts: how long to pause, what was logged.
+/// Out of descriptors, accepting again at once would fail again at once
+/// (the waiting connection stays in the kernel's queue), so the loop
+/// pauses, 10 ms doubling to 1 s, logs once per 10 s with the count, and
+/// resumes by itself when descriptors are free again (connections that end
+/// give theirs back).
+#[derive(Debug, Default)]
+struct AcceptTrouble {
+    pause: Option<Duration>,
+    /// Failures since the last log line, and when that was.
+    unlogged: u64,
+    logged: Option<tokio::time::Instant>,
+    /// Failures of this run.
+    total: u64,
+}
+
+const ACCEPT_PAUSE_FIRST: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptTrouble {
+    /// Counts and logs a failure; how long to pause before the next accept.
+    fn failed(&mut self, listener: &str, e: &std::io::Error) -> Option<Duration> {
+        let kind = AcceptFailure::of(e);
+        let Some(reason) = kind.reason() else {
+            tracing::debug!(listener, error = %e, "a connection closed before it was accepted");
+            return None;
+        };
+        crate::metrics::COUNTERS.accept_errors[reason].fetch_add(1, Ordering::Relaxed);
+        self.total += 1;
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self.logged.is_none_or(|at| now.duration_since(at) >= ACCEPT_LOG_EVERY) {
+            let hint = match kind {
+                AcceptFailure::Descriptors => {
+                    "out of file descriptors: raise the limit (LimitNOFILE in the systemd unit, ulimit -n) or lower limits.max_connections below it"
+                }
+                AcceptFailure::Memory => "out of socket memory",
+                _ => "unexpected error",
+            };
+            tracing::error!(
+                listener,
+                error = %e,
+                failures = self.unlogged,
+                "accept failed: {hint}; new connections wait in the kernel's queue, retrying with a pause of up to 1s"
+            );
+            self.unlogged = 0;
+            self.logged = Some(now);
+        }
+        let pause = self.pause.map_or(ACCEPT_PAUSE_FIRST, |p| (p * 2).min(ACCEPT_PAUSE_MAX));
+        self.pause = Some(pause);
+        Some(pause)
+    }
+
+    /// A connection was accepted: ends a run of failures, and says so.
+    fn accepted(&mut self, listener: &str) {
+        if self.total > 0 {
+            tracing::info!(listener, failures = self.total, "accepting connections again");
+            *self = AcceptTrouble::default();
+        }
     }
 }
 
@@ -517,4 +626,40 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
+}
+
+#[cfg(test)]
+mod accept_tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_are_told_apart_by_errno() {
+        let e = std::io::Error::from_raw_os_error;
+        assert_eq!(AcceptFailure::of(&e(24)), AcceptFailure::Descriptors);
+        assert_eq!(AcceptFailure::of(&e(23)), AcceptFailure::Descriptors);
+        assert_eq!(AcceptFailure::of(&e(105)), AcceptFailure::Memory);
+        assert_eq!(AcceptFailure::of(&e(103)), AcceptFailure::Gone);
+        assert_eq!(AcceptFailure::of(&e(22)), AcceptFailure::Other);
+        assert_eq!(AcceptFailure::of(&std::io::Error::other("x")), AcceptFailure::Other);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pauses_double_to_a_second_and_reset_once_a_connection_is_accepted() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        let before = crate::metrics::COUNTERS.accept_errors[0].load(Ordering::Relaxed);
+        let mut t = AcceptTrouble::default();
+        let pauses: Vec<u64> = (0..10).map(|_| t.failed("l", &emfile).unwrap().as_millis() as u64).collect();
+        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+        assert!(crate::metrics::COUNTERS.accept_errors[0].load(Ordering::Relaxed) >= before + 10);
+        // Logged once for the ten (the next line is due 10 s later).
+        assert_eq!(t.unlogged, 9);
+        tokio::time::advance(ACCEPT_LOG_EVERY).await;
+        t.failed("l", &emfile);
+        assert_eq!(t.unlogged, 0);
+        // A client that gave up in the queue: no pause, not counted.
+        assert_eq!(t.failed("l", &std::io::Error::from_raw_os_error(103)), None);
+        assert_eq!(t.total, 11);
+        t.accepted("l");
+        assert_eq!(t.failed("l", &emfile), Some(ACCEPT_PAUSE_FIRST));
+    }
 }
