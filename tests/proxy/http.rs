@@ -348,22 +348,6 @@ async fn websocket_upgrade_is_tunnelled_and_closed_without_answer_when_no_server
     node.stop().await;
 }
 
-/// A raw TCP "server" whose behaviour per connection is `handle`.
-async fn raw_server<F, Fut>(handle: F) -> std::net::SocketAddr
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(handle(s));
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn a_server_that_stops_reading_hits_send_timeout() {
     // Reads the request head, then never reads again.
