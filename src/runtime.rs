@@ -93,7 +93,7 @@ impl Node {
             None => None,
         };
         let admin = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-        let opts = ServeOptions { limits: cfg.limits.clone() };
+        let opts = ServeOptions { limits: cfg.limits.clone(), ready: None };
         for (name, addr) in &listeners {
             tracing::info!(listener = %name, %addr, "listening");
         }
@@ -120,6 +120,7 @@ impl Node {
         }
         let (shutdown, rx) = watch::channel(false);
         let admin_task = admin_listener.map(|l| tokio::spawn(admin::serve(l, control.clone(), rx.clone())));
+        let opts = ServeOptions { ready: control.cluster().map(|rt| rt.view.serving.subscribe()), ..opts };
         let task = tokio::spawn(proxy::serve(bound, control.shared.clone(), opts, rx));
         Ok(Node { listeners, admin, control, shutdown, task, admin_task })
     }

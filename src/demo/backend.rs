@@ -52,7 +52,17 @@ impl SampleBackend {
     /// Binds `127.0.0.1:0` and serves until `shutdown` turns true (open
     /// WebSockets end then too).
     pub async fn start(name: &str, shutdown: watch::Receiver<bool>) -> std::io::Result<SampleBackend> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0)), shutdown).await
+    }
+
+    /// [`SampleBackend::start`] on `addr` (the soak restarts a backend on
+    /// the address it had).
+    pub async fn start_on(
+        name: &str,
+        addr: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<SampleBackend> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(BackendStats::default());
         let me = Arc::new(Me { name: name.to_string(), stats: stats.clone(), shutdown: shutdown.clone() });

@@ -533,6 +533,23 @@ async fn agents_and_api_pools_name_the_same_active_server_on_every_node_through_
     b1.set_health(200);
     c.kill9();
     c.start(None).await;
+    // Its very first answers come from s2: it accepts no connection before
+    // it knows the cluster's choice (alone, it would have chosen s1).
+    let http = c.http;
+    let first: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn(async move {
+                let client = support::client();
+                let agents = support::get(&client, http, "/").await;
+                let api = support::get(&client, http, "/api/v1/hosts").await;
+                (agents.0.as_u16(), agents.2, api.0.as_u16(), api.2)
+            })
+        })
+        .collect();
+    for f in first {
+        assert_eq!(f.await.unwrap(), (200, "s2".to_string(), 200, "s2".to_string()), "C's first requests");
+    }
+    assert!(c.log().contains("the cluster's state is known: accepting connections"), "{}", c.log());
     all_live(&[&a, &b, &c], 3).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for p in [&a, &b, &c] {

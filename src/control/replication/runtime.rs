@@ -73,6 +73,8 @@ impl ClusterRuntime {
         let store_lost = control.sessions().is_some_and(|s| s.moved_aside().is_some());
         let first_sync = !seeds.is_empty() || store_lost;
         view.syncing.store(first_sync, Ordering::Relaxed);
+        // A node with no one to sync from routes at once.
+        view.serving.send_replace(!first_sync);
         let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
         let api_addr = cluster.gossip_addr();
         let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, stop });
@@ -177,6 +179,7 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut published = Published::default();
     let mut batch = Vec::with_capacity(outbox::BATCH);
+    let started = tokio::time::Instant::now();
     catchups.borrow_and_update();
     loop {
         tokio::select! {
@@ -190,6 +193,7 @@ async fn run(
                 }
                 if dirty {
                     reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
+                    serve_when_known(&rt.view, &control, started);
                 }
             }
             n = outbox.next_batch(&mut batch) => {
@@ -202,6 +206,7 @@ async fn run(
             _ = tick.tick() => {
                 let (Some(rt), Some(control)) = (rt.upgrade(), control.upgrade()) else { return };
                 reconcile(&rt.cluster, &rt.view, &control, &mut published).await;
+                serve_when_known(&rt.view, &control, started);
             }
             changed = catchups.changed() => {
                 if changed.is_err() {
@@ -212,6 +217,34 @@ async fn run(
             }
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The longest a starting node waits to learn the cluster's state before it
+/// routes with what it has (its first catch-up waits 15 s for a peer).
+pub const SERVING_WAIT: Duration = Duration::from_secs(20);
+
+/// Marks the node serving once its first catch-up is over and every live
+/// peer's active server for each `primary` pool group is known (applied by
+/// the reconcile that ran just before), or once [`SERVING_WAIT`] has passed.
+fn serve_when_known(view: &ClusterView, control: &Control, started: tokio::time::Instant) {
+    if *view.serving.borrow() {
+        return;
+    }
+    let snap = control.snapshot();
+    let peers = view.live_peers().len();
+    let known = !view.syncing.load(Ordering::Relaxed)
+        && crate::control::primary::groups(&snap)
+            .iter()
+            .all(|g| view.primary_choices(&snap.pools[g[0]].cfg.name) >= peers);
+    let waited = started.elapsed() >= SERVING_WAIT;
+    if known || waited {
+        if waited && !known {
+            tracing::warn!("the cluster's state is not known after {SERVING_WAIT:?}: routing with what this node has");
+        } else {
+            tracing::info!(peers, "the cluster's state is known: accepting connections");
+        }
+        view.serving.send_replace(true);
     }
 }
 

@@ -36,6 +36,13 @@ pub struct ClusterView {
     /// A catch-up is due or running.
     pub syncing: AtomicBool,
     sync: Mutex<SyncStatus>,
+    /// True once this node knows enough of the cluster to route: its first
+    /// catch-up is over and every live peer's choice of active server for
+    /// `primary` pools is known (or the wait for them ended). The
+    /// listeners accept no connection before (clients wait in the kernel's
+    /// queue), so a node that restarts never routes an agent on its own
+    /// guesses. Set by the replication task.
+    pub serving: tokio::sync::watch::Sender<bool>,
 }
 
 impl ClusterView {
@@ -57,6 +64,11 @@ impl ClusterView {
     /// Records why the last catch-up failed; the last success stays.
     pub(super) fn set_sync_error(&self, error: String) {
         self.sync.lock().unwrap_or_else(PoisonError::into_inner).error = Some(error);
+    }
+
+    /// How many live peers have published an active server for `pool`.
+    pub fn primary_choices(&self, pool: &str) -> usize {
+        self.peers().values().filter(|p| p.primary.contains_key(pool)).count()
     }
 
     /// Live peers, by id.

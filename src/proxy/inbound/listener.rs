@@ -44,6 +44,10 @@ use crate::tls::{CertSource, CertStore, ServerTlsOptions};
 #[derive(Clone)]
 pub struct ServeOptions {
     pub limits: Limits,
+    /// In a cluster: turns true when the node knows the cluster's state;
+    /// the listeners accept nothing before (connections wait in the
+    /// kernel's queue). `None`: accept at once.
+    pub ready: Option<watch::Receiver<bool>>,
 }
 
 /// A bound listener and what it does with each connection. Built at start;
@@ -128,6 +132,7 @@ pub async fn serve(
         drain: drain_tx,
         shutdown: shutdown.clone(),
         closing: Arc::new(Closing::default()),
+        ready: opts.ready.clone(),
     });
     let mut tasks = Vec::new();
     for l in listeners {
@@ -162,6 +167,7 @@ struct AcceptContext {
     shutdown: watch::Receiver<bool>,
     /// Shutdown for HTTP/1.1 connections (one waker each, no future).
     closing: Arc<Closing>,
+    ready: Option<watch::Receiver<bool>>,
 }
 
 /// hyper's HTTP/1.1 server settings. `writev(false)`: the response head and
@@ -188,6 +194,14 @@ fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 }
 
 async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
+    if let Some(mut ready) = ctx.ready.clone() {
+        // Bounded by the replication task, which sets it after at most
+        // `SERVING_WAIT`; a dropped sender (no cluster any more) lets go too.
+        if !*ready.borrow() {
+            tracing::info!(listener = %l.name, "waiting to learn the cluster's state before accepting connections");
+            let _ = ready.wait_for(|r| *r).await;
+        }
+    }
     let mut trouble = AcceptTrouble::default();
     loop {
         // Wait for room before accepting: excess clients queue in the
