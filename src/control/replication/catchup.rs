@@ -143,7 +143,10 @@ pub(super) async fn first_sync(view: Weak<ClusterView>, token: Arc<str>, control
         let (Some(view), Some(control)) = (view.upgrade(), control.upgrade()) else { return };
         if !view.live_peers().is_empty() {
             match sync_from_peers(&view, &token, &control, false).await {
-                Ok(_) => return,
+                Ok(_) => {
+                    view.first_sync_pending.store(false, Ordering::Relaxed);
+                    return;
+                }
                 Err(e) => tracing::warn!("session catch-up failed, retrying: {e}"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -154,6 +157,7 @@ pub(super) async fn first_sync(view: Weak<ClusterView>, token: Arc<str>, control
             tracing::warn!("{error}");
             view.set_sync_error(error);
             view.syncing.store(false, Ordering::Relaxed);
+            view.first_sync_pending.store(false, Ordering::Relaxed);
             return;
         }
     }
@@ -167,7 +171,10 @@ pub(super) fn refetch_all(view: &Arc<ClusterView>, token: &Arc<str>, control: &A
     let (view, token, control) = (Arc::downgrade(view), token.clone(), Arc::downgrade(control));
     tokio::spawn(async move {
         if let (Some(view), Some(control)) = (view.upgrade(), control.upgrade()) {
-            if sync_from_peers(&view, &token, &control, true).await.is_err() {
+            // A failure leaves a starting node's first catch-up due.
+            if sync_from_peers(&view, &token, &control, true).await.is_err()
+                && !view.first_sync_pending.load(Ordering::Relaxed)
+            {
                 view.syncing.store(false, Ordering::Relaxed);
             }
         }

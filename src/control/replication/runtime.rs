@@ -73,6 +73,7 @@ impl ClusterRuntime {
         let store_lost = control.sessions().is_some_and(|s| s.moved_aside().is_some());
         let first_sync = !seeds.is_empty() || store_lost;
         view.syncing.store(first_sync, Ordering::Relaxed);
+        view.first_sync_pending.store(first_sync, Ordering::Relaxed);
         // A node with no one to sync from routes at once.
         view.serving.send_replace(!first_sync);
         let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
@@ -233,7 +234,7 @@ fn serve_when_known(view: &ClusterView, control: &Control, started: tokio::time:
     }
     let snap = control.snapshot();
     let peers = view.live_peers().len();
-    let known = !view.syncing.load(Ordering::Relaxed)
+    let known = !view.first_sync_pending.load(Ordering::Relaxed)
         && crate::control::primary::groups(&snap)
             .iter()
             .all(|g| view.primary_choices(&snap.pools[g[0]].cfg.name) >= peers);
@@ -252,4 +253,53 @@ fn serve_when_known(view: &ClusterView, control: &Control, started: tokio::time:
 /// what this node derives from peers needs a recompute.
 async fn peer_change(control: &Control, change: ClusterChange) -> bool {
     matches!(control.execute(Command::Peer(change)).await, Ok(Done::Peer { reconcile: true }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the soak: chitchat asks for a catch-up as gossip starts,
+    /// before any peer is live; that catch-up fails, and it used to end
+    /// the starting node's first catch-up, so the node routed at once on
+    /// its own guesses.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_catch_up_does_not_end_a_starting_nodes_wait_for_the_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cluster.key");
+        std::fs::write(&secret, "3f1c9a7be2d54f08a6c1e9b27d3f5a8c0b4e6d2f1a9c8b7e5d3c2b1a0f9e8d7c\n").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let toml = format!(
+            "[node]\nname = \"lonely\"\ndata_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [cluster]\nlisten = \"127.0.0.1:0\"\nseeds = [\"127.0.0.1:9\"]\nsecret_file = \"{}\"\n\
+             [[listeners]]\nname = \"http\"\nbind = \"127.0.0.1:0\"\n\
+             [[pools]]\nname = \"p\"\nbalance = \"primary\"\nservers = [{{ addr = \"127.0.0.1:9\" }}]\n\
+             [[routes]]\nname = \"all\"\npath_prefix = \"/\"\npool = \"p\"\n",
+            dir.path().join("data").display(),
+            secret.display()
+        );
+        let cfg = crate::config::parse_str(&toml, "node.toml", dir.path()).unwrap();
+        let node = crate::runtime::Node::start(cfg).await.unwrap();
+        let rt = node.control.cluster().unwrap();
+        let pending = |rt: &ClusterRuntime| {
+            (
+                rt.view.syncing.load(Ordering::Relaxed),
+                rt.view.first_sync_pending.load(Ordering::Relaxed),
+                *rt.view.serving.borrow(),
+            )
+        };
+        assert_eq!(pending(&rt), (true, true, false), "(syncing, first sync pending, serving)");
+        // Gossip asks for a catch-up while no peer is live: it fails at once.
+        catchup::refetch_all(&rt.view, &rt.token, &node.control);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(pending(&rt), (true, true, false), "still waiting for the cluster");
+        // And the listener accepts nothing yet: a request gets no answer.
+        let mut s = tokio::net::TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let read =
+            tokio::time::timeout(Duration::from_millis(300), tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await;
+        assert!(read.is_err(), "answered before the node knew the cluster: {read:?}");
+        node.stop().await;
+    }
 }

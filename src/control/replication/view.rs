@@ -35,6 +35,10 @@ pub struct ClusterView {
     peers: Mutex<BTreeMap<MemberId, PeerState>>,
     /// A catch-up is due or running.
     pub syncing: AtomicBool,
+    /// The first catch-up of a starting node has not ended yet (a catch-up
+    /// gossip asks for meanwhile may fail for want of live peers without
+    /// ending it).
+    pub first_sync_pending: AtomicBool,
     sync: Mutex<SyncStatus>,
     /// True once this node knows enough of the cluster to route: its first
     /// catch-up is over and every live peer's choice of active server for
