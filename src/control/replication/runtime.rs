@@ -288,11 +288,11 @@ mod tests {
                 *rt.view.serving.borrow(),
             )
         };
-        assert_eq!(pending(&rt), (true, true, false), "(syncing, first sync pending, serving)");
+        assert_eq!(pending(rt), (true, true, false), "(syncing, first sync pending, serving)");
         // Gossip asks for a catch-up while no peer is live: it fails at once.
         catchup::refetch_all(&rt.view, &rt.token, &node.control);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(pending(&rt), (true, true, false), "still waiting for the cluster");
+        assert_eq!(pending(rt), (true, true, false), "still waiting for the cluster");
         // And the listener accepts nothing yet: a request gets no answer.
         let mut s = tokio::net::TcpStream::connect(node.addr("http").unwrap()).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
