@@ -339,9 +339,10 @@ async fn ramp_ticker(control: Weak<Control>) {
                 s.state.refresh_weight(now);
             }
         }
-        if control.cluster().is_none() {
+        if snap.config.cluster.is_none() {
             // A standalone node is its own majority (the cluster task does
-            // this in a cluster).
+            // this in a cluster, once it has heard its peers: a choice made
+            // here before would count as a vote of its own).
             primary::update(&snap, None, &control.events);
         }
     }

@@ -67,7 +67,11 @@ pub fn update(snap: &Snapshot, view: Option<&ClusterView>, events: &EventLog) ->
                 PrimaryVotes { backup: lead.servers[i].backup, up: up + usize::from(local), voters: reported + 1 }
             })
             .collect();
+        // A node that does not serve yet (it is learning the cluster's
+        // state) has no choice of its own to defend: it takes the peers'.
+        let learning = view.is_some_and(|v| !*v.serving.borrow());
         let current = lead.servers.iter().position(|s| s.state.active_primary.load(Ordering::Relaxed));
+        let current = if learning { None } else { current };
         let tally = view.map(|v| peer_choices(v, &pools)).unwrap_or_default();
         // Most votes; ties go to the earlier server in the list.
         let preferred = tally.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(&i, _)| i);

@@ -531,7 +531,15 @@ async fn agents_and_api_pools_name_the_same_active_server_on_every_node_through_
 
     // s1 recovers (no failback), and C restarts: it adopts s2 for both pools.
     b1.set_health(200);
+    // C comes back while B is down, so that it hears A only: A's one vote
+    // for s2 must win over the s1 that C, alone, would pick (a tie of one
+    // against one kept C's own choice before).
+    b.kill9();
     c.kill9();
+    wait_until(Duration::from_secs(15), "A marks n8 dead", || async {
+        a.members().await.get("n8").is_some_and(|s| s == "dead")
+    })
+    .await;
     c.start(None).await;
     // Its very first answers come from s2: it accepts no connection before
     // it knows the cluster's choice (alone, it would have chosen s1).
@@ -549,7 +557,8 @@ async fn agents_and_api_pools_name_the_same_active_server_on_every_node_through_
     for f in first {
         assert_eq!(f.await.unwrap(), (200, "s2".to_string(), 200, "s2".to_string()), "C's first requests");
     }
-    assert!(c.log().contains("the cluster's state is known: accepting connections"), "{}", c.log());
+    assert!(c.log().contains("the cluster's state is known: accepting connections peers=1"), "{}", c.log());
+    b.start(None).await;
     all_live(&[&a, &b, &c], 3).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     for p in [&a, &b, &c] {

@@ -8,7 +8,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
-use support::process::{Spawn, READY};
+use support::process::Spawn;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,14 +36,7 @@ async fn out_of_file_descriptors_the_listener_backs_off_and_recovers_by_itself()
     let cfg = dir.path().join("node.toml");
     let limits = "[limits]\nheader_timeout = \"60s\"\nkeepalive_timeout = \"60s\"";
     std::fs::write(&cfg, config(&servers(&[(&b, "")]), limits)).unwrap();
-    let cfg2 = cfg.clone();
-    let node = tokio::task::spawn_blocking(move || {
-        let node = Spawn::run_with_open_files(&cfg2, 48).spawn();
-        node.wait_line("that it started", READY, |l| l.contains("sysmanage-node started"));
-        node
-    })
-    .await
-    .unwrap();
+    let node = Spawn::run_with_open_files(&cfg, 48).started().await;
     let (addr, admin) = (node.listener_addr(), node.admin_addr());
 
     // Connections that are served and kept open, until one is not

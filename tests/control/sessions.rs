@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
-use support::process::{Spawn, READY};
+use support::process::Spawn;
 use support::ws::*;
 use support::*;
 use sysmanage_node::runtime::Node;
@@ -424,14 +424,7 @@ async fn the_binary_serves_through_a_corrupt_store_and_keeps_the_damaged_file() 
     std::fs::write(&file, &garbage).unwrap();
     let cfg = data.path().join("node.toml");
     std::fs::write(&cfg, agents_config(data.path(), &pool, "", "")).unwrap();
-    let cfg2 = cfg.clone();
-    let node = tokio::task::spawn_blocking(move || {
-        let node = Spawn::run(&cfg2).spawn();
-        node.wait_line("that it started", READY, |l| l.contains("sysmanage-node started"));
-        node
-    })
-    .await
-    .unwrap();
+    let node = Spawn::run(&cfg).started().await;
     let (addr, admin) = (node.listener_addr(), node.admin_addr());
 
     // It serves, with stickiness, on a fresh store.
@@ -540,14 +533,7 @@ async fn the_binary_refuses_a_locked_store_with_a_clear_message_printed_once() {
 
     // Released with it: a binary starts on that data_dir, and now holds it
     // against a second binary.
-    let cfg2 = cfg.clone();
-    let first = tokio::task::spawn_blocking(move || {
-        let node = Spawn::run(&cfg2).spawn();
-        node.wait_line("that it started", READY, |l| l.contains("sysmanage-node started"));
-        node
-    })
-    .await
-    .unwrap();
+    let first = Spawn::run(&cfg).started().await;
     let err = run_refused(&cfg).await;
     drop(first);
     assert_eq!(err.matches(&locked).count(), 1, "{err}");

@@ -93,6 +93,18 @@ impl Spawn {
         self
     }
 
+    /// [`Spawn::spawn`], then waits (off the async runtime) until it
+    /// logs "sysmanage-node started".
+    pub async fn started(self) -> Process {
+        tokio::task::spawn_blocking(move || {
+            let node = self.spawn();
+            node.wait_line("that it started", READY, |l| l.contains("sysmanage-node started"));
+            node
+        })
+        .await
+        .expect("the waiting task")
+    }
+
     pub fn spawn(mut self) -> Process {
         match self.read {
             Reads::Stderr => self.cmd.stdout(Stdio::null()).stderr(Stdio::piped()),
