@@ -30,10 +30,19 @@ mkdir -p "$out"
 cargo build --release --quiet --bin sysmanage-node --example soak
 status=0
 target/release/examples/soak --bin target/release/sysmanage-node "${args[@]}" || status=$?
-if python3 -c 'import matplotlib' 2>/dev/null; then
-    python3 bench/soak_plot.py "$out"
+# The first Python that has matplotlib (Debian's python3-matplotlib is for
+# /usr/bin/python3, which another python3 on PATH may hide).
+plotter=""
+for py in python3 /usr/bin/python3; do
+    if command -v "$py" >/dev/null && "$py" -c 'import matplotlib' 2>/dev/null; then
+        plotter=$py
+        break
+    fi
+done
+if [ -n "$plotter" ]; then
+    "$plotter" bench/soak_plot.py "$out"
 else
-    echo "soak.sh: no plots (python3 with matplotlib is not installed)"
+    echo "soak.sh: no plots (no python3 with matplotlib: apt-get install python3-matplotlib)"
 fi
 echo "soak.sh: report in $out/report.md (exit $status)"
 exit $status

@@ -126,7 +126,10 @@ async fn backend(name: &str, addr: std::net::SocketAddr) -> ExitCode {
 async fn run(args: Args) -> bool {
     sysmanage_node::tls::install_crypto_provider();
     fastrand::seed(args.seed);
-    let lab_dir = args.out.join("lab");
+    // Absolute: the nodes' configs name files by path, relative to themselves.
+    let _ = std::fs::create_dir_all(&args.out);
+    let out = std::fs::canonicalize(&args.out).unwrap_or_else(|_| args.out.clone());
+    let lab_dir = out.join("lab");
     let _ = std::fs::remove_dir_all(&lab_dir);
     let lab = Arc::new(Lab::new(&lab_dir, &args.bin));
     let world = Arc::new(World::new(lab.nodes.len(), lab.backends.len()));
@@ -211,8 +214,7 @@ async fn run(args: Args) -> bool {
     // Samples taken while the agents were closing their tunnels measure
     // the stop, not the run (a sample's reads take up to a second or two
     // after its time).
-    let samples: Vec<_> =
-        sampler.await.unwrap_or_default().into_iter().filter(|s| s.t + 2.5 < stopped_s).collect();
+    let samples: Vec<_> = sampler.await.unwrap_or_default().into_iter().filter(|s| s.t + 2.5 < stopped_s).collect();
     // Let the last records reach every node.
     tokio::time::sleep(Duration::from_secs(10)).await;
 
