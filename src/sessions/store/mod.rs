@@ -286,7 +286,8 @@ impl Store {
             capacity: opts.queue_capacity,
             counters: counters.clone(),
         };
-        let writer = Writer::new(slot.clone(), open, path.clone(), rx, opts, counters);
+        let writer =
+            Writer { slot: slot.clone(), open, path: path.clone(), rx, opts, counters, pending: Default::default() };
         let writer =
             std::thread::Builder::new().name("sessions-store".into()).spawn(move || writer.run()).map_err(|e| {
                 StoreError::Open { path: path.clone(), detail: format!("cannot start the writer thread: {e}") }

@@ -22,16 +22,16 @@ use redb::{Database, Durability, ReadableTable};
 use super::{io_error, Counters, Op, Opener, Slot, StoreError, StoreOptions, EXPIRY, MAX_PENDING, SESSIONS};
 use crate::sessions::record::SessionRecord;
 
-/// The writer thread's state.
+/// The writer thread's state. The open database is the one in `slot`
+/// (shared with [`super::Store::load_all`]), empty after a failure.
 pub(super) struct Writer {
-    db: Option<Arc<Database>>,
-    slot: Slot,
-    open: Opener,
-    path: PathBuf,
-    rx: Receiver<Op>,
-    opts: StoreOptions,
-    counters: Arc<Counters>,
-    pending: Pending,
+    pub(super) slot: Slot,
+    pub(super) open: Opener,
+    pub(super) path: PathBuf,
+    pub(super) rx: Receiver<Op>,
+    pub(super) opts: StoreOptions,
+    pub(super) counters: Arc<Counters>,
+    pub(super) pending: Pending,
 }
 
 /// One group commit's worth of work.
@@ -44,7 +44,7 @@ struct Batch {
 
 /// Writes that failed, waiting for the file: the newest record per key.
 #[derive(Default)]
-struct Pending {
+pub(super) struct Pending {
     records: HashMap<(String, String), SessionRecord>,
     sweep_at: Option<u64>,
 }
@@ -77,18 +77,6 @@ impl Pending {
 }
 
 impl Writer {
-    pub(super) fn new(
-        slot: Slot,
-        open: Opener,
-        path: PathBuf,
-        rx: Receiver<Op>,
-        opts: StoreOptions,
-        counters: Arc<Counters>,
-    ) -> Writer {
-        let db = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Writer { db, slot, open, path, rx, opts, counters, pending: Pending::default() }
-    }
-
     pub(super) fn run(mut self) {
         let mut batch = Batch::default();
         loop {
@@ -195,7 +183,6 @@ impl Writer {
             Err(e) => {
                 // redb refuses every write after an I/O error until the
                 // database is reopened.
-                self.db = None;
                 *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 let e = io_error(&self.path, "commit", e);
                 Err(self.failed(e, puts, sweep_at))
@@ -205,12 +192,12 @@ impl Writer {
 
     /// The open database, reopening it after a failure.
     fn database(&mut self) -> Result<Arc<Database>, StoreError> {
-        if let Some(db) = &self.db {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
         let db = Arc::new((self.open)()?);
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(db.clone());
-        self.db = Some(db.clone());
+        *slot = Some(db.clone());
         Ok(db)
     }
 
