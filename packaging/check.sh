@@ -76,6 +76,46 @@ if command -v systemd-analyze >/dev/null; then
         fail "systemd-analyze verify reports problems"
     fi
 fi
+# An in-place upgrade through the package: a node runs from version N
+# (as root, on loopback ports, the config edited for them), an agent's
+# tunnel and a keep-alive client are open through it, and `dpkg -i` of
+# version N+1 (the same binary repackaged with a higher version) upgrades
+# it in place from the postinst; the connections survive.
+step "in-place upgrade: dpkg -i version N+1 under open connections"
+version=$(dpkg-deb -f "$deb" Version)
+rm -rf target/debian/upgrade
+cargo deb --no-build --no-strip --deb-version "${version}+upgradetest1" -o target/debian/upgrade/ >/dev/null
+new_deb=$(ls target/debian/upgrade/*.deb)
+sed -i 's/^bind = "0.0.0.0:80"/bind = "127.0.0.1:18180"/; s/127.0.0.1:8080/127.0.0.1:18181/g; s/127.0.0.1:9100/127.0.0.1:19190/' \
+    /etc/sysmanage-node/node.toml
+/usr/bin/sysmanage-node run -c /etc/sysmanage-node/node.toml >target/pkg-upgrade-node.log 2>&1 &
+first_pid=$!
+for _ in $(seq 50); do
+    [ -f /var/lib/sysmanage-node/sysmanage-node.pid ] && break
+    sleep 0.2
+done
+pids=$(python3 packaging/upgrade_check.py "$new_deb" 18180 18181) || {
+    tail -n 40 target/pkg-upgrade-node.log
+    kill "$first_pid" 2>/dev/null || true
+    fail "in-place upgrade through the package"
+}
+echo "$pids"
+[ "$(dpkg-query -W -f '${Version}' sysmanage-node)" = "${version}+upgradetest1" ] || fail "version N+1 is not installed"
+read -r _ old_pid new_pid <<<"$pids"
+[ "$old_pid" = "$first_pid" ] || fail "the PID file named $old_pid, not the started node $first_pid"
+kill -TERM "$new_pid" "$old_pid"
+for _ in $(seq 100); do
+    kill -0 "$new_pid" 2>/dev/null || kill -0 "$old_pid" 2>/dev/null || break
+    sleep 0.2
+done
+! kill -0 "$new_pid" 2>/dev/null || fail "the upgraded node $new_pid did not stop on SIGTERM"
+! kill -0 "$old_pid" 2>/dev/null || fail "the retiring node $old_pid did not stop on SIGTERM"
+wait "$first_pid" 2>/dev/null || true
+grep -q "upgrade: the new process serves; this one retires" target/pkg-upgrade-node.log || fail "no retire line in the log"
+# The node ran as root: its files go, the package's config comes back.
+rm -f /var/lib/sysmanage-node/sessions.redb /var/lib/sysmanage-node/upgrade.status
+cp packaging/node.toml /etc/sysmanage-node/node.toml
+
 # The service user can read what init writes (it runs as that user).
 step "init --force as root, check-config as the service user"
 sysmanage-node init --force >/dev/null

@@ -20,6 +20,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Ctl { admin, token_file, json, action } => {
             block_on(crate::ctl::run_ctl(&admin, token_file.as_deref(), json, action))
         }
+        Command::Upgrade { config, timeout } => {
+            crate::upgrade::request(config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG_PATH)), timeout)
+        }
         Command::Init { dir, force } => init(dir.as_deref(), force),
         Command::Cert { action: CertAction::SelfSigned { hosts, out } } => {
             match crate::tls::write_self_signed(&hosts, &out) {

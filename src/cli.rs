@@ -90,6 +90,28 @@ pub enum Command {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Upgrade a running node in place to the binary now installed.
+    ///
+    /// Sends SIGUSR2 to the node named by data_dir's PID file and waits for
+    /// the outcome. The node starts the binary at the path it was started
+    /// from, with the same arguments, and hands it its listening sockets,
+    /// session store and cluster place; once the new process accepts, the
+    /// old one stops accepting, finishes its requests, keeps its WebSocket
+    /// tunnels up to limits.upgrade_drain_timeout, then closes the rest
+    /// spread over limits.shed_over, and exits. No connection is refused.
+    /// If the new process cannot start (a config it rejects, say), it exits
+    /// and the old one keeps serving. Exit status: 0 the new process
+    /// serves, 1 the upgrade failed (the node serves as before), 3 no
+    /// running node was found.
+    Upgrade {
+        /// The running node's config file (for data_dir); default
+        /// /etc/sysmanage-node/node.toml.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How long to wait for the new process to serve.
+        #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Write a config, cluster secret, admin token and certificate.
     ///
     /// Writes node.toml (every key documented inline), admin.token and

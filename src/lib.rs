@@ -55,3 +55,4 @@ pub mod sessions;
 pub mod state;
 pub mod tls;
 pub mod tui;
+pub mod upgrade;

@@ -165,6 +165,16 @@ impl Cluster {
     ) -> Result<Cluster, ClusterError> {
         let socket =
             StdUdpSocket::bind(config.listen).map_err(|source| ClusterError::Bind { addr: config.listen, source })?;
+        Self::start_on(config, transport, socket).await
+    }
+
+    /// Starts gossip on a socket already bound (an in-place upgrade hands
+    /// the old process's socket over).
+    pub async fn start_on(
+        config: ClusterConfig,
+        transport: SecureTransport,
+        socket: StdUdpSocket,
+    ) -> Result<Cluster, ClusterError> {
         let bound = socket.local_addr().map_err(|source| ClusterError::Bind { addr: config.listen, source })?;
         let advertise = match config.advertise {
             Some(a) => a,
@@ -334,7 +344,7 @@ impl Cluster {
             m.last_heard = watched.heard.get(&key).map(|(_, at)| now.duration_since(*at));
         }
         members.sort_by(|a, b| a.id.cmp(&b.id));
-        members
+        without_superseded(members)
     }
 
     /// Typed changes of the other nodes: first the current state (as
@@ -366,6 +376,23 @@ impl Cluster {
         info!(node = %self.inner.self_id.node_id, "gossip stopping");
         handle.shutdown().await.map_err(|e| ClusterError::Shutdown(format!("{e:#}")))
     }
+}
+
+/// Drops the generations of a node that a newer live generation of the
+/// same name replaced (a restart, an in-place upgrade): the node is not
+/// dead, it came back. Chitchat forgets the old one after its grace period.
+fn without_superseded(members: Vec<Member>) -> Vec<Member> {
+    let newest_live: HashMap<&str, u64> =
+        members.iter().filter(|m| m.state == MemberState::Live).fold(HashMap::new(), |mut acc, m| {
+            let g = acc.entry(&*m.id.name).or_insert(0);
+            *g = (*g).max(m.id.generation);
+            acc
+        });
+    let keep: Vec<bool> = members
+        .iter()
+        .map(|m| m.state == MemberState::Live || newest_live.get(&*m.id.name).is_none_or(|g| *g < m.id.generation))
+        .collect();
+    members.into_iter().zip(keep).filter_map(|(m, k)| k.then_some(m)).collect()
 }
 
 fn note_heartbeats(heard: &mut HashMap<ChitchatId, (u64, Instant)>, beats: Vec<(ChitchatId, u64)>, now: Instant) {
@@ -482,5 +509,43 @@ impl futures_util::Stream for ClusterChangeStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClusterChange>> {
         self.rx.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod superseded_tests {
+    use super::*;
+
+    fn member(name: &str, generation: u64, state: MemberState) -> Member {
+        Member {
+            id: MemberId { name: name.into(), generation, gossip_addr: "127.0.0.1:7946".parse().unwrap() },
+            state,
+            is_self: false,
+            heartbeat: 1,
+            last_heard: None,
+            version: None,
+            admin_addr: None,
+        }
+    }
+
+    #[test]
+    fn an_older_generation_replaced_by_a_live_one_is_not_listed() {
+        let members = vec![
+            member("a", 1, MemberState::Dead),
+            member("a", 2, MemberState::Live),
+            member("b", 5, MemberState::Dead),
+            member("c", 3, MemberState::Live),
+            member("c", 4, MemberState::Joining),
+            member("d", 7, MemberState::Live),
+            member("d", 6, MemberState::Live),
+        ];
+        let kept: Vec<(String, u64)> =
+            without_superseded(members).into_iter().map(|m| (m.id.name, m.id.generation)).collect();
+        // a@1 came back as a@2; b is really dead; c@4 is newer than the live
+        // c@3 (kept: it may be the one coming up); both live d are listed.
+        assert_eq!(
+            kept,
+            vec![("a".into(), 2), ("b".into(), 5), ("c".into(), 3), ("c".into(), 4), ("d".into(), 7), ("d".into(), 6)]
+        );
     }
 }

@@ -140,12 +140,13 @@ impl Control {
         self: &Arc<Self>,
         extra_seeds: Vec<String>,
         admin: Option<std::net::SocketAddr>,
+        inherited: &mut crate::upgrade::Inherited,
     ) -> anyhow::Result<Option<Arc<replication::ClusterRuntime>>> {
         if self.snapshot().config.cluster.is_none() {
             return Ok(None);
         }
         // `start` sets `self.cluster` before any peer's change arrives.
-        Ok(Some(replication::ClusterRuntime::start(self, extra_seeds, admin).await?))
+        Ok(Some(replication::ClusterRuntime::start(self, extra_seeds, admin, inherited).await?))
     }
 
     /// The session outbox's receiving half, for the replication task (once).

@@ -31,6 +31,6 @@ pub mod outbound;
 pub mod route;
 pub mod wire;
 
-pub use inbound::listener::{bind_all, serve, ListenerStats, ServeOptions};
+pub use inbound::listener::{bind_all, serve, ListenerStats, Retire, ServeOptions};
 pub use route::stats::RouteStats;
 pub use route::{ProxyState, Shared};

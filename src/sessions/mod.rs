@@ -39,6 +39,9 @@ pub struct Sessions {
     owner: std::sync::Mutex<Option<Store>>,
     path: std::path::PathBuf,
     refilled: std::sync::atomic::AtomicBool,
+    /// During an in-place upgrade, after the store was released: where the
+    /// records this node writes (or merges) go, to the new process.
+    handover: arc_swap::ArcSwapOption<tokio::sync::mpsc::UnboundedSender<SessionRecord>>,
 }
 
 impl Sessions {
@@ -68,6 +71,7 @@ impl Sessions {
             owner: std::sync::Mutex::new(Some(store)),
             path,
             refilled: Default::default(),
+            handover: Default::default(),
         }))
     }
 
@@ -100,8 +104,36 @@ impl Sessions {
                 crate::metrics::COUNTERS.sessions_not_gossiped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        self.hand_over(&record);
         if let Err(e) = self.store.put(record) {
             tracing::warn!("session not persisted: {e}");
+        }
+    }
+
+    /// In an upgrade: commits what is queued and closes the file for the
+    /// new process, which from now on receives every record this node
+    /// writes or merges through `forward`. Returns the records that could
+    /// not be committed, to send too. Blocks.
+    pub fn release(
+        &self,
+        forward: tokio::sync::mpsc::UnboundedSender<SessionRecord>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        // First: no record written during the release is missed.
+        self.handover.store(Some(std::sync::Arc::new(forward)));
+        self.store.release()
+    }
+
+    /// The upgrade failed: the file is this node's again.
+    pub fn resume(&self) {
+        self.handover.store(None);
+        if let Err(e) = self.store.resume() {
+            tracing::error!("taking the session store back: {e}");
+        }
+    }
+
+    fn hand_over(&self, record: &SessionRecord) {
+        if let Some(tx) = self.handover.load().as_ref() {
+            let _ = tx.send(record.clone());
         }
     }
 
@@ -111,6 +143,7 @@ impl Sessions {
         if !self.table.merge(record.clone(), now_ms) {
             return false;
         }
+        self.hand_over(&record);
         if let Err(e) = self.store.put(record) {
             tracing::warn!("peer's session not persisted: {e}");
         }

@@ -15,6 +15,7 @@ mod strict_h1;
 
 mod smuggling;
 mod tls_metrics;
+mod upgrade;
 mod websocket_scale;
 
 /// Held by a test of this crate for as long as nothing else may run.

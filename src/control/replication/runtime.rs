@@ -43,6 +43,10 @@ pub struct ClusterRuntime {
     /// The cluster API's bearer token, derived from the cluster secret.
     token: Arc<str>,
     stop: watch::Sender<bool>,
+    /// Copies of the gossip and API sockets, for an in-place upgrade.
+    pub sockets: Vec<crate::upgrade::Handed>,
+    /// Gossip was handed to a new process: nothing to leave at stop.
+    handed_over: std::sync::atomic::AtomicBool,
 }
 
 impl ClusterRuntime {
@@ -52,6 +56,7 @@ impl ClusterRuntime {
         control: &Arc<Control>,
         extra_seeds: Vec<String>,
         admin: Option<SocketAddr>,
+        inherited: &mut crate::upgrade::Inherited,
     ) -> anyhow::Result<Arc<ClusterRuntime>> {
         let cfg = control.snapshot().config.clone();
         let Some(cc) = cfg.cluster.clone() else { anyhow::bail!("the config has no [cluster] table") };
@@ -64,7 +69,7 @@ impl ClusterRuntime {
                 seeds.push(s);
             }
         }
-        let (cluster, api_listener) = bind(gossip_config(&cfg.node.name, &cc, &seeds), &cc).await?;
+        let (cluster, api_listener, sockets) = bind(gossip_config(&cfg.node.name, &cc, &seeds), &cc, inherited).await?;
         announce(&cluster, admin).await?;
         let (stop, stop_rx) = watch::channel(false);
         let view = Arc::new(ClusterView::default());
@@ -78,7 +83,8 @@ impl ClusterRuntime {
         view.serving.send_replace(!first_sync);
         let token: Arc<str> = Arc::from(crate::cluster::transport::wire::api_token(&cc.secret));
         let api_addr = cluster.gossip_addr();
-        let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, stop });
+        let handed_over = Default::default();
+        let rt = Arc::new(ClusterRuntime { cluster, view, api_addr, token, stop, sockets, handed_over });
         // Before the task starts: peers' changes reach the view through it.
         let _ = control.cluster.set(rt.clone());
         tokio::spawn(catchup::serve(api_listener, Arc::downgrade(control), rt.token.clone(), stop_rx.clone()));
@@ -103,11 +109,28 @@ impl ClusterRuntime {
             .collect()
     }
 
-    /// Announces the leave, gossips it briefly and stops.
+    /// Announces the leave, gossips it briefly and stops. Does nothing
+    /// after [`ClusterRuntime::hand_over`].
     pub async fn leave(&self) {
+        if self.handed_over.load(Ordering::Relaxed) {
+            return;
+        }
         let _ = self.stop.send(true);
         if let Err(e) = self.cluster.leave().await {
             tracing::warn!("leaving the cluster: {e}");
+        }
+    }
+}
+
+impl ClusterRuntime {
+    /// In-place upgrade: stops the replication task, the cluster API and
+    /// gossip without announcing a leave; the new process gossips on the
+    /// same sockets as a newer generation of this node.
+    pub async fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        if let Err(e) = self.cluster.shutdown().await {
+            tracing::warn!("stopping gossip for the new process: {e}");
         }
     }
 }
@@ -126,7 +149,12 @@ fn gossip_config(node: &str, cc: &ClusterSettings, seeds: &[String]) -> ClusterC
 /// Starts gossip (UDP) and binds the cluster API (TCP) on the same port.
 /// TCP is bound first, so that port 0 (tests, the demo) picks a port free
 /// for both; a UDP clash on such a port tries another.
-async fn bind(config: ClusterConfig, cc: &ClusterSettings) -> anyhow::Result<(Cluster, TcpListener)> {
+async fn bind(
+    config: ClusterConfig,
+    cc: &ClusterSettings,
+    inherited: &mut crate::upgrade::Inherited,
+) -> anyhow::Result<(Cluster, TcpListener, Vec<crate::upgrade::Handed>)> {
+    use crate::upgrade::{Handed, Role};
     use anyhow::Context as _;
     let key = ClusterKey::derive(&cc.secret);
     let faults = faults::from_env();
@@ -137,6 +165,19 @@ async fn bind(config: ClusterConfig, cc: &ClusterSettings) -> anyhow::Result<(Cl
             None => t,
         }
     };
+    let (gossip_role, api_role) = (Role::Gossip { bind: cc.listen }, Role::ClusterApi { bind: cc.listen });
+    let handed = |udp: &std::net::UdpSocket, api: &TcpListener| -> anyhow::Result<Vec<Handed>> {
+        Ok(vec![Handed::of(gossip_role.clone(), udp)?, Handed::of(api_role.clone(), api)?])
+    };
+    // An upgrade's new process gossips on the old one's sockets.
+    if let (Some(udp), Some(api)) = (inherited.take_udp(&gossip_role), inherited.take_tcp(&api_role)?) {
+        let api = TcpListener::from_std(api)?;
+        let mut attempt = config.clone();
+        attempt.listen = udp.local_addr()?;
+        let sockets = handed(&udp, &api)?;
+        let cluster = Cluster::start_on(attempt, transport(), udp).await.context("cannot start gossip")?;
+        return Ok((cluster, api, sockets));
+    }
     let mut tries = 0;
     loop {
         tries += 1;
@@ -145,11 +186,17 @@ async fn bind(config: ClusterConfig, cc: &ClusterSettings) -> anyhow::Result<(Cl
             .with_context(|| format!("cannot listen on {}/tcp for the cluster API ([cluster] listen)", cc.listen))?;
         let mut attempt = config.clone();
         attempt.listen.set_port(api_listener.local_addr()?.port());
-        match Cluster::start_with_transport(attempt, transport()).await {
-            Ok(c) => return Ok((c, api_listener)),
-            Err(ClusterError::Bind { .. }) if cc.listen.port() == 0 && tries < 20 => continue,
-            Err(e) => return Err(anyhow::Error::new(e).context("cannot start gossip")),
-        }
+        let udp = match std::net::UdpSocket::bind(attempt.listen) {
+            Ok(u) => u,
+            Err(_) if cc.listen.port() == 0 && tries < 20 => continue,
+            Err(source) => {
+                return Err(anyhow::Error::new(crate::cluster::ClusterError::Bind { addr: attempt.listen, source })
+                    .context("cannot start gossip"))
+            }
+        };
+        let sockets = handed(&udp, &api_listener)?;
+        let cluster = Cluster::start_on(attempt, transport(), udp).await.context("cannot start gossip")?;
+        return Ok((cluster, api_listener, sockets));
     }
 }
 

@@ -48,6 +48,18 @@ pub struct ServeOptions {
     /// the listeners accept nothing before (connections wait in the
     /// kernel's queue). `None`: accept at once.
     pub ready: Option<watch::Receiver<bool>>,
+    /// Set before the shutdown signal when the node retires after an
+    /// in-place upgrade: its WebSocket tunnels are kept, not closed.
+    pub retire: Arc<std::sync::OnceLock<Retire>>,
+}
+
+/// How a node that handed its sockets to a new process finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retire {
+    /// Open WebSocket tunnels are kept this long (or until they close).
+    pub keep_tunnels: Duration,
+    /// Then the rest close, each at a random instant within this window.
+    pub shed_over: Duration,
 }
 
 /// A bound listener and what it does with each connection. Built at start;
@@ -139,7 +151,11 @@ pub async fn serve(
         tasks.push(tokio::spawn(accept_loop(l, ctx.clone())));
     }
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
-    ctx.shared.closing.send_replace(true);
+    let retire = opts.retire.get().copied();
+    if retire.is_none() {
+        ctx.shared.closing.send_replace(true);
+    }
+    // Requests in progress finish; keep-alive connections then close.
     ctx.closing.close();
     for t in &tasks {
         t.abort();
@@ -147,12 +163,35 @@ pub async fn serve(
     for t in tasks {
         let _ = t.await;
     }
+    let shared = ctx.shared.clone();
     drop(ctx);
     let open = COUNTERS.active_connections.load(Ordering::Relaxed);
-    tracing::info!(open_connections = open, deadline = ?opts.limits.shutdown_timeout, "stopped accepting; draining");
-    match tokio::time::timeout(opts.limits.shutdown_timeout, drain_rx.recv()).await {
-        Ok(_) => tracing::info!("all connections closed"),
-        Err(_) => tracing::warn!("drain deadline reached; closing the remaining connections"),
+    let Some(retire) = retire else {
+        tracing::info!(open_connections = open, deadline = ?opts.limits.shutdown_timeout, "stopped accepting; draining");
+        match tokio::time::timeout(opts.limits.shutdown_timeout, drain_rx.recv()).await {
+            Ok(_) => tracing::info!("all connections closed"),
+            Err(_) => tracing::warn!("drain deadline reached; closing the remaining connections"),
+        }
+        return;
+    };
+    tracing::info!(
+        open_connections = open,
+        keep_tunnels = ?retire.keep_tunnels,
+        "upgrade: the new process accepts; this one finishes its requests and keeps its WebSocket tunnels"
+    );
+    if tokio::time::timeout(retire.keep_tunnels, drain_rx.recv()).await.is_ok() {
+        tracing::info!("upgrade: all connections closed");
+        return;
+    }
+    let open = COUNTERS.active_connections.load(Ordering::Relaxed);
+    tracing::info!(open_connections = open, over = ?retire.shed_over, "upgrade: closing the remaining WebSocket tunnels, spread");
+    shared.shed_tunnels(retire.shed_over, crate::proxy::outbound::tunnel::End::Upgrade);
+    // Each tunnel closes within the window; a half-closed one may take its
+    // fin timeout more.
+    let deadline = retire.shed_over + opts.limits.shutdown_timeout;
+    match tokio::time::timeout(deadline, drain_rx.recv()).await {
+        Ok(_) => tracing::info!("upgrade: all connections closed"),
+        Err(_) => tracing::warn!("upgrade: drain deadline reached; closing the remaining connections"),
     }
 }
 
@@ -557,10 +596,18 @@ async fn sniff_h2<I: AsyncRead + Unpin>(io: &mut ClientIo<I>) -> std::io::Result
 }
 
 /// Binds every configured listener and sets up its TLS.
-pub async fn bind_all(cfg: &Config) -> Result<Vec<Listener>, ListenerError> {
+/// Binds every listener of `cfg`, or takes its socket from `inherited` (an
+/// in-place upgrade) when the old process had one of the same name and
+/// address.
+pub async fn bind_all(cfg: &Config, inherited: &mut crate::upgrade::Inherited) -> Result<Vec<Listener>, ListenerError> {
     let mut out = Vec::new();
     for l in &cfg.listeners {
-        let socket = bind(l.bind).map_err(|e| ListenerError::Bind { name: l.name.clone(), addr: l.bind, error: e })?;
+        let role = crate::upgrade::Role::Listener { name: l.name.clone(), bind: l.bind };
+        let error = |e| ListenerError::Bind { name: l.name.clone(), addr: l.bind, error: e };
+        let socket = match inherited.take_tcp(&role).map_err(error)? {
+            Some(taken) => TcpListener::from_std(taken).map_err(error)?,
+            None => bind(l.bind).map_err(error)?,
+        };
         let (tls, cert_store) = match &l.tls {
             None => (None, None),
             Some(t) => {

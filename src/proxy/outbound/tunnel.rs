@@ -37,6 +37,8 @@ pub enum End {
     /// The server is no longer the active server of its `primary` pool.
     NotActive,
     Shutdown,
+    /// The old process of an in-place upgrade sheds its tunnels.
+    Upgrade,
     Error,
 }
 

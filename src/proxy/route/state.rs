@@ -179,4 +179,10 @@ impl Shared {
     pub fn new(state: ProxyState) -> Self {
         Shared { state: ArcSwap::from_pointee(state), closing: tokio::sync::watch::Sender::new(false) }
     }
+
+    /// Closes every WebSocket tunnel, spread (TEMPORARY: until the shed
+    /// order lands, with the tunnels' own spread).
+    pub fn shed_tunnels(&self, _over: std::time::Duration, _why: crate::proxy::outbound::tunnel::End) {
+        self.closing.send_replace(true);
+    }
 }

@@ -190,6 +190,11 @@ enum Op {
     /// Delete what expired at or before this Unix millisecond.
     Sweep(u64),
     Flush(SyncSender<Result<(), StoreError>>),
+    /// Commit, close the file and keep later writes in memory (an upgrade's
+    /// new process opens it); answered with the records not committed.
+    Release(SyncSender<Vec<SessionRecord>>),
+    /// Open the file again and write what was kept (the upgrade failed).
+    Resume,
     Close,
 }
 
@@ -286,8 +291,16 @@ impl Store {
             capacity: opts.queue_capacity,
             counters: counters.clone(),
         };
-        let writer =
-            Writer { slot: slot.clone(), open, path: path.clone(), rx, opts, counters, pending: Default::default() };
+        let writer = Writer {
+            slot: slot.clone(),
+            open,
+            path: path.clone(),
+            rx,
+            opts,
+            counters,
+            pending: Default::default(),
+            released: false,
+        };
         let writer =
             std::thread::Builder::new().name("sessions-store".into()).spawn(move || writer.run()).map_err(|e| {
                 StoreError::Open { path: path.clone(), detail: format!("cannot start the writer thread: {e}") }
@@ -371,6 +384,23 @@ impl StoreHandle {
         let (tx, rx) = mpsc::sync_channel(1);
         self.tx.send(Op::Flush(tx)).map_err(|_| StoreError::Closed)?;
         rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits what is queued and closes the file, for another process to
+    /// open (an in-place upgrade); later writes stay in memory, silently,
+    /// until [`StoreHandle::resume`] or close. Returns the records that
+    /// could not be committed (a full disk), for the caller to pass on.
+    /// Blocks the calling thread.
+    pub fn release(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.tx.send(Op::Release(tx)).map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)
+    }
+
+    /// Opens the file again after [`StoreHandle::release`] and writes the
+    /// records kept meanwhile.
+    pub fn resume(&self) -> Result<(), StoreError> {
+        self.tx.send(Op::Resume).map_err(|_| StoreError::Closed)
     }
 
     pub fn stats(&self) -> StoreStats {

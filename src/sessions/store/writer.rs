@@ -32,6 +32,9 @@ pub(super) struct Writer {
     pub(super) opts: StoreOptions,
     pub(super) counters: Arc<Counters>,
     pub(super) pending: Pending,
+    /// The file was handed to another process ([`Op::Release`]): writes are
+    /// kept in memory without retrying until [`Op::Resume`].
+    pub(super) released: bool,
 }
 
 /// One group commit's worth of work.
@@ -112,6 +115,26 @@ impl Writer {
                         batch.waiters.push(w);
                         break;
                     }
+                    Op::Release(w) => {
+                        let _ = self.commit(&mut batch);
+                        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                        self.released = true;
+                        let kept: Vec<SessionRecord> = self.pending.records.drain().map(|(_, r)| r).collect();
+                        self.pending.sweep_at = None;
+                        self.counters.pending.store(0, Ordering::Relaxed);
+                        tracing::info!(
+                            not_written = kept.len(),
+                            "sessions store {} released to another process",
+                            self.path.display()
+                        );
+                        let _ = w.send(kept);
+                        break;
+                    }
+                    Op::Resume => {
+                        self.released = false;
+                        tracing::info!("sessions store {} taken back", self.path.display());
+                        break;
+                    }
                     Op::Close => {
                         closing = true;
                         break;
@@ -139,6 +162,14 @@ impl Writer {
 
     /// The commit at close: what still cannot be written is lost, and said.
     fn last_try(&mut self, batch: &mut Batch) {
+        if self.released {
+            // The other process has the file, and the records went to it.
+            tracing::debug!(records = self.pending.records.len(), "released sessions store closing");
+            for w in batch.waiters.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            return;
+        }
         let result = self.commit(batch);
         for w in batch.waiters.drain(..) {
             let _ = w.send(result.clone());
@@ -158,6 +189,11 @@ impl Writer {
         let retried = self.pending.records.len();
         puts.extend(self.pending.records.drain().map(|(_, r)| r));
         if puts.is_empty() && sweep_at.is_none() {
+            return Ok(());
+        }
+        if self.released {
+            // Kept for a resume; the new process got them over the socket.
+            self.pending.keep(puts, sweep_at, &self.counters);
             return Ok(());
         }
         let db = match self.database() {
