@@ -321,6 +321,7 @@ impl Cluster {
                         last_heard: None,
                         version: ns.node_version().map(str::to_string),
                         admin_addr: ns.admin_addr(),
+                        draining_since_ms: ns.draining_since_ms(),
                     });
                 }
                 (out, heartbeats)

@@ -28,6 +28,9 @@ pub use locate::{KeyPath, Locator};
 
 use crate::model::{Balance, RetryOn};
 
+/// The longest `limits.shed_over`, and `over` of a node's drain.
+pub const MAX_SHED_OVER: Duration = Duration::from_secs(3600);
+
 /// The default config compiled into the binary (`run` without `-c`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../assets/default.toml");
 
@@ -117,6 +120,13 @@ pub struct Limits {
     /// down) close spread over this window, so that thousands of agents
     /// do not reconnect in the same millisecond.
     pub tunnel_close_spread: Duration,
+    /// A node that drains (`ctl drain-node`), or the old process of an
+    /// in-place upgrade, closes its WebSocket tunnels spread over this
+    /// window, so that agents move to other nodes a few at a time.
+    pub shed_over: Duration,
+    /// The old process of an in-place upgrade keeps its open tunnels this
+    /// long before shedding them over `shed_over`.
+    pub upgrade_drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,6 +67,8 @@ pub struct RawLimits {
     pub max_connections: Option<i64>,
     pub shutdown_timeout: Option<String>,
     pub tunnel_close_spread: Option<String>,
+    pub shed_over: Option<String>,
+    pub upgrade_drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -119,9 +119,21 @@ pub(super) fn validate_limits(cx: &mut Ctx, l: &RawLimits, lp: KeyPath) -> Limit
             lp.key("tunnel_close_spread"),
             Duration::from_millis(500),
         ),
+        shed_over: cx.duration(&l.shed_over, lp.key("shed_over"), Duration::from_secs(180)),
+        upgrade_drain_timeout: cx.duration(
+            &l.upgrade_drain_timeout,
+            lp.key("upgrade_drain_timeout"),
+            Duration::from_secs(300),
+        ),
     };
     if limits.tunnel_close_spread > Duration::from_secs(60) {
         cx.err(lp.key("tunnel_close_spread"), format!("must be 0s..=60s, got {:?}", limits.tunnel_close_spread));
+    }
+    if limits.shed_over > crate::config::MAX_SHED_OVER {
+        cx.err(lp.key("shed_over"), format!("must be 0s..=1h, got {:?}", limits.shed_over));
+    }
+    if limits.upgrade_drain_timeout > Duration::from_secs(24 * 3600) {
+        cx.err(lp.key("upgrade_drain_timeout"), format!("must be 0s..=24h, got {:?}", limits.upgrade_drain_timeout));
     }
     limits
 }

@@ -519,11 +519,18 @@ where
 {
     activity.mark_http2();
     let mut stop = ctx.shutdown.clone();
+    let mut draining = ctx.shared.drain_signal.subscribe();
     let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), ViaHyper(svc)));
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            // Finish the streams in flight, then close (GOAWAY).
+        // Shutdown, or the node drains (`ctl drain-node`): finish the
+        // streams in flight, then close (GOAWAY).
+        _ = async {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = draining.wait_for(|d| *d) => {}
+            }
+        } => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
