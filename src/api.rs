@@ -87,9 +87,21 @@ pub struct MemberInfo {
     /// Sticky sessions and connections the member reports for its servers.
     pub sessions: Option<u64>,
     pub connections: Option<u64>,
+    /// Unix ms since which the member drains (`ctl drain-node`); `None`
+    /// when it does not.
+    #[serde(default)]
+    pub draining_since_unix_ms: Option<u64>,
 }
 
 impl MemberInfo {
+    /// Its state in one word: `draining` for a live member that drains.
+    pub fn shown_state(&self) -> &str {
+        match (self.state.as_str(), self.draining_since_unix_ms) {
+            ("live", Some(_)) => "draining",
+            (s, _) => s,
+        }
+    }
+
     /// `self` for this node, seconds since heard (with `suffix`), or `-`.
     pub fn heard(&self, suffix: &str) -> String {
         match (self.is_self, self.last_heard_ms) {
@@ -116,6 +128,26 @@ pub struct NodeInfo {
     /// Resident memory of the process.
     #[serde(default)]
     pub memory_bytes: Option<u64>,
+    /// Whether the node drains (`ctl drain-node`), since when and over
+    /// which window its tunnels are shed.
+    #[serde(default)]
+    pub drain: NodeDrain,
+}
+
+/// A node's draining state: `GET /api/v1/status` (`node.drain`) and the
+/// answer of `POST /api/v1/node/drain` and `/undrain`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeDrain {
+    pub draining: bool,
+    /// Unix ms since which the node drains.
+    #[serde(default)]
+    pub since_unix_ms: Option<u64>,
+    /// The window over which its WebSocket tunnels are shed, in ms.
+    #[serde(default)]
+    pub over_ms: Option<u64>,
+    /// Answers of drain and undrain: whether it drained before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was_draining: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -258,7 +290,8 @@ pub struct Event {
 /// `GET /api/health/detailed`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HealthReport {
-    /// `healthy`, `degraded` or `unhealthy`.
+    /// `healthy`, `degraded`, `unhealthy`, or `draining` (503) while the
+    /// node drains.
     pub status: String,
     pub timestamp: String,
     pub checks: HealthChecks,
@@ -274,6 +307,10 @@ pub struct HealthChecks {
     /// Present in a cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterCheck>,
+    /// Present while the node drains (`ctl drain-node`): the report's
+    /// status is then `draining`, answered 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining: Option<NodeDrain>,
 }
 
 /// The cluster check of `/api/health/detailed`: `syncing` while the session

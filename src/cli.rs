@@ -63,7 +63,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
     },
-    /// Check a node's health: exit 0 healthy, 1 degraded, 2 unhealthy or unreachable.
+    /// Check a node's health: exit 0 healthy, 1 degraded, 2 unhealthy or unreachable, 3 draining.
     Health {
         /// The detailed health endpoint.
         #[arg(long, default_value = "http://127.0.0.1:9100/api/health/detailed")]
@@ -194,6 +194,19 @@ pub enum CtlAction {
     /// Re-read and apply the config file; print warnings for changes that
     /// need a restart.
     Reload,
+    /// Drain the whole node before upgrading it: health answers 503
+    /// draining, clients are told to close their connections, and WebSocket
+    /// tunnels close spread over the window so that agents reconnect
+    /// through the other nodes.
+    DrainNode {
+        /// Shed the tunnels over this window, e.g. 90s (default: the
+        /// config's limits.shed_over, 3m).
+        #[arg(long, value_name = "DURATION")]
+        over: Option<String>,
+    },
+    /// End draining: health answers healthy again, and tunnels not shed yet
+    /// stay open.
+    UndrainNode,
 }
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sysmanage-node/node.toml";

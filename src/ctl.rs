@@ -1,6 +1,7 @@
 //! Clients of the admin API for operators: `sysmanage-node ctl ...` (tables
 //! or JSON) and `sysmanage-node health` (the seed's monitoring script as a
-//! command, with exit codes 0 healthy, 1 degraded, 2 unhealthy/unreachable).
+//! command, with exit codes 0 healthy, 1 degraded, 2 unhealthy/unreachable,
+//! 3 draining).
 //!
 //! Talks HTTP to any node it can reach; knows nothing of the node's
 //! internals beyond the [`crate::api`] types.
@@ -15,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::api::{ActionResult, ApiError, HealthReport, Status};
+use crate::api::{ActionResult, ApiError, HealthReport, NodeDrain, Status};
 use crate::cli::{CtlAction, DEFAULT_TOKEN_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +226,7 @@ pub fn members_table(c: &crate::api::ClusterStatus) -> String {
         out.push_str(&format!(
             "{:<16} {:<8} {:<21} {:>14} {:>10} {:>9} {:>11} {}\n",
             name,
-            m.state,
+            m.shown_state(),
             m.addr,
             m.generation,
             heard,
@@ -292,6 +293,15 @@ async fn action_output(c: &AdminClient, admin: &str, json: bool, action: CtlActi
         CtlAction::Reload => {
             let answer: (serde_json::Value, _) = c.json(Method::POST, "/api/v1/reload", None).await?;
             shown(json, answer, reload_text)
+        }
+        CtlAction::DrainNode { over } => {
+            let body = over.map(|o| serde_json::json!({ "over": o }).to_string());
+            let answer: (NodeDrain, _) = c.json(Method::POST, "/api/v1/node/drain", body).await?;
+            shown(json, answer, drain_text)
+        }
+        CtlAction::UndrainNode => {
+            let answer: (NodeDrain, _) = c.json(Method::POST, "/api/v1/node/undrain", None).await?;
+            shown(json, answer, drain_text)
         }
     };
     Ok(out)
@@ -361,6 +371,23 @@ fn sessions_view_text(view: &crate::api::SessionsView) -> String {
     s
 }
 
+/// `ctl drain-node` and `ctl undrain-node`: the node's state now.
+pub fn drain_text(d: &NodeDrain) -> String {
+    let was = match d.was_draining {
+        Some(true) => " (it was draining)",
+        Some(false) => " (it was not draining)",
+        None => "",
+    };
+    match (d.draining, d.over_ms) {
+        (true, Some(ms)) => format!(
+            "node draining{was}: health answers 503, WebSocket tunnels close spread over {}\n",
+            humantime::format_duration(Duration::from_millis(ms))
+        ),
+        (true, None) => format!("node draining{was}\n"),
+        (false, _) => format!("node not draining{was}: health answers as usual\n"),
+    }
+}
+
 /// `ctl reload`: the config loaded, then its warnings.
 fn reload_text(v: &serde_json::Value) -> String {
     let mut s = format!("reloaded {}\n", v["source"].as_str().unwrap_or("?"));
@@ -371,7 +398,7 @@ fn reload_text(v: &serde_json::Value) -> String {
 }
 
 /// `sysmanage-node health`: prints the body; exit 0 healthy, 1 degraded,
-/// 2 unhealthy or unreachable.
+/// 2 unhealthy or unreachable, 3 draining.
 pub async fn run_health(url: &str, retries: u32, timeout: f64) -> ExitCode {
     let timeout = Duration::from_secs_f64(timeout.clamp(0.1, 300.0));
     let (base, path) = split_url(url);
@@ -389,6 +416,10 @@ pub async fn run_health(url: &str, retries: u32, timeout: f64) -> ExitCode {
                 return match (status.as_u16(), verdict.as_str()) {
                     (200, "healthy") => ExitCode::from(0),
                     (200, "degraded") => ExitCode::from(1),
+                    (503, "draining") => {
+                        eprintln!("sysmanage-node health: the node is draining (ctl undrain-node ends it)");
+                        ExitCode::from(3)
+                    }
                     _ => ExitCode::from(2),
                 };
             }

@@ -52,6 +52,21 @@ pub const RATELIMITED: &str = "sysmanage_ratelimited_total";
 pub const SESSIONS: &str = "sysmanage_sessions";
 pub const AFFINITY: &str = "sysmanage_affinity_total";
 pub const TUNNEL_BYTES: &str = "sysmanage_tunnel_bytes_total";
+pub const TUNNELS_ENDED: &str = "sysmanage_tunnels_ended_total";
+/// The `reason` labels of [`TUNNELS_ENDED`], by index of
+/// `Counters::tunnels_ended` (the proxy's `tunnel::End::index`).
+pub const TUNNEL_END_REASONS: [&str; 10] = [
+    "closed",
+    "idle",
+    "half_closed",
+    "maintenance",
+    "server_down",
+    "not_active",
+    "shutdown",
+    "draining",
+    "upgrade",
+    "error",
+];
 pub const BUSY_POLL: &str = "sysmanage_busy_poll_total";
 pub const CLUSTER_NODES: &str = "sysmanage_cluster_nodes";
 pub const CLUSTER_SYNCING: &str = "sysmanage_cluster_syncing";
@@ -92,6 +107,8 @@ pub struct Counters {
     /// Bytes read from clients / servers through WebSocket tunnels.
     pub tunnel_bytes_up: AtomicU64,
     pub tunnel_bytes_down: AtomicU64,
+    /// WebSocket tunnels ended, by reason ([`TUNNEL_END_REASONS`]).
+    pub tunnels_ended: [AtomicU64; TUNNEL_END_REASONS.len()],
     /// Requests whose affinity key had a live record on an available server.
     pub affinity_hits: AtomicU64,
     /// Keys seen for the first time (or expired): a server was assigned.
@@ -126,6 +143,7 @@ pub static COUNTERS: Counters = Counters {
     tls_handshake_failures: ZERO,
     tunnel_bytes_up: ZERO,
     tunnel_bytes_down: ZERO,
+    tunnels_ended: [ZERO; TUNNEL_END_REASONS.len()],
     affinity_hits: ZERO,
     affinity_misses: ZERO,
     affinity_reassigned: ZERO,

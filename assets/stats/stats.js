@@ -446,7 +446,9 @@ function renderCluster(s) {
   markUnseen(tbody);
   for (const m of c.members) {
     const stale = !m.is_self && m.state === "live" && m.last_heard_ms !== null && m.last_heard_ms > STALE_MS;
-    const state = stale ? "stale" : m.state;
+    // A live member that drains (`ctl drain-node`) shows as draining.
+    const draining = m.state === "live" && m.draining_since_unix_ms != null;
+    const state = stale ? "stale" : draining ? "draining" : m.state;
     const heard = m.is_self ? "self" : m.last_heard_ms === null ? "–" : `${num(m.last_heard_ms / 1000, 1)} s ago`;
     const cells = [
       { text: m.name + (m.is_self ? " (this node)" : ""), cls: "text" },

@@ -186,6 +186,21 @@ pub const TUNNEL_BYTES: Family = Family {
     help: "Bytes through WebSocket tunnels, by direction.",
     note: "",
 };
+pub const TUNNELS_ENDED: Family = Family {
+    name: m::TUNNELS_ENDED,
+    kind: Kind::Counter,
+    labels: &[Label {
+        name: "reason",
+        values: "`closed`: by the client or the server; `idle`: `tunnel_timeout` of silence; `half_closed`: one \
+                 side closed and the other did not within `tunnel_fin_timeout`; `maintenance`: its server put in \
+                 maintenance; `server_down`: its server marked down; `not_active`: its server no longer the active \
+                 one of a `primary` pool; `shutdown`: the node stopping; `draining`: shed by a draining node \
+                 (`ctl drain-node`); `upgrade`: shed by the old process of an in-place upgrade; `error`: a read or \
+                 write failed",
+    }],
+    help: "WebSocket tunnels ended, by reason.",
+    note: "See [Upgrading a cluster](upgrading.md) for `draining`.",
+};
 pub const AFFINITY: Family = Family {
     name: m::AFFINITY,
     kind: Kind::Counter,
@@ -338,6 +353,7 @@ pub const FAMILIES: &[&Family] = &[
     &TLS_HANDSHAKE_FAILURES,
     &RATELIMITED,
     &TUNNEL_BYTES,
+    &TUNNELS_ENDED,
     &AFFINITY,
     &BUSY_POLL,
     &SESSIONS,
@@ -384,6 +400,7 @@ mod tests {
         for (family, reasons) in [
             (&MALFORMED_TOTAL, &m::MALFORMED_REQUEST_REASONS[..]),
             (&MALFORMED_RESPONSES, &m::MALFORMED_RESPONSE_REASONS[..]),
+            (&TUNNELS_ENDED, &m::TUNNEL_END_REASONS[..]),
         ] {
             let values = family.labels[0].values;
             let mut at = 0;

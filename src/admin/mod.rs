@@ -1,12 +1,13 @@
 //! The admin HTTP API (axum) on its own listener: node health, Prometheus
 //! metrics, status, and write actions (drain, maintenance, enable, weight,
-//! reload) behind a bearer token; and the stats page ([`page`]) that reads
+//! reload, draining the whole node) behind a bearer token; and the stats page ([`page`]) that reads
 //! and drives it from a browser.
 //!
 //! Reads the snapshot and counters; writes only through [`Control`]. Never
 //! on the request path.
 
 pub mod metric_families;
+mod node;
 pub mod page;
 pub mod prometheus;
 pub mod sampler;
@@ -71,7 +72,7 @@ pub fn router(state: Shared) -> Router {
         .route("/stats", get(page::file))
         .route("/stats/", get(page::to_page))
         .route("/stats/{file}", get(page::file))
-        .route("/health", get(|| async { "healthy\n" }))
+        .route("/health", get(status::plain_health))
         .route("/api/health", get(status::basic_health))
         .route("/api/health/detailed", get(status::detailed_health))
         .route("/api/health/websocket", get(status::websocket_health))
@@ -81,6 +82,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/pools/{pool}/servers/{server}/weight", put(set_weight))
         .route("/api/v1/pools/{pool}/servers/{server}/{action}", post(server_action))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/node/drain", post(node::drain))
+        .route("/api/v1/node/undrain", post(node::undrain))
         .route("/api/v1/sessions", get(sessions::list))
         .route("/api/v1/sessions/{key}", axum::routing::delete(sessions::unpin))
         .route("/api/v1/sessions/{key}/move", post(sessions::move_to))
@@ -137,7 +140,9 @@ pub(crate) fn control_error(e: ControlError) -> Response {
         | ControlError::NoSession { .. }
         | ControlError::NoAffinityPool { .. }
         | ControlError::NoSessionServer { .. } => error(StatusCode::NOT_FOUND, e.to_string(), vec![]),
-        ControlError::BadWeight(_) => error(StatusCode::BAD_REQUEST, e.to_string(), vec![]),
+        ControlError::BadWeight(_) | ControlError::BadShedOver(_) => {
+            error(StatusCode::BAD_REQUEST, e.to_string(), vec![])
+        }
         ControlError::Sessions(_) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), vec![]),
         ControlError::Config(errs) => error(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -175,6 +175,7 @@ fn render_features(out: &mut String, proxy: &crate::proxy::ProxyState) {
     labeled(out, &f::RATELIMITED, zones);
     let bytes = [("up", load(&COUNTERS.tunnel_bytes_up)), ("down", load(&COUNTERS.tunnel_bytes_down))];
     labeled(out, &f::TUNNEL_BYTES, bytes);
+    labeled(out, &f::TUNNELS_ENDED, m::TUNNEL_END_REASONS.iter().zip(COUNTERS.tunnels_ended.iter().map(load)));
     let lookups = [
         ("hit", load(&COUNTERS.affinity_hits)),
         ("miss", load(&COUNTERS.affinity_misses)),

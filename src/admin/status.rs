@@ -22,8 +22,29 @@ fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
-pub async fn basic_health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "timestamp": timestamp()}))
+/// `GET /health`: `healthy`, or 503 `draining` while the node drains.
+pub async fn plain_health(State(st): State<Shared>) -> Response {
+    match st.control.drain_state() {
+        None => "healthy\n".into_response(),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
+    }
+}
+
+/// `GET /api/health`: `ok`, or 503 `draining` while the node drains (so
+/// that fronts send new clients to other nodes).
+pub async fn basic_health(State(st): State<Shared>) -> Response {
+    match super::node::drain_status(&st.control) {
+        None => Json(serde_json::json!({"status": "ok", "timestamp": timestamp()})).into_response(),
+        Some(d) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "draining",
+                "timestamp": timestamp(),
+                "draining_since_unix_ms": d.since_unix_ms,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 fn worst(a: &str, b: &str) -> &'static str {
@@ -75,11 +96,17 @@ pub async fn detailed_health(State(st): State<Shared>) -> Response {
     if let Some(c) = &cluster {
         status = worst(status, &c.status);
     }
-    let code = if status == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let draining = super::node::drain_status(&st.control);
+    if draining.is_some() {
+        // Whatever the checks say, a draining node wants no new clients.
+        status = "draining";
+    }
+    let code =
+        if matches!(status, "unhealthy" | "draining") { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let report = HealthReport {
         status: status.into(),
         timestamp: timestamp(),
-        checks: HealthChecks { backends, uptime, session_store, cluster },
+        checks: HealthChecks { backends, uptime, session_store, cluster, draining },
     };
     (code, Json(report)).into_response()
 }
@@ -134,6 +161,7 @@ pub async fn cluster_status(control: &crate::control::Control) -> Option<Cluster
                 admin_addr: m.admin_addr.map(|a| a.to_string()),
                 sessions: load.map(|l| l.0),
                 connections: load.map(|l| l.1),
+                draining_since_unix_ms: m.draining_since_ms,
             })
             .collect(),
     })
@@ -243,6 +271,7 @@ fn node_info(st: &super::AdminContext, snap: &Snapshot) -> NodeInfo {
         admin_writes: snap.config.admin.token.is_some(),
         cpu_percent: Some(st.status_cpu.percent(st.started.elapsed().as_secs_f64())),
         memory_bytes: super::prometheus::resident_memory_bytes(),
+        drain: super::node::drain_status(&st.control).unwrap_or_default(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `node:version`           | the node's version string                    |
 //! | `node:admin_addr`        | admin API `host:port`                        |
 //! | `node:leaving`           | unix ms at which the node began a graceful leave |
+//! | `node:draining`          | unix ms since which the node drains (`ctl drain-node`); absent when it does not |
 //!
 //! Name components (pool, server, session key, origin) are percent-encoded
 //! for `%`, `:`, whitespace and control characters, so any name round-trips
@@ -36,6 +37,7 @@ pub const RATE_PREFIX: &str = "rate:";
 pub const NODE_VERSION: &str = "node:version";
 pub const NODE_ADMIN_ADDR: &str = "node:admin_addr";
 pub const NODE_LEAVING: &str = "node:leaving";
+pub const NODE_DRAINING: &str = "node:draining";
 
 /// Characters escaped inside name components.
 const COMPONENT: &AsciiSet = &CONTROLS.add(b'%').add(b':').add(b' ');
@@ -84,6 +86,8 @@ pub enum GossipKey {
     NodeVersion,
     NodeAdminAddr,
     NodeLeaving,
+    /// Set while the node drains.
+    NodeDraining,
 }
 
 /// A name component of `key`, decoded; `what` names an empty one.
@@ -168,6 +172,7 @@ impl GossipKey {
             GossipKey::NodeVersion => NODE_VERSION.to_string(),
             GossipKey::NodeAdminAddr => NODE_ADMIN_ADDR.to_string(),
             GossipKey::NodeLeaving => NODE_LEAVING.to_string(),
+            GossipKey::NodeDraining => NODE_DRAINING.to_string(),
         })
     }
 
@@ -211,6 +216,7 @@ impl GossipKey {
             NODE_VERSION => Ok(GossipKey::NodeVersion),
             NODE_ADMIN_ADDR => Ok(GossipKey::NodeAdminAddr),
             NODE_LEAVING => Ok(GossipKey::NodeLeaving),
+            NODE_DRAINING => Ok(GossipKey::NodeDraining),
             _ => Err(KeyError::UnknownKey(key.to_string())),
         }
     }
@@ -282,6 +288,10 @@ pub enum GossipValue {
     Leaving {
         since_ms: u64,
     },
+    /// Unix ms since which the node drains.
+    Draining {
+        since_ms: u64,
+    },
 }
 
 impl HealthView {
@@ -324,6 +334,7 @@ impl GossipValue {
             GossipValue::Version(_) => "version",
             GossipValue::AdminAddr(_) => "admin address",
             GossipValue::Leaving { .. } => "leaving",
+            GossipValue::Draining { .. } => "draining",
         }
     }
 
@@ -339,6 +350,7 @@ impl GossipValue {
                 | (GossipKey::NodeVersion, GossipValue::Version(_))
                 | (GossipKey::NodeAdminAddr, GossipValue::AdminAddr(_))
                 | (GossipKey::NodeLeaving, GossipValue::Leaving { .. })
+                | (GossipKey::NodeDraining, GossipValue::Draining { .. })
         );
         if fits {
             Ok(())
@@ -363,7 +375,7 @@ impl GossipValue {
             }
             GossipValue::Version(v) => v.clone(),
             GossipValue::AdminAddr(a) => a.to_string(),
-            GossipValue::Leaving { since_ms } => since_ms.to_string(),
+            GossipValue::Leaving { since_ms } | GossipValue::Draining { since_ms } => since_ms.to_string(),
         })
     }
 }
@@ -397,13 +409,17 @@ pub fn decode_entry(key: &str, value: &str) -> Result<(GossipKey, GossipValue), 
             value: value.to_string(),
             what: "not a socket address",
         })?),
-        GossipKey::NodeLeaving => GossipValue::Leaving {
-            since_ms: value.parse().map_err(|_| KeyError::BadValue {
+        GossipKey::NodeLeaving | GossipKey::NodeDraining => {
+            let since_ms = value.parse().map_err(|_| KeyError::BadValue {
                 key: key.to_string(),
                 value: value.to_string(),
                 what: "not an integer",
-            })?,
-        },
+            })?;
+            match k {
+                GossipKey::NodeLeaving => GossipValue::Leaving { since_ms },
+                _ => GossipValue::Draining { since_ms },
+            }
+        }
     };
     Ok((k, v))
 }
@@ -417,6 +433,8 @@ pub trait NodeStateExt {
     fn admin_addr(&self) -> Option<SocketAddr>;
     /// Set when the node announced a graceful leave.
     fn leaving_since_ms(&self) -> Option<u64>;
+    /// Set while the node drains.
+    fn draining_since_ms(&self) -> Option<u64>;
 }
 
 impl NodeStateExt for chitchat::NodeState {
@@ -440,6 +458,10 @@ impl NodeStateExt for chitchat::NodeState {
 
     fn leaving_since_ms(&self) -> Option<u64> {
         self.get(NODE_LEAVING)?.parse().ok()
+    }
+
+    fn draining_since_ms(&self) -> Option<u64> {
+        self.get(NODE_DRAINING)?.parse().ok()
     }
 }
 
@@ -482,6 +504,7 @@ mod tests {
         roundtrip(GossipKey::NodeVersion, GossipValue::Version("0.1.0 (abc)".into()));
         roundtrip(GossipKey::NodeAdminAddr, GossipValue::AdminAddr("127.0.0.1:9100".parse().unwrap()));
         roundtrip(GossipKey::NodeLeaving, GossipValue::Leaving { since_ms: 42 });
+        roundtrip(GossipKey::NodeDraining, GossipValue::Draining { since_ms: 43 });
         roundtrip(GossipKey::primary("db:main"), GossipValue::Primary("s 1:x".into()));
         roundtrip(GossipKey::rate("auth:x", 0xdead_beef_0000_0001), GossipValue::Rate { count: 7, at_ms: 42 });
         assert!(decode_entry("rate:auth:12", "1 2").is_err(), "a short key is refused");
@@ -514,6 +537,7 @@ mod tests {
             ("session:a:b", ""),
             ("node:admin_addr", "nowhere"),
             ("node:leaving", "soon"),
+            ("node:draining", "now"),
         ];
         for (k, v) in cases {
             assert!(decode_entry(k, v).is_err(), "{k} = {v:?}");

@@ -79,6 +79,8 @@ pub struct Member {
     pub last_heard: Option<Duration>,
     pub version: Option<String>,
     pub admin_addr: Option<SocketAddr>,
+    /// Unix ms since which it drains (`ctl drain-node`), if it does.
+    pub draining_since_ms: Option<u64>,
 }
 
 /// A typed change in the cluster, for nodes other than this one.

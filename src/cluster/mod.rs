@@ -331,6 +331,7 @@ impl Cluster {
                         last_heard: None,
                         version: ns.node_version().map(str::to_string),
                         admin_addr: ns.admin_addr(),
+                        draining_since_ms: ns.draining_since_ms(),
                     });
                 }
                 (out, heartbeats)
@@ -525,6 +526,7 @@ mod superseded_tests {
             last_heard: None,
             version: None,
             admin_addr: None,
+            draining_since_ms: None,
         }
     }
 
@@ -540,7 +542,7 @@ mod superseded_tests {
             member("d", 6, MemberState::Live),
         ];
         let kept: Vec<(String, u64)> =
-            without_superseded(members).into_iter().map(|m| (m.id.name, m.id.generation)).collect();
+            without_superseded(members).into_iter().map(|m| (m.id.name.to_string(), m.id.generation)).collect();
         // a@1 came back as a@2; b is really dead; c@4 is newer than the live
         // c@3 (kept: it may be the one coming up); both live d are listed.
         assert_eq!(

@@ -161,6 +161,18 @@ pub const KEYS: &[Key] = &[
         meaning: "WebSocket tunnels closed together (the node stopping, or a server marked down in a pool with `close_tunnels_on_down`) each close after a random part of this window, so that thousands of agents do not reconnect in the same millisecond; 0s closes them all at once.",
     },
     Key {
+        path: "limits.shed_over",
+        kind: "duration 0s..=1h",
+        default: "`3m`",
+        meaning: "A node that drains (`sysmanage-node ctl drain-node`, `POST /api/v1/node/drain`) closes its WebSocket tunnels each at a random instant within this window from the drain, so that agents reconnect through the other nodes a few at a time; the drain's own `over` replaces it. The old process of an in-place upgrade sheds its tunnels over it too, after `limits.upgrade_drain_timeout`. See [Upgrading a cluster](upgrading.md).",
+    },
+    Key {
+        path: "limits.upgrade_drain_timeout",
+        kind: "duration 0s..=24h",
+        default: "`5m`",
+        meaning: "In an in-place upgrade, how long the old process keeps the WebSocket tunnels it still holds (while the new process takes every new connection) before it sheds them over `limits.shed_over`.",
+    },
+    Key {
         path: "log",
         kind: "table",
         default: "—",

@@ -11,9 +11,10 @@
 //! handlers ([`super::replication`]'s `peers`) is short and synchronous.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Control, ControlError, ReloadReport};
-use crate::cluster::ClusterChange;
+use crate::cluster::{ClusterChange, GossipKey, GossipValue};
 use crate::config::Config;
 use crate::health::{AdminState, ServerState};
 use crate::sessions::{unix_now_ms, SessionRecord, Sessions};
@@ -34,10 +35,25 @@ pub enum Command {
     UnpinSession { key: String },
     /// Pin a session key to a server of a pool with affinity.
     MoveSession { key: String, pool: String, server: String },
+    /// Put the whole node into draining (a rolling upgrade of a cluster):
+    /// health answers 503 `draining`, clients are told to close their
+    /// connections, WebSocket tunnels are shed over `over` (default
+    /// `limits.shed_over`). Again while draining: a new window from now.
+    DrainNode { over: Option<Duration> },
+    /// Back from draining: tunnels not yet shed stay.
+    UndrainNode,
     /// A peer's change arrived by gossip: a member joined or left, or set or
     /// removed a key (health view, load, session record, active server,
     /// rate count).
     Peer(ClusterChange),
+}
+
+/// The node drains: since when (unix ms), and the window over which its
+/// tunnels are shed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainState {
+    pub since_unix_ms: u64,
+    pub over: Duration,
 }
 
 /// What a command did.
@@ -58,6 +74,11 @@ pub enum Done {
     },
     /// The session's record after the move.
     Moved(SessionRecord),
+    /// The node's draining state before and after the command.
+    NodeDrain {
+        was: Option<DrainState>,
+        now: Option<DrainState>,
+    },
     /// A peer's change was applied; `reconcile`: health views, loads or
     /// active servers may have moved, so what this node derives from them
     /// needs a recompute.
@@ -82,7 +103,59 @@ impl Control {
             Command::MoveSession { key, pool, server } => {
                 self.move_session(&key, &pool, &server).await.map(Done::Moved)
             }
+            Command::DrainNode { over } => {
+                self.drain_node(over).await.map(|(was, now)| Done::NodeDrain { was, now: Some(now) })
+            }
+            Command::UndrainNode => Ok(Done::NodeDrain { was: self.undrain_node().await, now: None }),
             Command::Peer(change) => Ok(Done::Peer { reconcile: self.peer_change(change) }),
+        }
+    }
+
+    /// Drains the node (see [`Command::DrainNode`]); returns the state
+    /// before and after.
+    async fn drain_node(&self, over: Option<Duration>) -> Result<(Option<DrainState>, DrainState), ControlError> {
+        let _one_writer = self.inner.lock().await;
+        let over = over.unwrap_or(self.snapshot().config.limits.shed_over);
+        if over > crate::config::MAX_SHED_OVER {
+            return Err(ControlError::BadShedOver(over));
+        }
+        let was = self.drain_state();
+        let now = DrainState { since_unix_ms: was.map_or_else(unix_now_ms, |w| w.since_unix_ms), over };
+        *self.drain.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        self.shared.set_draining(true);
+        self.shared.shed_tunnels(over, crate::proxy::TunnelEnd::Draining);
+        let tunnels = crate::metrics::COUNTERS.websocket_tunnels.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(?over, tunnels, "node draining: WebSocket tunnels shed over the window");
+        self.events.push("admin", None, None, format!("node draining ({tunnels} tunnels shed over {over:?})"));
+        if was.is_none() {
+            self.publish_drain(Some(now.since_unix_ms)).await;
+        }
+        Ok((was, now))
+    }
+
+    /// Ends draining; returns the state before.
+    async fn undrain_node(&self) -> Option<DrainState> {
+        let _one_writer = self.inner.lock().await;
+        let was = self.drain.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.shared.stop_shedding();
+        self.shared.set_draining(false);
+        if was.is_some() {
+            tracing::info!("node no longer draining");
+            self.events.push("admin", None, None, "node no longer draining".to_string());
+            self.publish_drain(None).await;
+        }
+        was
+    }
+
+    /// Tells the cluster whether this node drains (`node:draining`).
+    async fn publish_drain(&self, since_unix_ms: Option<u64>) {
+        let Some(rt) = self.cluster() else { return };
+        let done = match since_unix_ms {
+            Some(since_ms) => rt.cluster.set(GossipKey::NodeDraining, GossipValue::Draining { since_ms }).await,
+            None => rt.cluster.delete(&GossipKey::NodeDraining).await,
+        };
+        if let Err(e) = done {
+            tracing::warn!("cannot gossip the node's draining state: {e}");
         }
     }
 

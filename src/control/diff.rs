@@ -81,6 +81,8 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         ("limits.max_body", ol.max_body != nl.max_body),
         ("limits.body_timeout", ol.body_timeout != nl.body_timeout),
         ("limits.tunnel_close_spread", ol.tunnel_close_spread != nl.tunnel_close_spread),
+        ("limits.shed_over", ol.shed_over != nl.shed_over),
+        ("limits.upgrade_drain_timeout", ol.upgrade_drain_timeout != nl.upgrade_drain_timeout),
         ("log.access_log", old.log.access_log != new.log.access_log),
         ("headers", old.headers != new.headers),
         ("metrics.enabled", old.metrics_enabled != new.metrics_enabled),
@@ -225,8 +227,10 @@ mod tests {
 
     #[test]
     fn settings_read_per_request_apply_at_once() {
-        let cases: [(&str, Edit); 8] = [
+        let cases: [(&str, Edit); 10] = [
             ("limits.max_body", |c| c.limits.max_body += 1),
+            ("limits.shed_over", |c| c.limits.shed_over += Duration::from_secs(1)),
+            ("limits.upgrade_drain_timeout", |c| c.limits.upgrade_drain_timeout += Duration::from_secs(1)),
             ("limits.body_timeout", |c| c.limits.body_timeout += Duration::from_secs(1)),
             ("limits.tunnel_close_spread", |c| c.limits.tunnel_close_spread += Duration::from_millis(1)),
             ("log.access_log", |c| c.log.access_log = !c.log.access_log),

@@ -1,7 +1,7 @@
 //! The single writer of the node's desired state. It owns the config, the
 //! registry of server runtime state and the health-check tasks; it applies
 //! typed commands ([`command::Command`]: reload, admin state, weight,
-//! session moves, peers' changes) and publishes a new immutable snapshot
+//! session moves, draining the node, peers' changes) and publishes a new immutable snapshot
 //! for the proxy; [`diff`] says what a reload changes.
 //!
 //! Called by `runtime` (start, SIGHUP), `admin` (API actions) and the
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-pub use self::command::{Command, Done};
+pub use self::command::{Command, Done, DrainState};
 use self::diff::Change;
 use crate::config::{self, Config, ConfigErrors};
 use crate::health::active::spawn_check;
@@ -52,6 +52,8 @@ pub enum ControlError {
     NoAffinityPool { pool: String },
     #[error("pool \"{pool}\" has no server named \"{server}\"")]
     NoSessionServer { pool: String, server: String },
+    #[error("over must be at most 1h, got {}", humantime::format_duration(*.0))]
+    BadShedOver(Duration),
 }
 
 /// A listener as the node bound it: its name, the address it got (the
@@ -94,6 +96,8 @@ pub struct Control {
     /// replication task takes it.
     gossip: Option<tokio::sync::mpsc::Sender<crate::sessions::SessionRecord>>,
     outbox: std::sync::Mutex<Option<replication::Outbox>>,
+    /// Set while the node drains (`Command::DrainNode`).
+    drain: std::sync::Mutex<Option<DrainState>>,
 }
 
 struct Inner {
@@ -129,6 +133,7 @@ impl Control {
             cluster: std::sync::OnceLock::new(),
             gossip,
             outbox: std::sync::Mutex::new(outbox),
+            drain: std::sync::Mutex::new(None),
         });
         tokio::spawn(ramp_ticker(Arc::downgrade(&control)));
         Ok(control)
@@ -156,6 +161,11 @@ impl Control {
 
     pub fn cluster(&self) -> Option<&Arc<replication::ClusterRuntime>> {
         self.cluster.get()
+    }
+
+    /// Whether the node drains, since when and over which window.
+    pub fn drain_state(&self) -> Option<DrainState> {
+        *self.drain.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn sessions(&self) -> Option<Arc<Sessions>> {

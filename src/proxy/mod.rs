@@ -32,5 +32,6 @@ pub mod route;
 pub mod wire;
 
 pub use inbound::listener::{bind_all, serve, ListenerStats, Retire, ServeOptions};
+pub use outbound::tunnel::{End as TunnelEnd, Shed};
 pub use route::stats::RouteStats;
 pub use route::{ProxyState, Shared};

@@ -1,4 +1,5 @@
-//! Cluster pane: the members as this node sees them (state, address,
+//! Cluster pane: the members as this node sees them (state, `draining` for
+//! a live member that drains, address,
 //! generation, last heard, load, version), how many nodes see each server
 //! up, and the active server of each `primary` pool. A standalone node says
 //! so instead of inventing a membership table.
@@ -16,7 +17,7 @@ use crate::api::{ClusterStatus, ServerStatus, Status};
 fn member_state_style(state: &str) -> Style {
     match state {
         "live" => Style::new().fg(Color::Green),
-        "joining" | "leaving" => Style::new().fg(Color::Yellow),
+        "joining" | "leaving" | "draining" => Style::new().fg(Color::Yellow),
         _ => Style::new().fg(Color::Red),
     }
 }
@@ -45,7 +46,7 @@ fn members_lines(c: &ClusterStatus, wide: bool) -> Vec<Line<'static>> {
         let conns = m.connections.map_or("-".to_string(), |n| n.to_string());
         let mut spans = vec![
             Span::raw(format!(" {} ", fit(&name, 14))),
-            Span::styled(fit(&m.state, 8), member_state_style(&m.state)),
+            Span::styled(fit(m.shown_state(), 8), member_state_style(m.shown_state())),
             Span::raw(format!(" {} {}", fit(&heard, 8), fit_right(&conns, 6))),
         ];
         if wide {

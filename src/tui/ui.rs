@@ -64,6 +64,9 @@ fn draw_title(f: &mut Frame, area: Rect, app: &App) {
             format!(" │ {} │ v{} │ up {}", s.node.name, s.node.version, text::span(s.node.uptime_seconds)),
             bar,
         ));
+        if s.node.drain.draining {
+            left.push(Span::styled(" │ DRAINING", bar.fg(Color::Yellow).add_modifier(Modifier::BOLD)));
+        }
     }
     let (link, link_style) = match &app.link {
         Link::Connecting => ("… connecting".to_string(), bar.fg(Color::Yellow)),

@@ -327,12 +327,47 @@ async fn actions_match(page: &str, admin: SocketAddr, wrong: &mut Vec<String>) {
         wrong.push(format!("unpin: {status} {real}, the example says {unpinned}"));
     }
 
+    node_drain_matches(page, admin, wrong).await;
+
     let reload = example(page, "#### `POST /api/v1/reload`");
     let (status, real) = call(admin, Method::POST, "/api/v1/reload", TOKEN, "").await;
     if status != StatusCode::OK || real["pools"] != 1 || real["routes"] != 2 {
         wrong.push(format!("reload: {status} {real}"));
     }
     shape_diff("reload", &reload, &real, wrong);
+}
+
+/// Draining the node: the drain answer by shape (its time varies), the
+/// health endpoints' 503 while it drains, the undrain answer and the `over`
+/// errors exactly as the text quotes them.
+async fn node_drain_matches(page: &str, admin: SocketAddr, wrong: &mut Vec<String>) {
+    let drain = example(page, "#### `POST /api/v1/node/drain`");
+    let (status, real) = call(admin, Method::POST, "/api/v1/node/drain", TOKEN, r#"{"over": "90s"}"#).await;
+    if status != StatusCode::OK || real["draining"] != true || real["over_ms"] != 90_000 {
+        wrong.push(format!("node drain: {status} {real}"));
+    }
+    shape_diff("node drain", &drain, &real, wrong);
+    for path in ["/api/health", "/api/health/detailed", "/health"] {
+        let (status, _, body) = support::get(&support::client(), admin, path).await;
+        if status != 503 || !body.contains("draining") {
+            wrong.push(format!("{path} while draining: {status} {body}"));
+        }
+    }
+    let quoted = r#"{"draining": false, "since_unix_ms": null, "over_ms": null, "was_draining": true}"#;
+    let undrained: Value = serde_json::from_str(quoted).unwrap();
+    let (status, real) = call(admin, Method::POST, "/api/v1/node/undrain", TOKEN, "").await;
+    if status != StatusCode::OK || real != undrained || !page.contains(&format!("`{quoted}`")) {
+        wrong.push(format!("node undrain: {status} {real}, quoted in the reference as {undrained}"));
+    }
+    for body in [r#"{"over": "soon"}"#, r#"{"over": "2h"}"#] {
+        let (got, real) = call(admin, Method::POST, "/api/v1/node/drain", TOKEN, body).await;
+        let message = real["error"].as_str().unwrap_or_default();
+        // The reference wraps the quoted message over lines.
+        let flat = page.split_whitespace().collect::<Vec<_>>().join(" ");
+        if got != 400 || !flat.contains(&format!("`{message}`")) {
+            wrong.push(format!("node drain with {body}: {got} {real}, not quoted in the reference with 400"));
+        }
+    }
 }
 
 /// An answer that must be the example exactly.

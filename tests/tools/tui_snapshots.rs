@@ -135,6 +135,8 @@ fn clustered(mut s: Status) -> Status {
             admin_addr: None,
             sessions: conns.map(|_| 1200),
             connections: conns,
+            // lb1 drains (`ctl drain-node`): the pane says so.
+            draining_since_unix_ms: (name == "lb1").then_some(1_795_000_000_000),
         }
     };
     s.cluster = Some(sysmanage_node::api::ClusterStatus {

@@ -152,11 +152,25 @@ pub async fn serve(
     }
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
     let retire = opts.retire.get().copied();
-    if retire.is_none() {
-        ctx.shared.closing.send_replace(true);
+    match retire {
+        None => {
+            ctx.shared.closing.send_replace(true);
+            // Requests in progress finish; keep-alive connections then close.
+            ctx.closing.close();
+        }
+        Some(_) => {
+            // HAProxy's `idle-close-on-response`: an idle keep-alive client
+            // gets one more answer, with `Connection: close`, instead of a
+            // close that may cross its next request; those still idle after
+            // the keep-alive timeout are closed.
+            ctx.shared.set_retiring();
+            let (closing, wait) = (ctx.closing.clone(), opts.limits.keepalive_timeout);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                closing.close();
+            });
+        }
     }
-    // Requests in progress finish; keep-alive connections then close.
-    ctx.closing.close();
     for t in &tasks {
         t.abort();
     }
@@ -558,11 +572,18 @@ where
 {
     activity.mark_http2();
     let mut stop = ctx.shutdown.clone();
+    let mut draining = ctx.shared.drain_signal.subscribe();
     let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), ViaHyper(svc)));
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            // Finish the streams in flight, then close (GOAWAY).
+        // Shutdown, or the node drains (`ctl drain-node`): finish the
+        // streams in flight, then close (GOAWAY).
+        _ = async {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = draining.wait_for(|d| *d) => {}
+            }
+        } => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -73,6 +73,8 @@ pub struct Forward<'a> {
     pub tunnel: tunnel::Limits,
     /// Turns true at shutdown: tunnels close.
     pub closing: &'a tokio::sync::watch::Sender<bool>,
+    /// The node-wide order to shed tunnels (draining, upgrade).
+    pub shed: &'a tokio::sync::watch::Sender<Option<tunnel::Shed>>,
     /// Sticky sessions of this pool, if it has them.
     pub affinity: Option<Affinity<'a>>,
     pub activity: &'a Arc<ConnActivity>,

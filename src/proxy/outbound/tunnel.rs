@@ -8,6 +8,21 @@
 //! part of `limits.tunnel_close_spread` first: thousands of agents do not
 //! reconnect in the same millisecond. Bytes are counted as they pass; the
 //! session's TTL is refreshed while the tunnel lives.
+//!
+//! # Shedding
+//!
+//! A node sheds its tunnels when it drains (`ctl drain-node`) and when the
+//! old process of an in-place upgrade gives up the tunnels it still holds:
+//! the caller gives a [`Shed`] order through the node's `Shared`
+//! (`proxy::Shared::shed_tunnels(over, why)`, undone by
+//! `Shared::stop_shedding()`). Each tunnel then closes at its own random
+//! instant within `over` counted from the order (not from when the tunnel
+//! saw it), so the closes spread evenly over the window and agents
+//! reconnect through other nodes a few at a time; a tunnel opened during
+//! the window closes within what is left of it, one opened after the window
+//! within `over` of its opening ([`shed_at`]). `None` cancels the closes not
+//! yet done. Every ended tunnel is counted by reason in
+//! `sysmanage_tunnels_ended_total` ([`End::label`]).
 
 use std::io;
 use std::pin::Pin;
@@ -37,9 +52,90 @@ pub enum End {
     /// The server is no longer the active server of its `primary` pool.
     NotActive,
     Shutdown,
-    /// The old process of an in-place upgrade sheds its tunnels.
+    /// Shed because the node drains (`ctl drain-node`).
+    Draining,
+    /// Shed by the old process of an in-place upgrade.
     Upgrade,
     Error,
+}
+
+impl End {
+    /// Every reason, in the order of `metrics::TUNNEL_END_REASONS`.
+    pub const ALL: [End; 10] = [
+        End::Closed,
+        End::Idle,
+        End::HalfClosed,
+        End::Maintenance,
+        End::ServerDown,
+        End::NotActive,
+        End::Shutdown,
+        End::Draining,
+        End::Upgrade,
+        End::Error,
+    ];
+
+    /// The `reason` label of `sysmanage_tunnels_ended_total`.
+    pub const fn label(self) -> &'static str {
+        crate::metrics::TUNNEL_END_REASONS[self.index()]
+    }
+
+    /// Its index in `metrics::TUNNEL_END_REASONS` and `Counters::tunnels_ended`.
+    pub const fn index(self) -> usize {
+        match self {
+            End::Closed => 0,
+            End::Idle => 1,
+            End::HalfClosed => 2,
+            End::Maintenance => 3,
+            End::ServerDown => 4,
+            End::NotActive => 5,
+            End::Shutdown => 6,
+            End::Draining => 7,
+            End::Upgrade => 8,
+            End::Error => 9,
+        }
+    }
+
+    /// Counts a tunnel that ended for this reason.
+    pub fn count(self) {
+        COUNTERS.tunnels_ended[self.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An order to close every tunnel of the node within a window: the node
+/// drains, or the old process of an upgrade gives up its tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shed {
+    /// The window, from `since_ms`.
+    pub over: Duration,
+    /// Why: [`End::Draining`] or [`End::Upgrade`].
+    pub why: End,
+    /// When the order was given, in `clock::now_ms` time.
+    pub since_ms: u64,
+}
+
+impl Shed {
+    /// An order given now.
+    pub fn now(over: Duration, why: End) -> Shed {
+        Shed { over, why, since_ms: crate::clock::now_ms() }
+    }
+}
+
+/// When a tunnel opened at `opened_ms` closes under `order` (in
+/// `clock::now_ms` time); `pick(n)` is a random number in `0..n` (n > 0).
+/// A tunnel open when the order was given closes at a random instant of
+/// the window; one opened during it, within what is left of it; one opened
+/// after it, within `over` of its opening. Pure, for the tests.
+pub fn shed_at(order: &Shed, opened_ms: u64, mut pick: impl FnMut(u64) -> u64) -> u64 {
+    let over = order.over.as_millis() as u64;
+    let end = order.since_ms + over;
+    let (from, width) = if opened_ms <= order.since_ms {
+        (order.since_ms, over)
+    } else if opened_ms < end {
+        (opened_ms, end - opened_ms)
+    } else {
+        (opened_ms, over)
+    };
+    from + if width == 0 { 0 } else { pick(width) }
 }
 
 /// How long a tunnel may live in each of its states.
@@ -114,6 +210,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     limits: Limits,
     state: &crate::health::ServerState,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    mut shed: tokio::sync::watch::Receiver<Option<Shed>>,
     touch_every: Duration,
     mut touch: impl FnMut(),
 ) -> (End, u64, u64) {
@@ -141,9 +238,16 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // reads (BENCHMARKS.md, idle tunnels).
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, TUNNEL_BUFFER, TUNNEL_BUFFER);
     tokio::pin!(copy);
-    let mut timers =
-        Timers { idle_ms: limits.idle.as_millis() as u64, fin_ms: limits.fin.as_millis() as u64, close_at: None };
-    let (mut shutting, mut down, mut not_active) = (false, false, false);
+    let opened_ms = crate::clock::now_ms();
+    let mut timers = Timers {
+        idle_ms: limits.idle.as_millis() as u64,
+        fin_ms: limits.fin.as_millis() as u64,
+        close_at: None,
+        shed_at: None,
+    };
+    // An order given before the tunnel opened (the node already drains).
+    timers.shed(*shed.borrow_and_update(), opened_ms);
+    let (mut shutting, mut down, mut not_active, mut shed_gone) = (false, false, false, false);
     loop {
         let wait = Duration::from_millis(timers.next(&activity).saturating_sub(crate::clock::now_ms()).max(1));
         tokio::select! {
@@ -173,6 +277,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 shutting = true;
                 timers.close_with_others(limits.spread, End::Shutdown);
             }
+            changed = shed.changed(), if !shed_gone => match changed {
+                Ok(()) => timers.shed(*shed.borrow_and_update(), opened_ms),
+                // The node's state is gone (tests): no order can come.
+                Err(_) => shed_gone = true,
+            },
             _ = touch_tick.tick() => touch(),
         }
     }
@@ -185,6 +294,9 @@ struct Timers {
     idle_ms: u64,
     fin_ms: u64,
     close_at: Option<(u64, End)>,
+    /// A close ordered node-wide ([`Shed`]); apart from `close_at` so that
+    /// undraining cancels it alone.
+    shed_at: Option<(u64, End)>,
 }
 
 impl Timers {
@@ -200,13 +312,15 @@ impl Timers {
     fn next(&self, activity: &Activity) -> u64 {
         let idle = activity.last_ms.load(Ordering::Relaxed) + self.idle_ms;
         let closing = self.close_at.map_or(u64::MAX, |(at, _)| at);
-        idle.min(self.fin_at(activity)).min(closing)
+        let shed = self.shed_at.map_or(u64::MAX, |(at, _)| at);
+        idle.min(self.fin_at(activity)).min(closing).min(shed)
     }
 
     /// Why the tunnel ends at `now`, if a deadline has passed.
     fn expired(&self, activity: &Activity, now: u64) -> Option<End> {
         match self.close_at {
             Some((at, why)) if now >= at => Some(why),
+            _ if self.shed_at.is_some_and(|(at, _)| now >= at) => self.shed_at.map(|(_, why)| why),
             _ if now >= self.fin_at(activity) => Some(End::HalfClosed),
             _ if now.saturating_sub(activity.last_ms.load(Ordering::Relaxed)) >= self.idle_ms => Some(End::Idle),
             _ => None,
@@ -217,6 +331,12 @@ impl Timers {
     /// `spread`, unless one is due sooner.
     fn close_with_others(&mut self, spread: Duration, why: End) {
         self.close_at = Some(soonest(self.close_at, spread_from_now(spread), why));
+    }
+
+    /// A node-wide order: close at this tunnel's instant of it, or (`None`)
+    /// not any more.
+    fn shed(&mut self, order: Option<Shed>, opened_ms: u64) {
+        self.shed_at = order.map(|o| (shed_at(&o, opened_ms, |n| fastrand::u64(0..n)), o.why));
     }
 }
 
@@ -231,5 +351,86 @@ fn soonest(current: Option<(u64, End)>, at: u64, why: End) -> (u64, End) {
     match current {
         Some((t, w)) if t <= at => (t, w),
         _ => (at, why),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(since_ms: u64, over_ms: u64) -> Shed {
+        Shed { over: Duration::from_millis(over_ms), why: End::Draining, since_ms }
+    }
+
+    /// Tunnels open at the order close at `since + pick(over)`: the whole
+    /// window is used, from its first to its last millisecond.
+    #[test]
+    fn shed_instants_spread_over_the_window() {
+        let o = order(10_000, 3_000);
+        assert_eq!(shed_at(&o, 5_000, |_| 0), 10_000);
+        assert_eq!(shed_at(&o, 5_000, |n| n - 1), 12_999);
+        // A thousand tunnels with evenly drawn numbers land evenly: every
+        // tenth of the window gets a tenth of them.
+        let mut tenths = [0u32; 10];
+        for i in 0..1000u64 {
+            let at = shed_at(&o, 9_000, |n| i * n / 1000);
+            assert!((10_000..13_000).contains(&at), "{at}");
+            tenths[((at - 10_000) / 300) as usize] += 1;
+        }
+        assert!(tenths.iter().all(|t| *t == 100), "{tenths:?}");
+        // The range asked of the random source is the window.
+        let mut asked = 0;
+        shed_at(&o, 0, |n| {
+            asked = n;
+            0
+        });
+        assert_eq!(asked, 3_000);
+    }
+
+    /// A tunnel opened during the window closes within what is left of
+    /// it; one opened after it, within `over` of its opening.
+    #[test]
+    fn late_tunnels_stay_inside_the_window_or_get_one_of_their_own() {
+        let o = order(10_000, 3_000);
+        let mut asked = 0;
+        let at = shed_at(&o, 12_000, |n| {
+            asked = n;
+            n - 1
+        });
+        assert_eq!((asked, at), (1_000, 12_999));
+        assert_eq!(shed_at(&o, 20_000, |_| 0), 20_000);
+        assert_eq!(shed_at(&o, 20_000, |n| n - 1), 22_999);
+        // A window of zero closes at once, without asking for a number.
+        assert_eq!(shed_at(&order(10_000, 0), 5_000, |_| unreachable!()), 10_000);
+    }
+
+    /// The timers follow the order, and `None` (undrain) cancels a shed
+    /// close not yet done without touching the others.
+    #[test]
+    fn undrain_cancels_the_shed_close_only() {
+        let activity = Activity { last_ms: AtomicU64::new(1_000), fin_ms: AtomicU64::new(0), fin: Default::default() };
+        let mut t = Timers { idle_ms: 3_600_000, fin_ms: 1_000, close_at: None, shed_at: None };
+        t.shed(Some(order(2_000, 1_000)), 1_000);
+        let (at, why) = t.shed_at.unwrap();
+        assert!((2_000..3_000).contains(&at) && why == End::Draining);
+        assert_eq!(t.next(&activity), at);
+        assert_eq!(t.expired(&activity, at), Some(End::Draining));
+        assert_eq!(t.expired(&activity, at - 1), None);
+        t.shed(None, 1_000);
+        assert_eq!(t.expired(&activity, 3_000), None);
+        assert_eq!(t.next(&activity), 1_000 + 3_600_000);
+        // An upgrade's order counts as such.
+        t.shed(Some(Shed { over: Duration::ZERO, why: End::Upgrade, since_ms: 5_000 }), 1_000);
+        assert_eq!(t.expired(&activity, 5_000), Some(End::Upgrade));
+    }
+
+    #[test]
+    fn every_end_has_its_own_label() {
+        for (i, e) in End::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?}");
+            assert_eq!(e.label(), crate::metrics::TUNNEL_END_REASONS[i]);
+        }
+        assert_eq!(End::Draining.label(), "draining");
+        assert_eq!(End::Upgrade.label(), "upgrade");
     }
 }

@@ -64,6 +64,7 @@ impl Forward<'_> {
         let state = self.pool.servers[idx].state.clone();
         let limits = self.tunnel;
         let closing = self.closing.subscribe();
+        let shed = self.shed.subscribe();
         tokio::spawn(async move {
             let _busy = busy;
             let _in_flight = in_flight;
@@ -82,7 +83,8 @@ impl Forward<'_> {
                         }
                     };
                     let (end, up, down) =
-                        tunnel::run(client, server, limits, &state, closing, touch_every, refresh).await;
+                        tunnel::run(client, server, limits, &state, closing, shed, touch_every, refresh).await;
+                    end.count();
                     tracing::debug!(%pool, server = %state.name, ?end, up, down, "websocket tunnel ended");
                 }
                 Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),

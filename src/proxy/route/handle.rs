@@ -46,7 +46,8 @@ pub async fn handle(
     let state = shared.state.load_full();
     let method = req.method().clone();
     let (client_ip, via_trusted_proxy) = conn.client_ip(req.headers());
-    let cx = Steps { shared: &shared, state: &state, conn: &conn, started, client_ip, via_trusted_proxy };
+    let version = req.version();
+    let cx = Steps { shared: &shared, state: &state, conn: &conn, started, client_ip, via_trusted_proxy, version };
     // Before any route: `Host` and the path are what routing reads.
     let checked = check(&mut req, conn.local);
     let path_for_log = state.access_log.then(|| req.uri().path().to_string());
@@ -78,6 +79,11 @@ pub async fn handle(
             // layer would move the request and the response once more.
             match (cx.rate_limit(route, req.headers(), websocket)?, &route.action) {
                 (Some(limited), _) => limited,
+                (None, RouteAction::Respond { status, .. }) if shared.is_draining() && (200..300).contains(status) => {
+                    // The node's own health answer tells fronts to stop
+                    // sending clients here (`ctl drain-node`).
+                    text_response(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                }
                 (None, RouteAction::Respond { status, body, content_type }) => {
                     fixed_response(*status, body, content_type)
                 }
@@ -104,6 +110,8 @@ struct Steps<'a> {
     started: Instant,
     client_ip: IpAddr,
     via_trusted_proxy: bool,
+    /// The request's HTTP version.
+    version: Version,
 }
 
 /// What the access log and the metrics say of a request besides its response.
@@ -186,6 +194,7 @@ impl<'a> Steps<'a> {
                 close_on_down: pool_ref.cfg.close_tunnels_on_down,
             },
             closing: &self.shared.closing,
+            shed: &self.shared.shed,
             affinity: match (&pool_ref.cfg.affinity, &state.affinity_keys[pool], &state.sessions) {
                 (Some(cfg), Some(key), Some(sessions)) => Some(Affinity { key, cfg, sessions }),
                 _ => None,
@@ -316,6 +325,12 @@ impl Steps<'_> {
             }
         }
         let status = response.status().as_u16();
+        if self.shared.closes_after_response() && status != 101 && self.version != Version::HTTP_2 {
+            // A draining node tells keep-alive clients to go (and come back
+            // through a front that now sends them to another node); HTTP/2
+            // connections get a GOAWAY from inbound.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if state.metrics {
             metrics::count_response(status);
             COUNTERS.request_duration.record_us(timing.elapsed().as_micros() as u64);

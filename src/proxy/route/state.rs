@@ -1,10 +1,13 @@
 //! The request path's state for one configuration generation
 //! ([`ProxyState`]), built at start and at every reload from the control
 //! plane's snapshot, and [`Shared`], through which every connection reads
-//! the current one.
+//! the current one, with the node-wide signals: shutdown, draining and
+//! the order to shed tunnels.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
@@ -15,6 +18,7 @@ use crate::config::{RateKey, RateKind};
 use crate::proxy::headers::SecurityHeaders;
 use crate::proxy::outbound::pool::{pool_options, upstream_tls, PoolOptions, ServerPool};
 use crate::proxy::outbound::response::{text_response, ProxyBody};
+use crate::proxy::outbound::tunnel::{End, Shed};
 use crate::ratelimit::{Decision, KeySource, Zone, ZoneConfig, ZoneKind};
 use crate::sessions::{AffinityKey, Sessions};
 use crate::state::Snapshot;
@@ -173,16 +177,70 @@ pub struct Shared {
     /// Turns true when the node shuts down: WebSocket tunnels close at once
     /// (agents reconnect to another node) while HTTP requests drain.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The node-wide order to shed WebSocket tunnels (see
+    /// [`Shared::shed_tunnels`]); `None`: no order.
+    pub shed: tokio::sync::watch::Sender<Option<Shed>>,
+    /// The node drains: HTTP/1 responses carry `Connection: close`, HTTP/2
+    /// connections get a GOAWAY, `respond` routes answer 503. Read per
+    /// response (one atomic load); `drain_signal` wakes HTTP/2 connections.
+    draining: AtomicBool,
+    pub drain_signal: tokio::sync::watch::Sender<bool>,
+    /// The old process of an in-place upgrade: HTTP/1 responses carry
+    /// `Connection: close` (idle keep-alive clients get one more answer
+    /// instead of a close that races their next request); nothing else
+    /// changes.
+    retiring: AtomicBool,
 }
 
 impl Shared {
     pub fn new(state: ProxyState) -> Self {
-        Shared { state: ArcSwap::from_pointee(state), closing: tokio::sync::watch::Sender::new(false) }
+        Shared {
+            state: ArcSwap::from_pointee(state),
+            closing: tokio::sync::watch::Sender::new(false),
+            shed: tokio::sync::watch::Sender::new(None),
+            draining: AtomicBool::new(false),
+            drain_signal: tokio::sync::watch::Sender::new(false),
+            retiring: AtomicBool::new(false),
+        }
     }
 
-    /// Closes every WebSocket tunnel, spread (TEMPORARY: until the shed
-    /// order lands, with the tunnels' own spread).
-    pub fn shed_tunnels(&self, _over: std::time::Duration, _why: crate::proxy::outbound::tunnel::End) {
-        self.closing.send_replace(true);
+    /// Orders every WebSocket tunnel of the node, open now or opened later,
+    /// to close at its own random instant within `over` from now, counted
+    /// as `why` ([`End::Draining`], [`End::Upgrade`]). A later order
+    /// replaces this one. For the in-place upgrade, the old process calls
+    /// `shed_tunnels(limits.shed_over, End::Upgrade)` once
+    /// `limits.upgrade_drain_timeout` has passed.
+    pub fn shed_tunnels(&self, over: Duration, why: End) {
+        self.shed.send_replace(Some(Shed::now(over, why)));
+    }
+
+    /// Cancels the order: tunnels not closed yet stay open.
+    pub fn stop_shedding(&self) {
+        self.shed.send_replace(None);
+    }
+
+    /// Puts the data plane into draining (`true`) or back (`false`); the
+    /// tunnels are shed apart ([`Shared::shed_tunnels`]).
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+        self.drain_signal.send_replace(on);
+    }
+
+    /// Whether the node drains (see [`Shared::set_draining`]).
+    #[inline]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The node retires after an in-place upgrade: every HTTP/1 connection
+    /// closes after its next response.
+    pub fn set_retiring(&self) {
+        self.retiring.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether HTTP/1 responses end their connection (draining or retiring).
+    #[inline]
+    pub fn closes_after_response(&self) -> bool {
+        self.is_draining() || self.retiring.load(Ordering::Relaxed)
     }
 }
