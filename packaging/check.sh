@@ -91,7 +91,7 @@ sed -i 's/^bind = "0.0.0.0:80"/bind = "127.0.0.1:18180"/; s/127.0.0.1:8080/127.0
 /usr/bin/sysmanage-node run -c /etc/sysmanage-node/node.toml >target/pkg-upgrade-node.log 2>&1 &
 first_pid=$!
 for _ in $(seq 50); do
-    [ -f /var/lib/sysmanage-node/sysmanage-node.pid ] && break
+    [ -f /var/lib/sysmanage-node/running.pid ] && break
     sleep 0.2
 done
 pids=$(python3 packaging/upgrade_check.py "$new_deb" 18180 18181) || {

@@ -27,7 +27,7 @@ import threading
 import time
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-PID_FILE = "/var/lib/sysmanage-node/sysmanage-node.pid"
+PID_FILE = "/var/lib/sysmanage-node/running.pid"
 
 
 def fail(msg):
@@ -142,7 +142,7 @@ def main():
         fail("no answer on the keep-alive connection")
 
     out = subprocess.run(["dpkg", "-i", "--force-confold", new_deb], capture_output=True, text=True)
-    print(out.stdout + out.stderr)
+    print(out.stdout + out.stderr, file=sys.stderr)
     if out.returncode != 0:
         fail(f"dpkg -i {new_deb} exited {out.returncode}")
     if "upgraded: process" not in out.stdout + out.stderr:

@@ -199,7 +199,7 @@ pub const TUNNELS_ENDED: Family = Family {
                  write failed",
     }],
     help: "WebSocket tunnels ended, by reason.",
-    note: "See [Upgrading a cluster](upgrading.md) for `draining`.",
+    note: "See [Upgrading](upgrading.md) for `draining`.",
 };
 pub const AFFINITY: Family = Family {
     name: m::AFFINITY,

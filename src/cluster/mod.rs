@@ -379,9 +379,11 @@ impl Cluster {
     }
 }
 
-/// Drops the generations of a node that a newer live generation of the
-/// same name replaced (a restart, an in-place upgrade): the node is not
-/// dead, it came back. Chitchat forgets the old one after its grace period.
+/// A node's generations as a restart (or an in-place upgrade) shows them:
+/// an older generation that a newer live one replaced is dropped (the node
+/// is not dead, it came back; chitchat forgets it after its grace period),
+/// and a newer generation not yet live beside a live older one is
+/// `joining`, not `dead` (the failure detector has not heard it yet).
 fn without_superseded(members: Vec<Member>) -> Vec<Member> {
     let newest_live: HashMap<&str, u64> =
         members.iter().filter(|m| m.state == MemberState::Live).fold(HashMap::new(), |mut acc, m| {
@@ -389,11 +391,23 @@ fn without_superseded(members: Vec<Member>) -> Vec<Member> {
             *g = (*g).max(m.id.generation);
             acc
         });
-    let keep: Vec<bool> = members
+    let verdicts: Vec<Option<MemberState>> = members
         .iter()
-        .map(|m| m.state == MemberState::Live || newest_live.get(&*m.id.name).is_none_or(|g| *g < m.id.generation))
+        .map(|m| match newest_live.get(&*m.id.name) {
+            _ if m.state == MemberState::Live => Some(m.state),
+            Some(g) if *g > m.id.generation => None,
+            Some(_) if m.state == MemberState::Dead => Some(MemberState::Joining),
+            _ => Some(m.state),
+        })
         .collect();
-    members.into_iter().zip(keep).filter_map(|(m, k)| k.then_some(m)).collect()
+    members
+        .into_iter()
+        .zip(verdicts)
+        .filter_map(|(mut m, v)| {
+            m.state = v?;
+            Some(m)
+        })
+        .collect()
 }
 
 fn note_heartbeats(heard: &mut HashMap<ChitchatId, (u64, Instant)>, beats: Vec<(ChitchatId, u64)>, now: Instant) {
@@ -537,17 +551,29 @@ mod superseded_tests {
             member("a", 2, MemberState::Live),
             member("b", 5, MemberState::Dead),
             member("c", 3, MemberState::Live),
-            member("c", 4, MemberState::Joining),
+            member("c", 4, MemberState::Dead),
             member("d", 7, MemberState::Live),
             member("d", 6, MemberState::Live),
+            member("e", 8, MemberState::Left),
         ];
-        let kept: Vec<(String, u64)> =
-            without_superseded(members).into_iter().map(|m| (m.id.name.to_string(), m.id.generation)).collect();
-        // a@1 came back as a@2; b is really dead; c@4 is newer than the live
-        // c@3 (kept: it may be the one coming up); both live d are listed.
+        let kept: Vec<(String, u64, MemberState)> = without_superseded(members)
+            .into_iter()
+            .map(|m| (m.id.name.to_string(), m.id.generation, m.state))
+            .collect();
+        // a@1 came back as a@2; b is really dead; c@4 is coming up beside
+        // the live c@3 (joining, not dead); both live d are listed; e left.
+        use MemberState::*;
         assert_eq!(
             kept,
-            vec![("a".into(), 2), ("b".into(), 5), ("c".into(), 3), ("c".into(), 4), ("d".into(), 7), ("d".into(), 6)]
+            vec![
+                ("a".into(), 2, Live),
+                ("b".into(), 5, Dead),
+                ("c".into(), 3, Live),
+                ("c".into(), 4, Joining),
+                ("d".into(), 7, Live),
+                ("d".into(), 6, Live),
+                ("e".into(), 8, Left),
+            ]
         );
     }
 }

@@ -164,7 +164,7 @@ pub const KEYS: &[Key] = &[
         path: "limits.shed_over",
         kind: "duration 0s..=1h",
         default: "`3m`",
-        meaning: "A node that drains (`sysmanage-node ctl drain-node`, `POST /api/v1/node/drain`) closes its WebSocket tunnels each at a random instant within this window from the drain, so that agents reconnect through the other nodes a few at a time; the drain's own `over` replaces it. The old process of an in-place upgrade sheds its tunnels over it too, after `limits.upgrade_drain_timeout`. See [Upgrading a cluster](upgrading.md).",
+        meaning: "A node that drains (`sysmanage-node ctl drain-node`, `POST /api/v1/node/drain`) closes its WebSocket tunnels each at a random instant within this window from the drain, so that agents reconnect through the other nodes a few at a time; the drain's own `over` replaces it. The old process of an in-place upgrade sheds its tunnels over it too, after `limits.upgrade_drain_timeout`. See [Upgrading](upgrading.md).",
     },
     Key {
         path: "limits.upgrade_drain_timeout",

@@ -147,7 +147,7 @@ impl Inherited {
 
 /// Where a running node writes its PID (`upgrade` finds the node by it).
 pub fn pid_file(data_dir: &Path) -> PathBuf {
-    data_dir.join("sysmanage-node.pid")
+    data_dir.join("running.pid")
 }
 
 /// The hand-over socket's path.

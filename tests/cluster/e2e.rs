@@ -571,3 +571,87 @@ async fn agents_and_api_pools_name_the_same_active_server_on_every_node_through_
         assert_eq!((status.as_u16(), body.as_str()), (200, "s2"), "{}: API", p.name);
     }
 }
+
+/// A process started by an in-place upgrade (not a child of the test),
+/// stopped by its PID when dropped.
+struct Adopted(u32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let pid = self.0.to_string();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::process::Command::new("kill").args(["-KILL", &pid]).status();
+    }
+}
+
+/// (generation, state) of each member called `name` as `p` sees them.
+async fn generations(p: &Proc, name: &str) -> Vec<(u64, String)> {
+    let v = p.json("/api/v1/members").await;
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == name)
+        .map(|m| (m["generation"].as_u64().unwrap(), m["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_upgraded_in_place_rejoins_as_a_new_generation_and_is_never_reported_dead() {
+    let (b1, b2) = (Backend::start("s1").await, Backend::start("s2").await);
+    let pool = sticky_pool(&[&b1, &b2]);
+    let root = tempfile::tempdir().unwrap();
+    let mut n1 = Proc::new(root.path(), 1, &pool, SECRET, &[]);
+    let mut n2 = Proc::new(root.path(), 2, &pool, SECRET, &[n1.gossip]);
+    n1.start(None).await;
+    n2.start(None).await;
+    all_live(&[&n1, &n2], 2).await;
+    let mut pins = BTreeMap::new();
+    for i in 0..20 {
+        let key = format!("agent-{i}");
+        pins.insert(key.clone(), n1.backend_for(&key).await);
+    }
+    let before = generations(&n2, "n1").await;
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    let config = n1.config.clone();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run(&["upgrade".as_ref(), "-c".as_ref(), config.as_os_str()]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}\n{}", n1.log());
+    let new_pid: u32 = std::fs::read_to_string(n1.dir.join("data/running.pid")).unwrap().trim().parse().unwrap();
+    let _adopted = Adopted(new_pid);
+
+    // For the next 5 s (50 gossip rounds), n2 lists n1 once, never dead,
+    // and soon under a newer generation.
+    let mut seen_new = false;
+    for _ in 0..50 {
+        let now = generations(&n2, "n1").await;
+        assert!(now.iter().all(|(_, s)| s != "dead"), "n2 reports n1 dead after the upgrade: {now:?}");
+        assert!(now.len() <= 2, "{now:?}");
+        if now.len() == 1 && now[0].0 > before[0].0 && now[0].1 == "live" {
+            seen_new = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_new, "n2 never listed n1's new generation alone: {:?}", generations(&n2, "n1").await);
+    assert_eq!(n1.live().await, 2, "the new process sees both members live");
+
+    // The pins hold through both nodes.
+    for (key, backend) in &pins {
+        assert_eq!(&n1.backend_for(key).await, backend, "{key} through the upgraded node");
+        assert_eq!(&n2.backend_for(key).await, backend, "{key} through the peer");
+    }
+    // The old process had no tunnel: it has exited.
+    let mut old = n1.child.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(15))).await.unwrap();
+    assert!(status.is_some_and(|s| s.success()), "the old process exits: {status:?}\n{}", n1.log());
+    n2.kill9();
+}
