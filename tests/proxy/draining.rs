@@ -2,8 +2,8 @@
 //! keep-alive clients are told `Connection: close` (and not after
 //! undrain), its `respond` health route answers 503, a WebSocket upgrade is
 //! still answered 101 and the tunnel is then shed within the window like
-//! the others, and the API and `ctl` refuse what they should with precise
-//! messages.
+//! the others, HTTP/2 connections get a GOAWAY, and the API and `ctl`
+//! refuse what they should with precise messages.
 
 use crate::support;
 
@@ -223,4 +223,49 @@ async fn drain_refuses_without_token_and_a_bad_over_precisely() {
     let (code, out, err) = ctl(&["undrain-node"]).await.unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("node not draining (it was draining)"), "{out}");
+}
+
+/// An HTTP/2 connection to `http`: its request sender, and a receiver that
+/// resolves when the node ended the connection.
+async fn h2_connection(
+    http: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>, tokio::sync::oneshot::Receiver<()>) {
+    let tcp = TcpStream::connect(http).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let (ended_tx, ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = conn.await;
+        let _ = ended_tx.send(());
+    });
+    (send, ended)
+}
+
+async fn h2_health(send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>) -> u16 {
+    let req = http::Request::get("http://lb/health").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    send.send_request(req).await.expect("an answer").status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_get_a_goaway_while_the_node_drains_and_not_after() {
+    let b = WsBackend::start("app1").await;
+    let (node, _dir) = draining_node(&b).await;
+    let (http, admin) = (node.addr("http").unwrap(), node.admin.unwrap());
+    let (mut send, mut ended) = h2_connection(http).await;
+    assert_eq!(h2_health(&mut send).await, 200);
+    drain(admin, "").await;
+    // The open connection is ended by the node (GOAWAY, then close).
+    tokio::time::timeout(Duration::from_secs(5), &mut ended).await.expect("the node ends the h2 connection").unwrap();
+    // A new one is served for a moment (503 from the health route), then
+    // ended too.
+    let (mut send, ended) = h2_connection(http).await;
+    assert_eq!(h2_health(&mut send).await, 503);
+    tokio::time::timeout(Duration::from_secs(5), ended).await.expect("the node ends the new h2 connection").unwrap();
+    undrain(admin).await;
+    let (mut send, mut ended) = h2_connection(http).await;
+    assert_eq!(h2_health(&mut send).await, 200);
+    assert!(tokio::time::timeout(Duration::from_secs(1), &mut ended).await.is_err(), "kept open after undrain");
+    assert_eq!(h2_health(&mut send).await, 200);
 }
