@@ -8,4 +8,5 @@ mod datagram_fuzz;
 mod e2e;
 mod gossip;
 mod logic;
+mod rolling_upgrade;
 mod transport;

@@ -6,6 +6,7 @@
 mod support;
 
 mod client_ip;
+mod draining;
 mod http;
 mod https;
 mod keepalive;

@@ -564,7 +564,12 @@ where
     Some((io, svc, h2))
 }
 
-/// HTTP/2 on one connection until it ends or the node shuts down.
+/// How long an HTTP/2 connection opened while the node drains is served
+/// before its GOAWAY.
+const H2_DRAINING_GRACE: Duration = Duration::from_secs(1);
+
+/// HTTP/2 on one connection until it ends, the node shuts down, or it
+/// drains.
 async fn serve_http2<I, S>(io: ClientIo<I>, svc: S, activity: Arc<ConnActivity>, ctx: Arc<AcceptContext>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -573,6 +578,10 @@ where
     activity.mark_http2();
     let mut stop = ctx.shutdown.clone();
     let mut draining = ctx.shared.drain_signal.subscribe();
+    // A connection opened while the node drains is served for a moment
+    // first: the requests it came with get their answers (and the health
+    // route's 503) before the GOAWAY.
+    let opened_draining = *draining.borrow_and_update();
     let mut conn = pin!(ctx.h2.serve_connection(TokioIo::new(io), ViaHyper(svc)));
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -581,7 +590,12 @@ where
         _ = async {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {}
-                _ = draining.wait_for(|d| *d) => {}
+                _ = async {
+                    let _ = draining.wait_for(|d| *d).await;
+                    if opened_draining {
+                        tokio::time::sleep(H2_DRAINING_GRACE).await;
+                    }
+                } => {}
             }
         } => {
             conn.as_mut().graceful_shutdown();
