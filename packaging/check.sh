@@ -94,15 +94,21 @@ for _ in $(seq 50); do
     [ -f /var/lib/sysmanage-node/running.pid ] && break
     sleep 0.2
 done
+# Every node process of this step is stopped by its PID, also on failure.
+stop_upgrade_nodes() {
+    local p
+    p=$(cat /var/lib/sysmanage-node/running.pid 2>/dev/null || true)
+    kill -TERM "$first_pid" ${p:+"$p"} 2>/dev/null || true
+}
 pids=$(python3 packaging/upgrade_check.py "$new_deb" 18180 18181) || {
     tail -n 40 target/pkg-upgrade-node.log
-    kill "$first_pid" 2>/dev/null || true
+    stop_upgrade_nodes
     fail "in-place upgrade through the package"
 }
 echo "$pids"
-[ "$(dpkg-query -W -f '${Version}' sysmanage-node)" = "${version}+upgradetest1" ] || fail "version N+1 is not installed"
+[ "$(dpkg-query -W -f '${Version}' sysmanage-node)" = "${version}+upgradetest1" ] || { stop_upgrade_nodes; fail "version N+1 is not installed"; }
 read -r _ old_pid new_pid <<<"$pids"
-[ "$old_pid" = "$first_pid" ] || fail "the PID file named $old_pid, not the started node $first_pid"
+[ "$old_pid" = "$first_pid" ] || { stop_upgrade_nodes; fail "the PID file named $old_pid, not the started node $first_pid"; }
 kill -TERM "$new_pid" "$old_pid"
 for _ in $(seq 100); do
     kill -0 "$new_pid" 2>/dev/null || kill -0 "$old_pid" 2>/dev/null || break

@@ -186,13 +186,15 @@ impl Node {
         if let Some(addr) = admin {
             tracing::info!(%addr, writes = cfg.admin.token.is_some(), "admin API listening");
         }
-        if let Some(s) = &successor {
-            // Everything that can fail on a bad config has passed.
-            s.release_store().await?;
-        }
+        // Everything that can fail on a bad config has passed.
+        let carried = match &successor {
+            Some(s) => s.release_store().await?,
+            None => Vec::new(),
+        };
         let has_cluster = cfg.cluster.is_some();
         tracing::info!(node = %cfg.node.name, source = %cfg.source, pools = cfg.pools.len(), routes = cfg.routes.len(), "sysmanage-node started");
         let control = Control::start(cfg, path)?;
+        take_over_servers(&control, &carried);
         if let Some(s) = &successor {
             if has_cluster {
                 s.release_cluster().await?;
@@ -413,7 +415,14 @@ impl Node {
                         }
                     }
                     store_released = true;
-                    link.send(ToNew::StoreReleased);
+                    let servers = self
+                        .control
+                        .snapshot()
+                        .pools
+                        .iter()
+                        .flat_map(|p| p.servers.iter().map(|s| s.state.carry()))
+                        .collect();
+                    link.send(ToNew::StoreReleased { servers });
                 }
                 ToOld::ReleaseCluster => {
                     if let Some(rt) = self.control.cluster() {
@@ -441,6 +450,23 @@ impl Node {
                     );
                 }
                 Err((e, Some(pid)))
+            }
+        }
+    }
+}
+
+/// Applies the old process's server states (an upgrade): those of the
+/// servers that are still in the config, at the same address.
+fn take_over_servers(control: &Control, carried: &[crate::health::server::Carried]) {
+    let snapshot = control.snapshot();
+    for c in carried {
+        let found = snapshot.pools.iter().find(|p| p.cfg.name == c.pool).and_then(|p| {
+            p.servers.iter().find(|s| s.name == c.name && s.addr == c.addr).map(|s| (s, p.cfg.checks.len()))
+        });
+        if let Some((server, checks)) = found {
+            let changed = server.state.take_over(c, checks);
+            if !changed.is_empty() {
+                tracing::info!(pool = %c.pool, server = %c.name, state = ?changed, "upgrade: server state taken over");
             }
         }
     }

@@ -48,6 +48,35 @@ impl AdminState {
     }
 }
 
+/// What an in-place upgrade carries of a server to the new process, as
+/// HAProxy's server-state file does across a reload: what the operator set
+/// (admin state, a weight set through the API) and what the checks
+/// concluded, so that a server in maintenance stays there and a down
+/// server gets no traffic until its checks pass again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub pool: String,
+    pub name: String,
+    pub addr: SocketAddr,
+    /// `normal`, `draining` or `maintenance`.
+    pub admin: String,
+    /// A weight set through the admin API; 0: none.
+    pub weight_override: u32,
+    /// One bit per active check that says down.
+    pub down_checks: u32,
+}
+
+impl AdminState {
+    pub fn parse(s: &str) -> Option<AdminState> {
+        match s {
+            "normal" => Some(AdminState::Normal),
+            "draining" => Some(AdminState::Draining),
+            "maintenance" => Some(AdminState::Maintenance),
+            _ => None,
+        }
+    }
+}
+
 /// Per-server counters, recorded by the proxy and the checks.
 #[derive(Debug, Default)]
 pub struct ServerStats {
@@ -258,6 +287,39 @@ impl ServerState {
         self.changed_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
         self.stats.state_changes.fetch_add(1, Ordering::Relaxed);
         Some(t)
+    }
+
+    /// This server's state for the new process of an in-place upgrade.
+    pub fn carry(&self) -> Carried {
+        Carried {
+            pool: self.pool.clone(),
+            name: self.name.clone(),
+            addr: self.addr,
+            admin: self.admin_state().as_str().to_string(),
+            weight_override: self.weight_override.load(Ordering::Relaxed),
+            down_checks: self.down_checks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes over `c`, the old process's state of this server (same pool,
+    /// name and address; the caller checks), for the `checks` active checks
+    /// the server has now. Returns what changed, for the log.
+    pub fn take_over(&self, c: &Carried, checks: usize) -> Vec<String> {
+        let mut changed = Vec::new();
+        if let Some(admin) = AdminState::parse(&c.admin).filter(|a| *a != AdminState::Normal) {
+            self.set_admin_state(admin);
+            changed.push(admin.as_str().to_string());
+        }
+        if c.weight_override != 0 {
+            self.set_weight_override(c.weight_override);
+            changed.push(format!("weight {}", c.weight_override));
+        }
+        for idx in (0..checks.min(32)).filter(|i| c.down_checks & (1 << i) != 0) {
+            if self.set_check(idx, false) == Some(Transition::WentDown) {
+                changed.push("down".to_string());
+            }
+        }
+        changed
     }
 
     pub fn config_weight(&self) -> u32 {

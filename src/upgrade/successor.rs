@@ -85,14 +85,21 @@ impl Successor {
         }
     }
 
-    /// Asks for the session store and waits until the old node closed it.
-    pub async fn release_store(&self) -> anyhow::Result<()> {
-        self.ask(ToOld::ReleaseStore, ToNew::StoreReleased).await
+    /// Asks for the session store and waits until the old node closed it;
+    /// returns the old node's server states, to take over.
+    pub async fn release_store(&self) -> anyhow::Result<Vec<crate::health::server::Carried>> {
+        match self.ask(ToOld::ReleaseStore).await? {
+            ToNew::StoreReleased { servers } => Ok(servers),
+            other => anyhow::bail!("upgrade: asked for the store, the old node answered {other:?}"),
+        }
     }
 
     /// Asks for the cluster and waits until the old node stopped gossip.
     pub async fn release_cluster(&self) -> anyhow::Result<()> {
-        self.ask(ToOld::ReleaseCluster, ToNew::ClusterReleased).await
+        match self.ask(ToOld::ReleaseCluster).await? {
+            ToNew::ClusterReleased => Ok(()),
+            other => anyhow::bail!("upgrade: asked for the cluster, the old node answered {other:?}"),
+        }
     }
 
     /// This process accepts connections: the old one stops.
@@ -106,12 +113,11 @@ impl Successor {
         self.records.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    async fn ask(&self, request: ToOld, expected: ToNew) -> anyhow::Result<()> {
+    async fn ask(&self, request: ToOld) -> anyhow::Result<ToNew> {
         self.send(&request)?;
         let mut replies = self.replies.lock().await;
         match tokio::time::timeout(REPLY_WAIT, replies.recv()).await {
-            Ok(Some(reply)) if reply == expected => Ok(()),
-            Ok(Some(other)) => anyhow::bail!("upgrade: asked {request:?}, the old node answered {other:?}"),
+            Ok(Some(reply)) => Ok(reply),
             Ok(None) => anyhow::bail!("upgrade: the old node closed the hand-over socket (asked {request:?})"),
             Err(_) => anyhow::bail!("upgrade: the old node did not answer {request:?} within {REPLY_WAIT:?}"),
         }

@@ -28,8 +28,9 @@ const MAX_FIRST: usize = 64 * 1024;
 pub enum ToNew {
     /// With the sockets, in this order.
     Sockets { roles: Vec<Role>, pid: u32, version: String },
-    /// The store's file is closed; records written since follow as `Record`.
-    StoreReleased,
+    /// The store's file is closed; records written since follow as
+    /// `Record`. With the state of every server, to take over.
+    StoreReleased { servers: Vec<crate::health::server::Carried> },
     /// Gossip and the cluster API have stopped in the old node.
     ClusterReleased,
     /// A session record the old node wrote after it released the store.
@@ -181,7 +182,7 @@ mod tests {
     #[test]
     fn a_first_message_of_another_kind_is_refused() {
         let (a, b) = UnixStream::pair().unwrap();
-        std::io::Write::write_all(&mut &a, &line(&ToNew::StoreReleased)).unwrap();
+        std::io::Write::write_all(&mut &a, &line(&ToNew::StoreReleased { servers: Vec::new() })).unwrap();
         let e = recv_sockets(&b).unwrap_err();
         assert!(e.to_string().contains("expected the sockets first"), "{e}");
         let (a, b) = UnixStream::pair().unwrap();

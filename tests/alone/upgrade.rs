@@ -190,6 +190,17 @@ async fn try_get(c: &TestClient, node: SocketAddr) -> Result<(http::StatusCode, 
     Ok((status, (), ()))
 }
 
+/// A field of server `name` in the node's `/api/v1/status`, as text.
+async fn server_field(admin: SocketAddr, name: &str, field: &str) -> String {
+    let (_, body) = admin_call(admin, Method::GET, "/api/v1/status", None, "").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let server = v["pools"][0]["servers"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap().clone();
+    match &server[field] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn upgrade_config(dir: &std::path::Path, pool: &str, token_line: &str) -> String {
     format!(
         "{}\n[limits]\nupgrade_drain_timeout = \"{}s\"\nshed_over = \"{}s\"\n",
@@ -374,13 +385,28 @@ async fn a_new_process_that_rejects_its_config_leaves_the_old_one_serving() {
 
 async fn broken_config() {
     let backend = WsBackend::start_with("s1", small()).await;
+    let (s2, s3) = (WsBackend::start_with("s2", small()).await, WsBackend::start_with("s3", small()).await);
     let dir = tempfile::tempdir().unwrap();
     let token_line = admin_token_line(dir.path());
     let cfg_path = dir.path().join("node.toml");
-    let good = upgrade_config(dir.path(), &sticky_pool(&[&backend], ""), &token_line);
+    let checks = r#"checks = [{ path = "/api/health", interval = "200ms", fall = 1, rise = 3 }]"#;
+    let good = upgrade_config(dir.path(), &sticky_pool(&[&backend, &s2, &s3], checks), &token_line);
     std::fs::write(&cfg_path, &good).unwrap();
     let node: Process = Spawn::run(&cfg_path).started().await;
     let (http, admin) = (node.listener_addr(), node.admin_addr());
+    // What the operator and the checks set: s2 in maintenance, s1's weight
+    // changed, s3 down (its checks fail).
+    let actions = [
+        (Method::POST, "/api/v1/pools/agents/servers/s2/maintenance", ""),
+        (Method::PUT, "/api/v1/pools/agents/servers/s1/weight", r#"{"weight": 7}"#),
+    ];
+    for (method, path, body) in actions {
+        let (code, answer) = admin_call(admin, method, path, Some(ADMIN_TOKEN), body).await;
+        assert!(code.is_success(), "{path}: {code} {answer}");
+    }
+    s3.set_health(503);
+    wait_until(Duration::from_secs(10), "s3 down", || async { server_field(admin, "s3", "health").await == "down" })
+        .await;
     let (mut ws, _) = agent_connect(http, "agent-1").await.unwrap();
     let c = client();
     assert_eq!(get(&c, http, &rest_path()).await.0, http::StatusCode::OK);
@@ -420,6 +446,13 @@ async fn broken_config() {
     let new_pid = sysmanage_node::upgrade::read_pid(&sysmanage_node::upgrade::pid_file(dir.path())).unwrap();
     let _adopted = Adopted(new_pid);
     assert_eq!(session_server(admin, "agent-2").await.as_deref(), Some("s1"), "a pin made after the failed try passed");
+    // The new process (it answers the admin API now) kept the servers'
+    // states: s2 in maintenance, s1's weight, s3 down (its checks need 3
+    // passes to bring it up, and it still fails them).
+    assert_eq!(server_field(admin, "s2", "admin").await, "maintenance");
+    assert_eq!(server_field(admin, "s1", "weight").await, "7");
+    assert_eq!(server_field(admin, "s3", "health").await, "down");
+    assert_eq!(agent_lands_on(http, "agent-3").await, "s1", "no new agent goes to s2 or s3");
     drop(ws);
     drop(node);
 }
