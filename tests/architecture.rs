@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["sessions"],
     &["config"],
     &["health"],
-    &["state"],
+    &["state", "upgrade"],
     &["proxy"],
     &["control"],
     &["admin"],
