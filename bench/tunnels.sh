@@ -6,6 +6,13 @@
 #                                                  connections/s, each a new hostname, for SECS;
 #                                                  connect->101 latency (node, then nginx as reference)
 #   bench/tunnels.sh idle [N] [ROUNDS]             N idle tunnels held open: proxy RSS before/after
+#   bench/tunnels.sh curve [ROUNDS] [OUT]          idle tunnels at COUNTS (default 1000 3000 5000 7000 9000)
+#                                                  through node (sticky, and node-plain without
+#                                                  affinity), nginx and HAProxy, interleaved: RSS
+#                                                  before/after per run to OUT (CSV); bench/tunnels_plot.py
+#                                                  fits KiB per tunnel and draws memory against count
+#   bench/tunnels.sh beat [N] [ROUNDS]             N tunnels with a heartbeat each every 3 s (SECS=30):
+#                                                  proxy CPU per heartbeat exchange, node, nginx, HAProxy
 # Proxy (node / nginx, 1 worker each) pinned to core 0; backends (3 listeners of one
 # ws_echo process) and the client (ws_load) on core 1. Each round uses a fresh proxy
 # process (and for the node a fresh, empty data_dir). Backends are restarted per round.
@@ -36,10 +43,14 @@ stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 LOGDIR=${LOGDIR:-$HERE/results/logs}; mkdir -p "$LOGDIR"
 keep_logs() { cp "$WORK/echo.log" "$LOGDIR/$MODE-$1-r$2-echo.log" 2>/dev/null; [ "$1" = node ] && cp "$WORK/node.log" "$LOGDIR/$MODE-node-r$2-node.log"; true; }
 
-start_node() {
+start_node() {  # start_node [plain]: plain drops the pool's affinity (no session records)
     mkdir -p "$WORK/data"; rm -rf "$WORK/data"/*
     sed "s#DATA_DIR#$WORK/data#" "$HERE/ws_node.toml" > "$WORK/node.toml"
-    taskset -c 0 "$NODE" run -c "$WORK/node.toml" 2>"$WORK/node.log" &
+    if [ "${1:-}" = plain ]; then
+        awk '/^\[pools.affinity\]/ {skip=1; next} /^$/ {skip=0} !skip' "$WORK/node.toml" > "$WORK/node.plain.toml"
+        mv "$WORK/node.plain.toml" "$WORK/node.toml"
+    fi
+    taskset -c 0 "${NODE_BIN:-$NODE}" run -c "$WORK/node.toml" 2>"$WORK/node.log" &
     PPID_=$!; PIDS+=("$PPID_"); wait_port 18480; PORT=18480; MEASURE=$PPID_
 }
 start_nginx() {
@@ -49,7 +60,23 @@ start_nginx() {
     PPID_=$!; PIDS+=("$PPID_"); wait_port 18490; PORT=18490
     sleep 0.3; MEASURE=$(pgrep -P "$PPID_" | head -1)   # the worker
 }
-proxy_rss_total() {  # node: the process; nginx: master + worker
+start_haproxy() {
+    mkdir -p "$WORK/haproxy"
+    sed "s#PREFIX#$WORK/haproxy#g" "$HERE/ws_haproxy.cfg" > "$WORK/haproxy/haproxy.cfg"
+    taskset -c 0 haproxy -db -f "$WORK/haproxy/haproxy.cfg" 2>"$WORK/haproxy.log" &
+    PPID_=$!; PIDS+=("$PPID_"); wait_port 18495; PORT=18495; MEASURE=$PPID_
+}
+# node-before: NODE_BEFORE, another build (the one before a change), sticky.
+start_proxy() {
+    case $1 in
+        node) start_node ;;
+        node-plain) start_node plain ;;
+        node-before) NODE_BIN=$NODE_BEFORE start_node ;;
+        nginx) start_nginx ;;
+        haproxy) start_haproxy ;;
+    esac
+}
+proxy_rss_total() {  # node, HAProxy: the process; nginx: master + worker
     if [ "$1" = nginx ]; then echo $(( $(rss "$PPID_") + $(rss "$MEASURE") )); else rss "$PPID_"; fi
 }
 
@@ -93,5 +120,45 @@ idle)
         done
     done
     ;;
-*) echo "usage: $0 rate|idle ..."; exit 2 ;;
+curve)
+    ROUNDS=${2:-2}; OUT=${3:-$HERE/results/tunnels-curve.csv}; HOLD=${HOLD:-8}
+    COUNTS=${COUNTS:-1000 3000 5000 7000 9000}
+    echo "proxy,count,round,rss_before_kib,rss_after_kib,open" > "$OUT"
+    for r in $(seq 1 "$ROUNDS"); do
+        for n in $COUNTS; do
+            for proxy in ${PROXIES:-node node-plain nginx haproxy}; do
+                start_backends; start_proxy "$proxy"; sleep 1
+                before=$(proxy_rss_total "$proxy")
+                taskset -c 1 "$LOAD" hold "127.0.0.1:$PORT" "$n" "$HOLD" > "$WORK/hold.out" &
+                LPID=$!; PIDS+=("$LPID")
+                for _ in $(seq 1 600); do grep -q READY "$WORK/hold.out" && break; sleep 0.2; done
+                sleep 3
+                after=$(proxy_rss_total "$proxy")
+                open=$(grep -o 'open=[0-9]*' "$WORK/hold.out" | cut -d= -f2)
+                echo "$proxy,$n,$r,$before,$after,${open:-0}" | tee -a "$OUT"
+                wait "$LPID"; stop "$PPID_"; stop "$BPID"; sleep 1
+            done
+        done
+    done
+    ;;
+beat)
+    # N tunnels, each with a heartbeat every BEAT_EVERY_MS (3000): the
+    # proxy's CPU over the beating window, per heartbeat exchange.
+    N=${2:-9000}; ROUNDS=${3:-3}; SECS=${SECS:-30}
+    for r in $(seq 1 "$ROUNDS"); do
+        for proxy in ${PROXIES:-node nginx haproxy}; do
+            start_backends; start_proxy "$proxy"; sleep 1
+            taskset -c 1 "$LOAD" beat "127.0.0.1:$PORT" "$N" "$SECS" > "$WORK/beat.out" &
+            LPID=$!; PIDS+=("$LPID")
+            for _ in $(seq 1 600); do grep -q READY "$WORK/beat.out" && break; sleep 0.2; done
+            c0=$(cpu_ticks "$MEASURE"); t0=$(date +%s.%N)
+            wait "$LPID"
+            c1=$(cpu_ticks "$MEASURE"); t1=$(date +%s.%N)
+            beats=$(grep -o 'BEATS n=[0-9]*' "$WORK/beat.out" | cut -d= -f2)
+            echo "RESULT round=$r proxy=$proxy $(grep READY "$WORK/beat.out") $(grep BEATS "$WORK/beat.out") cpu_ticks=$((c1 - c0)) wall=$(echo "$t1 - $t0" | bc) us_per_beat=$(echo "scale=2; ($c1 - $c0) * 10000 / ${beats:-1}" | bc)"
+            stop "$PPID_"; stop "$BPID"; sleep 1
+        done
+    done
+    ;;
+*) echo "usage: $0 rate|idle|curve|beat ..."; exit 2 ;;
 esac

@@ -6,6 +6,11 @@
 //!                                        head; close right after the 101. Prints percentiles.
 //!   ws_load hold ADDR N SECS [PATH]      open N tunnels (100 handshakes in flight), print
 //!                                        "READY open=.. failed=..", hold them idle SECS, exit.
+//!   ws_load beat ADDR N SECS [PATH]      open N tunnels, print "READY ...", then for SECS each
+//!                                        sends a heartbeat (a 16-byte masked text frame) every
+//!                                        BEAT_EVERY_MS (default 3000, first at a random offset)
+//!                                        and reads its echo; prints "BEATS n=.. lost=.." and the
+//!                                        round trip's percentiles.
 //!
 //! PATH defaults to /api/agent/connect. Raw TCP client (no WebSocket library):
 //! one socket and a few hundred bytes per connection, so the client's own memory
@@ -186,10 +191,95 @@ async fn hold(addr: String, n: u64, secs: u64, path: String) {
     println!("DONE alive_after_hold={alive}");
 }
 
+/// A client's masked text frame of 16 bytes, as an agent's heartbeat.
+fn heartbeat_frame() -> [u8; 22] {
+    let payload = *b"{\"heartbeat\":1} ";
+    let mask: [u8; 4] = fastrand::u32(..).to_be_bytes();
+    let mut f = [0u8; 22];
+    f[0] = 0x81;
+    f[1] = 0x80 | payload.len() as u8;
+    f[2..6].copy_from_slice(&mask);
+    for (i, b) in payload.iter().enumerate() {
+        f[6 + i] = b ^ mask[i % 4];
+    }
+    f
+}
+
+async fn beat(addr: String, n: u64, secs: u64, path: String) {
+    let every = Duration::from_millis(std::env::var("BEAT_EVERY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000));
+    let sem = Arc::new(tokio::sync::Semaphore::new(100));
+    let run = format!("{:x}", fastrand::u32(..));
+    let mut handles = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let req = request(&path, &format!("agent-{run}-{i:07}.example.com"));
+        let addr = addr.clone();
+        handles.push(tokio::spawn(async move {
+            let r = handshake(&addr, &req).await;
+            drop(permit);
+            r
+        }));
+    }
+    let mut open = Vec::with_capacity(n as usize);
+    for h in handles {
+        if let Ok(s) = h.await.unwrap() {
+            open.push(s);
+        }
+    }
+    println!("READY open={} failed={}", open.len(), n - open.len() as u64);
+    let start = Instant::now();
+    let rtts = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for mut s in open {
+        let (rtts, lost) = (rtts.clone(), lost.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..every.as_millis() as u64))).await;
+            let mut tick = tokio::time::interval(every);
+            let mut buf = [0u8; 64];
+            while start.elapsed() < Duration::from_secs(secs) {
+                tick.tick().await;
+                let t0 = Instant::now();
+                if s.write_all(&heartbeat_frame()).await.is_err() {
+                    lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return s;
+                }
+                // The echo: an unmasked frame of 2 + 16 bytes.
+                let mut got = 0;
+                while got < 18 {
+                    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf[got..])).await {
+                        Ok(Ok(k)) if k > 0 => got += k,
+                        _ => {
+                            lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return s;
+                        }
+                    }
+                }
+                rtts.lock().unwrap().push(t0.elapsed().as_micros() as u64);
+            }
+            s
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let mut v = rtts.lock().unwrap().clone();
+    v.sort_unstable();
+    println!(
+        "BEATS n={} lost={} in {:.1}s rtt_ms p50={:.3} p99={:.3} max={:.3}",
+        v.len(),
+        lost.load(std::sync::atomic::Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+        pct(&v, 50.0),
+        pct(&v, 99.0),
+        pct(&v, 100.0)
+    );
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: ws_load rate ADDR RATE SECS [PATH] | hold ADDR N SECS [PATH]";
+    let usage = "usage: ws_load rate ADDR RATE SECS [PATH] | hold ADDR N SECS [PATH] | beat ADDR N SECS [PATH]";
     let addr = a.get(2).expect(usage).clone();
     let x: u64 = a.get(3).expect(usage).parse().unwrap();
     let secs: u64 = a.get(4).expect(usage).parse().unwrap();
@@ -197,6 +287,7 @@ async fn main() {
     match a[1].as_str() {
         "rate" => rate(addr, x, secs, path).await,
         "hold" => hold(addr, x, secs, path).await,
+        "beat" => beat(addr, x, secs, path).await,
         _ => panic!("{usage}"),
     }
 }

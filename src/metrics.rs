@@ -46,6 +46,7 @@ pub const MALFORMED_RESPONSE_REASONS: [&str; 8] = [
     "bytes_after_body",
 ];
 pub const WEBSOCKET_TUNNELS: &str = "sysmanage_websocket_tunnels";
+pub const TUNNEL_BUFFERED_BYTES: &str = "sysmanage_tunnel_buffered_bytes";
 pub const TLS_HANDSHAKE: &str = "sysmanage_tls_handshake_seconds";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sysmanage_tls_handshake_failures_total";
 pub const RATELIMITED: &str = "sysmanage_ratelimited_total";
@@ -86,6 +87,9 @@ pub const ACCEPT_ERROR_REASONS: [&str; 3] = ["descriptors", "memory", "other"];
 pub struct Counters {
     pub active_connections: AtomicU64,
     pub websocket_tunnels: AtomicU64,
+    /// Bytes read from one side of a tunnel that the other side has not
+    /// taken yet (the only buffers a tunnel holds; none while idle).
+    pub tunnel_buffered_bytes: AtomicU64,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     /// Requests refused as malformed, by reason
@@ -129,6 +133,7 @@ const ZERO: AtomicU64 = AtomicU64::new(0);
 pub static COUNTERS: Counters = Counters {
     active_connections: ZERO,
     websocket_tunnels: ZERO,
+    tunnel_buffered_bytes: ZERO,
     requests: ZERO,
     retries: ZERO,
     malformed: [ZERO; MALFORMED_REQUEST_REASONS.len()],

@@ -77,6 +77,13 @@ pub const WEBSOCKET_TUNNELS: Family = Family {
     help: "WebSocket tunnels open now.",
     note: "",
 };
+pub const TUNNEL_BUFFERED_BYTES: Family = Family {
+    name: m::TUNNEL_BUFFERED_BYTES,
+    kind: Kind::Gauge,
+    labels: &[],
+    help: "Bytes read from one side of a WebSocket tunnel and waiting for the other side to take them.",
+    note: "The only buffers tunnels hold: an idle tunnel holds none, so this is 0 when no tunnel is moving data faster than its reader takes it.",
+};
 pub const REQUEST_DURATION: Family = Family {
     name: m::REQUEST_DURATION,
     kind: Kind::Histogram,
@@ -340,6 +347,7 @@ pub const CLUSTER_SESSIONS: Family = Family {
 pub const FAMILIES: &[&Family] = &[
     &ACTIVE_CONNECTIONS,
     &WEBSOCKET_TUNNELS,
+    &TUNNEL_BUFFERED_BYTES,
     &REQUEST_DURATION,
     &REQUESTS_TOTAL,
     &CPU_USAGE,

@@ -147,6 +147,7 @@ pub fn render(
 fn render_traffic(out: &mut String, proxy: &crate::proxy::ProxyState, cpu_percent: f64) {
     single(out, &f::ACTIVE_CONNECTIONS, load(&COUNTERS.active_connections));
     single(out, &f::WEBSOCKET_TUNNELS, load(&COUNTERS.websocket_tunnels));
+    single(out, &f::TUNNEL_BUFFERED_BYTES, load(&COUNTERS.tunnel_buffered_bytes));
     header(out, &f::REQUEST_DURATION);
     histogram(out, m::REQUEST_DURATION, "", &COUNTERS.request_duration);
     header(out, &f::REQUESTS_TOTAL);

@@ -13,6 +13,7 @@ mod raw_backend;
 #[path = "../support/strict_h1.rs"]
 mod strict_h1;
 
+mod idle_tunnels;
 mod smuggling;
 mod tls_metrics;
 mod upgrade;

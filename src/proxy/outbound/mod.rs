@@ -14,6 +14,7 @@ pub mod failure;
 pub mod forward;
 pub mod h1client;
 pub mod pool;
+pub mod relay;
 pub mod response;
 pub mod server_io;
 pub mod tunnel;

@@ -37,9 +37,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::COUNTERS;
 
-/// Copy buffer per direction of a tunnel.
-pub const TUNNEL_BUFFER: usize = 2 * 1024;
-
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -233,10 +230,9 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut touch_tick = tokio::time::interval(touch_every.max(Duration::from_millis(100)));
     touch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     touch_tick.tick().await;
-    // 2 KiB per direction instead of tokio's 8 KiB default: agents' tunnels
-    // are mostly idle and small messages; large ones still stream, in more
-    // reads (BENCHMARKS.md, idle tunnels).
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, TUNNEL_BUFFER, TUNNEL_BUFFER);
+    // No buffer while idle: reads go through the worker thread's buffer
+    // (see `relay`).
+    let copy = super::relay::both_ways(&mut client, &mut server);
     tokio::pin!(copy);
     let opened_ms = crate::clock::now_ms();
     let mut timers = Timers {
