@@ -102,7 +102,7 @@ pub fn run(path: Option<&Path>, join: Option<&str>) -> anyhow::Result<()> {
                     {
                         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                         tracing::info!("signal while retiring: closing the remaining tunnels now");
-                        shared.closing.send_replace(true);
+                        shared.tunnels.close_all();
                     }
                 });
                 node.stop().await;

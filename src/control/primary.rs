@@ -88,7 +88,7 @@ pub fn update(snap: &Snapshot, view: Option<&ClusterView>, events: &EventLog) ->
             if chosen != before {
                 if let Some(old) = before {
                     // Its agents follow the API to the new active server.
-                    p.servers[old].state.demoted.notify_waiters();
+                    p.servers[old].state.demote();
                 }
                 let from = before.map_or("none", |i| p.servers[i].name.as_str());
                 let to = chosen.map_or("none", |i| p.servers[i].name.as_str());

@@ -12,4 +12,4 @@ pub mod server;
 
 pub use events::EventLog;
 pub use passive::PassiveHealth;
-pub use server::{AdminState, ServerState, Transition};
+pub use server::{AdminState, ServerState, Transition, TunnelEvents, TUNNEL_BELL};

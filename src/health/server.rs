@@ -145,17 +145,15 @@ pub struct ServerState {
     slow_start_ms: AtomicU64,
     /// Failures the proxy saw (max_fails / fail_timeout).
     pub passive: super::PassiveHealth,
-    /// Woken when the server goes into maintenance: its tunnels close.
-    pub kick: tokio::sync::Notify,
-    /// Woken when active checks mark the server down: its tunnels close
-    /// (spread over `limits.tunnel_close_spread`) where the pool says
-    /// `close_tunnels_on_down`.
-    pub marked_down: tokio::sync::Notify,
-    /// Woken when the server stops being the active server of its
-    /// `primary` pool: its tunnels close like a down server's (spread, where
-    /// the pool says `close_tunnels_on_down`), so that agents reconnect to
-    /// the new active server, where the API now goes.
-    pub demoted: tokio::sync::Notify,
+    /// What the server's open WebSocket tunnels must hear of: it went into
+    /// maintenance (they close), active checks marked it down (they close,
+    /// spread over `limits.tunnel_close_spread`, where the pool says
+    /// `close_tunnels_on_down`), or it stopped being the active server of
+    /// its `primary` pool (they close like a down server's, so that agents
+    /// reconnect to the new active server, where the API now goes). Each
+    /// event is counted, then [`TUNNEL_BELL`] rings: a tunnel keeps the
+    /// counts it saw at its start and one waiter on the bell, nothing more.
+    pub tunnel_events: TunnelEvents,
     /// Woken when a peer reports the server down: its checks probe at once
     /// and then quickly until they agree or it answers.
     pub probe_now: tokio::sync::Notify,
@@ -169,6 +167,27 @@ pub struct ServerState {
     /// (summed from their load reports); `least_loaded` adds them.
     pub remote_connections: AtomicU32,
     pub stats: ServerStats,
+}
+
+/// Rung when something happened that open WebSocket tunnels must look
+/// at: an event of their server ([`ServerState::tunnel_events`]) or an
+/// order of their node (shutdown, shedding: `proxy`'s tunnel `Orders`).
+/// One bell for the process, so that a tunnel waits on one thing only; a
+/// tunnel woken by another server's event looks at its own counts, finds
+/// nothing new, and waits again (events are rare: a few atomic loads per
+/// tunnel each time).
+pub static TUNNEL_BELL: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Counts of the events that close a server's tunnels
+/// ([`ServerState::tunnel_events`]).
+#[derive(Debug, Default)]
+pub struct TunnelEvents {
+    /// Put into maintenance.
+    pub kicks: AtomicU32,
+    /// Marked down by active checks.
+    pub downs: AtomicU32,
+    /// No longer the active server of its `primary` pool.
+    pub demotions: AtomicU32,
 }
 
 /// A change of health seen by [`ServerState::set_check`].
@@ -201,15 +220,25 @@ impl ServerState {
             recovered_at_ms: AtomicU64::new(NEVER),
             slow_start_ms: AtomicU64::new(0),
             passive: super::PassiveHealth::new(1, std::time::Duration::from_secs(10)),
-            kick: tokio::sync::Notify::new(),
-            marked_down: tokio::sync::Notify::new(),
-            demoted: tokio::sync::Notify::new(),
+            tunnel_events: TunnelEvents::default(),
             probe_now: tokio::sync::Notify::new(),
             peer_down_reports: AtomicU64::new(0),
             active_primary: std::sync::atomic::AtomicBool::new(false),
             remote_connections: AtomicU32::new(0),
             stats: ServerStats::default(),
         }
+    }
+
+    /// Counts a tunnel event (one of `tunnel_events`) and tells the tunnels.
+    fn tunnel_event(&self, counter: &AtomicU32) {
+        counter.fetch_add(1, Ordering::Release);
+        TUNNEL_BELL.notify_waiters();
+    }
+
+    /// The server stopped being the active server of its `primary` pool:
+    /// its tunnels close (see `tunnel_events`).
+    pub fn demote(&self) {
+        self.tunnel_event(&self.tunnel_events.demotions);
     }
 
     /// A peer reports the server down: its checks probe at once.
@@ -249,7 +278,7 @@ impl ServerState {
             self.changed_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
             if s == AdminState::Maintenance {
                 // No traffic at all: open WebSocket tunnels close too.
-                self.kick.notify_waiters();
+                self.tunnel_event(&self.tunnel_events.kicks);
             }
             if old == AdminState::Maintenance {
                 // Back from maintenance: ramp up like a recovered server.
@@ -273,7 +302,7 @@ impl ServerState {
         let after = if up { before & !bit } else { before | bit };
         let t = match (before == 0, after == 0) {
             (true, false) => {
-                self.marked_down.notify_waiters();
+                self.tunnel_event(&self.tunnel_events.downs);
                 Transition::WentDown
             }
             (false, true) => {

@@ -116,6 +116,15 @@ impl ActiveGuard {
     }
 }
 
+impl ActiveGuard {
+    /// Drops the waker the connection's reader left, once that reader is
+    /// gone for good (its socket went to a WebSocket tunnel): a waker keeps
+    /// its finished task allocated.
+    pub fn forget_reader(&self) {
+        drop(self.0.reader.take());
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -161,6 +161,13 @@ impl<T> ClientIo<T> {
         self.parkable = parkable;
     }
 
+    /// The socket and the bytes still rewound (to be read before it), for
+    /// an upgraded connection whose tunnel needs neither the deadlines nor
+    /// the parking: the timer and the bookkeeping are dropped.
+    pub fn into_parts(self) -> (T, Option<Bytes>) {
+        (self.inner, self.rewound)
+    }
+
     /// Hands `bytes` (already read from the socket) to the next reader. They
     /// are the start of a request, so the header timer runs if the
     /// connection was idle. Bytes still waiting from an earlier rewind come

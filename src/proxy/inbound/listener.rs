@@ -154,7 +154,7 @@ pub async fn serve(
     let retire = opts.retire.get().copied();
     match retire {
         None => {
-            ctx.shared.closing.send_replace(true);
+            ctx.shared.tunnels.close_all();
             // Requests in progress finish; keep-alive connections then close.
             ctx.closing.close();
         }

@@ -28,7 +28,7 @@ use super::pool::ServerPool;
 use super::response::{text_response, InFlight, ProxyBody};
 use super::server_io::ServerIo;
 use super::tunnel;
-use super::upgrade::SessionTouch;
+use super::tunnel::SessionTouch;
 use crate::health::EventLog;
 use crate::metrics::{self, COUNTERS};
 use crate::proxy::activity::ConnActivity;
@@ -71,10 +71,8 @@ pub struct Forward<'a> {
     /// `tunnel_fin_timeout`, the pool's `close_tunnels_on_down`,
     /// `limits.tunnel_close_spread`).
     pub tunnel: tunnel::Limits,
-    /// Turns true at shutdown: tunnels close.
-    pub closing: &'a tokio::sync::watch::Sender<bool>,
-    /// The node-wide order to shed tunnels (draining, upgrade).
-    pub shed: &'a tokio::sync::watch::Sender<Option<tunnel::Shed>>,
+    /// The node's orders to its tunnels (shutdown, shedding).
+    pub tunnels: &'a Arc<tunnel::Orders>,
     /// Sticky sessions of this pool, if it has them.
     pub affinity: Option<Affinity<'a>>,
     pub activity: &'a Arc<ConnActivity>,
@@ -329,18 +327,12 @@ impl Forward<'_> {
 
     /// The session a WebSocket tunnel keeps alive (moved to server `idx`
     /// first if an earlier attempt failed on its server).
-    fn session_touch(&self, key: Option<String>, attempt: usize, idx: usize) -> Option<SessionTouch> {
+    fn session_touch(&self, key: Option<String>, attempt: usize, idx: usize) -> Option<Box<SessionTouch>> {
         let (a, key) = (self.affinity.as_ref()?, key?);
         if attempt > 0 {
             a.moved(self.pool, &key, idx);
         }
-        Some(SessionTouch {
-            sessions: a.sessions.clone(),
-            pool: self.pool.cfg.name.clone(),
-            key,
-            server: self.pool.servers[idx].name.clone(),
-            ttl: a.cfg.ttl,
-        })
+        Some(Box::new(SessionTouch { sessions: a.sessions.clone(), key: key.into_boxed_str(), ttl: a.cfg.ttl }))
     }
 
     /// Counts a failed attempt against its server; true if the request may
@@ -462,7 +454,7 @@ impl Forward<'_> {
         buf: BytesMut,
         in_flight: InFlight,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        touch: Option<SessionTouch>,
+        touch: Option<Box<SessionTouch>>,
         idx: usize,
     ) -> Response<ProxyBody> {
         if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -470,7 +462,7 @@ impl Forward<'_> {
             if let Some(client_upgrade) = client_upgrade {
                 return self.tunnel(
                     head.parts,
-                    h1client::Upgraded::new(io, buf),
+                    h1client::Upgraded::new(io, buf.freeze()),
                     in_flight,
                     client_upgrade,
                     touch,

@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::COUNTERS;
@@ -57,8 +58,8 @@ impl Drop for Spill {
 
 /// One direction's state: a few words while idle.
 #[derive(Default)]
-struct Direction {
-    spill: Option<Spill>,
+pub(super) struct Direction {
+    spill: Option<Box<Spill>>,
     /// Bytes written to the writer since its last flush.
     need_flush: bool,
     /// The reader ended: shut the writer down, then done.
@@ -68,9 +69,26 @@ struct Direction {
 }
 
 impl Direction {
+    /// Bytes written on so far.
+    pub(super) fn copied(&self) -> u64 {
+        self.copied
+    }
+
+    /// The reader has ended (its writer is shut down, or being).
+    pub(super) fn read_done(&self) -> bool {
+        self.read_done
+    }
+}
+
+impl Direction {
     /// Copies from `r` to `w` until `r` has nothing more for now (Pending),
     /// or the direction is done (Ready).
-    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, mut r: Pin<&mut R>, mut w: Pin<&mut W>) -> Poll<io::Result<u64>>
+    pub(super) fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<u64>>
     where
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
@@ -125,7 +143,7 @@ impl Direction {
                         self.need_flush |= off > 0;
                         if off < got {
                             // The writer is full: keep the rest, exactly.
-                            self.spill = Some(Spill::of(&scratch[off..got]));
+                            self.spill = Some(Box::new(Spill::of(&scratch[off..got])));
                         }
                         Poll::Ready(Ok(()))
                     }
@@ -146,8 +164,57 @@ impl Direction {
     }
 }
 
-/// Copies between `a` and `b` both ways until both directions have ended;
+/// An upgraded connection: the bytes read past the upgrade's head first
+/// (`pre`, empty and unallocated in the usual case), then the socket.
+pub struct Prefixed<T> {
+    /// Boxed: a word while there is none, which is nearly always.
+    pre: Option<Box<Bytes>>,
+    io: T,
+}
+
+impl<T> Prefixed<T> {
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    pub fn new(io: T, pre: Bytes) -> Self {
+        // An empty slice of a read buffer would still hold the whole buffer.
+        Prefixed { pre: (!pre.is_empty()).then(|| Box::new(pre)), io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some(pre) = &mut self.pre {
+            let n = pre.len().min(buf.remaining());
+            buf.put_slice(&pre[..n]);
+            pre.advance(n);
+            if pre.is_empty() {
+                // Gives the read buffer it was part of back.
+                self.pre = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Copies between `a` and `b` both ways until both directions have ended
+/// (the tests' driver of [`Direction`]; tunnels poll theirs themselves);
 /// returns the bytes copied from `a` to `b` and from `b` to `a`.
+#[cfg(test)]
 pub async fn both_ways<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,

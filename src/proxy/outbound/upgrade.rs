@@ -3,48 +3,74 @@
 //! connection activity and as a request in flight to its server, and keeps
 //! its sticky session alive.
 
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
 
 use http::header::{self, HeaderMap};
 use http::Response;
+use hyper::upgrade::OnUpgrade;
 
 use super::forward::Forward;
 use super::h1client;
 use super::response::{InFlight, ProxyBody};
 use super::tunnel;
-use crate::health::ServerState;
-use crate::metrics::COUNTERS;
 use crate::proxy::activity::ActiveGuard;
 use crate::proxy::wire::fields::remove_hop_by_hop;
-use crate::sessions::Sessions;
 
-/// What a tunnel needs to keep its session alive.
-pub(super) struct SessionTouch {
-    pub(super) sessions: Arc<Sessions>,
-    pub(super) pool: String,
-    pub(super) key: String,
-    pub(super) server: String,
-    pub(super) ttl: Duration,
+/// What a tunnel starts with once the client's side is there; one box
+/// until then.
+struct Start {
+    server: h1client::Upgraded,
+    limits: tunnel::Limits,
+    orders: Arc<tunnel::Orders>,
+    touch: Option<Box<tunnel::SessionTouch>>,
+    guards: tunnel::Guards,
 }
 
-/// Counts an open WebSocket tunnel, node-wide and for its server, until
-/// dropped.
-struct TunnelCount(Arc<ServerState>);
-
-impl TunnelCount {
-    fn new(server: Arc<ServerState>) -> TunnelCount {
-        COUNTERS.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
-        server.stats.tunnels.fetch_add(1, Ordering::Relaxed);
-        TunnelCount(server)
+pin_project_lite::pin_project! {
+    /// A tunnel's task: waits for hyper to hand over the client's side,
+    /// then is the tunnel itself (no room kept for anything else).
+    #[project = TaskState]
+    enum TunnelTask {
+        Waiting { upgrade: OnUpgrade, start: Option<Box<Start>> },
+        Running { #[pin] tunnel: tunnel::Tunnel<h1client::Upgraded> },
     }
 }
 
-impl Drop for TunnelCount {
-    fn drop(&mut self) {
-        COUNTERS.websocket_tunnels.fetch_sub(1, Ordering::Relaxed);
-        self.0.stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+impl Future for TunnelTask {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.as_mut().project() {
+                TaskState::Waiting { upgrade, start } => {
+                    let client = ready!(Pin::new(upgrade).poll(cx));
+                    let Some(start) = start.take() else { return Poll::Ready(()) };
+                    let Start { server, limits, orders, touch, guards } = *start;
+                    match client {
+                        Ok(client) => {
+                            let client = tunnel::Client::unwrap(client);
+                            let tunnel = tunnel::Tunnel::new(client, server, limits, orders, touch, guards);
+                            self.set(TunnelTask::Running { tunnel });
+                        }
+                        Err(e) => {
+                            let state = guards.count.server();
+                            tracing::warn!(pool = %state.pool, error = %e, "websocket upgrade failed");
+                            return Poll::Ready(());
+                        }
+                    }
+                }
+                TaskState::Running { mut tunnel } => {
+                    let (end, up, down) = ready!(tunnel.as_mut().poll(cx));
+                    end.count();
+                    let state = tunnel.as_ref().get_ref().server();
+                    tracing::debug!(pool = %state.pool, server = %state.name, ?end, up, down, "websocket tunnel ended");
+                    return Poll::Ready(());
+                }
+            }
+        }
     }
 }
 
@@ -55,41 +81,17 @@ impl Forward<'_> {
         mut parts: http::response::Parts,
         server: h1client::Upgraded,
         in_flight: InFlight,
-        client_upgrade: hyper::upgrade::OnUpgrade,
-        touch: Option<SessionTouch>,
+        client_upgrade: OnUpgrade,
+        touch: Option<Box<tunnel::SessionTouch>>,
         idx: usize,
     ) -> Response<ProxyBody> {
-        let busy = ActiveGuard::new(self.activity);
-        let pool = self.pool.cfg.name.clone();
-        let state = self.pool.servers[idx].state.clone();
-        let limits = self.tunnel;
-        let closing = self.closing.subscribe();
-        let shed = self.shed.subscribe();
-        tokio::spawn(async move {
-            let _busy = busy;
-            let _in_flight = in_flight;
-            let _tunnel = TunnelCount::new(state.clone());
-            match client_upgrade.await {
-                Ok(client) => {
-                    let touch_every = touch.as_ref().map_or(Duration::from_secs(3600), |t| t.ttl / 4);
-                    let refresh = || {
-                        if let Some(t) = &touch {
-                            let now = crate::sessions::unix_now_ms();
-                            if let crate::sessions::Touch::Refreshed(rec) =
-                                t.sessions.table.touch(&t.pool, &t.key, &t.server, t.ttl, now)
-                            {
-                                t.sessions.persist(rec);
-                            }
-                        }
-                    };
-                    let (end, up, down) =
-                        tunnel::run(client, server, limits, &state, closing, shed, touch_every, refresh).await;
-                    end.count();
-                    tracing::debug!(%pool, server = %state.name, ?end, up, down, "websocket tunnel ended");
-                }
-                Err(e) => tracing::warn!(%pool, error = %e, "websocket upgrade failed"),
-            }
-        });
+        let guards = tunnel::Guards {
+            busy: ActiveGuard::new(self.activity),
+            in_flight,
+            count: tunnel::TunnelCount::new(self.pool.servers[idx].state.clone()),
+        };
+        let start = Box::new(Start { server, limits: self.tunnel, orders: self.tunnels.clone(), touch, guards });
+        tokio::spawn(TunnelTask::Waiting { upgrade: client_upgrade, start: Some(start) });
         let keep: HeaderMap = parts.headers.clone();
         remove_hop_by_hop(&mut parts.headers, true);
         if let Some(v) = keep.get(header::UPGRADE) {

@@ -193,8 +193,7 @@ impl<'a> Steps<'a> {
                 spread: cfg.limits.tunnel_close_spread,
                 close_on_down: pool_ref.cfg.close_tunnels_on_down,
             },
-            closing: &self.shared.closing,
-            shed: &self.shared.shed,
+            tunnels: &self.shared.tunnels,
             affinity: match (&pool_ref.cfg.affinity, &state.affinity_keys[pool], &state.sessions) {
                 (Some(cfg), Some(key), Some(sessions)) => Some(Affinity { key, cfg, sessions }),
                 _ => None,

@@ -174,12 +174,10 @@ impl ProxyState {
 /// Shared by every connection of every listener.
 pub struct Shared {
     pub state: ArcSwap<ProxyState>,
-    /// Turns true when the node shuts down: WebSocket tunnels close at once
-    /// (agents reconnect to another node) while HTTP requests drain.
-    pub closing: tokio::sync::watch::Sender<bool>,
-    /// The node-wide order to shed WebSocket tunnels (see
-    /// [`Shared::shed_tunnels`]); `None`: no order.
-    pub shed: tokio::sync::watch::Sender<Option<Shed>>,
+    /// The node's orders to its WebSocket tunnels: close when the node
+    /// shuts down (agents reconnect to another node while HTTP requests
+    /// drain), or shed over a window ([`Shared::shed_tunnels`]).
+    pub tunnels: Arc<crate::proxy::outbound::tunnel::Orders>,
     /// The node drains: HTTP/1 responses carry `Connection: close`, HTTP/2
     /// connections get a GOAWAY, `respond` routes answer 503. Read per
     /// response (one atomic load); `drain_signal` wakes HTTP/2 connections.
@@ -196,8 +194,7 @@ impl Shared {
     pub fn new(state: ProxyState) -> Self {
         Shared {
             state: ArcSwap::from_pointee(state),
-            closing: tokio::sync::watch::Sender::new(false),
-            shed: tokio::sync::watch::Sender::new(None),
+            tunnels: Default::default(),
             draining: AtomicBool::new(false),
             drain_signal: tokio::sync::watch::Sender::new(false),
             retiring: AtomicBool::new(false),
@@ -211,12 +208,12 @@ impl Shared {
     /// `shed_tunnels(limits.shed_over, End::Upgrade)` once
     /// `limits.upgrade_drain_timeout` has passed.
     pub fn shed_tunnels(&self, over: Duration, why: End) {
-        self.shed.send_replace(Some(Shed::now(over, why)));
+        self.tunnels.shed(Some(Shed::now(over, why)));
     }
 
     /// Cancels the order: tunnels not closed yet stay open.
     pub fn stop_shedding(&self) {
-        self.shed.send_replace(None);
+        self.tunnels.shed(None);
     }
 
     /// Puts the data plane into draining (`true`) or back (`false`); the
