@@ -62,6 +62,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::activity::{ConnActivity, PARK_ENDING, PARK_NONE, PARK_WANTED};
+use crate::proxy::outbound::relay::Prefixed;
+use crate::proxy::outbound::tunnel::{Client, ClientSocket};
 
 /// How long a connection whose client sends requests back to back must
 /// stay idle before it is parked.
@@ -159,13 +161,6 @@ impl<T> ClientIo<T> {
     /// it is idle (never for HTTP/2, whose idle connections still talk).
     pub fn set_parkable(&mut self, parkable: bool) {
         self.parkable = parkable;
-    }
-
-    /// The socket and the bytes still rewound (to be read before it), for
-    /// an upgraded connection whose tunnel needs neither the deadlines nor
-    /// the parking: the timer and the bookkeeping are dropped.
-    pub fn into_parts(self) -> (T, Option<Bytes>) {
-        (self.inner, self.rewound)
     }
 
     /// Hands `bytes` (already read from the socket) to the next reader. They
@@ -406,6 +401,34 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
 }
 
 use std::future::Future;
+
+/// The client's side of a WebSocket tunnel, out of hyper's `Upgraded`:
+/// unwrapped down to its socket when it is a `ClientIo<T>` (hyper's box,
+/// the connection's timer and bookkeeping are given back: the tunnel needs
+/// neither deadlines nor parking), with the bytes already read from it
+/// past the request head; else kept as it is. Given to the tunnel through
+/// `ConnInfo::unwrap_upgraded`.
+pub fn unwrap_upgraded<T>(upgraded: hyper::upgrade::Upgraded) -> Prefixed<Client>
+where
+    T: ClientSocket + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let parts = match upgraded.downcast::<hyper_util::rt::TokioIo<ClientIo<T>>>() {
+        Ok(parts) => parts,
+        Err(u) => return Client::upgraded(u),
+    };
+    let io = parts.io.into_inner();
+    // hyper read `read_buf` before what the connection still had rewound.
+    let pre = match io.rewound {
+        Some(rest) if !rest.is_empty() => {
+            let mut all = BytesMut::with_capacity(parts.read_buf.len() + rest.len());
+            all.extend_from_slice(&parts.read_buf);
+            all.extend_from_slice(&rest);
+            all.freeze()
+        }
+        _ => parts.read_buf,
+    };
+    Prefixed::new(io.inner.into_client(), pre)
+}
 
 #[cfg(test)]
 mod tests {

@@ -518,7 +518,7 @@ async fn prepare<I>(
     ctx: &AcceptContext,
 ) -> Option<(ClientIo<I>, impl ProxyService, bool)>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::outbound::tunnel::ClientSocket,
 {
     let mut io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
     let info = Arc::new(ConnInfo {
@@ -528,6 +528,7 @@ where
         tls: alpn_h2.is_some(),
         listener: listener.policy.clone(),
         activity,
+        unwrap_upgraded: super::conn::unwrap_upgraded::<I>,
     });
     let shared = ctx.shared.clone();
     let svc = service_fn(move |req: hyper::Request<ClientBody>| {

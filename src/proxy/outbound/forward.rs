@@ -76,6 +76,8 @@ pub struct Forward<'a> {
     /// Sticky sessions of this pool, if it has them.
     pub affinity: Option<Affinity<'a>>,
     pub activity: &'a Arc<ConnActivity>,
+    /// Takes the client's connection out of hyper for a tunnel.
+    pub unwrap_client: tunnel::UnwrapClient,
     /// When the request's head was handled: the time of the first attempt
     /// (one clock read per request instead of one per use).
     pub started: std::time::Instant,

@@ -42,7 +42,6 @@ use tokio::sync::futures::Notified;
 use super::relay::{Direction, Prefixed};
 use crate::health::{ServerState, TUNNEL_BELL};
 use crate::metrics::COUNTERS;
-use crate::proxy::inbound::conn::ClientIo;
 use crate::tls::TlsServerStream;
 
 /// Why a tunnel ended.
@@ -240,35 +239,32 @@ impl AsyncWrite for Client {
     }
 }
 
-impl Client {
-    /// The client's connection after hyper's upgrade, unwrapped down to
-    /// its socket (hyper's box, the connection's timer and bookkeeping are
-    /// given back), with the bytes already read from it past the request
-    /// head.
-    pub fn unwrap(upgraded: Upgraded) -> Prefixed<Client> {
-        let upgraded = match upgraded.downcast::<TokioIo<ClientIo<TcpStream>>>() {
-            Ok(parts) => return Self::from_parts(parts.io.into_inner(), parts.read_buf, Client::Tcp),
-            Err(u) => u,
-        };
-        match upgraded.downcast::<TokioIo<ClientIo<TlsServerStream<TcpStream>>>>() {
-            Ok(parts) => Self::from_parts(parts.io.into_inner(), parts.read_buf, |s| Client::Tls(Box::new(s))),
-            Err(u) => Prefixed::new(Client::Hyper(Box::new(TokioIo::new(u))), Bytes::new()),
-        }
-    }
+/// Takes the client's side of a tunnel out of hyper's `Upgraded`. The
+/// connection's own code provides it (`inbound::conn::unwrap_upgraded`, for
+/// its socket type), through the connection's `ConnInfo`.
+pub type UnwrapClient = fn(Upgraded) -> Prefixed<Client>;
 
-    fn from_parts<T>(io: ClientIo<T>, read: Bytes, wrap: impl FnOnce(T) -> Client) -> Prefixed<Client> {
-        let (socket, rewound) = io.into_parts();
-        // hyper read `read` before what the connection still had rewound.
-        let pre = match rewound {
-            Some(rest) if !rest.is_empty() => {
-                let mut all = bytes::BytesMut::with_capacity(read.len() + rest.len());
-                all.extend_from_slice(&read);
-                all.extend_from_slice(&rest);
-                all.freeze()
-            }
-            _ => read,
-        };
-        Prefixed::new(wrap(socket), pre)
+/// A socket type of the listeners, which a tunnel holds as itself.
+pub trait ClientSocket: Sized {
+    fn into_client(self) -> Client;
+}
+
+impl ClientSocket for TcpStream {
+    fn into_client(self) -> Client {
+        Client::Tcp(self)
+    }
+}
+
+impl ClientSocket for TlsServerStream<TcpStream> {
+    fn into_client(self) -> Client {
+        Client::Tls(Box::new(self))
+    }
+}
+
+impl Client {
+    /// hyper's `Upgraded` kept as it is (a connection of another type).
+    pub fn upgraded(u: Upgraded) -> Prefixed<Client> {
+        Prefixed::new(Client::Hyper(Box::new(TokioIo::new(u))), Bytes::new())
     }
 }
 

@@ -27,6 +27,7 @@ struct Start {
     orders: Arc<tunnel::Orders>,
     touch: Option<Box<tunnel::SessionTouch>>,
     guards: tunnel::Guards,
+    unwrap: tunnel::UnwrapClient,
 }
 
 pin_project_lite::pin_project! {
@@ -48,10 +49,10 @@ impl Future for TunnelTask {
                 TaskState::Waiting { upgrade, start } => {
                     let client = ready!(Pin::new(upgrade).poll(cx));
                     let Some(start) = start.take() else { return Poll::Ready(()) };
-                    let Start { server, limits, orders, touch, guards } = *start;
+                    let Start { server, limits, orders, touch, guards, unwrap } = *start;
                     match client {
                         Ok(client) => {
-                            let client = tunnel::Client::unwrap(client);
+                            let client = unwrap(client);
                             let tunnel = tunnel::Tunnel::new(client, server, limits, orders, touch, guards);
                             self.set(TunnelTask::Running { tunnel });
                         }
@@ -90,7 +91,14 @@ impl Forward<'_> {
             in_flight,
             count: tunnel::TunnelCount::new(self.pool.servers[idx].state.clone()),
         };
-        let start = Box::new(Start { server, limits: self.tunnel, orders: self.tunnels.clone(), touch, guards });
+        let start = Box::new(Start {
+            server,
+            limits: self.tunnel,
+            orders: self.tunnels.clone(),
+            touch,
+            guards,
+            unwrap: self.unwrap_client,
+        });
         tokio::spawn(TunnelTask::Waiting { upgrade: client_upgrade, start: Some(start) });
         let keep: HeaderMap = parts.headers.clone();
         remove_hop_by_hop(&mut parts.headers, true);

@@ -36,6 +36,8 @@ pub struct ConnInfo {
     pub tls: bool,
     pub listener: Arc<ListenerPolicy>,
     pub activity: Arc<ConnActivity>,
+    /// How a WebSocket tunnel takes this connection out of hyper.
+    pub unwrap_upgraded: crate::proxy::outbound::tunnel::UnwrapClient,
 }
 
 impl ConnInfo {

@@ -199,6 +199,7 @@ impl<'a> Steps<'a> {
                 _ => None,
             },
             activity: &conn.activity,
+            unwrap_client: conn.unwrap_upgraded,
             started: self.started,
             forwarded: state.forwarded,
         }
