@@ -37,6 +37,9 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 start_backends() {
     RUST_BACKTRACE=1 taskset -c 1 "$ECHO" 127.0.0.1:18481 127.0.0.1:18482 127.0.0.1:18483 2>"$WORK/echo.log" &
     BPID=$!; PIDS+=("$BPID"); wait_port 18483
+    # Another run's backends still on the ports would answer wait_port and
+    # then go away under this run: fail instead.
+    sleep 0.2; kill -0 "$BPID" 2>/dev/null || { echo "backends failed to start:"; cat "$WORK/echo.log"; exit 1; }
 }
 stop() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 # Logs of every round are kept in LOGDIR (default bench/results/logs).

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 NAMES = {
     "node": "sysmanage-node (sticky)",
     "node-plain": "sysmanage-node (no affinity)",
-    "node-before": "sysmanage-node before (sticky)",
+    "node-before": "sysmanage-node before this change (sticky)",
     "nginx": "nginx",
     "haproxy": "HAProxy",
 }
