@@ -147,15 +147,17 @@ async fn rate(addr: String, rate: u64, secs: u64, path: String) {
     println!("errors={} {:?}", errs.values().sum::<u64>(), *errs);
 }
 
-async fn hold(addr: String, n: u64, secs: u64, path: String) {
+/// Opens `n` tunnels, 100 handshakes in flight, and prints
+/// "READY open=.. failed=.. in ..s {reasons}".
+async fn open_tunnels(addr: &str, n: u64, path: &str) -> Vec<TcpStream> {
     let sem = Arc::new(tokio::sync::Semaphore::new(100));
     let run = format!("{:x}", fastrand::u32(..));
     let t0 = Instant::now();
     let mut handles = Vec::with_capacity(n as usize);
     for i in 0..n {
         let permit = sem.clone().acquire_owned().await.unwrap();
-        let req = request(&path, &format!("agent-{run}-{i:07}.example.com"));
-        let addr = addr.clone();
+        let req = request(path, &format!("agent-{run}-{i:07}.example.com"));
+        let addr = addr.to_string();
         handles.push(tokio::spawn(async move {
             let r = handshake(&addr, &req).await;
             drop(permit);
@@ -177,6 +179,11 @@ async fn hold(addr: String, n: u64, secs: u64, path: String) {
         t0.elapsed().as_secs_f64(),
         failed
     );
+    open
+}
+
+async fn hold(addr: String, n: u64, secs: u64, path: String) {
+    let mut open = open_tunnels(&addr, n, &path).await;
     tokio::time::sleep(Duration::from_secs(secs)).await;
     // Check the tunnels are still open: a closed one reads EOF at once.
     let mut alive = 0;
@@ -207,26 +214,7 @@ fn heartbeat_frame() -> [u8; 22] {
 
 async fn beat(addr: String, n: u64, secs: u64, path: String) {
     let every = Duration::from_millis(std::env::var("BEAT_EVERY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000));
-    let sem = Arc::new(tokio::sync::Semaphore::new(100));
-    let run = format!("{:x}", fastrand::u32(..));
-    let mut handles = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let permit = sem.clone().acquire_owned().await.unwrap();
-        let req = request(&path, &format!("agent-{run}-{i:07}.example.com"));
-        let addr = addr.clone();
-        handles.push(tokio::spawn(async move {
-            let r = handshake(&addr, &req).await;
-            drop(permit);
-            r
-        }));
-    }
-    let mut open = Vec::with_capacity(n as usize);
-    for h in handles {
-        if let Ok(s) = h.await.unwrap() {
-            open.push(s);
-        }
-    }
-    println!("READY open={} failed={}", open.len(), n - open.len() as u64);
+    let open = open_tunnels(&addr, n, &path).await;
     let start = Instant::now();
     let rtts = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
     let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -347,7 +347,6 @@ pin_project_lite::pin_project! {
         armed_ms: u64,
         #[pin]
         bell: Notified<'static>,
-        state: Arc<ServerState>,
         orders: Arc<Orders>,
         timers: Timers,
         // `limits.spread`.
@@ -370,7 +369,7 @@ pin_project_lite::pin_project! {
 impl<S> Tunnel<S> {
     /// The server the tunnel goes to.
     pub fn server(&self) -> &ServerState {
-        &self.state
+        self.guards.count.server()
     }
 }
 
@@ -395,8 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
             guards.busy.forget_reader();
         }
         let now = crate::clock::now_ms();
-        let state = guards.count.0.clone();
-        let ev = &state.tunnel_events;
+        let ev = &guards.count.0.tunnel_events;
         let (kicks, downs, demotions) =
             (ev.kicks.load(Ordering::Acquire), ev.downs.load(Ordering::Acquire), ev.demotions.load(Ordering::Acquire));
         Tunnel {
@@ -414,7 +412,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
                 shed_at: None,
             },
             spread_ms: limits.spread.as_millis().min(u32::MAX as u128) as u32,
-            state,
             orders,
             last_ms: now,
             fin_ms: 0,
@@ -443,7 +440,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Tunnel<S> {
         while this.bell.as_mut().poll(cx).is_ready() {
             this.bell.set(TUNNEL_BELL.notified());
         }
-        let ev = &this.state.tunnel_events;
+        let server = this.guards.count.server();
+        let ev = &server.tunnel_events;
         if ev.kicks.load(Ordering::Acquire) != *this.kicks {
             return Poll::Ready((End::Maintenance, 0, 0));
         }
@@ -492,7 +490,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Tunnel<S> {
         loop {
             if now >= *this.next_touch_ms {
                 if let Some(t) = this.touch {
-                    t.refresh(this.state);
+                    t.refresh(this.guards.count.server());
                     *this.next_touch_ms = now + t.every_ms();
                 }
             }
