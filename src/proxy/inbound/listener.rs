@@ -257,6 +257,13 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
     }
     let mut trouble = AcceptTrouble::default();
     loop {
+        // Shutdown aborts this task at an await, where nothing is accepted
+        // yet; a connection already accepted is served (its client sent a
+        // request, and dropping the socket would reset it: the old process
+        // of an in-place upgrade did that to one request in a few thousand).
+        if *ctx.shutdown.borrow() {
+            return;
+        }
         // Wait for room before accepting: excess clients queue in the
         // kernel's backlog instead of being accepted and starved.
         let Ok(permit) = ctx.conns.clone().acquire_owned().await else { return };
@@ -271,9 +278,6 @@ async fn accept_loop(l: Listener, ctx: Arc<AcceptContext>) {
             }
         };
         trouble.accepted(&l.name);
-        if *ctx.shutdown.borrow() {
-            return;
-        }
         crate::busy_poll::traffic();
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
