@@ -13,6 +13,13 @@
 #                                                  fits KiB per tunnel and draws memory against count
 #   bench/tunnels.sh beat [N] [ROUNDS]             N tunnels with a heartbeat each every 3 s (SECS=30):
 #                                                  proxy CPU per heartbeat exchange, node, nginx, HAProxy
+#   bench/tunnels.sh storm [N] [M] [ROUNDS]        a reconnect storm over TLS: M (950) established tunnels
+#                                                  beating every 500 ms, then N (9000) agents connecting
+#                                                  at once (full handshakes); time until all are open,
+#                                                  connect->101 percentiles, errors, the established
+#                                                  tunnels' heartbeat round trips during it; node, nginx,
+#                                                  HAProxy, each on one core with the same certificate
+#                                                  (examples/tls, ECDSA P-256) and a listen backlog of 4096
 # Proxy (node / nginx, 1 worker each) pinned to core 0; backends (3 listeners of one
 # ws_echo process) and the client (ws_load) on core 1. Each round uses a fresh proxy
 # process (and for the node a fresh, empty data_dir). Backends are restarted per round.
@@ -53,12 +60,18 @@ start_node() {  # start_node [plain]: plain drops the pool's affinity (no sessio
         awk '/^\[pools.affinity\]/ {skip=1; next} /^$/ {skip=0} !skip' "$WORK/node.toml" > "$WORK/node.plain.toml"
         mv "$WORK/node.plain.toml" "$WORK/node.toml"
     fi
+    if [ -n "${TLS:-}" ]; then
+        sed -i "s#^bind = \"127.0.0.1:18480\"#&\ntls = { cert = \"$CERT\", key = \"$KEY\" }#" "$WORK/node.toml"
+    fi
     taskset -c 0 "${NODE_BIN:-$NODE}" run -c "$WORK/node.toml" 2>"$WORK/node.log" &
     PPID_=$!; PIDS+=("$PPID_"); wait_port 18480; PORT=18480; MEASURE=$PPID_
 }
 start_nginx() {
     mkdir -p "$WORK/nginx/tmp"
     sed "s#PREFIX#$WORK/nginx#g" "$HERE/ws_nginx.conf" > "$WORK/nginx/nginx.conf"
+    if [ -n "${TLS:-}" ]; then   # nginx's default backlog is 511: given the node's 4096
+        sed -i "s#listen 127.0.0.1:18490;#listen 127.0.0.1:18490 ssl backlog=4096; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate $CERT; ssl_certificate_key $KEY;#" "$WORK/nginx/nginx.conf"
+    fi
     taskset -c 0 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
     PPID_=$!; PIDS+=("$PPID_"); wait_port 18490; PORT=18490
     sleep 0.3; MEASURE=$(pgrep -P "$PPID_" | head -1)   # the worker
@@ -66,6 +79,10 @@ start_nginx() {
 start_haproxy() {
     mkdir -p "$WORK/haproxy"
     sed "s#PREFIX#$WORK/haproxy#g" "$HERE/ws_haproxy.cfg" > "$WORK/haproxy/haproxy.cfg"
+    if [ -n "${TLS:-}" ]; then
+        cat "$CERT" "$KEY" > "$WORK/haproxy/server.pem"
+        sed -i "s#bind 127.0.0.1:18495#& ssl crt $WORK/haproxy/server.pem backlog 4096#" "$WORK/haproxy/haproxy.cfg"
+    fi
     taskset -c 0 haproxy -db -f "$WORK/haproxy/haproxy.cfg" 2>"$WORK/haproxy.log" &
     PPID_=$!; PIDS+=("$PPID_"); wait_port 18495; PORT=18495; MEASURE=$PPID_
 }
@@ -163,5 +180,24 @@ beat)
         done
     done
     ;;
-*) echo "usage: $0 rate|idle|curve|beat ..."; exit 2 ;;
+storm)
+    # The proxy holds N + M tunnels, two descriptors each: 9,000 + 950
+    # is what the hard limit of 20,000 descriptors here allows.
+    N=${2:-9000}; M=${3:-950}; ROUNDS=${4:-3}
+    TLS=1; CERT=$HERE/../examples/tls/server.crt; KEY=$HERE/../examples/tls/server.key
+    for r in $(seq 1 "$ROUNDS"); do
+        for proxy in ${PROXIES:-node nginx haproxy}; do
+            start_backends; start_proxy "$proxy"; sleep 1
+            c0=$(cpu_ticks "$MEASURE")
+            taskset -c 1 "$LOAD" storm "tls://127.0.0.1:$PORT" "$N" "$M" > "$WORK/storm.out" 2>&1
+            c1=$(cpu_ticks "$MEASURE")
+            echo "RESULT round=$r proxy=$proxy cpu_ticks=$((c1 - c0)) rss_kib=$(proxy_rss_total "$proxy") $(tr '\n' ' ' < "$WORK/storm.out")"
+            [ "$proxy" = node ] && { grep -ci "warn\|error" "$WORK/node.log" | sed 's/^/  node log warn|error lines: /'; }
+            stop "$PPID_"; stop "$BPID"; keep_logs "$proxy" "$r"
+            # Let the TIME_WAIT sockets of this round's 20,000 connections go.
+            sleep "${PAUSE:-20}"
+        done
+    done
+    ;;
+*) echo "usage: $0 rate|idle|curve|beat|storm ..."; exit 2 ;;
 esac

@@ -11,15 +11,75 @@
 //!                                        BEAT_EVERY_MS (default 3000, first at a random offset)
 //!                                        and reads its echo; prints "BEATS n=.. lost=.." and the
 //!                                        round trip's percentiles.
+//!   ws_load storm ADDR N M [PATH]        a reconnect storm: M established tunnels beating every
+//!                                        BEAT_EVERY_MS (default 500) on a thread of their own,
+//!                                        then N agents connecting all at once (each: TCP connect,
+//!                                        TLS handshake, Upgrade, 101; a 60 s limit). Prints
+//!                                        "STORM ..." (time until all are open, connect->101
+//!                                        percentiles, errors) and the established tunnels'
+//!                                        heartbeat round trips before, during and after it.
 //!
-//! PATH defaults to /api/agent/connect. Raw TCP client (no WebSocket library):
+//! ADDR is host:port, or tls://host:port for TLS: a full handshake every time
+//! (no resumption), TLS 1.3 with X25519 only (what OpenSSL 3.0, hence nginx
+//! and HAProxy here, negotiates too), the certificate not verified against a
+//! root but the handshake's signature checked, as an agent's TLS does.
+//! PATH defaults to /api/agent/connect. Raw client (no WebSocket library):
 //! one socket and a few hundred bytes per connection, so the client's own memory
-//! does not matter. Single-threaded runtime.
+//! does not matter. Single-threaded runtime (storm: two, one per thread).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// A connection to the proxy, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Conn = Box<dyn Io>;
+
+/// Where to connect: `host:port`, or `tls://host:port`.
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Target {
+    fn parse(s: &str) -> Target {
+        match s.strip_prefix("tls://") {
+            None => Target { addr: s.to_string(), tls: None },
+            Some(addr) => {
+                sysmanage_node::tls::install_crypto_provider();
+                let provider = rustls::crypto::CryptoProvider {
+                    kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+                    ..rustls::crypto::aws_lc_rs::default_provider()
+                };
+                let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                    .with_protocol_versions(&[&rustls::version::TLS13])
+                    .expect("TLS 1.3")
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(sysmanage_node::tls::InsecureSkipVerify::new()))
+                    .with_no_client_auth();
+                // Every handshake a full one, as after a node's restart.
+                config.resumption = rustls::client::Resumption::disabled();
+                Target { addr: addr.to_string(), tls: Some(tokio_rustls::TlsConnector::from(Arc::new(config))) }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, String> {
+        let s = TcpStream::connect(&self.addr).await.map_err(|e| format!("connect: {e}"))?;
+        let _ = s.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Box::new(s)),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let s = tls.connect(name, s).await.map_err(|e| format!("tls: {e}"))?;
+                Ok(Box::new(s))
+            }
+        }
+    }
+}
 
 /// A token shaped like SysManage's, fresh for every attempt (the demo's
 /// backend makes them).
@@ -37,9 +97,8 @@ fn request(path: &str, hostname: &str) -> Vec<u8> {
 }
 
 /// Connects, sends the Upgrade, reads the response head. Ok(stream) on 101.
-async fn handshake(addr: &str, req: &[u8]) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
-    let _ = s.set_nodelay(true);
+async fn handshake(target: &Target, req: &[u8]) -> Result<Conn, String> {
+    let mut s = target.connect().await?;
     s.write_all(req).await.map_err(|e| format!("write: {e}"))?;
     let mut buf = [0u8; 1024];
     let mut n = 0;
@@ -72,7 +131,7 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-async fn rate(addr: String, rate: u64, secs: u64, path: String) {
+async fn rate(target: Target, rate: u64, secs: u64, path: String) {
     let lat = Arc::new(std::sync::Mutex::new(Vec::<u64>::with_capacity((rate * secs) as usize)));
     // (second of the run the connection started in, latency in µs), for the timeline.
     let timeline = Arc::new(std::sync::Mutex::new(Vec::<(u64, u64)>::with_capacity((rate * secs) as usize)));
@@ -90,11 +149,11 @@ async fn rate(addr: String, rate: u64, secs: u64, path: String) {
         let due = start + period * i as u32;
         late_max = late_max.max(Instant::now().saturating_duration_since(due));
         let req = request(&path, &format!("agent-{run}-{i:07}.example.com"));
-        let (addr, lat, errors, timeline) = (addr.clone(), lat.clone(), errors.clone(), timeline.clone());
+        let (target, lat, errors, timeline) = (target.clone(), lat.clone(), errors.clone(), timeline.clone());
         let sec = start.elapsed().as_secs();
         handles.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            match tokio::time::timeout(Duration::from_secs(10), handshake(&addr, &req)).await {
+            match tokio::time::timeout(Duration::from_secs(10), handshake(&target, &req)).await {
                 Ok(Ok(s)) => {
                     let us = t0.elapsed().as_micros() as u64;
                     lat.lock().unwrap().push(us);
@@ -149,7 +208,7 @@ async fn rate(addr: String, rate: u64, secs: u64, path: String) {
 
 /// Opens `n` tunnels, 100 handshakes in flight, and prints
 /// "READY open=.. failed=.. in ..s {reasons}".
-async fn open_tunnels(addr: &str, n: u64, path: &str) -> Vec<TcpStream> {
+async fn open_tunnels(target: &Target, n: u64, path: &str) -> Vec<Conn> {
     let sem = Arc::new(tokio::sync::Semaphore::new(100));
     let run = format!("{:x}", fastrand::u32(..));
     let t0 = Instant::now();
@@ -157,9 +216,9 @@ async fn open_tunnels(addr: &str, n: u64, path: &str) -> Vec<TcpStream> {
     for i in 0..n {
         let permit = sem.clone().acquire_owned().await.unwrap();
         let req = request(path, &format!("agent-{run}-{i:07}.example.com"));
-        let addr = addr.to_string();
+        let target = target.clone();
         handles.push(tokio::spawn(async move {
-            let r = handshake(&addr, &req).await;
+            let r = handshake(&target, &req).await;
             drop(permit);
             r
         }));
@@ -182,8 +241,8 @@ async fn open_tunnels(addr: &str, n: u64, path: &str) -> Vec<TcpStream> {
     open
 }
 
-async fn hold(addr: String, n: u64, secs: u64, path: String) {
-    let mut open = open_tunnels(&addr, n, &path).await;
+async fn hold(target: Target, n: u64, secs: u64, path: String) {
+    let mut open = open_tunnels(&target, n, &path).await;
     tokio::time::sleep(Duration::from_secs(secs)).await;
     // Check the tunnels are still open: a closed one reads EOF at once.
     let mut alive = 0;
@@ -212,24 +271,49 @@ fn heartbeat_frame() -> [u8; 22] {
     f
 }
 
-async fn beat(addr: String, n: u64, secs: u64, path: String) {
-    let every = Duration::from_millis(std::env::var("BEAT_EVERY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000));
-    let open = open_tunnels(&addr, n, &path).await;
-    let start = Instant::now();
-    let rtts = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
-    let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+fn beat_every(default_ms: u64) -> Duration {
+    Duration::from_millis(std::env::var("BEAT_EVERY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_ms))
+}
+
+/// Heartbeats of a set of tunnels: (when it was sent, in ms from `epoch`;
+/// its round trip in µs), and how many went unanswered.
+#[derive(Default)]
+struct Beats {
+    rtts: std::sync::Mutex<Vec<(u64, u64)>>,
+    lost: std::sync::atomic::AtomicU64,
+}
+
+impl Beats {
+    /// The round trips (µs, sorted) of the beats sent in `[from, to)` ms.
+    fn within(&self, from: u64, to: u64) -> Vec<u64> {
+        let mut v: Vec<u64> =
+            self.rtts.lock().unwrap().iter().filter(|(at, _)| (from..to).contains(at)).map(|(_, us)| *us).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// Each tunnel sends a heartbeat every `every` (the first at a random
+/// offset) and reads its echo, until `go_on` says stop. Returns the tunnels.
+async fn beat_all(
+    open: Vec<Conn>,
+    every: Duration,
+    epoch: Instant,
+    beats: Arc<Beats>,
+    go_on: impl Fn() -> bool + Clone + Send + 'static,
+) -> Vec<Conn> {
     let mut tasks = Vec::new();
     for mut s in open {
-        let (rtts, lost) = (rtts.clone(), lost.clone());
+        let (beats, go_on) = (beats.clone(), go_on.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(0..every.as_millis() as u64))).await;
             let mut tick = tokio::time::interval(every);
             let mut buf = [0u8; 64];
-            while start.elapsed() < Duration::from_secs(secs) {
+            while go_on() {
                 tick.tick().await;
                 let t0 = Instant::now();
                 if s.write_all(&heartbeat_frame()).await.is_err() {
-                    lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    beats.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return s;
                 }
                 // The echo: an unmasked frame of 2 + 16 bytes.
@@ -238,25 +322,42 @@ async fn beat(addr: String, n: u64, secs: u64, path: String) {
                     match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf[got..])).await {
                         Ok(Ok(k)) if k > 0 => got += k,
                         _ => {
-                            lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            beats.lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             return s;
                         }
                     }
                 }
-                rtts.lock().unwrap().push(t0.elapsed().as_micros() as u64);
+                let at = t0.duration_since(epoch).as_millis() as u64;
+                beats.rtts.lock().unwrap().push((at, t0.elapsed().as_micros() as u64));
             }
             s
         }));
     }
+    let mut back = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let _ = t.await;
+        if let Ok(s) = t.await {
+            back.push(s);
+        }
     }
-    let mut v = rtts.lock().unwrap().clone();
-    v.sort_unstable();
+    back
+}
+
+fn rtt_line(name: &str, v: &[u64]) -> String {
+    format!("{name} n={} rtt_ms p50={:.3} p99={:.3} max={:.3}", v.len(), pct(v, 50.0), pct(v, 99.0), pct(v, 100.0))
+}
+
+async fn beat(target: Target, n: u64, secs: u64, path: String) {
+    let every = beat_every(3000);
+    let open = open_tunnels(&target, n, &path).await;
+    let start = Instant::now();
+    let beats = Arc::new(Beats::default());
+    let until = Duration::from_secs(secs);
+    beat_all(open, every, start, beats.clone(), move || start.elapsed() < until).await;
+    let v = beats.within(0, u64::MAX);
     println!(
         "BEATS n={} lost={} in {:.1}s rtt_ms p50={:.3} p99={:.3} max={:.3}",
         v.len(),
-        lost.load(std::sync::atomic::Ordering::Relaxed),
+        beats.lost.load(std::sync::atomic::Ordering::Relaxed),
         start.elapsed().as_secs_f64(),
         pct(&v, 50.0),
         pct(&v, 99.0),
@@ -264,18 +365,107 @@ async fn beat(addr: String, n: u64, secs: u64, path: String) {
     );
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+/// A reconnect storm: `m` established tunnels beat on a thread of their own
+/// (so that the storm's work in this process delays them no more than the
+/// kernel's scheduler does), then `n` agents connect at once.
+fn storm(target: Target, n: u64, m: u64, path: String) {
+    let epoch = Instant::now();
+    let beats = Arc::new(Beats::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let beater = {
+        let (target, path, beats, stop) = (target.clone(), path.clone(), beats.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let open = open_tunnels(&target, m, &path).await;
+                let opened = open.len();
+                ready_tx.send(opened).unwrap();
+                let go_on = move || !stop.load(std::sync::atomic::Ordering::Relaxed);
+                beat_all(open, beat_every(500), epoch, beats, go_on).await.len()
+            })
+        })
+    };
+    let established = ready_rx.recv().expect("the beating thread opens its tunnels");
+    let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (from, to, held) = rt.block_on(async {
+        // Two seconds of heartbeats before the storm, for comparison.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let run = format!("{:x}", fastrand::u32(..));
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let req = request(&path, &format!("storm-{run}-{i:07}.example.com"));
+            let target = target.clone();
+            tasks.push(tokio::spawn(async move {
+                let t0 = Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(60), handshake(&target, &req)).await;
+                let r = r.unwrap_or_else(|_| Err("timeout 60s".into()));
+                r.map(|s| (s, t0.elapsed(), Instant::now()))
+            }));
+        }
+        let mut took = Vec::with_capacity(n as usize);
+        let mut held = Vec::with_capacity(n as usize);
+        let mut errors = std::collections::BTreeMap::<String, u64>::new();
+        let mut last = start;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok((s, d, at)) => {
+                    took.push(d.as_micros() as u64);
+                    last = last.max(at);
+                    held.push(s);
+                }
+                Err(e) => *errors.entry(e).or_default() += 1,
+            }
+        }
+        took.sort_unstable();
+        println!(
+            "STORM n={n} open={} failed={} all_open_s={:.3} connect_to_101_ms p50={:.1} p90={:.1} p99={:.1} max={:.1} errors={:?}",
+            took.len(),
+            errors.values().sum::<u64>(),
+            last.duration_since(start).as_secs_f64(),
+            pct(&took, 50.0),
+            pct(&took, 90.0),
+            pct(&took, 99.0),
+            pct(&took, 100.0),
+            errors
+        );
+        // Two seconds after it, then the established tunnels stop beating.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (ms(start), ms(last), held)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let still = beater.join().expect("the beating thread");
+    drop(held);
+    println!("ESTABLISHED m={m} open={established} beating_at_end={still}");
+    println!("{}", rtt_line("BEATS_BEFORE", &beats.within(0, from)));
+    println!(
+        "{} lost={}",
+        rtt_line("BEATS_DURING", &beats.within(from, to.max(from + 1))),
+        beats.lost.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    println!("{}", rtt_line("BEATS_AFTER", &beats.within(to.max(from + 1), u64::MAX)));
+}
+
+fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let usage = "usage: ws_load rate ADDR RATE SECS [PATH] | hold ADDR N SECS [PATH] | beat ADDR N SECS [PATH]";
-    let addr = a.get(2).expect(usage).clone();
+    let usage = "usage: ws_load rate ADDR RATE SECS [PATH] | hold ADDR N SECS [PATH] | beat ADDR N SECS [PATH] \
+                 | storm ADDR N M [PATH]";
+    let target = Target::parse(a.get(2).expect(usage));
     let x: u64 = a.get(3).expect(usage).parse().unwrap();
-    let secs: u64 = a.get(4).expect(usage).parse().unwrap();
+    let y: u64 = a.get(4).expect(usage).parse().unwrap();
     let path = a.get(5).cloned().unwrap_or_else(|| "/api/agent/connect".into());
-    match a[1].as_str() {
-        "rate" => rate(addr, x, secs, path).await,
-        "hold" => hold(addr, x, secs, path).await,
-        "beat" => beat(addr, x, secs, path).await,
-        _ => panic!("{usage}"),
+    if a[1] == "storm" {
+        return storm(target, x, y, path);
     }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        match a[1].as_str() {
+            "rate" => rate(target, x, y, path).await,
+            "hold" => hold(target, x, y, path).await,
+            "beat" => beat(target, x, y, path).await,
+            _ => panic!("{usage}"),
+        }
+    })
 }

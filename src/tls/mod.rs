@@ -72,7 +72,7 @@ pub use selfsigned::{
 };
 pub use server::{parse_protocols, server_config, ServerTlsOptions, DEFAULT_ALPN};
 pub use store::{spawn_cert_watcher, CertSource, CertStore};
-pub use stream::{accept, TlsServerStream};
+pub use stream::{accept, TlsServerStream, TlsState};
 pub use suites::parse_cipher_suites;
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider. Call once

@@ -54,7 +54,26 @@ where
     Ok(tls)
 }
 
+/// A handshaken TLS connection without its socket, to move the socket from
+/// one runtime to another ([`TlsServerStream::into_parts`]).
+pub struct TlsState {
+    conn: ServerConnection,
+    closing: bool,
+    held: bool,
+}
+
 impl<IO> TlsServerStream<IO> {
+    /// The socket and the TLS state, apart: nothing is lost (what rustls
+    /// holds, read or queued, stays in the state).
+    pub fn into_parts(self) -> (IO, TlsState) {
+        (self.io, TlsState { conn: self.conn, closing: self.closing, held: self.held })
+    }
+
+    /// The stream again, over `io` (the same socket, as another type).
+    pub fn from_parts(io: IO, state: TlsState) -> Self {
+        TlsServerStream { io, conn: state.conn, closing: state.closing, held: state.held }
+    }
+
     /// The rustls connection: ALPN, SNI, protocol version, cipher suite.
     pub fn conn(&self) -> &ServerConnection {
         &self.conn

@@ -11,6 +11,7 @@ mod http;
 mod https;
 mod keepalive;
 mod proxy_protocol;
+mod reconnect_storm;
 mod tls;
 mod tunnel_lifecycle;
 mod upstream_http1;

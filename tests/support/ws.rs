@@ -344,7 +344,9 @@ pub async fn roundtrip(ws: &mut Ws, msg: Message) -> Message {
 }
 
 /// The next text, binary or close message, within 30 s.
-pub async fn next_data(ws: &mut Ws) -> Message {
+pub async fn next_data<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> Message {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await

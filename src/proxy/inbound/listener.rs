@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::closing::{Closing, Slot};
 use super::conn::ClientIo;
+use super::handshakes::HandshakeThreads;
 use super::http1::{Http1Config, Http1Serve, RequestService, ViaHyper};
 use crate::config::{Config, Limits, TlsConfig};
 use crate::metrics::COUNTERS;
@@ -135,6 +136,14 @@ pub async fn serve(
     // Every connection task holds a clone of `drain_tx`; when all are gone,
     // `drain_rx.recv()` returns None (mini-redis's shutdown pattern).
     let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
+    // One handshake thread per worker. Without them (they could not be
+    // started), handshakes run on the workers, as they did before.
+    let handshakes = match listeners.iter().any(|l| l.runtime.tls.is_some()) {
+        false => None,
+        true => HandshakeThreads::start(tokio::runtime::Handle::current().metrics().num_workers())
+            .inspect_err(|e| tracing::warn!(error = %e, "TLS handshakes run on the workers: no thread for them"))
+            .ok(),
+    };
     let ctx = Arc::new(AcceptContext {
         shared,
         limits: opts.limits.clone(),
@@ -145,6 +154,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         closing: Arc::new(Closing::default()),
         ready: opts.ready.clone(),
+        handshakes,
     });
     let mut tasks = Vec::new();
     for l in listeners {
@@ -221,6 +231,8 @@ struct AcceptContext {
     /// Shutdown for HTTP/1.1 connections (one waker each, no future).
     closing: Arc<Closing>,
     ready: Option<watch::Receiver<bool>>,
+    /// Where TLS handshakes run: `None` when no listener has TLS.
+    handshakes: Option<Arc<HandshakeThreads>>,
 }
 
 /// hyper's HTTP/1.1 server settings. `writev(false)`: the response head and
@@ -461,18 +473,12 @@ async fn setup(
         return Some(Either::Left(serve.map(log_end as fn(hyper::Result<()>))));
     };
     let started = Instant::now();
-    let tls = match tokio::time::timeout(ctx.limits.header_timeout, crate::tls::accept(tls_config, stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+    let tls = match tls_handshake(stream, tls_config, ctx.limits.header_timeout, ctx.handshakes.as_deref()).await {
+        Ok(tls) => tls,
+        Err(e) => {
             COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
             listener.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(listener = %listener.policy.name, %peer, error = %e, "TLS handshake failed");
-            return None;
-        }
-        Err(_) => {
-            COUNTERS.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-            listener.stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(listener = %listener.policy.name, %peer, "TLS handshake timed out (header_timeout)");
             return None;
         }
     };
@@ -485,6 +491,39 @@ async fn setup(
     }
     let serve = Http1Serve::new(io, svc, activity, ctx.h1.clone(), ctx.closing.clone(), addrs.client.ip());
     Some(Either::Right(Box::pin(serve.map(log_end))))
+}
+
+/// The server side of a TLS handshake within `limit`: on a handshake thread
+/// when there are some (see `handshakes`), the socket moving there and back.
+async fn tls_handshake(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    limit: Duration,
+    threads: Option<&HandshakeThreads>,
+) -> std::io::Result<crate::tls::TlsServerStream<TcpStream>> {
+    async fn within(
+        stream: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        limit: Duration,
+    ) -> std::io::Result<crate::tls::TlsServerStream<TcpStream>> {
+        match tokio::time::timeout(limit, crate::tls::accept(config, stream)).await {
+            Ok(done) => done,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out (header_timeout)")),
+        }
+    }
+    let Some(threads) = threads else {
+        return within(stream, config, limit).await;
+    };
+    let socket = stream.into_std()?;
+    let done = threads
+        .run(async move {
+            let tls = within(TcpStream::from_std(socket)?, config, limit).await?;
+            let (stream, state) = tls.into_parts();
+            Ok::<_, std::io::Error>((stream.into_std()?, state))
+        })
+        .await;
+    let (socket, state) = done.ok_or_else(|| std::io::Error::other("the TLS handshake threads stopped"))??;
+    Ok(crate::tls::TlsServerStream::from_parts(TcpStream::from_std(socket)?, state))
 }
 
 /// The per-request service of one connection.

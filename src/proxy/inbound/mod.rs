@@ -9,6 +9,7 @@
 
 pub mod closing;
 pub mod conn;
+pub mod handshakes;
 pub mod http1;
 pub mod listener;
 pub mod sending;
