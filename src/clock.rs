@@ -2,7 +2,7 @@
 //! and comparable across threads (stored in atomics by health state).
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 static START: OnceLock<Instant> = OnceLock::new();
 
@@ -15,4 +15,10 @@ pub fn now_ms() -> u64 {
 /// instant before the clock's start counts as its start).
 pub fn ms_at(at: Instant) -> u64 {
     at.saturating_duration_since(*START.get_or_init(Instant::now)).as_millis() as u64
+}
+
+/// The instant [`now_ms`] reads as `ms` ([`ms_at`] of it is `ms`), to arm a
+/// timer at a deadline kept in this clock's time.
+pub fn instant_at(ms: u64) -> Instant {
+    *START.get_or_init(Instant::now) + Duration::from_millis(ms)
 }

@@ -334,7 +334,7 @@ impl Forward<'_> {
         if attempt > 0 {
             a.moved(self.pool, &key, idx);
         }
-        Some(Box::new(SessionTouch { sessions: a.sessions.clone(), key: key.into_boxed_str(), ttl: a.cfg.ttl }))
+        Some(Box::new(SessionTouch::new(a.sessions.clone(), key.into_boxed_str(), a.cfg.ttl)))
     }
 
     /// Counts a failed attempt against its server; true if the request may
@@ -462,14 +462,11 @@ impl Forward<'_> {
         if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
             // An upgraded connection never goes back to the pool.
             if let Some(client_upgrade) = client_upgrade {
-                return self.tunnel(
-                    head.parts,
-                    h1client::Upgraded::new(io, buf.freeze()),
-                    in_flight,
-                    client_upgrade,
-                    touch,
-                    idx,
-                );
+                let upgraded = h1client::Upgraded::new(io, buf.freeze());
+                let response = self.tunnel(head.parts, upgraded, client_upgrade, touch, idx);
+                // The tunnel counts itself in flight now.
+                drop(in_flight);
+                return response;
             }
             // A switch nobody asked for: the connection is dropped (never
             // pooled) and the client gets a 502.

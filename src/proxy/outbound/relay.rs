@@ -9,7 +9,8 @@
 //! the bytes the other side cannot take now are copied into an owned buffer
 //! of their exact size ([`Spill`]), kept until written, and freed. A tunnel
 //! waiting for bytes therefore holds no buffer at all: just its sockets and
-//! its task. The bytes held in spills are counted in
+//! its task. Bytes already read past an upgrade's head ([`Prefixed`]) start
+//! their direction as a spill. The bytes held in spills are counted in
 //! `sysmanage_tunnel_buffered_bytes`.
 //!
 //! Semantics are `copy_bidirectional`'s: each direction copies until its
@@ -24,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::metrics::COUNTERS;
@@ -69,6 +70,13 @@ pub(super) struct Direction {
 }
 
 impl Direction {
+    /// A direction whose first bytes to write are `pending` (read past an
+    /// upgrade's head), before anything from its reader. They are held as
+    /// a spill: counted as buffered until written.
+    pub(super) fn starting_with(pending: &[u8]) -> Direction {
+        Direction { spill: (!pending.is_empty()).then(|| Box::new(Spill::of(pending))), ..Direction::default() }
+    }
+
     /// Bytes written on so far.
     pub(super) fn copied(&self) -> u64 {
         self.copied
@@ -164,50 +172,25 @@ impl Direction {
     }
 }
 
-/// An upgraded connection: the bytes read past the upgrade's head first
-/// (`pre`, empty and unallocated in the usual case), then the socket.
+/// An upgraded connection handed to its tunnel: the socket, and the bytes
+/// already read from it past the upgrade's head (nearly always none),
+/// which the tunnel writes on before anything it reads
+/// ([`Direction::starting_with`]).
 pub struct Prefixed<T> {
-    /// Boxed: a word while there is none, which is nearly always.
-    pre: Option<Box<Bytes>>,
     io: T,
+    pre: Bytes,
 }
 
 impl<T> Prefixed<T> {
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     pub fn new(io: T, pre: Bytes) -> Self {
         // An empty slice of a read buffer would still hold the whole buffer.
-        Prefixed { pre: (!pre.is_empty()).then(|| Box::new(pre)), io }
+        let pre = if pre.is_empty() { Bytes::new() } else { pre };
+        Prefixed { io, pre }
     }
-}
 
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if let Some(pre) = &mut self.pre {
-            let n = pre.len().min(buf.remaining());
-            buf.put_slice(&pre[..n]);
-            pre.advance(n);
-            if pre.is_empty() {
-                // Gives the read buffer it was part of back.
-                self.pre = None;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+    /// The socket and the bytes read past the head.
+    pub fn into_parts(self) -> (T, Bytes) {
+        (self.io, self.pre)
     }
 }
 
@@ -269,6 +252,26 @@ mod tests {
         client.read_to_end(&mut tail).await.unwrap();
         assert_eq!(tail, b"last words");
         assert_eq!(relay.await.unwrap().unwrap(), (5, 16));
+    }
+
+    /// Bytes read past an upgrade's head are written before anything read
+    /// after them, counted as copied, and as buffered until written.
+    #[tokio::test]
+    async fn bytes_read_past_the_head_go_first() {
+        let _spilling = SPILLING.lock().await;
+        let (mut client, mut a) = tokio::io::duplex(1024);
+        let (mut b, mut server) = tokio::io::duplex(1024);
+        let mut up = Direction::starting_with(b"early ");
+        assert_eq!(buffered(), 6);
+        client.write_all(b"later").await.unwrap();
+        client.shutdown().await.unwrap();
+        let copied = std::future::poll_fn(|cx| up.poll_copy(cx, Pin::new(&mut a), Pin::new(&mut b))).await.unwrap();
+        assert_eq!((copied, buffered()), (11, 0));
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"early later");
+        // Nothing pending: no spill.
+        assert!(Direction::starting_with(b"").spill.is_none());
     }
 
     #[tokio::test]

@@ -272,24 +272,33 @@ impl Client {
 /// TTL while the tunnel lives.
 /// The pool and the server are the tunnel's own ([`ServerState`]).
 pub struct SessionTouch {
-    pub sessions: Arc<crate::sessions::Sessions>,
-    pub key: Box<str>,
-    pub ttl: Duration,
+    sessions: Arc<crate::sessions::Sessions>,
+    key: Box<str>,
+    /// The session TTL, in the milliseconds the table counts in.
+    ttl_ms: u64,
+    /// When the tunnel refreshes it next (`clock::now_ms` time): here
+    /// rather than in the tunnel, which then holds it only when sticky.
+    next_ms: u64,
 }
 
 impl SessionTouch {
+    pub fn new(sessions: Arc<crate::sessions::Sessions>, key: Box<str>, ttl: Duration) -> SessionTouch {
+        // `next_ms` is set when the tunnel opens.
+        SessionTouch { sessions, key, ttl_ms: ttl.as_millis() as u64, next_ms: u64::MAX }
+    }
+
     /// A quarter of the session TTL (at least 1 s by config, so at least
     /// 250 ms); the floor only keeps the period off zero. A period of a
     /// second or more let sessions with a TTL under 2 s expire while their
     /// tunnel was open: the first refresh came after the record had expired.
     fn every_ms(&self) -> u64 {
-        (self.ttl.as_millis() as u64 / 4).max(100)
+        (self.ttl_ms / 4).max(100)
     }
 
     fn refresh(&self, server: &ServerState) {
         let now = crate::sessions::unix_now_ms();
         if let crate::sessions::Touch::Refreshed(rec) =
-            self.sessions.table.touch(&server.pool, &self.key, &server.name, self.ttl, now)
+            self.sessions.table.touch(&server.pool, &self.key, &server.name, Duration::from_millis(self.ttl_ms), now)
         {
             self.sessions.persist(rec);
         }
@@ -297,16 +306,16 @@ impl SessionTouch {
 }
 
 /// What a tunnel holds until it ends, beside its sockets: it counts as
-/// connection activity, a request in flight to its server and an open
-/// tunnel (the guards are dropped with it).
+/// connection activity, and as a request in flight to its server and an
+/// open tunnel (the guards are dropped with it).
 pub struct Guards {
     pub busy: crate::proxy::activity::ActiveGuard,
-    pub in_flight: super::response::InFlight,
     pub count: TunnelCount,
 }
 
-/// Counts an open WebSocket tunnel, node-wide and for its server, until
-/// dropped.
+/// Counts an open WebSocket tunnel, node-wide and for its server, and as a
+/// request in flight to its server (the request's own count ends when the
+/// tunnel starts), until dropped.
 pub struct TunnelCount(Arc<ServerState>);
 
 impl TunnelCount {
@@ -318,6 +327,7 @@ impl TunnelCount {
     pub fn new(server: Arc<ServerState>) -> TunnelCount {
         COUNTERS.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
         server.stats.tunnels.fetch_add(1, Ordering::Relaxed);
+        server.in_flight.fetch_add(1, Ordering::Relaxed);
         TunnelCount(server)
     }
 }
@@ -326,6 +336,7 @@ impl Drop for TunnelCount {
     fn drop(&mut self) {
         COUNTERS.websocket_tunnels.fetch_sub(1, Ordering::Relaxed);
         self.0.stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -335,16 +346,19 @@ pin_project_lite::pin_project! {
     /// few words (no buffer, see `relay`), one timer for all its deadlines,
     /// one waiter on its server's bell and one on the node's, and its
     /// counts. Resolves to why it ended and the bytes copied each way.
+    /// Kept small enough for tokio's task cell to be 512 bytes, not 640
+    /// (`upgrade::size`): what only a closing or sticky tunnel needs is
+    /// boxed apart ([`Closing`], [`SessionTouch`]).
     pub struct Tunnel<S> {
-        client: Prefixed<Client>,
+        client: Client,
         server: S,
         up: Direction,
         down: Direction,
-        // The soonest deadline, armed lazily at or before it: a byte that
-        // moves the idle deadline later costs no timer reset.
+        // The soonest deadline, armed lazily at or before it (the deadline
+        // it is armed at is its own, `Sleep::deadline`): a byte that moves
+        // the idle deadline later costs no timer reset.
         #[pin]
         timer: tokio::time::Sleep,
-        armed_ms: u64,
         #[pin]
         bell: Notified<'static>,
         orders: Arc<Orders>,
@@ -352,9 +366,7 @@ pin_project_lite::pin_project! {
         // `limits.spread`.
         spread_ms: u32,
         last_ms: u64,
-        fin_ms: u64,
         opened_ms: u64,
-        next_touch_ms: u64,
         touch: Option<Box<SessionTouch>>,
         // `state.tunnel_events` as seen at the start.
         kicks: u32,
@@ -380,15 +392,18 @@ const NOT_ACTIVE: u8 = 4;
 const CLOSE_ON_DOWN: u8 = 8;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
+    /// The bytes each side sent past the upgrade's head are written to the
+    /// other first.
     pub fn new(
         client: Prefixed<Client>,
-        server: S,
+        server: Prefixed<S>,
         limits: Limits,
         orders: Arc<Orders>,
         touch: Option<Box<SessionTouch>>,
         guards: Guards,
     ) -> Self {
-        if !matches!(client.get_ref(), Client::Hyper(_)) {
+        let ((client, to_server), (server, to_client)) = (client.into_parts(), server.into_parts());
+        if !matches!(client, Client::Hyper(_)) {
             // The client's connection task is over (its socket is ours): it
             // must not stay allocated for the waker it left.
             guards.busy.forget_reader();
@@ -397,26 +412,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Tunnel<S> {
         let ev = &guards.count.0.tunnel_events;
         let (kicks, downs, demotions) =
             (ev.kicks.load(Ordering::Acquire), ev.downs.load(Ordering::Acquire), ev.demotions.load(Ordering::Acquire));
+        let touch = touch.map(|mut t| {
+            t.next_ms = now + t.every_ms();
+            t
+        });
+        let timers = Timers::new(limits.idle, limits.fin);
+        let first = timers.next(now).min(touch.as_ref().map_or(u64::MAX, |t| t.next_ms));
         Tunnel {
             client,
             server,
-            up: Direction::default(),
-            down: Direction::default(),
-            timer: tokio::time::sleep(Duration::ZERO),
-            armed_ms: 0,
+            up: Direction::starting_with(&to_server),
+            down: Direction::starting_with(&to_client),
+            timer: tokio::time::sleep_until(crate::clock::instant_at(first).into()),
             bell: TUNNEL_BELL.notified(),
-            timers: Timers {
-                idle_ms: limits.idle.as_millis() as u64,
-                fin_ms: limits.fin.as_millis() as u64,
-                close_at: None,
-                shed_at: None,
-            },
+            timers,
             spread_ms: limits.spread.as_millis().min(u32::MAX as u128) as u32,
             orders,
             last_ms: now,
-            fin_ms: 0,
             opened_ms: now,
-            next_touch_ms: touch.as_ref().map_or(u64::MAX, |t| now + t.every_ms()),
             touch,
             kicks,
             downs,
@@ -481,27 +494,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Tunnel<S> {
             COUNTERS.tunnel_bytes_down.fetch_add(down, Ordering::Relaxed);
             *this.last_ms = now;
         }
-        if *this.fin_ms == 0 && (this.up.read_done() || this.down.read_done()) {
+        if this.up.read_done() || this.down.read_done() {
             // One side closed: the other now has the fin timeout.
-            *this.fin_ms = now.max(1);
+            this.timers.one_side_closed(now);
         }
 
         // The deadlines.
         loop {
-            if now >= *this.next_touch_ms {
-                if let Some(t) = this.touch {
+            if let Some(t) = this.touch.as_deref_mut() {
+                if now >= t.next_ms {
                     t.refresh(this.guards.count.server());
-                    *this.next_touch_ms = now + t.every_ms();
+                    t.next_ms = now + t.every_ms();
                 }
             }
-            if let Some(end) = this.timers.expired(*this.last_ms, *this.fin_ms, now) {
+            if let Some(end) = this.timers.expired(*this.last_ms, now) {
                 return Poll::Ready((end, 0, 0));
             }
-            let next = this.timers.next(*this.last_ms, *this.fin_ms).min(*this.next_touch_ms);
-            if *this.armed_ms == 0 || this.timer.is_elapsed() || *this.armed_ms > next {
-                let wait = next.saturating_sub(now).max(1);
-                this.timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(wait));
-                *this.armed_ms = now + wait;
+            let next = this.timers.next(*this.last_ms).min(this.touch.as_ref().map_or(u64::MAX, |t| t.next_ms));
+            let armed = crate::clock::ms_at(this.timer.deadline().into_std());
+            if this.timer.is_elapsed() || armed > next {
+                let at = next.max(now + 1);
+                this.timer.as_mut().reset(crate::clock::instant_at(at).into());
             }
             if this.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -512,11 +525,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Tunnel<S> {
 }
 
 /// The tunnel's deadlines, in `clock::now_ms` time: silence (`idle_ms`
-/// since the last byte), a half-closed tunnel (`fin_ms` after one side
-/// closed), and a close decided with the others (shutdown, server down).
+/// since the last byte), and those of a tunnel on its way out
+/// ([`Closing`]).
 struct Timers {
     idle_ms: u64,
+    /// What the other side has once one side closed.
     fin_ms: u64,
+    /// Made when the first of its deadlines is set: an idle tunnel has none.
+    closing: Option<Box<Closing>>,
+}
+
+/// The deadlines of a tunnel on its way out: one side closed, a close
+/// decided with the others (shutdown, server down), a close ordered
+/// node-wide. Boxed apart from the tunnel, which has none of them for most
+/// of its life.
+#[derive(Default)]
+struct Closing {
+    /// One side closed: the other has until then.
+    fin_at: Option<u64>,
     close_at: Option<(u64, End)>,
     /// A close ordered node-wide ([`Shed`]); apart from `close_at` so that
     /// undraining cancels it alone.
@@ -524,43 +550,61 @@ struct Timers {
 }
 
 impl Timers {
-    /// The fin deadline, if a side closed at `fin` (0: neither has).
-    fn fin_at(&self, fin: u64) -> u64 {
-        match fin {
-            0 => u64::MAX,
-            t => t + self.fin_ms,
-        }
+    fn new(idle: Duration, fin: Duration) -> Timers {
+        Timers { idle_ms: idle.as_millis() as u64, fin_ms: fin.as_millis() as u64, closing: None }
+    }
+
+    fn closing(&mut self) -> &mut Closing {
+        self.closing.get_or_insert_with(Box::default)
     }
 
     /// The soonest deadline, the last byte having passed at `last`.
-    fn next(&self, last: u64, fin: u64) -> u64 {
+    fn next(&self, last: u64) -> u64 {
         let idle = last + self.idle_ms;
-        let closing = self.close_at.map_or(u64::MAX, |(at, _)| at);
-        let shed = self.shed_at.map_or(u64::MAX, |(at, _)| at);
-        idle.min(self.fin_at(fin)).min(closing).min(shed)
+        let Some(c) = self.closing.as_deref() else { return idle };
+        let at = |d: Option<(u64, End)>| d.map_or(u64::MAX, |(at, _)| at);
+        idle.min(c.fin_at.unwrap_or(u64::MAX)).min(at(c.close_at)).min(at(c.shed_at))
     }
 
     /// Why the tunnel ends at `now`, if a deadline has passed.
-    fn expired(&self, last: u64, fin: u64, now: u64) -> Option<End> {
-        match self.close_at {
-            Some((at, why)) if now >= at => Some(why),
-            _ if self.shed_at.is_some_and(|(at, _)| now >= at) => self.shed_at.map(|(_, why)| why),
-            _ if now >= self.fin_at(fin) => Some(End::HalfClosed),
-            _ if now.saturating_sub(last) >= self.idle_ms => Some(End::Idle),
-            _ => None,
+    fn expired(&self, last: u64, now: u64) -> Option<End> {
+        if let Some(c) = self.closing.as_deref() {
+            match (c.close_at, c.shed_at) {
+                (Some((at, why)), _) if now >= at => return Some(why),
+                (_, Some((at, why))) if now >= at => return Some(why),
+                _ if c.fin_at.is_some_and(|at| now >= at) => return Some(End::HalfClosed),
+                _ => {}
+            }
         }
+        (now.saturating_sub(last) >= self.idle_ms).then_some(End::Idle)
+    }
+
+    /// One side closed at `now` (or earlier: the first call counts).
+    fn one_side_closed(&mut self, now: u64) {
+        let at = now + self.fin_ms;
+        self.closing().fin_at.get_or_insert(at);
     }
 
     /// A close decided with the other tunnels: at a random instant within
     /// `spread`, unless one is due sooner.
     fn close_with_others(&mut self, spread: Duration, why: End) {
-        self.close_at = Some(soonest(self.close_at, spread_from_now(spread), why));
+        let at = spread_from_now(spread);
+        let c = self.closing();
+        c.close_at = Some(soonest(c.close_at, at, why));
     }
 
     /// A node-wide order: close at this tunnel's instant of it, or (`None`)
     /// not any more.
     fn shed(&mut self, order: Option<Shed>, opened_ms: u64) {
-        self.shed_at = order.map(|o| (shed_at(&o, opened_ms, |n| fastrand::u64(0..n)), o.why));
+        match order {
+            Some(o) => self.closing().shed_at = Some((shed_at(&o, opened_ms, |n| fastrand::u64(0..n)), o.why)),
+            // Every tunnel's first look at the orders finds none: no box.
+            None => {
+                if let Some(c) = self.closing.as_deref_mut() {
+                    c.shed_at = None;
+                }
+            }
+        }
     }
 }
 
@@ -632,20 +676,36 @@ mod tests {
     /// close not yet done without touching the others.
     #[test]
     fn undrain_cancels_the_shed_close_only() {
-        let (last, fin) = (1_000, 0);
-        let mut t = Timers { idle_ms: 3_600_000, fin_ms: 1_000, close_at: None, shed_at: None };
-        t.shed(Some(order(2_000, 1_000)), 1_000);
-        let (at, why) = t.shed_at.unwrap();
-        assert!((2_000..3_000).contains(&at) && why == End::Draining);
-        assert_eq!(t.next(last, fin), at);
-        assert_eq!(t.expired(last, fin, at), Some(End::Draining));
-        assert_eq!(t.expired(last, fin, at - 1), None);
+        let last = 1_000;
+        let mut t = Timers::new(Duration::from_secs(3_600), Duration::from_secs(1));
+        // Every tunnel's first look at the orders finds none: no box.
         t.shed(None, 1_000);
-        assert_eq!(t.expired(last, fin, 3_000), None);
-        assert_eq!(t.next(last, fin), 1_000 + 3_600_000);
+        assert!(t.closing.is_none());
+        t.shed(Some(order(2_000, 1_000)), 1_000);
+        let (at, why) = t.closing.as_ref().and_then(|c| c.shed_at).unwrap();
+        assert!((2_000..3_000).contains(&at) && why == End::Draining);
+        assert_eq!(t.next(last), at);
+        assert_eq!(t.expired(last, at), Some(End::Draining));
+        assert_eq!(t.expired(last, at - 1), None);
+        t.shed(None, 1_000);
+        assert_eq!(t.expired(last, 3_000), None);
+        assert_eq!(t.next(last), 1_000 + 3_600_000);
+        // A side closed: the fin timeout counts from the first close seen.
+        t.one_side_closed(4_000);
+        t.one_side_closed(4_500);
+        assert_eq!(t.next(last), 5_000);
+        assert_eq!((t.expired(last, 4_999), t.expired(last, 5_000)), (None, Some(End::HalfClosed)));
+        // A close decided with the others stays when an order is cancelled,
+        // and comes first when both are due.
+        t.closing().close_at = Some((4_800, End::Shutdown));
+        t.shed(Some(order(4_000, 0)), 1_000);
+        assert_eq!(t.expired(last, 4_800), Some(End::Shutdown));
+        t.shed(None, 1_000);
+        assert_eq!(t.next(last), 4_800);
         // An upgrade's order counts as such.
-        t.shed(Some(Shed { over: Duration::ZERO, why: End::Upgrade, since_ms: 5_000 }), 1_000);
-        assert_eq!(t.expired(last, fin, 5_000), Some(End::Upgrade));
+        t.closing().close_at = None;
+        t.shed(Some(Shed { over: Duration::ZERO, why: End::Upgrade, since_ms: 4_600 }), 1_000);
+        assert_eq!(t.expired(last, 4_600), Some(End::Upgrade));
     }
 
     #[test]
@@ -656,18 +716,5 @@ mod tests {
         }
         assert_eq!(End::Draining.label(), "draining");
         assert_eq!(End::Upgrade.label(), "upgrade");
-    }
-}
-#[cfg(test)]
-mod size {
-    /// What an idle tunnel's task holds is its `Tunnel` (the task adds
-    /// tokio's header, in steps of 128 bytes): kept to 512 bytes, so that
-    /// the task stays at 640 (see BENCHMARKS.md, idle WebSocket tunnels).
-    #[test]
-    fn an_idle_tunnel_holds_at_most_512_bytes_beside_its_sockets_registrations() {
-        let size = std::mem::size_of::<super::Tunnel<super::super::h1client::Upgraded>>();
-        assert!(size <= 512, "a tunnel is {size} bytes");
-        // No buffer in it: the copy state of a direction is a few words.
-        assert!(std::mem::size_of::<super::Direction>() <= 24);
     }
 }
