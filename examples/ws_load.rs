@@ -18,6 +18,8 @@
 //!                                        "STORM ..." (time until all are open, connect->101
 //!                                        percentiles, errors) and the established tunnels'
 //!                                        heartbeat round trips before, during and after it.
+//!                                        STORM_RESUME=1: each agent connects once first and
+//!                                        its storm handshake resumes that session (a ticket).
 //!
 //! ADDR is host:port, or tls://host:port for TLS: a full handshake every time
 //! (no resumption), TLS 1.3 with X25519 only (what OpenSSL 3.0, hence nginx
@@ -44,6 +46,9 @@ struct Target {
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
+/// TLS handshakes that resumed a session (STORM_RESUME).
+static RESUMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Target {
     fn parse(s: &str) -> Target {
         match s.strip_prefix("tls://") {
@@ -67,6 +72,17 @@ impl Target {
         }
     }
 
+    /// The same, with a session cache of its own (an agent's): its next
+    /// handshakes resume the session of its first.
+    fn resuming(&self) -> Target {
+        let tls = self.tls.as_ref().map(|tls| {
+            let mut config = (**tls.config()).clone();
+            config.resumption = rustls::client::Resumption::in_memory_sessions(4);
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        });
+        Target { addr: self.addr.clone(), tls }
+    }
+
     async fn connect(&self) -> Result<Conn, String> {
         let s = TcpStream::connect(&self.addr).await.map_err(|e| format!("connect: {e}"))?;
         let _ = s.set_nodelay(true);
@@ -75,6 +91,9 @@ impl Target {
             Some(tls) => {
                 let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
                 let s = tls.connect(name, s).await.map_err(|e| format!("tls: {e}"))?;
+                if s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                    RESUMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Ok(Box::new(s))
             }
         }
@@ -390,14 +409,41 @@ fn storm(target: Target, n: u64, m: u64, path: String) {
     let ms = |t: Instant| t.duration_since(epoch).as_millis() as u64;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (from, to, held) = rt.block_on(async {
+        let run = format!("{:x}", fastrand::u32(..));
+        let name = |i: u64| format!("storm-{run}-{i:07}.example.com");
+        // STORM_RESUME=1: every agent has been connected once (and holds the
+        // ticket it got), as after a network blip rather than a restart.
+        let agents: Vec<Target> = match std::env::var("STORM_RESUME").is_ok_and(|v| v == "1") {
+            false => vec![target.clone()],
+            true => {
+                let agents: Vec<Target> = (0..n).map(|_| target.resuming()).collect();
+                let sem = Arc::new(tokio::sync::Semaphore::new(100));
+                let mut first = Vec::new();
+                for (i, agent) in agents.iter().enumerate() {
+                    let permit = sem.clone().acquire_owned().await.unwrap();
+                    let (agent, req) = (agent.clone(), request(&path, &name(i as u64)));
+                    first.push(tokio::spawn(async move {
+                        let r = handshake(&agent, &req).await.map(drop);
+                        drop(permit);
+                        r
+                    }));
+                }
+                let mut ok = 0;
+                for t in first {
+                    ok += t.await.unwrap().is_ok() as u64;
+                }
+                println!("FIRST_CONNECTIONS ok={ok} of {n} (each agent's ticket kept)");
+                RESUMED.store(0, std::sync::atomic::Ordering::Relaxed);
+                agents
+            }
+        };
         // Two seconds of heartbeats before the storm, for comparison.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let run = format!("{:x}", fastrand::u32(..));
         let start = Instant::now();
         let mut tasks = Vec::with_capacity(n as usize);
         for i in 0..n {
-            let req = request(&path, &format!("storm-{run}-{i:07}.example.com"));
-            let target = target.clone();
+            let req = request(&path, &name(i));
+            let target = agents[i as usize % agents.len()].clone();
             tasks.push(tokio::spawn(async move {
                 let t0 = Instant::now();
                 let r = tokio::time::timeout(Duration::from_secs(60), handshake(&target, &req)).await;
@@ -421,7 +467,8 @@ fn storm(target: Target, n: u64, m: u64, path: String) {
         }
         took.sort_unstable();
         println!(
-            "STORM n={n} open={} failed={} all_open_s={:.3} connect_to_101_ms p50={:.1} p90={:.1} p99={:.1} max={:.1} errors={:?}",
+            "STORM n={n} resumed={} open={} failed={} all_open_s={:.3} connect_to_101_ms p50={:.1} p90={:.1} p99={:.1} max={:.1} errors={:?}",
+            RESUMED.load(std::sync::atomic::Ordering::Relaxed),
             took.len(),
             errors.values().sum::<u64>(),
             last.duration_since(start).as_secs_f64(),
