@@ -36,8 +36,8 @@ mod tests;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -211,10 +211,39 @@ pub struct Store {
 /// A cheap, cloneable sender of writes to the store's writer thread.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
-    tx: SyncSender<Op>,
+    tx: mpsc::Sender<Op>,
+    /// Operations sent and not yet received by the writer.
+    queued: Arc<AtomicUsize>,
     path: Arc<Path>,
     capacity: usize,
     counters: Arc<Counters>,
+}
+
+/// The writer's end of the queue. The queue is std's unbounded channel,
+/// which allocates its slots in blocks of a few dozen as they fill and frees
+/// them as they drain, bounded by a count of what is in it: a bounded
+/// (`sync_channel`) queue of `queue_capacity` slots was allocated and
+/// written in full at start, 8 MiB that an idle node kept for nothing.
+struct Queue {
+    rx: mpsc::Receiver<Op>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn took<E>(&self, got: Result<Op, E>) -> Result<Op, E> {
+        if got.is_ok() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        got
+    }
+
+    fn recv(&self) -> Result<Op, mpsc::RecvError> {
+        self.took(self.rx.recv())
+    }
+
+    fn recv_timeout(&self, timeout: Duration) -> Result<Op, RecvTimeoutError> {
+        self.took(self.rx.recv_timeout(timeout))
+    }
 }
 
 impl Store {
@@ -284,9 +313,11 @@ impl Store {
         counters: Arc<Counters>,
     ) -> Result<Store, StoreError> {
         let slot: Slot = Arc::new(Mutex::new(db.map(Arc::new)));
-        let (tx, rx) = mpsc::sync_channel(opts.queue_capacity.max(1));
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let handle = StoreHandle {
             tx,
+            queued: queued.clone(),
             path: Arc::from(path.as_path()),
             capacity: opts.queue_capacity,
             counters: counters.clone(),
@@ -295,7 +326,7 @@ impl Store {
             slot: slot.clone(),
             open,
             path: path.clone(),
-            rx,
+            rx: Queue { rx, queued },
             opts,
             counters,
             pending: Default::default(),
@@ -340,7 +371,7 @@ impl Store {
         let Some(writer) = self.writer.take() else { return Ok(()) };
         let flushed = self.handle.flush();
         // The writer may already be gone (it panicked); joining tells.
-        let _ = self.handle.tx.send(Op::Close);
+        let _ = self.handle.control(Op::Close);
         match writer.join() {
             Ok(()) => flushed,
             Err(_) => Err(StoreError::Io {
@@ -370,7 +401,10 @@ impl StoreHandle {
     /// Queues a record, waiting while the queue is full. Blocks the calling
     /// thread (bulk loads from a peer).
     pub fn put_wait(&self, record: SessionRecord) -> Result<(), StoreError> {
-        self.tx.send(Op::Put(record)).map_err(|_| StoreError::Closed)
+        while !self.reserve() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.sent(Op::Put(record))
     }
 
     /// Queues the deletion of records expired at `now_ms`.
@@ -382,7 +416,7 @@ impl StoreHandle {
     /// the calling thread (from async code: `spawn_blocking`).
     pub fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.send(Op::Flush(tx)).map_err(|_| StoreError::Closed)?;
+        self.control(Op::Flush(tx))?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -393,14 +427,14 @@ impl StoreHandle {
     /// Blocks the calling thread.
     pub fn release(&self) -> Result<Vec<SessionRecord>, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.tx.send(Op::Release(tx)).map_err(|_| StoreError::Closed)?;
+        self.control(Op::Release(tx))?;
         rx.recv().map_err(|_| StoreError::Closed)
     }
 
     /// Opens the file again after [`StoreHandle::release`] and writes the
     /// records kept meanwhile.
     pub fn resume(&self) -> Result<(), StoreError> {
-        self.tx.send(Op::Resume).map_err(|_| StoreError::Closed)
+        self.control(Op::Resume)
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -429,14 +463,33 @@ impl StoreHandle {
         &self.path
     }
 
+    /// Queues a write, or refuses it when `capacity` operations wait.
     fn send(&self, op: Op) -> Result<(), StoreError> {
-        self.tx.try_send(op).map_err(|e| match e {
-            TrySendError::Full(_) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                StoreError::QueueFull { capacity: self.capacity }
-            }
-            TrySendError::Disconnected(_) => StoreError::Closed,
+        if !self.reserve() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::QueueFull { capacity: self.capacity });
+        }
+        self.sent(op)
+    }
+
+    /// Takes a place in the queue if one is free.
+    fn reserve(&self) -> bool {
+        let capacity = self.capacity.max(1);
+        self.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < capacity).then_some(n + 1)).is_ok()
+    }
+
+    /// Sends `op` into a place taken by [`StoreHandle::reserve`].
+    fn sent(&self, op: Op) -> Result<(), StoreError> {
+        self.tx.send(op).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            StoreError::Closed
         })
+    }
+
+    /// Flush, release, resume and close: never refused for a full queue.
+    fn control(&self, op: Op) -> Result<(), StoreError> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.sent(op)
     }
 }
 

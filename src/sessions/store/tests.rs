@@ -177,6 +177,39 @@ fn a_full_queue_refuses_writes_without_blocking() {
 }
 
 #[test]
+fn a_bulk_write_waits_for_room_and_control_is_never_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        commit_interval: Duration::from_millis(1),
+        max_batch: 1,
+        queue_capacity: 2,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), o).unwrap();
+    let h = store.handle();
+    let db = store.db.lock().unwrap().clone().unwrap();
+    let txn = db.begin_write().unwrap();
+    // Fill the queue; the writer takes one write and then waits for the
+    // lock, so fill again once it had the time to.
+    while h.put(rec("filler", "s1", 1, T0 + HOUR)).is_ok() {}
+    std::thread::sleep(Duration::from_millis(50));
+    while h.put(rec("filler", "s1", 1, T0 + HOUR)).is_ok() {}
+    // The queue is full and the writer stuck: a bulk write waits.
+    let bulk = {
+        let h = h.clone();
+        std::thread::spawn(move || h.put_wait(rec("bulk", "s1", 2, T0 + HOUR)))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!bulk.is_finished(), "put_wait returned while the queue was full");
+    drop(txn);
+    bulk.join().unwrap().unwrap();
+    // A flush is queued even past the bound, and commits everything.
+    h.flush().unwrap();
+    let keys: Vec<String> = store.load_all(T0).unwrap().into_iter().map(|r| r.key).collect();
+    assert!(keys.contains(&"bulk".to_string()) && keys.contains(&"filler".to_string()), "{keys:?}");
+}
+
+#[test]
 fn a_second_open_in_this_process_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _store = Store::open(dir.path()).unwrap();

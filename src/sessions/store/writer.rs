@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ pub(super) struct Writer {
     pub(super) slot: Slot,
     pub(super) open: Opener,
     pub(super) path: PathBuf,
-    pub(super) rx: Receiver<Op>,
+    pub(super) rx: super::Queue,
     pub(super) opts: StoreOptions,
     pub(super) counters: Arc<Counters>,
     pub(super) pending: Pending,
