@@ -153,8 +153,10 @@ fn the_interval_commits_without_a_flush() {
     assert_eq!(store.load_all(T0).unwrap().len(), 1);
 }
 
-#[test]
-fn a_full_queue_refuses_writes_without_blocking() {
+/// A store with room for two queued writes whose writer is stuck: the
+/// returned transaction holds redb's write lock, so the writer blocks in its
+/// next commit until it is dropped.
+fn a_store_with_a_stuck_writer() -> (tempfile::TempDir, Store, StoreHandle, redb::WriteTransaction) {
     let dir = tempfile::tempdir().unwrap();
     let o = StoreOptions {
         commit_interval: Duration::from_millis(1),
@@ -164,9 +166,14 @@ fn a_full_queue_refuses_writes_without_blocking() {
     };
     let store = Store::open_with(dir.path(), o).unwrap();
     let h = store.handle();
-    // Hold redb's write lock: the writer blocks in its next commit.
     let db = store.db.lock().unwrap().clone().unwrap();
     let txn = db.begin_write().unwrap();
+    (dir, store, h, txn)
+}
+
+#[test]
+fn a_full_queue_refuses_writes_without_blocking() {
+    let (_dir, _store, h, txn) = a_store_with_a_stuck_writer();
     let started = Instant::now();
     let refused = (0..10).map(|i| h.put(rec(&format!("h{i}"), "s1", i, T0 + HOUR))).find(|r| r.is_err());
     assert_eq!(refused, Some(Err(StoreError::QueueFull { capacity: 2 })));
@@ -178,17 +185,7 @@ fn a_full_queue_refuses_writes_without_blocking() {
 
 #[test]
 fn a_bulk_write_waits_for_room_and_control_is_never_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let o = StoreOptions {
-        commit_interval: Duration::from_millis(1),
-        max_batch: 1,
-        queue_capacity: 2,
-        ..StoreOptions::default()
-    };
-    let store = Store::open_with(dir.path(), o).unwrap();
-    let h = store.handle();
-    let db = store.db.lock().unwrap().clone().unwrap();
-    let txn = db.begin_write().unwrap();
+    let (_dir, store, h, txn) = a_store_with_a_stuck_writer();
     // Fill the queue; the writer takes one write and then waits for the
     // lock, so fill again once it had the time to.
     while h.put(rec("filler", "s1", 1, T0 + HOUR)).is_ok() {}
