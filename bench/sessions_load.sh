@@ -5,6 +5,8 @@
 # Store::open (with redb's integrity check) + load_into(Table). Warm page cache.
 #   CARGO_TARGET_DIR=/work/target-bench5 cargo build --release --example sessions_load
 #   bench/sessions_load.sh [N] [ROUNDS]
+# SESSIONS_CACHE=BYTES sets redb's page cache (default: the node's, sessions::CACHE_SIZE);
+# SESSIONS_RANDOM=1 writes the keys in random order (the write step prints its time and RSS).
 set -euo pipefail
 T=${CARGO_TARGET_DIR:-/work/target-bench5}/release/examples/sessions_load
 N=${1:-1000000}

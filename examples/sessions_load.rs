@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sysmanage_node::sessions::{unix_now_ms, Hlc, SessionRecord, Store, Table};
+use sysmanage_node::sessions::{unix_now_ms, Hlc, SessionRecord, Store, StoreOptions, Table};
 
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -18,6 +18,16 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The store's options; `SESSIONS_CACHE=BYTES` sets redb's page cache
+/// (the node's default otherwise), to measure what the cap costs.
+fn options() -> StoreOptions {
+    let mut opts = StoreOptions::default();
+    if let Some(bytes) = std::env::var("SESSIONS_CACHE").ok().and_then(|v| v.parse().ok()) {
+        opts.cache_size = bytes;
+    }
+    opts
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
@@ -26,13 +36,21 @@ fn main() {
         "write" => {
             let n: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(1_000_000);
             let t0 = Instant::now();
-            let store = Store::open(dir).unwrap();
+            let store = Store::open_with(dir, options()).unwrap();
             let h = store.handle();
             let now = unix_now_ms();
             let servers = ["app1", "app2", "app3"];
+            // SESSIONS_RANDOM=1: keys inserted in no order (else in order).
+            let random = std::env::var("SESSIONS_RANDOM").is_ok_and(|v| v == "1");
             for i in 0..n {
                 let r = SessionRecord {
-                    key: format!("agent-{i:07}.example.com"),
+                    key: if random {
+                        // A permutation of 0..2^64: keys in no order, as
+                        // agents' names arrive.
+                        format!("agent-{:016x}.example.com", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                    } else {
+                        format!("agent-{i:07}.example.com")
+                    },
                     pool: "agents".into(),
                     server: servers[i % 3].into(),
                     expires_at_ms: now + 3_600_000,
@@ -56,21 +74,24 @@ fn main() {
             }
             h.flush().unwrap();
             let stats = h.stats();
+            // With the store still open: what its cache holds.
+            let rss = rss_kib();
             store.close().unwrap();
             let size = std::fs::metadata(dir.join("sessions.redb")).map(|m| m.len()).unwrap_or(0);
             println!(
-                "wrote {n} records in {:.2} s; written={} dropped={} commits={}; file {:.1} MiB",
+                "wrote {n} records in {:.2} s; written={} dropped={} commits={}; file {:.1} MiB; rss before close {rss} KiB; cache {} B",
                 t0.elapsed().as_secs_f64(),
                 stats.records_written,
                 stats.dropped,
                 stats.commits,
-                size as f64 / 1048576.0
+                size as f64 / 1048576.0,
+                options().cache_size
             );
         }
         "load" => {
             let before = rss_kib();
             let t0 = Instant::now();
-            let store = Store::open(dir).unwrap();
+            let store = Store::open_with(dir, options()).unwrap();
             let t_open = t0.elapsed();
             let table = Table::new("lb1");
             let loaded = store.load_into(&table, unix_now_ms()).unwrap();

@@ -25,7 +25,7 @@ pub mod table;
 pub use key::{AffinityKey, KeyError, KeySpecError};
 pub use policy::{Candidate, Policy};
 pub use record::{unix_now_ms, wins, Hlc, HlcClock, SessionRecord};
-pub use store::{MovedAside, Store, StoreError, StoreHandle, StoreOptions, StoreProblem, StoreStats};
+pub use store::{MovedAside, Store, StoreError, StoreHandle, StoreOptions, StoreProblem, StoreStats, CACHE_SIZE};
 pub use sweeper::spawn_sweeper;
 pub use table::{Claim, Table, Touch};
 

@@ -97,6 +97,8 @@ pub struct StoreOptions {
     /// How often writes that failed (the file cannot be written) are tried
     /// again.
     pub retry_interval: Duration,
+    /// Bytes of file pages redb may keep in memory ([`CACHE_SIZE`]).
+    pub cache_size: usize,
 }
 
 impl Default for StoreOptions {
@@ -106,9 +108,20 @@ impl Default for StoreOptions {
             max_batch: 1024,
             queue_capacity: 65_536,
             retry_interval: Duration::from_secs(2),
+            cache_size: CACHE_SIZE,
         }
     }
 }
+
+/// redb's page cache, at most (its own default is 1 GiB). redb moves every
+/// page it writes into this cache, so by default the node would hold a
+/// copy of the whole file (about 140 bytes per session) that nothing reads:
+/// the in-memory table is the read path, and the writer's B-tree walks only
+/// need the branch pages near the root and the tail of the expiry index.
+/// Pages beyond this are read back from the kernel's page cache when a
+/// write needs them. `bench/sessions_load.sh` measures what the cap costs
+/// in write throughput (BENCHMARKS.md).
+pub const CACHE_SIZE: usize = 256 * 1024;
 
 /// Records kept in memory for a file that cannot be written, at most; the
 /// writes beyond are dropped (counted in [`StoreStats::dropped`]).
@@ -255,10 +268,11 @@ impl Store {
     /// Opens the store strictly: any problem with the file is an error.
     pub fn open_with(data_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         let path = data_dir.join(FILE_NAME);
-        let db = open_file(data_dir, &path)?;
+        let cache = opts.cache_size;
+        let db = open_file(data_dir, &path, cache)?;
         let opener = {
             let (data_dir, path) = (data_dir.to_owned(), path.clone());
-            Box::new(move || open_file(&data_dir, &path)) as Opener
+            Box::new(move || open_file(&data_dir, &path, cache)) as Opener
         };
         Store::start(path, Some(db), opener, opts, Arc::default())
     }
@@ -277,9 +291,10 @@ impl Store {
     ) -> Result<(Store, Vec<SessionRecord>), StoreError> {
         let path = data_dir.join(FILE_NAME);
         let counters = Arc::new(Counters::default());
+        let cache = opts.cache_size;
         let mut opener = {
             let (data_dir, path, counters) = (data_dir.to_owned(), path.clone(), counters.clone());
-            Box::new(move || open_recovering(&data_dir, &path, &counters)) as Opener
+            Box::new(move || open_recovering(&data_dir, &path, &counters, cache)) as Opener
         };
         let (db, records) = match opener() {
             Ok(db) => match read_all(&db, &path, now_ms) {
@@ -288,7 +303,7 @@ impl Store {
                 Err(e @ StoreError::Corrupt { .. }) => {
                     drop(db);
                     move_aside(&path, &e, &counters)?;
-                    (Some(open_file(data_dir, &path)?), Vec::new())
+                    (Some(open_file(data_dir, &path, cache)?), Vec::new())
                 }
                 Err(e) => return Err(e),
             },
@@ -519,23 +534,28 @@ fn read_all(db: &Database, path: &Path, now_ms: u64) -> Result<Vec<SessionRecord
     Ok(out)
 }
 
-/// Creates `data_dir` and opens (or creates) the file in it, checked.
-fn open_file(data_dir: &Path, path: &Path) -> Result<Database, StoreError> {
+/// Creates `data_dir` and opens (or creates) the file in it, checked, with
+/// `cache` bytes of redb's page cache.
+fn open_file(data_dir: &Path, path: &Path, cache: usize) -> Result<Database, StoreError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StoreError::DataDir { path: data_dir.to_owned(), detail: e.to_string() })?;
     // Integrity is checked on open: a file damaged outside redb then gives
     // an error instead of a panic later. The file is small; the check is quick.
-    let db = Database::builder().set_check_integrity_on_open(true).create(path).map_err(|e| open_error(path, e))?;
+    let db = Database::builder()
+        .set_check_integrity_on_open(true)
+        .set_cache_size(cache)
+        .create(path)
+        .map_err(|e| open_error(path, e))?;
     prepare_schema(&db, path)?;
     Ok(db)
 }
 
 /// [`open_file`], moving a damaged or too new file aside first.
-fn open_recovering(data_dir: &Path, path: &Path, counters: &Counters) -> Result<Database, StoreError> {
-    match open_file(data_dir, path) {
+fn open_recovering(data_dir: &Path, path: &Path, counters: &Counters, cache: usize) -> Result<Database, StoreError> {
+    match open_file(data_dir, path, cache) {
         Err(e @ (StoreError::Corrupt { .. } | StoreError::SchemaTooNew { .. })) => {
             move_aside(path, &e, counters)?;
-            open_file(data_dir, path)
+            open_file(data_dir, path, cache)
         }
         other => other,
     }
