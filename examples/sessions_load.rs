@@ -36,7 +36,9 @@ fn main() {
         "write" => {
             let n: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(1_000_000);
             let t0 = Instant::now();
-            let store = Store::open_with(dir, options()).unwrap();
+            let opts = options();
+            let cache_size = opts.cache_size;
+            let store = Store::open_with(dir, opts).unwrap();
             let h = store.handle();
             let now = unix_now_ms();
             let servers = ["app1", "app2", "app3"];
@@ -85,7 +87,7 @@ fn main() {
                 stats.dropped,
                 stats.commits,
                 size as f64 / 1048576.0,
-                options().cache_size
+                cache_size
             );
         }
         "load" => {

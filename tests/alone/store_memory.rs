@@ -8,8 +8,6 @@
 
 use crate::{live_heap_bytes, ALONE};
 
-use std::time::Duration;
-
 use sysmanage_node::sessions::{unix_now_ms, Hlc, SessionRecord, Store, StoreOptions, CACHE_SIZE};
 
 /// Sessions written: enough that redb's copy of the file (about 200 bytes
@@ -38,9 +36,7 @@ fn heap_after_writes(cache_size: usize) -> i64 {
         })
         .collect();
     for r in records {
-        while handle.put(r.clone()).is_err() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        handle.put_wait(r).unwrap();
     }
     handle.flush().unwrap();
     let grown = live_heap_bytes() - before;
