@@ -17,6 +17,7 @@ mod strict_h1;
 mod idle_tunnels;
 mod smuggling;
 mod store_memory;
+mod store_writer;
 mod tls_metrics;
 mod upgrade;
 mod websocket_scale;

@@ -143,7 +143,7 @@ impl Writer {
                 if batch.puts.len() >= self.opts.max_batch {
                     break;
                 }
-                match self.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                match self.rx.gather(deadline) {
                     Ok(op) => next = Some(op),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => closing = true,
