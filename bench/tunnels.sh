@@ -19,7 +19,9 @@
 #                                                  connect->101 percentiles, errors, the established
 #                                                  tunnels' heartbeat round trips during it; node, nginx,
 #                                                  HAProxy, each on one core with the same certificate
-#                                                  (examples/tls, ECDSA P-256) and a listen backlog of 4096
+#                                                  (examples/tls, ECDSA P-256) and a listen backlog of 4096;
+#                                                  STORM_AGENTS_NICE=K runs the storm's agents at nice +K
+#                                                  (the beating thread and the backends keep nice 0)
 # Proxy (node / nginx, 1 worker each) pinned to core 0; backends (3 listeners of one
 # ws_echo process) and the client (ws_load) on core 1. Each round uses a fresh proxy
 # process (and for the node a fresh, empty data_dir). Backends are restarted per round.
