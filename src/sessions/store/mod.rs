@@ -258,12 +258,16 @@ impl Queue {
         self.took(self.rx.recv_timeout(timeout))
     }
 
-    /// The next write of a batch that is being gathered, before `deadline`:
-    /// looks every [`GATHER_TICK`] instead of waiting on the channel, so
-    /// that the senders (the workers) do not wake the writer for each
-    /// record; a storm of new agents made about two context switches per
-    /// session on the workers' core.
+    /// The next write of a batch that is being gathered, before `deadline`.
+    /// While writes come faster than [`GATHER_TICK`], the writer looks for
+    /// them every tick instead of sleeping on the channel, so that the
+    /// senders (the workers) do not wake it for each record: a storm of new
+    /// agents made about two context switches per session on the workers'
+    /// core. A tick that finds nothing puts it back to sleep on the channel,
+    /// so that a trickle of writes (sessions refreshed by their tunnels)
+    /// does not keep it looking every tick.
     fn gather(&self, deadline: Instant) -> Result<Op, RecvTimeoutError> {
+        let mut looked = false;
         loop {
             match self.rx.try_recv() {
                 Ok(op) => return self.took(Ok(op)),
@@ -274,7 +278,11 @@ impl Queue {
             if now >= deadline {
                 return Err(RecvTimeoutError::Timeout);
             }
+            if looked {
+                return self.recv_timeout(deadline - now);
+            }
             std::thread::sleep((deadline - now).min(GATHER_TICK));
+            looked = true;
         }
     }
 }
