@@ -414,9 +414,9 @@ fn storm(target: Target, n: u64, m: u64, path: String) {
     if let Some(k) = std::env::var("STORM_AGENTS_NICE").ok().and_then(|v| v.parse::<i32>().ok()) {
         // This thread only (Linux: a thread id names one thread).
         let tid = rustix::thread::gettid();
-        let own = rustix::process::getpriority_process(Some(tid)).expect("getpriority");
-        rustix::process::setpriority_process(Some(tid), (own + k).min(19)).expect("setpriority");
-        println!("AGENTS_NICE {}", (own + k).min(19));
+        let nice = (rustix::process::getpriority_process(Some(tid)).expect("getpriority") + k).min(19);
+        rustix::process::setpriority_process(Some(tid), nice).expect("setpriority");
+        println!("AGENTS_NICE {nice}");
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (from, to, held) = rt.block_on(async {

@@ -60,3 +60,17 @@ unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// A session of pool `agents` on server `app1`, written by node `lb1` at
+/// `now_ms`, valid for an hour (the store tests write these).
+pub fn agent_session(key: String, now_ms: u64) -> sysmanage_node::sessions::SessionRecord {
+    sysmanage_node::sessions::SessionRecord {
+        key,
+        pool: "agents".into(),
+        server: "app1".into(),
+        expires_at_ms: now_ms + 3_600_000,
+        version: sysmanage_node::sessions::Hlc::from_parts(now_ms, 0),
+        origin: "lb1".into(),
+        tombstone: false,
+    }
+}

@@ -6,9 +6,9 @@
 //! writes through a store with redb's default, to show the measure sees
 //! the cache at all.
 
-use crate::{live_heap_bytes, ALONE};
+use crate::{agent_session, live_heap_bytes, ALONE};
 
-use sysmanage_node::sessions::{unix_now_ms, Hlc, SessionRecord, Store, StoreOptions, CACHE_SIZE};
+use sysmanage_node::sessions::{unix_now_ms, SessionRecord, Store, StoreOptions, CACHE_SIZE};
 
 /// Sessions written: enough that redb's copy of the file (about 200 bytes
 /// of heap per record written in random order) is many times the cap.
@@ -25,14 +25,8 @@ fn heap_after_writes(cache_size: usize) -> i64 {
     let before = live_heap_bytes();
     // Built up front; each is freed once written.
     let records: Vec<SessionRecord> = (0..RECORDS)
-        .map(|i| SessionRecord {
-            key: format!("agent-{:016x}.example.com", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            pool: "agents".into(),
-            server: "app1".into(),
-            expires_at_ms: now + 3_600_000,
-            version: Hlc::from_parts(now, 0),
-            origin: "lb1".into(),
-            tombstone: false,
+        .map(|i| {
+            agent_session(format!("agent-{:016x}.example.com", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)), now)
         })
         .collect();
     for r in records {

@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
-use crate::ALONE;
+use crate::{agent_session, ALONE};
 
-use sysmanage_node::sessions::{unix_now_ms, Hlc, SessionRecord, Store, StoreOptions};
+use sysmanage_node::sessions::{unix_now_ms, Store, StoreOptions};
 
 const RECORDS: usize = 400;
 
@@ -59,17 +59,7 @@ fn switches_for(n: usize, spacing: Duration, window: Duration) -> u64 {
     let now = unix_now_ms();
     let before = writer_switches();
     for i in 0..n {
-        handle
-            .put(SessionRecord {
-                key: format!("agent-{i:05}.example.com"),
-                pool: "agents".into(),
-                server: "app1".into(),
-                expires_at_ms: now + 3_600_000,
-                version: Hlc::from_parts(now, 0),
-                origin: "lb1".into(),
-                tombstone: false,
-            })
-            .unwrap();
+        handle.put(agent_session(format!("agent-{i:05}.example.com"), now)).unwrap();
         std::thread::sleep(spacing);
     }
     handle.flush().unwrap();
