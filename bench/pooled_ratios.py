@@ -3,11 +3,14 @@
 ratio target/base (as paired_ratios.py and bench/harness/summarize.py compute it, same
 noise filter NOISE_MAX); the table shows the median of all of them and how many rounds
 met the target (req/s ratio >= 1.0, p99 and CPU ratio <= 1.0).
-usage: pooled_ratios.py RESULTS_DIR [RESULTS_DIR ...]   (target custom, bases nginx haproxy)"""
+A round counts against the better base too ("best": the faster of the bases in that round, by
+req/s; for p99 the base with the lower p99).
+usage: pooled_ratios.py RESULTS_DIR [RESULTS_DIR ...]   (target custom, bases nginx haproxy)
+       TARGET=custom2 pooled_ratios.py ...             (another target, e.g. HAProxy in TCP mode)"""
 import csv, os, statistics as st, sys
 
 NOISE_MAX = float(os.environ.get("NOISE_MAX", "25"))
-TARGET, BASES = "custom", ["nginx", "haproxy"]
+TARGET, BASES = os.environ.get("TARGET", "custom"), ["nginx", "haproxy"]
 dirs = sys.argv[1:]
 if not dirs:
     sys.exit(__doc__)
@@ -20,12 +23,16 @@ for d in dirs:
     for (load, t, rnd, k), a in val.items():
         if t != TARGET:
             continue
+        bs = [val[(load, base, rnd, k)] for base in BASES if val.get((load, base, rnd, k))]
         for base in BASES:
             b = val.get((load, base, rnd, k))
             if b:
                 ratios.setdefault((load, k, base), []).append(a / b)
+        if len(bs) == len(BASES):
+            best = max(bs) if k == "rps" else min(bs)
+            ratios.setdefault((load, k, "best"), []).append(a / best)
 
-print(f"{len(dirs)} runs: " + ", ".join(os.path.basename(d.rstrip('/')) for d in dirs))
+print(f"target {TARGET}, {len(dirs)} runs: " + ", ".join(os.path.basename(d.rstrip('/')) for d in dirs))
 print()
 print("| load | metric | pooled median | rounds meeting the target |")
 print("|---|---|---|---|")

@@ -10,6 +10,11 @@
 # Knobs passed through (env): ROUNDS DUR LOADS TARGETS, and any other compare.sh knob
 # (PIN, WARMUP, IDLE_CONNS, IDLE_HOLD, QUIET_PCT, QUIET_WAIT, NOISE_MAX, BENCH_WORK, ...).
 # SKIP_IDLE=1 skips the separate `compare.sh idle` run.
+# The node runs in the default configuration: bench/node.toml without its two busy-polling
+#   lines. BUSY_POLL=1 keeps them (`node.busy_poll = "1ms"`, `busy_poll_coalesce = "10us"`).
+# TCP_REFERENCE=1 adds a fifth target, "custom2": HAProxy in TCP mode (bench/haproxy-tcp.cfg,
+#   port 8086), which forwards bytes without reading HTTP: what a proxy that does no HTTP work
+#   at all reaches on this topology, a ceiling for the HTTP proxies.
 # Results: $BENCH_WORK/results/<timestamp>/ and .../idle-<timestamp>/
 #   (default BENCH_WORK=${TMPDIR:-/tmp}/sysmanage-bench).
 set -euo pipefail
@@ -29,7 +34,17 @@ echo "== building release binary in $TARGET_DIR"
 CARGO_TARGET_DIR=$TARGET_DIR cargo build --release
 BIN=$TARGET_DIR/release/sysmanage-node
 CONF=$ROOT/bench/node.toml
+if [[ ${BUSY_POLL:-0} != 1 ]]; then
+  # The default configuration: bench/node.toml without the busy-polling option.
+  DEFAULT_CONF=$(mktemp "${TMPDIR:-/tmp}/sysmanage-bench-node.XXXXXX.toml")
+  grep -v -e '^busy_poll = ' -e '^busy_poll_coalesce = ' "$CONF" >"$DEFAULT_CONF"
+  CONF=$DEFAULT_CONF
+fi
 "$BIN" check-config "$CONF"
+if [[ ${TCP_REFERENCE:-0} == 1 ]]; then
+  export CUSTOM2_CMD="haproxy -db -f $ROOT/bench/haproxy-tcp.cfg"
+  [[ -n ${TARGETS:-} ]] || TARGETS="direct nginx haproxy custom custom2"
+fi
 
 # Pass the knobs through explicitly (only those that are set; compare.sh has defaults).
 for k in ROUNDS DUR LOADS TARGETS; do
@@ -37,6 +52,7 @@ for k in ROUNDS DUR LOADS TARGETS; do
 done
 export CUSTOM_CMD="$BIN run -c $CONF"
 echo "== CUSTOM_CMD=$CUSTOM_CMD"
+[[ -n ${CUSTOM2_CMD:-} ]] && echo "== CUSTOM2_CMD=$CUSTOM2_CMD"
 echo "== ROUNDS=${ROUNDS:-default} DUR=${DUR:-default} LOADS=${LOADS:-default} TARGETS=${TARGETS:-default}"
 
 ulimit -n 20000 || true
