@@ -23,13 +23,11 @@ for d in dirs:
     for (load, t, rnd, k), a in val.items():
         if t != TARGET:
             continue
-        bs = [val[(load, base, rnd, k)] for base in BASES if val.get((load, base, rnd, k))]
-        for base in BASES:
-            b = val.get((load, base, rnd, k))
-            if b:
-                ratios.setdefault((load, k, base), []).append(a / b)
-        if len(bs) == len(BASES):
-            best = max(bs) if k == "rps" else min(bs)
+        present = {base: val[(load, base, rnd, k)] for base in BASES if val.get((load, base, rnd, k))}
+        for base, b in present.items():
+            ratios.setdefault((load, k, base), []).append(a / b)
+        if len(present) == len(BASES):
+            best = (max if k == "rps" else min)(present.values())
             ratios.setdefault((load, k, "best"), []).append(a / best)
 
 print(f"target {TARGET}, {len(dirs)} runs: " + ", ".join(os.path.basename(d.rstrip('/')) for d in dirs))

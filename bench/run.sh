@@ -37,6 +37,7 @@ CONF=$ROOT/bench/node.toml
 if [[ ${BUSY_POLL:-0} != 1 ]]; then
   # The default configuration: bench/node.toml without the busy-polling option.
   DEFAULT_CONF=$(mktemp "${TMPDIR:-/tmp}/sysmanage-bench-node.XXXXXX.toml")
+  trap 'rm -f "$DEFAULT_CONF"' EXIT
   grep -v -e '^busy_poll = ' -e '^busy_poll_coalesce = ' "$CONF" >"$DEFAULT_CONF"
   CONF=$DEFAULT_CONF
 fi
