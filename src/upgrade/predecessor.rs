@@ -94,13 +94,11 @@ impl Link {
     /// The next message from the new process; its exit or a closed link is
     /// an error.
     pub async fn next(&mut self) -> Result<ToOld, UpgradeError> {
-        tokio::select! {
-            line = self.lines.next_line() => match line {
-                Ok(Some(l)) => wire::parse::<ToOld>(&l).map_err(UpgradeError::Failed),
-                Ok(None) => Err(self.exited().await),
-                Err(e) => Err(UpgradeError::Socket { path: self.socket_path.display().to_string(), error: e }),
-            },
-            status = self.child.wait() => Err(UpgradeError::Exited(describe(status))),
+        match next_heard(&mut self.lines, self.child.wait()).await {
+            Heard::Line(l) => wire::parse::<ToOld>(&l).map_err(UpgradeError::Failed),
+            Heard::Closed => Err(self.exited().await),
+            Heard::Exited(status) => Err(UpgradeError::Exited(status)),
+            Heard::Broken(e) => Err(UpgradeError::Socket { path: self.socket_path.display().to_string(), error: e }),
         }
     }
 
@@ -138,6 +136,52 @@ impl Link {
     }
 }
 
+/// What the new process said or did next.
+#[derive(Debug)]
+enum Heard {
+    Line(String),
+    /// It closed the link; whether it exited is asked separately.
+    Closed,
+    /// It exited with nothing more to say.
+    Exited(String),
+    Broken(std::io::Error),
+}
+
+/// The next line from the new process, or its exit. A line wins over an
+/// exit seen at the same time, and after an exit the lines it wrote before
+/// it ended are still read: a process that reports why it fails and exits
+/// (a config it rejects) must be reported by its words, not only by its
+/// exit status, whichever of the two events the runtime sees first.
+async fn next_heard<R>(
+    lines: &mut tokio::io::Lines<R>,
+    exit: impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>>,
+) -> Heard
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let heard = |line: std::io::Result<Option<String>>| match line {
+        Ok(Some(l)) => Heard::Line(l),
+        Ok(None) => Heard::Closed,
+        Err(e) => Heard::Broken(e),
+    };
+    tokio::select! {
+        biased;
+        // `next_line` is cancel safe: a partial line stays buffered.
+        line = lines.next_line() => heard(line),
+        status = exit => {
+            // The process has ended, so the link reaches its end at once
+            // unless something else holds it; a bound keeps that case finite.
+            match tokio::time::timeout(LAST_WORDS_WAIT, lines.next_line()).await {
+                Ok(Ok(Some(l))) => Heard::Line(l),
+                _ => Heard::Exited(describe(status)),
+            }
+        }
+    }
+}
+
+/// How long the lines an exited new process wrote are waited for.
+const LAST_WORDS_WAIT: Duration = Duration::from_secs(1);
+
 /// Accepts the connection of process `pid` (checked with `SO_PEERCRED`);
 /// others are closed.
 async fn accept_from(listener: &UnixListener, pid: u32) -> std::io::Result<UnixStream> {
@@ -166,5 +210,73 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
     match status {
         Ok(s) => s.to_string(),
         Err(e) => format!("cannot wait for it: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    fn failed_line() -> Vec<u8> {
+        wire::line(&ToOld::Failed { error: "max_connections: not a number".into() })
+    }
+
+    #[tokio::test]
+    async fn words_written_before_an_exit_seen_first_are_still_read() {
+        // The exit is seen while the line is not yet readable: the line it
+        // wrote arrives afterwards and is what gets reported.
+        let (reader, mut writer) = tokio::io::duplex(1024);
+        let mut lines = BufReader::new(reader).lines();
+        let exit = async move {
+            writer.write_all(&failed_line()).await.unwrap();
+            drop(writer);
+            Ok(ExitStatus::from_raw(1 << 8))
+        };
+        match next_heard(&mut lines, exit).await {
+            Heard::Line(l) => {
+                let msg = wire::parse::<ToOld>(&l).unwrap();
+                assert!(matches!(&msg, ToOld::Failed { error } if error.contains("max_connections")), "{msg:?}");
+            }
+            other => panic!("expected the failure line, got {other:?}"),
+        }
+        // Then the link ends.
+        assert!(matches!(next_heard(&mut lines, std::future::pending()).await, Heard::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_line_and_an_exit_ready_together_give_the_line() {
+        let bytes = failed_line();
+        let mut lines = BufReader::new(&bytes[..]).lines();
+        let heard = next_heard(&mut lines, std::future::ready(Ok(ExitStatus::from_raw(1 << 8)))).await;
+        assert!(matches!(heard, Heard::Line(_)), "{heard:?}");
+    }
+
+    #[tokio::test]
+    async fn an_exit_with_nothing_said_is_reported_by_its_status() {
+        let (reader, writer) = tokio::io::duplex(64);
+        let mut lines = BufReader::new(reader).lines();
+        let exit = async move {
+            drop(writer);
+            Ok(ExitStatus::from_raw(1 << 8))
+        };
+        match next_heard(&mut lines, exit).await {
+            Heard::Exited(status) => assert_eq!(status, "exit status: 1"),
+            other => panic!("expected the exit, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exit_whose_link_stays_open_is_reported_within_a_bound() {
+        // Something else holds the link open (a grandchild): the exit is
+        // reported once the bound passes, not never.
+        let (reader, _writer) = tokio::io::duplex(64);
+        let mut lines = BufReader::new(reader).lines();
+        let heard = next_heard(&mut lines, std::future::ready(Ok(ExitStatus::from_raw(9)))).await;
+        match heard {
+            Heard::Exited(status) => assert!(status.contains("signal: 9"), "{status}"),
+            other => panic!("expected the exit, got {other:?}"),
+        }
     }
 }
