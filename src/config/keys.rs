@@ -131,6 +131,12 @@ pub const KEYS: &[Key] = &[
         meaning: "A client sending a request body must send some of it at least this often; otherwise it gets 408.",
     },
     Key {
+        path: "limits.send_timeout",
+        kind: "duration > 0",
+        default: "`60s`",
+        meaning: "The longest a write to a client may stay blocked because the client stopped reading (its socket's send buffer stays full); the connection is then closed, and the server connection that was sending the response is closed with it. Counted from when a write first waits, restarted whenever one progresses, so a slow client that keeps reading is not cut off (nginx's `send_timeout`). Applies to HTTP/1.1 and to the socket writes of HTTP/2; WebSocket tunnels have `tunnel_timeout`.",
+    },
+    Key {
         path: "limits.max_body",
         kind: "size",
         default: "`32MiB`",

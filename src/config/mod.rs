@@ -107,6 +107,9 @@ pub struct Limits {
     /// A client sending a request body must send something at least this
     /// often (nginx's `client_body_timeout`); 408 otherwise.
     pub body_timeout: Duration,
+    /// A write to a client may stay blocked (the client stopped reading)
+    /// this long before the connection is closed (nginx's `send_timeout`).
+    pub send_timeout: Duration,
     /// Largest request body accepted (413 above it).
     pub max_body: u64,
     /// Largest request head accepted (431 above it).

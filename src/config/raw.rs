@@ -62,6 +62,7 @@ pub struct RawLimits {
     pub header_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub max_body: Option<String>,
     pub max_header_size: Option<String>,
     pub max_connections: Option<i64>,

@@ -65,6 +65,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
         ("limits.max_header_size", ol.max_header_size != nl.max_header_size),
         ("limits.header_timeout", ol.header_timeout != nl.header_timeout),
         ("limits.keepalive_timeout", ol.keepalive_timeout != nl.keepalive_timeout),
+        ("limits.send_timeout", ol.send_timeout != nl.send_timeout),
         ("limits.shutdown_timeout", ol.shutdown_timeout != nl.shutdown_timeout),
         ("log.level", old.log.level != new.log.level),
         ("log.format", old.log.format != new.log.format),
@@ -191,12 +192,13 @@ mod tests {
 
     #[test]
     fn start_only_settings_need_a_restart() {
-        let cases: [(&str, Edit); 14] = [
+        let cases: [(&str, Edit); 15] = [
             ("admin.listen", |c| c.admin.listen = Some("127.0.0.1:19191".parse().unwrap())),
             ("limits.max_connections", |c| c.limits.max_connections += 1),
             ("limits.max_header_size", |c| c.limits.max_header_size += 1),
             ("limits.header_timeout", |c| c.limits.header_timeout += Duration::from_secs(1)),
             ("limits.keepalive_timeout", |c| c.limits.keepalive_timeout += Duration::from_secs(1)),
+            ("limits.send_timeout", |c| c.limits.send_timeout += Duration::from_secs(1)),
             ("limits.shutdown_timeout", |c| c.limits.shutdown_timeout += Duration::from_secs(1)),
             ("log.level", |c| c.log.level = "debug".into()),
             ("log.format", |c| c.log.format = crate::config::LogFormat::Json),

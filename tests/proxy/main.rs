@@ -12,6 +12,7 @@ mod https;
 mod keepalive;
 mod proxy_protocol;
 mod reconnect_storm;
+mod send_timeout;
 mod tls;
 mod tunnel_lifecycle;
 mod upstream_http1;

@@ -41,6 +41,18 @@ fn the_base_config_and_the_embedded_default_are_valid() {
 }
 
 #[test]
+fn zero_client_timeouts_are_refused() {
+    assert_eq!(
+        one_error(&format!("[limits]\nsend_timeout = \"0s\"\n{BASE}")),
+        "node.toml:2:16: limits.send_timeout: must be above zero (every response that fills the socket would be cut off)"
+    );
+    assert_eq!(
+        one_error(&format!("[limits]\nheader_timeout = \"0s\"\n{BASE}")),
+        "node.toml:2:18: limits.header_timeout: must be above zero (slow clients would never be cut off)"
+    );
+}
+
+#[test]
 fn example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/node.toml");
     if let Err(e) = sysmanage_node::config::load_file(&path) {

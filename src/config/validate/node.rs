@@ -102,6 +102,10 @@ pub(super) fn validate_limits(cx: &mut Ctx, l: &RawLimits, lp: KeyPath) -> Limit
     if header_timeout.is_zero() {
         cx.err(lp.key("header_timeout"), "must be above zero (slow clients would never be cut off)");
     }
+    let send_timeout = cx.duration(&l.send_timeout, lp.key("send_timeout"), Duration::from_secs(60));
+    if send_timeout.is_zero() {
+        cx.err(lp.key("send_timeout"), "must be above zero (every response that fills the socket would be cut off)");
+    }
     let max_header_size = cx.size(&l.max_header_size, lp.key("max_header_size"), 16 << 10);
     if !(8192..=1 << 20).contains(&max_header_size) {
         cx.err(lp.key("max_header_size"), format!("must be 8KiB..=1MiB, got {max_header_size} bytes"));
@@ -110,6 +114,7 @@ pub(super) fn validate_limits(cx: &mut Ctx, l: &RawLimits, lp: KeyPath) -> Limit
         header_timeout,
         keepalive_timeout: cx.duration(&l.keepalive_timeout, lp.key("keepalive_timeout"), Duration::from_secs(60)),
         body_timeout: cx.duration(&l.body_timeout, lp.key("body_timeout"), Duration::from_secs(60)),
+        send_timeout,
         max_body: cx.size(&l.max_body, lp.key("max_body"), 32 << 20),
         max_header_size: max_header_size.clamp(8192, 1 << 20) as usize,
         max_connections: cx.int(l.max_connections, lp.key("max_connections"), 1, 1_000_000, 10_000) as usize,

@@ -1,5 +1,5 @@
 //! One client connection's I/O wrapper, which enforces the header read
-//! timeout and the keep-alive idle timeout.
+//! timeout, the keep-alive idle timeout and the send timeout.
 //!
 //! hyper's own `header_read_timeout` also runs while a keep-alive connection
 //! waits for its next request, so it cannot express "10 s to send a request
@@ -7,7 +7,15 @@
 //! request is in flight it closes the connection `keepalive_timeout` after the
 //! last response (or after accept), or `header_timeout` after the first byte
 //! of a new request head arrived, whichever applies. While a request or an
-//! upgraded tunnel is active, no deadline runs here.
+//! upgraded tunnel is active, none of those runs here.
+//!
+//! Writes have their own timer, whatever the phase: a write (or flush) to
+//! the client that stays blocked for `send_timeout` (the client stopped
+//! reading, so the socket's send buffer stays full) fails the connection,
+//! as nginx's `send_timeout` does. It counts from the moment a write first
+//! has to wait and restarts whenever one progresses, so a slow but reading
+//! client is never cut; it costs nothing until a write waits
+//! ([`IdleTimer`]).
 //!
 //! It also tells the HTTP/1.1 driver (`http1`) when a keep-alive connection
 //! can be *parked*: no request in flight, every response byte flushed, the
@@ -62,6 +70,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::activity::{ConnActivity, PARK_ENDING, PARK_NONE, PARK_WANTED};
+use crate::proxy::idle_timer::IdleTimer;
 use crate::proxy::outbound::relay::Prefixed;
 use crate::proxy::outbound::tunnel::{Client, ClientSocket};
 
@@ -129,10 +138,27 @@ pub struct ClientIo<T> {
     /// Bytes were written since the last completed flush: hyper may still
     /// hold part of a response.
     unflushed: bool,
+    /// `send_timeout`: runs while a write to the client is blocked.
+    send: IdleTimer,
+}
+
+/// A client connection's timeouts (`limits.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    pub header: Duration,
+    pub keepalive: Duration,
+    pub send: Duration,
+}
+
+impl ClientTimeouts {
+    pub fn of(limits: &crate::config::Limits) -> Self {
+        ClientTimeouts { header: limits.header_timeout, keepalive: limits.keepalive_timeout, send: limits.send_timeout }
+    }
 }
 
 impl<T> ClientIo<T> {
-    pub fn new(inner: T, activity: Arc<ConnActivity>, header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+    pub fn new(inner: T, activity: Arc<ConnActivity>, timeouts: ClientTimeouts) -> Self {
+        let ClientTimeouts { header: header_timeout, keepalive: keepalive_timeout, send } = timeouts;
         // A new connection must send its first request head within
         // header_timeout, as nginx's client_header_timeout.
         let now = Instant::now();
@@ -150,6 +176,7 @@ impl<T> ClientIo<T> {
             rewound: None,
             parkable: false,
             unflushed: false,
+            send: IdleTimer::new(send),
         }
     }
 
@@ -295,6 +322,25 @@ fn timed_out(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, what)
 }
 
+impl<T> ClientIo<T> {
+    /// What a write or flush returned, with `send_timeout` applied: a
+    /// blocked one runs the timer (and fails once it expired), progress
+    /// stops it.
+    fn sent<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match polled {
+            Poll::Pending if self.send.expired(cx) => {
+                tracing::debug!(after = ?self.send.after(), "the client stopped reading a response: closed (send_timeout)");
+                Poll::Ready(Err(timed_out("send_timeout")))
+            }
+            Poll::Pending => Poll::Pending,
+            ready => {
+                self.send.progressed();
+                ready
+            }
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -370,7 +416,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.unflushed = true;
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.sent(cx, polled)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
@@ -378,14 +425,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.unflushed = true;
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.sent(cx, polled)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // hyper flushes the transport only once its own buffer is empty.
-        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        let r = self.sent(cx, polled);
         if matches!(r, Poll::Ready(Ok(()))) {
             self.unflushed = false;
         }
@@ -436,10 +485,16 @@ mod tests {
     use crate::proxy::activity::ActiveGuard;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    const TIMEOUTS: ClientTimeouts = ClientTimeouts {
+        header: Duration::from_secs(10),
+        keepalive: Duration::from_secs(60),
+        send: Duration::from_secs(30),
+    };
+
     fn client_io() -> (ClientIo<tokio::io::DuplexStream>, tokio::io::DuplexStream, Arc<ConnActivity>) {
         let (ours, theirs) = tokio::io::duplex(1024);
         let activity = Arc::new(ConnActivity::default());
-        let mut io = ClientIo::new(ours, activity.clone(), Duration::from_secs(10), Duration::from_secs(60));
+        let mut io = ClientIo::new(ours, activity.clone(), TIMEOUTS);
         io.set_parkable(true);
         (io, theirs, activity)
     }
@@ -698,5 +753,67 @@ mod tests {
         assert!(read_once(&mut io).is_none());
         tokio::time::advance(3 * MS).await;
         assert_eq!(read_timed_out(&mut io), "header_timeout");
+    }
+
+    /// Polls one write of `bytes`: `Ok(n)`, or `Err` with its message;
+    /// `None` if it is blocked.
+    fn write_once(io: &mut ClientIo<tokio::io::DuplexStream>, bytes: &[u8]) -> Option<Result<usize, String>> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match Pin::new(io).poll_write(&mut cx, bytes) {
+            Poll::Ready(Ok(n)) => Some(Ok(n)),
+            Poll::Ready(Err(e)) => {
+                assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+                Some(Err(e.to_string()))
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    /// Fills the duplex's 1 KiB until a write blocks.
+    fn fill(io: &mut ClientIo<tokio::io::DuplexStream>) {
+        let mut written = 0;
+        while let Some(r) = write_once(io, &[b'x'; 512]) {
+            written += r.expect("not timed out yet");
+            assert!(written <= 1024, "the duplex holds 1 KiB");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_cut_at_send_timeout() {
+        let (mut io, _client, activity) = client_io();
+        // In the middle of a request (no read deadline runs then).
+        let _busy = ActiveGuard::for_request(&activity, false);
+        fill(&mut io);
+        tokio::time::advance(TIMEOUTS.send - MS).await;
+        assert!(write_once(&mut io, b"more").is_none(), "blocked, not yet timed out");
+        tokio::time::advance(MS).await;
+        assert_eq!(write_once(&mut io, b"more"), Some(Err("send_timeout".to_string())));
+        // A flush that stays blocked counts the same way.
+        let (mut io, _client, _activity) = client_io();
+        fill(&mut io);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(write_once(&mut io, b"x").is_none());
+        tokio::time::advance(TIMEOUTS.send).await;
+        match Pin::new(&mut io).poll_write_vectored(&mut cx, &[io::IoSlice::new(b"x")]) {
+            Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "send_timeout"),
+            other => panic!("expected send_timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_client_that_keeps_reading_is_not_cut() {
+        let (mut io, mut client, _activity) = client_io();
+        // Five times: blocked for three quarters of send_timeout, then the
+        // client reads and the write goes on. 3.75 send_timeouts in all.
+        for round in 0..5 {
+            fill(&mut io);
+            tokio::time::advance(TIMEOUTS.send * 3 / 4).await;
+            assert!(write_once(&mut io, b"x").is_none(), "round {round}: still blocked, not timed out");
+            let mut buf = [0u8; 2048];
+            assert!(client.read(&mut buf).await.unwrap() > 0);
+            assert!(matches!(write_once(&mut io, b"x"), Some(Ok(1))), "round {round}: the write went on");
+        }
     }
 }

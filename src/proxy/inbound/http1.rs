@@ -476,7 +476,7 @@ mod tests {
 
     use super::*;
     use crate::proxy::activity::ActiveGuard;
-    use crate::proxy::inbound::conn::PARK_AFTER;
+    use crate::proxy::inbound::conn::{ClientTimeouts, PARK_AFTER};
 
     /// A client connected to an [`Http1Serve`] that answers "ok" to every
     /// request, and the count of its parks.
@@ -485,7 +485,12 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let activity = Arc::new(ConnActivity::default());
-        let io = ClientIo::new(socket, activity.clone(), Duration::from_secs(10), Duration::from_secs(60));
+        let timeouts = ClientTimeouts {
+            header: Duration::from_secs(10),
+            keepalive: Duration::from_secs(60),
+            send: Duration::from_secs(60),
+        };
+        let io = ClientIo::new(socket, activity.clone(), timeouts);
         let act = activity.clone();
         let svc = service_fn(move |req: hyper::Request<ClientBody>| {
             // As the listener's service: busy until the response is sent.

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::closing::{Closing, Slot};
-use super::conn::ClientIo;
+use super::conn::{ClientIo, ClientTimeouts};
 use super::handshakes::HandshakeThreads;
 use super::http1::{Http1Config, Http1Serve, RequestService, ViaHyper};
 use crate::config::{Config, Limits, TlsConfig};
@@ -563,7 +563,7 @@ async fn prepare<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::outbound::tunnel::ClientSocket,
 {
-    let mut io = ClientIo::new(io, activity.clone(), ctx.limits.header_timeout, ctx.limits.keepalive_timeout);
+    let mut io = ClientIo::new(io, activity.clone(), ClientTimeouts::of(&ctx.limits));
     let info = Arc::new(ConnInfo {
         peer: addrs.client,
         tcp_peer: addrs.tcp_peer,
