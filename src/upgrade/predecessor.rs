@@ -147,11 +147,12 @@ enum Heard {
     Broken(std::io::Error),
 }
 
-/// The next line from the new process, or its exit. A line wins over an
-/// exit seen at the same time, and after an exit the lines it wrote before
-/// it ended are still read: a process that reports why it fails and exits
-/// (a config it rejects) must be reported by its words, not only by its
-/// exit status, whichever of the two events the runtime sees first.
+/// The next line from the new process, or its exit. Once it has exited,
+/// the lines it wrote before it ended are still read for its failure: a
+/// process that reports why it fails and exits (a config it rejects) must
+/// be reported by its words, not only by its exit status, whichever of the
+/// two events the runtime sees first. Any other request of a process known
+/// to have exited (to release the store or the cluster) is not acted on.
 async fn next_heard<R>(
     lines: &mut tokio::io::Lines<R>,
     exit: impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>>,
@@ -165,17 +166,27 @@ where
         Err(e) => Heard::Broken(e),
     };
     tokio::select! {
+        // The exit first: a process known to have ended is asked only for
+        // its failure, whatever else it wrote.
         biased;
-        // `next_line` is cancel safe: a partial line stays buffered.
-        line = lines.next_line() => heard(line),
         status = exit => {
             // The process has ended, so the link reaches its end at once
             // unless something else holds it; a bound keeps that case finite.
-            match tokio::time::timeout(LAST_WORDS_WAIT, lines.next_line()).await {
-                Ok(Ok(Some(l))) => Heard::Line(l),
+            let failure = async {
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if matches!(wire::parse::<ToOld>(&l), Ok(ToOld::Failed { .. })) {
+                        return Some(l);
+                    }
+                }
+                None
+            };
+            match tokio::time::timeout(LAST_WORDS_WAIT, failure).await {
+                Ok(Some(l)) => Heard::Line(l),
                 _ => Heard::Exited(describe(status)),
             }
         }
+        // `next_line` is cancel safe: a partial line stays buffered.
+        line = lines.next_line() => heard(line),
     }
 }
 
@@ -243,6 +254,35 @@ mod tests {
         }
         // Then the link ends.
         assert!(matches!(next_heard(&mut lines, std::future::pending()).await, Heard::Closed));
+    }
+
+    #[tokio::test]
+    async fn after_an_exit_only_its_failure_is_read_not_its_requests() {
+        // It asked for the store, then wrote why it failed, then exited:
+        // the failure is reported; a request alone gives the exit.
+        let (reader, mut writer) = tokio::io::duplex(1024);
+        let mut lines = BufReader::new(reader).lines();
+        let exit = async move {
+            writer.write_all(&wire::line(&ToOld::ReleaseStore)).await.unwrap();
+            writer.write_all(&failed_line()).await.unwrap();
+            drop(writer);
+            Ok(ExitStatus::from_raw(1 << 8))
+        };
+        match next_heard(&mut lines, exit).await {
+            Heard::Line(l) => assert!(matches!(wire::parse::<ToOld>(&l), Ok(ToOld::Failed { .. })), "{l}"),
+            other => panic!("expected the failure line, got {other:?}"),
+        }
+        let (reader, mut writer) = tokio::io::duplex(1024);
+        let mut lines = BufReader::new(reader).lines();
+        let exit = async move {
+            writer.write_all(&wire::line(&ToOld::ReleaseStore)).await.unwrap();
+            drop(writer);
+            Ok(ExitStatus::from_raw(1 << 8))
+        };
+        match next_heard(&mut lines, exit).await {
+            Heard::Exited(status) => assert_eq!(status, "exit status: 1"),
+            other => panic!("expected the exit, got {other:?}"),
+        }
     }
 
     #[tokio::test]
