@@ -39,6 +39,10 @@ pub struct TlsServerStream<IO> {
     /// a flush leaves them for the first write (hyper flushes its empty
     /// buffer before it has anything to say).
     held: bool,
+    /// TLS bytes handed to the socket so far, wrapping: a write or flush
+    /// can move some and still return `Pending`, and the client's send
+    /// timer must see that as progress.
+    socket_bytes: u32,
 }
 
 /// Runs the server handshake on `io`. TLS 1.3 session tickets stay queued
@@ -49,7 +53,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let conn = ServerConnection::new(config).map_err(io::Error::other)?;
-    let mut tls = TlsServerStream { io, conn, closing: false, held: false };
+    let mut tls = TlsServerStream { io, conn, closing: false, held: false, socket_bytes: 0 };
     poll_fn(|cx| tls.poll_handshake(cx)).await?;
     Ok(tls)
 }
@@ -71,7 +75,14 @@ impl<IO> TlsServerStream<IO> {
 
     /// The stream again, over `io` (the same socket, as another type).
     pub fn from_parts(io: IO, state: TlsState) -> Self {
-        TlsServerStream { io, conn: state.conn, closing: state.closing, held: state.held }
+        TlsServerStream { io, conn: state.conn, closing: state.closing, held: state.held, socket_bytes: 0 }
+    }
+
+    /// TLS bytes handed to the socket so far, wrapping at 2^32: compared
+    /// between two polls, a change says a write or flush made progress even
+    /// if it returned `Pending`.
+    pub fn socket_bytes(&self) -> u32 {
+        self.socket_bytes
     }
 
     /// The rustls connection: ALPN, SNI, protocol version, cipher suite.
@@ -130,7 +141,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsServerStream<IO> {
     fn poll_write_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         match self.conn.write_tls(&mut SyncIo { io: &mut self.io, cx }) {
             Ok(0) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => Poll::Ready(Ok(n)),
+            Ok(n) => {
+                self.socket_bytes = self.socket_bytes.wrapping_add(n as u32);
+                Poll::Ready(Ok(n))
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
             Err(e) => Poll::Ready(Err(e)),
         }

@@ -73,6 +73,7 @@ use crate::proxy::activity::{ConnActivity, PARK_ENDING, PARK_NONE, PARK_WANTED};
 use crate::proxy::idle_timer::IdleTimer;
 use crate::proxy::outbound::relay::Prefixed;
 use crate::proxy::outbound::tunnel::{Client, ClientSocket};
+use crate::tls::TlsServerStream;
 
 /// How long a connection whose client sends requests back to back must
 /// stay idle before it is parked.
@@ -140,6 +141,30 @@ pub struct ClientIo<T> {
     unflushed: bool,
     /// `send_timeout`: runs while a write to the client is blocked.
     send: IdleTimer,
+    /// `inner.socket_bytes()` when a write last had to wait.
+    seen_socket_bytes: u32,
+}
+
+/// How far a client stream's writes got below it: a stream that can move
+/// bytes to its socket during a write or flush that still returns
+/// `Pending` (TLS: rustls's queued records go out a few at a time) says
+/// so, for the send timer to count it as progress. A plain socket moves
+/// nothing while it returns `Pending`.
+pub trait SocketProgress {
+    /// Bytes handed to the socket so far, wrapping; only changes matter.
+    fn socket_bytes(&self) -> u32 {
+        0
+    }
+}
+
+impl SocketProgress for tokio::net::TcpStream {}
+
+impl SocketProgress for tokio::io::DuplexStream {}
+
+impl<IO> SocketProgress for TlsServerStream<IO> {
+    fn socket_bytes(&self) -> u32 {
+        TlsServerStream::socket_bytes(self)
+    }
 }
 
 /// A client connection's timeouts (`limits.*`).
@@ -177,6 +202,7 @@ impl<T> ClientIo<T> {
             parkable: false,
             unflushed: false,
             send: IdleTimer::new(send),
+            seen_socket_bytes: 0,
         }
     }
 
@@ -322,11 +348,19 @@ fn timed_out(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, what)
 }
 
-impl<T> ClientIo<T> {
-    /// What a write or flush returned, with `send_timeout` applied: a
-    /// blocked one runs the timer (and fails once it expired), progress
-    /// stops it.
+impl<T: SocketProgress> ClientIo<T> {
+    /// What a write, flush or shutdown returned, with `send_timeout`
+    /// applied: a blocked one runs the timer (and fails once it expired),
+    /// progress stops it, including bytes the stream moved to its socket
+    /// before it returned `Pending`.
     fn sent<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if polled.is_pending() {
+            let moved = self.inner.socket_bytes();
+            if moved != self.seen_socket_bytes {
+                self.seen_socket_bytes = moved;
+                self.send.progressed();
+            }
+        }
         match polled {
             Poll::Pending if self.send.expired(cx) => {
                 tracing::debug!(after = ?self.send.after(), "the client stopped reading a response: closed (send_timeout)");
@@ -413,7 +447,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
+impl<T: AsyncWrite + Unpin + SocketProgress> AsyncWrite for ClientIo<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.unflushed = true;
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
@@ -445,7 +479,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
             // hyper's connection ends so that the socket can be parked.
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        // TLS: close_notify waits for the socket like any write.
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.sent(cx, polled)
     }
 }
 
@@ -459,7 +495,7 @@ use std::future::Future;
 /// `ConnInfo::unwrap_upgraded`.
 pub fn unwrap_upgraded<T>(upgraded: hyper::upgrade::Upgraded) -> Prefixed<Client>
 where
-    T: ClientSocket + AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: ClientSocket + SocketProgress + AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let parts = match upgraded.downcast::<hyper_util::rt::TokioIo<ClientIo<T>>>() {
         Ok(parts) => parts,
@@ -789,7 +825,7 @@ mod tests {
         assert!(write_once(&mut io, b"more").is_none(), "blocked, not yet timed out");
         tokio::time::advance(MS).await;
         assert_eq!(write_once(&mut io, b"more"), Some(Err("send_timeout".to_string())));
-        // A flush that stays blocked counts the same way.
+        // A vectored write that stays blocked counts the same way.
         let (mut io, _client, _activity) = client_io();
         fill(&mut io);
         let waker = futures_util::task::noop_waker();
@@ -814,6 +850,75 @@ mod tests {
             let mut buf = [0u8; 2048];
             assert!(client.read(&mut buf).await.unwrap() > 0);
             assert!(matches!(write_once(&mut io, b"x"), Some(Ok(1))), "round {round}: the write went on");
+        }
+    }
+
+    /// A stream like TLS: its flush moves `step` bytes to the socket each
+    /// time it is polled and still returns `Pending` (rustls's queue
+    /// draining into a slow client's socket).
+    struct Trickle {
+        moved: u32,
+        step: u32,
+    }
+
+    impl SocketProgress for Trickle {
+        fn socket_bytes(&self) -> u32 {
+            self.moved
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.moved = self.moved.wrapping_add(self.step);
+            Poll::Pending
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    fn poll_flush_once(io: &mut ClientIo<Trickle>) -> Poll<io::Result<()>> {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        Pin::new(io).poll_flush(&mut cx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_moved_during_a_pending_flush_are_progress() {
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = ClientIo::new(Trickle { moved: 0, step: 1 }, activity.clone(), TIMEOUTS);
+        // Every poll moves bytes: never cut, over five send_timeouts.
+        for _ in 0..10 {
+            assert!(poll_flush_once(&mut io).is_pending());
+            tokio::time::advance(TIMEOUTS.send / 2).await;
+        }
+        assert!(poll_flush_once(&mut io).is_pending());
+        // Nothing moves any more: cut one send_timeout after the last move.
+        io.inner.step = 0;
+        tokio::time::advance(TIMEOUTS.send - MS).await;
+        assert!(poll_flush_once(&mut io).is_pending());
+        tokio::time::advance(MS).await;
+        match poll_flush_once(&mut io) {
+            Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "send_timeout"),
+            other => panic!("expected send_timeout, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shutdown_that_stays_blocked_is_cut_at_send_timeout() {
+        // TLS's close_notify waits for the socket like any write.
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = ClientIo::new(Trickle { moved: 0, step: 0 }, activity.clone(), TIMEOUTS);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut io).poll_shutdown(&mut cx).is_pending());
+        tokio::time::advance(TIMEOUTS.send).await;
+        match Pin::new(&mut io).poll_shutdown(&mut cx) {
+            Poll::Ready(Err(e)) => assert_eq!(e.to_string(), "send_timeout"),
+            other => panic!("expected send_timeout, got {other:?}"),
         }
     }
 }

@@ -45,7 +45,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::closing::{Closing, Slot};
-use super::conn::ClientIo;
+use super::conn::{ClientIo, SocketProgress};
 use super::sending::Sending;
 use crate::proxy::activity::ConnActivity;
 use crate::proxy::body::ClientBody;
@@ -188,7 +188,7 @@ pub struct Http1Serve<I, S: RequestService> {
 
 impl<I, S> Http1Serve<I, S>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + SocketProgress,
     S: RequestService + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -422,7 +422,7 @@ impl<I, S: RequestService> Drop for Http1Serve<I, S> {
 
 impl<I, S> Future for Http1Serve<I, S>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + SocketProgress,
     S: RequestService + Clone + Unpin + Send + 'static,
     S::Future: Send + 'static,
 {

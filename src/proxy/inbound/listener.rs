@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::closing::{Closing, Slot};
-use super::conn::{ClientIo, ClientTimeouts};
+use super::conn::{ClientIo, ClientTimeouts, SocketProgress};
 use super::handshakes::HandshakeThreads;
 use super::http1::{Http1Config, Http1Serve, RequestService, ViaHyper};
 use crate::config::{Config, Limits, TlsConfig};
@@ -561,7 +561,7 @@ async fn prepare<I>(
     ctx: &AcceptContext,
 ) -> Option<(ClientIo<I>, impl ProxyService, bool)>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::outbound::tunnel::ClientSocket,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::outbound::tunnel::ClientSocket + SocketProgress,
 {
     let mut io = ClientIo::new(io, activity.clone(), ClientTimeouts::of(&ctx.limits));
     let info = Arc::new(ConnInfo {
@@ -616,7 +616,7 @@ const H2_DRAINING_GRACE: Duration = Duration::from_secs(1);
 /// drains.
 async fn serve_http2<I, S>(io: ClientIo<I>, svc: S, activity: Arc<ConnActivity>, ctx: Arc<AcceptContext>)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + SocketProgress,
     S: ProxyService,
 {
     activity.mark_http2();

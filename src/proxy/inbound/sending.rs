@@ -12,7 +12,7 @@ use http::Response;
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::conn::ClientIo;
+use super::conn::{ClientIo, SocketProgress};
 use super::http1::client_gone;
 use crate::proxy::outbound::response::{text_response, ProxyBody};
 use crate::proxy::wire::chunked;
@@ -108,7 +108,7 @@ impl Sending {
 
     /// Writes the response; `Ok(true)` when it is all sent and the
     /// connection stays open.
-    pub(super) fn poll_send<T: AsyncRead + AsyncWrite + Unpin>(
+    pub(super) fn poll_send<T: AsyncRead + AsyncWrite + Unpin + SocketProgress>(
         &mut self,
         io: &mut ClientIo<T>,
         cx: &mut Context<'_>,
