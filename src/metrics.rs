@@ -81,6 +81,9 @@ pub const STORE_PENDING: &str = "sysmanage_session_store_pending";
 pub const STORE_WRITE_ERRORS: &str = "sysmanage_session_store_write_errors_total";
 /// The `reason` labels of [`ACCEPT_ERRORS`], by index of `Counters::accept_errors`.
 pub const ACCEPT_ERROR_REASONS: [&str; 3] = ["descriptors", "memory", "other"];
+pub const CLIENT_TIMEOUTS: &str = "sysmanage_client_timeouts_total";
+/// The `timeout` labels of [`CLIENT_TIMEOUTS`], by index of `Counters::client_timeouts`.
+pub const CLIENT_TIMEOUT_KINDS: [&str; 2] = ["header", "send"];
 
 /// Process-wide data-path counters.
 #[derive(Debug)]
@@ -125,6 +128,9 @@ pub struct Counters {
     pub sessions_merged: AtomicU64,
     /// Failed `accept` calls on the listeners, by reason ([`ACCEPT_ERROR_REASONS`]).
     pub accept_errors: [AtomicU64; ACCEPT_ERROR_REASONS.len()],
+    /// Client connections closed by `header_timeout` or `send_timeout`
+    /// ([`CLIENT_TIMEOUT_KINDS`]).
+    pub client_timeouts: [AtomicU64; CLIENT_TIMEOUT_KINDS.len()],
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -155,6 +161,7 @@ pub static COUNTERS: Counters = Counters {
     sessions_not_gossiped: ZERO,
     sessions_merged: ZERO,
     accept_errors: [ZERO; ACCEPT_ERROR_REASONS.len()],
+    client_timeouts: [ZERO; CLIENT_TIMEOUT_KINDS.len()],
 };
 
 pub fn count_response(status: u16) {

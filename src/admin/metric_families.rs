@@ -165,6 +165,18 @@ pub const ACCEPT_ERRORS: Family = Family {
            kernel's queue, log once per 10 s, and resume by themselves. A connection that the client closed \
            before it was accepted is not counted.",
 };
+pub const CLIENT_TIMEOUTS: Family = Family {
+    name: m::CLIENT_TIMEOUTS,
+    kind: Kind::Counter,
+    labels: &[Label {
+        name: "timeout",
+        values: "`header`: a request head not complete within `limits.header_timeout`; `send`: a client that \
+                 stopped reading a response for `limits.send_timeout`",
+    }],
+    help: "Client connections closed because the client was too slow, by timeout.",
+    note: "Idle keep-alive connections closed at `keepalive_timeout` are not counted, nor a TLS handshake or \
+           PROXY header that took longer than `header_timeout`.",
+};
 pub const TLS_HANDSHAKE: Family = Family {
     name: m::TLS_HANDSHAKE,
     kind: Kind::Histogram,
@@ -357,6 +369,7 @@ pub const FAMILIES: &[&Family] = &[
     &MALFORMED_RESPONSES,
     &HEALTH_CHECKS,
     &ACCEPT_ERRORS,
+    &CLIENT_TIMEOUTS,
     &TLS_HANDSHAKE,
     &TLS_HANDSHAKE_FAILURES,
     &RATELIMITED,

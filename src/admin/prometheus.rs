@@ -164,6 +164,8 @@ fn render_traffic(out: &mut String, proxy: &crate::proxy::ProxyState, cpu_percen
     let checks = [("success", load(&COUNTERS.checks_ok)), ("failure", load(&COUNTERS.checks_failed))];
     labeled(out, &f::HEALTH_CHECKS, checks);
     labeled(out, &f::ACCEPT_ERRORS, m::ACCEPT_ERROR_REASONS.iter().zip(COUNTERS.accept_errors.iter().map(load)));
+    let timeouts = m::CLIENT_TIMEOUT_KINDS.iter().zip(COUNTERS.client_timeouts.iter().map(load));
+    labeled(out, &f::CLIENT_TIMEOUTS, timeouts);
 }
 
 /// TLS handshakes, requests refused by rate limits, bytes through tunnels

@@ -65,6 +65,10 @@ async fn small_buffer_client(node: SocketAddr) -> tokio::net::TcpStream {
 
 const SEND_TIMEOUT: Duration = Duration::from_millis(1500);
 
+async fn send_timeouts(node: &Node) -> f64 {
+    metric(&scrape(node).await, "sysmanage_client_timeouts_total{timeout=\"send\"}").expect("the send timeouts counted")
+}
+
 /// A node in front of `server` with `send_timeout` set, listening on
 /// `listeners`.
 async fn node_with(server: SocketAddr, listeners: &str) -> Node {
@@ -82,6 +86,8 @@ async fn a_client_that_stops_reading_is_cut_after_send_timeout_and_so_is_the_ser
     let (server, mut server_closed) = endless_server().await;
     let node = node_for(server).await;
     let addr = node.addr("http").unwrap();
+    // Counters are the process's: other tests' nodes may add to them too.
+    let cut_before = send_timeouts(&node).await;
     // A plain GET takes the node's own HTTP/1.1 path, a request with a body
     // hyper's: both write through the same connection wrapper.
     for (path, request) in [
@@ -109,6 +115,7 @@ async fn a_client_that_stops_reading_is_cut_after_send_timeout_and_so_is_the_ser
             .unwrap_or_else(|| panic!("{path}: the client's connection not closed"));
         assert!(((rest.len() + head.len()) as u64) < DECLARED, "{path}: {} bytes", rest.len());
     }
+    assert!(send_timeouts(&node).await >= cut_before + 2.0, "both cuts counted");
     // The node goes on serving.
     let mut s = small_buffer_client(addr).await;
     s.write_all(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();

@@ -344,6 +344,10 @@ impl<T> ClientIo<T> {
     }
 }
 
+/// Indices of `COUNTERS.client_timeouts` (`metrics::CLIENT_TIMEOUT_KINDS`).
+const HEADER: usize = 0;
+const SEND: usize = 1;
+
 fn timed_out(what: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, what)
 }
@@ -363,6 +367,7 @@ impl<T: SocketProgress> ClientIo<T> {
         }
         match polled {
             Poll::Pending if self.send.expired(cx) => {
+                crate::metrics::COUNTERS.client_timeouts[SEND].fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(after = ?self.send.after(), "the client stopped reading a response: closed (send_timeout)");
                 Poll::Ready(Err(timed_out("send_timeout")))
             }
@@ -422,6 +427,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                 // seen on the next poll of hyper's connection.
                 if this.phase != Phase::Busy {
                     if let Err(what) = this.poll_timer(cx) {
+                        if what == "header_timeout" {
+                            crate::metrics::COUNTERS.client_timeouts[HEADER].fetch_add(1, Ordering::Relaxed);
+                        }
                         return Poll::Ready(Err(timed_out(what)));
                     }
                 }
@@ -721,6 +729,22 @@ mod tests {
         assert!(!activity.take_park_request(), "a head is being read");
         tokio::time::advance(2 * MS).await;
         assert_eq!(read_timed_out(&mut io), "header_timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn header_and_send_timeouts_are_counted() {
+        let count = |i: usize| crate::metrics::COUNTERS.client_timeouts[i].load(Ordering::Relaxed);
+        // Other tests in this process count too: at least one more each.
+        let (header, send) = (count(HEADER), count(SEND));
+        let (mut io, _client, _activity) = client_io();
+        tokio::time::advance(TIMEOUTS.header).await;
+        assert_eq!(read_timed_out(&mut io), "header_timeout");
+        assert!(count(HEADER) > header);
+        let (mut io, _client, _activity) = client_io();
+        fill(&mut io);
+        tokio::time::advance(TIMEOUTS.send).await;
+        assert_eq!(write_once(&mut io, b"x"), Some(Err("send_timeout".to_string())));
+        assert!(count(SEND) > send);
     }
 
     #[tokio::test(start_paused = true)]
