@@ -159,6 +159,7 @@ pub trait SocketProgress {
 
 impl SocketProgress for tokio::net::TcpStream {}
 
+#[cfg(test)]
 impl SocketProgress for tokio::io::DuplexStream {}
 
 impl<IO> SocketProgress for TlsServerStream<IO> {
@@ -319,6 +320,7 @@ impl<T> ClientIo<T> {
             Phase::Head => {
                 let deadline = self.since + self.header_timeout;
                 if now >= deadline {
+                    crate::metrics::COUNTERS.client_timeouts[HEADER].fetch_add(1, Ordering::Relaxed);
                     return Err("header_timeout");
                 }
                 deadline
@@ -358,25 +360,21 @@ impl<T: SocketProgress> ClientIo<T> {
     /// progress stops it, including bytes the stream moved to its socket
     /// before it returned `Pending`.
     fn sent<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
-        if polled.is_pending() {
-            let moved = self.inner.socket_bytes();
-            if moved != self.seen_socket_bytes {
-                self.seen_socket_bytes = moved;
-                self.send.progressed();
-            }
+        if polled.is_ready() {
+            self.send.progressed();
+            return polled;
         }
-        match polled {
-            Poll::Pending if self.send.expired(cx) => {
-                crate::metrics::COUNTERS.client_timeouts[SEND].fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(after = ?self.send.after(), "the client stopped reading a response: closed (send_timeout)");
-                Poll::Ready(Err(timed_out("send_timeout")))
-            }
-            Poll::Pending => Poll::Pending,
-            ready => {
-                self.send.progressed();
-                ready
-            }
+        let moved = self.inner.socket_bytes();
+        if moved != self.seen_socket_bytes {
+            self.seen_socket_bytes = moved;
+            self.send.progressed();
         }
+        if !self.send.expired(cx) {
+            return Poll::Pending;
+        }
+        crate::metrics::COUNTERS.client_timeouts[SEND].fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(after = ?self.send.after(), "the client stopped reading a response: closed (send_timeout)");
+        Poll::Ready(Err(timed_out("send_timeout")))
     }
 }
 
@@ -427,9 +425,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
                 // seen on the next poll of hyper's connection.
                 if this.phase != Phase::Busy {
                     if let Err(what) = this.poll_timer(cx) {
-                        if what == "header_timeout" {
-                            crate::metrics::COUNTERS.client_timeouts[HEADER].fetch_add(1, Ordering::Relaxed);
-                        }
                         return Poll::Ready(Err(timed_out(what)));
                     }
                 }

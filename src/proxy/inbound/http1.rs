@@ -485,11 +485,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let activity = Arc::new(ConnActivity::default());
-        let timeouts = ClientTimeouts {
-            header: Duration::from_secs(10),
-            keepalive: Duration::from_secs(60),
-            send: Duration::from_secs(60),
-        };
+        let timeouts = ClientTimeouts::of(&crate::config::default_config().unwrap().limits);
         let io = ClientIo::new(socket, activity.clone(), timeouts);
         let act = activity.clone();
         let svc = service_fn(move |req: hyper::Request<ClientBody>| {
